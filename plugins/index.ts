@@ -1,0 +1,13 @@
+import type { PluginDef } from '../src/chain.js'
+import metas from './metas.js'
+import reject from './reject.js'
+import rewrite from './rewrite.js'
+
+/** The only registry of built-in plugins: name -> options schema and factory. */
+export const plugins = {
+  reject,
+  metas,
+  rewrite
+} satisfies Record<string, PluginDef>
+
+export type PluginName = keyof typeof plugins

@@ -1,0 +1,61 @@
+import { z } from 'zod'
+import { definePlugin, type Verdict } from '../src/chain.js'
+import { compileAt } from '../src/errors.js'
+import { checkContent, getIn, OPS, parsePath, setIn, type Content } from '../src/protocol.js'
+import { compileTemplate, isConstantTemplate, type TemplateContext } from '../src/template.js'
+
+type Edit = (content: Content, ctx: TemplateContext) => Content
+
+const json = z.json().describe('any JSON value; a string with {{...}} is a template')
+
+export default definePlugin({
+  description: 'sets, defaults, removes and regex-replaces content fields by dotted path',
+  ops: OPS,
+  options: z.strictObject({
+    set: z.record(z.string(), json).default({}).describe('dotted.path -> value or template'),
+    default: z.record(z.string(), json).default({}).describe('dotted.path -> value, set only when absent or null'),
+    remove: z.array(z.string()).default([]).describe('dotted paths to remove'),
+    replace: z.array(z.strictObject({
+      path: z.string(),
+      pattern: z.string().describe('JavaScript regular expression, applied to every match'),
+      replacement: z.string().describe('replacement text; $1 and $<name> refer to groups')
+    })).default([])
+  }),
+  create (options, deps) {
+    const edits: Edit[] = []
+    const valueOf = (where: string, value: unknown): (content: Content, ctx: TemplateContext) => unknown => {
+      if (typeof value !== 'string' || isConstantTemplate(value)) return () => value
+      return compileAt(where, () => compileTemplate(value, { step: deps.name }))
+    }
+    for (const [raw, value] of Object.entries(options.set)) {
+      const path = compileAt(`set.${raw}`, () => parsePath(raw))
+      const get = valueOf(`set.${raw}`, value)
+      edits.push((c, ctx) => setIn(c, path, get(c, ctx)))
+    }
+    for (const [raw, value] of Object.entries(options.default)) {
+      const path = compileAt(`default.${raw}`, () => parsePath(raw))
+      const get = valueOf(`default.${raw}`, value)
+      edits.push((c, ctx) => getIn(c, path) == null ? setIn(c, path, get(c, ctx)) : c)
+    }
+    for (const [i, raw] of options.remove.entries()) {
+      const path = compileAt(`remove[${i}]`, () => parsePath(raw))
+      edits.push(c => setIn(c, path, undefined))
+    }
+    for (const [i, rule] of options.replace.entries()) {
+      const path = compileAt(`replace[${i}].path`, () => parsePath(rule.path))
+      const re = compileAt(`replace[${i}].pattern`, () => new RegExp(rule.pattern, 'g'))
+      edits.push(c => {
+        const value = getIn(c, path)
+        return typeof value === 'string' ? setIn(c, path, value.replace(re, rule.replacement)) : c
+      })
+    }
+    return function rewrite (content, ctx): Verdict | undefined {
+      let next = content
+      for (const edit of edits) next = edit(next, ctx)
+      if (next === content) return
+      const invalid = checkContent(ctx.op, next)
+      if (invalid !== null) return { error: new Error(invalid), reject: `frp-plugin-gateway: step ${deps.name} made ${invalid}` }
+      return { content: next }
+    }
+  }
+})

@@ -1,0 +1,150 @@
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import type { Logger } from 'pino'
+import { runChain, type CallContext, type ChainResult } from './chain.js'
+import { GatewayError } from './errors.js'
+import type { Metrics, Outcome } from './metrics.js'
+import {
+  ALLOW_UNCHANGED, answerModified, answerReject, checkContent, effectiveOp, isOp, type Content, type Op
+} from './protocol.js'
+import type { Runtime } from './runtime.js'
+
+/** The live runtime; reload replaces it whole, and a call keeps the one it started on. */
+export interface RuntimeRef { current: Runtime }
+
+export interface AppOptions {
+  metrics: Metrics
+  logger: Logger
+  path: string
+  bodyLimitBytes: number
+  /** serve /metrics, /healthz and /readyz here (false when an admin listener has them) */
+  adminRoutes: boolean
+  https?: { cert: string | Buffer, key: string | Buffer }
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8'
+const PROTO_ERRORS: Record<string, GatewayError | ((err: Error, opts: AppOptions) => GatewayError)> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: (_, opts) => new GatewayError('FRPGW_ERR_BODY_TOO_LARGE', opts.bodyLimitBytes),
+  FST_ERR_CTP_EMPTY_JSON_BODY: new GatewayError('FRPGW_ERR_INVALID_JSON', 'empty body')
+}
+
+function toGatewayError (err: Error & { code?: string, statusCode?: number }, req: FastifyRequest, opts: AppOptions): GatewayError {
+  if (err instanceof GatewayError) return err
+  const known = err.code !== undefined ? PROTO_ERRORS[err.code] : undefined
+  if (known !== undefined) return typeof known === 'function' ? known(err, opts) : known
+  if (err.statusCode === 415) return new GatewayError('FRPGW_ERR_UNSUPPORTED_MEDIA_TYPE', req.headers['content-type'] ?? 'none')
+  return new GatewayError('FRPGW_ERR_INTERNAL', err.message)
+}
+
+/** Reads the envelope frps sends; every way it can be wrong is a 400 with its own code. */
+function envelope (req: FastifyRequest): { wireOp: Op, content: Content } {
+  const body = req.body as { op?: unknown, content?: unknown } | null
+  if (body === undefined) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', 'body is empty')
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', 'body is not an object')
+  if (typeof body.op !== 'string') throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', '"op" is missing or not a string')
+  if (!isOp(body.op)) throw new GatewayError('FRPGW_ERR_UNKNOWN_OP', JSON.stringify(body.op))
+  const queryOp = (req.query as Record<string, unknown>).op
+  if (queryOp !== undefined && queryOp !== body.op) throw new GatewayError('FRPGW_ERR_OP_MISMATCH', JSON.stringify(queryOp), JSON.stringify(body.op))
+  if (body.content === undefined) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', '"content" is missing')
+  return { wireOp: body.op, content: body.content as Content }
+}
+
+/** /metrics, /healthz and /readyz, on the RPC listener or the admin one. */
+export function registerAdminRoutes (app: FastifyInstance, ref: RuntimeRef, metrics: Metrics): void {
+  app.get('/metrics', async (_, reply) => {
+    reply.header('content-type', metrics.register.contentType)
+    return await metrics.register.metrics()
+  })
+  app.get('/healthz', async () => ({ status: 'ok' }))
+  app.get('/readyz', async (_, reply) => {
+    const reason = await ref.current.ready()
+    if (reason === null) return { status: 'ready' }
+    reply.code(503)
+    return { status: 'not ready', reason }
+  })
+}
+
+function baseApp (opts: AppOptions, extra: object = {}): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: opts.logger,
+    // fastify's two lines per request would double the cost of a call; the gateway logs one of its own
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqid' }),
+    requestIdHeader: 'x-frp-reqid',
+    ...extra
+  }) as unknown as FastifyInstance
+  app.setNotFoundHandler((req, reply) => {
+    const err = new GatewayError('FRPGW_ERR_NOT_FOUND', `${req.method} ${req.url.split('?')[0]}`)
+    void reply.code(err.statusCode).send(err.toJSON())
+  })
+  return app
+}
+
+/** The fastify instance serving frps. It never listens by itself. */
+export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
+  const { metrics } = opts
+  const app = baseApp(opts, { bodyLimit: opts.bodyLimitBytes, ...(opts.https !== undefined ? { https: opts.https } : {}) })
+  const invalidCalls = metrics.requests.labels('invalid', 'error')
+  const requests = new Map<string, ReturnType<typeof metrics.requests.labels>>()
+  const counter = (op: Op, outcome: Outcome) => {
+    const key = op + outcome
+    let c = requests.get(key)
+    if (c === undefined) requests.set(key, c = metrics.requests.labels(op, outcome))
+    return c
+  }
+
+  // frps sends only JSON; JSON.parse keeps a "__proto__" key as a plain own key (never a prototype),
+  // where fastify's default parser would refuse the call.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      done(null, JSON.parse(body as string))
+    } catch (err) {
+      done(new GatewayError('FRPGW_ERR_INVALID_JSON', (err as Error).message), undefined)
+    }
+  })
+
+  app.setErrorHandler((err, req, reply) => {
+    const gwErr = toGatewayError(err as Error, req, opts)
+    if (gwErr.statusCode >= 500) req.log.error({ err }, 'request failed')
+    else req.log.info({ code: gwErr.code, message: gwErr.message }, 'bad request')
+    if (req.routeOptions.url === opts.path) invalidCalls.inc()
+    void reply.code(gwErr.statusCode).type(JSON_TYPE).send(JSON.stringify(gwErr.toJSON()))
+  })
+
+  function respond (reply: FastifyReply, op: Op, result: ChainResult, started: number): FastifyReply {
+    const body = result.outcome === 'modify'
+      ? answerModified(result.content as Content)
+      : result.reason !== undefined ? answerReject(result.reason) : ALLOW_UNCHANGED
+    const seconds = (performance.now() - started) / 1000
+    counter(op, result.outcome).inc()
+    metrics.requestDuration.labels(op).observe(seconds)
+    const log = reply.request.log as unknown as Logger
+    if (result.outcome !== 'allow') log.info({ op, outcome: result.outcome, step: result.step, reason: result.reason, ms: seconds * 1000 }, 'call')
+    else if (log.isLevelEnabled('debug')) log.debug({ op, outcome: result.outcome, ms: seconds * 1000 }, 'call')
+    return reply.type(JSON_TYPE).send(body)
+  }
+
+  app.post(opts.path, (req, reply) => {
+    const started = performance.now()
+    const { wireOp, content } = envelope(req)
+    const runtime = ref.current
+    const op = effectiveOp(wireOp, content)
+    const invalid = checkContent(op, content)
+    if (invalid !== null) return respond(reply, op, { outcome: 'error', reason: invalid }, started)
+    const ctx: CallContext = {
+      op, wireOp, reqid: req.id, deadline: started + runtime.config.deadlineMs, log: req.log as unknown as Logger
+    }
+    const result = runChain(runtime.chains[op], content, ctx)
+    if (result instanceof Promise) return result.then(r => respond(reply, op, r, started))
+    return respond(reply, op, result, started)
+  })
+
+  if (opts.adminRoutes) registerAdminRoutes(app, ref, metrics)
+  return app
+}
+
+/** The admin listener: metrics and health apart from the RPC port. */
+export function buildAdminApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
+  const app = baseApp(opts)
+  registerAdminRoutes(app, ref, opts.metrics)
+  return app
+}

@@ -1,0 +1,173 @@
+import type { Logger } from 'pino'
+import type { z } from 'zod'
+import type { Matcher } from './match.js'
+import type { Decision, Metrics, Outcome } from './metrics.js'
+import { sameJson, type Content, type Op } from './protocol.js'
+import type { TemplateContext } from './template.js'
+
+/** What a step knows of the call besides the content. */
+export interface CallContext extends TemplateContext {
+  /** the op whose steps run (a mislabelled NewWorkConn counts as NewWorkConn) */
+  op: Op
+  /** the op frps put on the wire */
+  wireOp: Op
+  reqid: string
+  /** performance.now() by which the answer must be out */
+  deadline: number
+  log: Logger
+}
+
+/**
+ * A step's answer. Nothing (or `{}`) allows unchanged; `content` (a new object, only when a value really
+ * differs) modifies; `reject` rejects with that reason; `error` marks a decision taken by a failure policy.
+ */
+export interface Verdict { reject?: string, content?: Content, error?: unknown }
+
+/** A compiled step: validated and compiled once, called per call. `close` frees what it holds. */
+export interface Step {
+  (content: Content, ctx: CallContext): Verdict | undefined | Promise<Verdict | undefined>
+  close?: () => Promise<void>
+}
+
+/** What the runtime hands a plugin factory. */
+export interface PluginDeps {
+  /** the step's name (logs, metric labels, reasons) */
+  name: string
+  log: Logger
+  metrics: Metrics
+}
+
+/** A built-in plugin: its options schema and a factory that validates and compiles once. */
+export interface PluginDef<S extends z.ZodType = z.ZodType> {
+  description: string
+  ops: readonly Op[]
+  options: S
+  create: (options: z.output<S>, deps: PluginDeps) => Step
+}
+
+export const definePlugin = <S extends z.ZodType>(def: PluginDef<S>): PluginDef<S> => def
+
+/** A step as the chain of one op holds it. */
+export interface ChainStep {
+  name: string
+  shadow: boolean
+  when: Matcher
+  run: Step
+  /** records one decision and the step's duration in seconds */
+  record: (decision: Decision, seconds: number) => void
+}
+
+export interface ChainResult {
+  outcome: Outcome
+  /** the rejection reason (reject and error outcomes) */
+  reason?: string
+  /** the whole final content (modify outcome) */
+  content?: Content
+  /** the step that rejected or failed */
+  step?: string
+}
+
+interface State { content: Content, changed: boolean, i: number, failure?: ChainResult }
+
+const isPromise = (v: unknown): v is Promise<unknown> => typeof (v as Promise<unknown> | undefined)?.then === 'function'
+const DEADLINE = Symbol('deadline')
+
+/**
+ * Runs the steps of one op in order (chain semantics 1 to 7 of DESIGN.md). Stays synchronous while the
+ * steps are; the deadline timer starts only when a step goes asynchronous.
+ */
+export function runChain (steps: readonly ChainStep[], original: Content, ctx: CallContext): ChainResult | Promise<ChainResult> {
+  const state: State = { content: original, changed: false, i: 0 }
+  for (; state.i < steps.length; state.i++) {
+    const step = steps[state.i]
+    if (step.when(ctx.op, state.content) !== null) continue
+    const started = performance.now()
+    let verdict
+    try {
+      verdict = step.run(state.content, ctx)
+    } catch (err) {
+      verdict = failed(step, err)
+    }
+    if (isPromise(verdict)) return finishAsync(steps, original, state, ctx, verdict, started)
+    if (settle(step, state, verdict, ctx, started)) return state.failure as ChainResult
+  }
+  return finish(original, state, ctx)
+}
+
+async function finishAsync (steps: readonly ChainStep[], original: Content, state: State, ctx: CallContext,
+  first: Promise<Verdict | undefined>, started: number): Promise<ChainResult> {
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<typeof DEADLINE>(resolve => {
+    timer = setTimeout(resolve, Math.max(0, ctx.deadline - performance.now()), DEADLINE)
+  })
+  try {
+    let pending: Verdict | undefined | Promise<Verdict | undefined> = first
+    while (true) {
+      const step = steps[state.i]
+      let verdict: Verdict | undefined | typeof DEADLINE
+      if (isPromise(pending)) {
+        // a hung step is abandoned, not awaited: its late failure must not surface as unhandled
+        pending.catch(() => {})
+        verdict = await Promise.race([pending.catch(err => failed(step, err)), deadline])
+      } else {
+        verdict = pending
+      }
+      if (verdict === DEADLINE) {
+        step.record('error', (performance.now() - started) / 1000)
+        const reason = `frp-plugin-gateway: deadline exceeded in step ${step.name}`
+        ctx.log.warn({ step: step.name }, 'deadline exceeded')
+        return ctx.op === 'CloseProxy' ? { outcome: 'allow' } : { outcome: 'error', reason, step: step.name }
+      }
+      if (settle(step, state, verdict, ctx, started)) return state.failure as ChainResult
+      pending = undefined
+      for (state.i++; state.i < steps.length; state.i++) {
+        const next = steps[state.i]
+        if (next.when(ctx.op, state.content) !== null) continue
+        started = performance.now()
+        try {
+          pending = next.run(state.content, ctx)
+        } catch (err) {
+          pending = failed(next, err)
+        }
+        break
+      }
+      if (state.i >= steps.length) return finish(original, state, ctx)
+    }
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** A step that threw: a bug in the step, never a reason to crash. Fails closed. */
+function failed (step: ChainStep, err: unknown): Verdict {
+  return { error: err, reject: `frp-plugin-gateway: step ${step.name} failed` }
+}
+
+/** Applies one verdict; returns true when the chain ends here (state.failure holds the result). */
+function settle (step: ChainStep, state: State, verdict: Verdict | undefined, ctx: CallContext, started: number): boolean {
+  const seconds = (performance.now() - started) / 1000
+  if (verdict?.error !== undefined) ctx.log.warn({ step: step.name, err: verdict.error }, 'step failed')
+  if (verdict?.reject !== undefined) {
+    step.record(verdict.error !== undefined ? 'error' : step.shadow ? 'shadow_reject' : 'reject', seconds)
+    if (step.shadow || ctx.op === 'CloseProxy') return false
+    state.failure = { outcome: verdict.error !== undefined ? 'error' : 'reject', reason: verdict.reject, step: step.name }
+    return true
+  }
+  const content = verdict?.content
+  if (content !== undefined && content !== state.content) {
+    step.record(verdict?.error !== undefined ? 'error' : step.shadow ? 'shadow_modify' : 'modify', seconds)
+    if (!step.shadow) {
+      state.content = content
+      state.changed = true
+    }
+    return false
+  }
+  step.record(verdict?.error !== undefined ? 'error' : 'allow', seconds)
+  return false
+}
+
+function finish (original: Content, state: State, ctx: CallContext): ChainResult {
+  // frps ignores the CloseProxy answer; content that came back to what frps sent is no change
+  if (ctx.op === 'CloseProxy' || !state.changed || sameJson(state.content, original)) return { outcome: 'allow' }
+  return { outcome: 'modify', content: state.content }
+}

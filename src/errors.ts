@@ -1,0 +1,62 @@
+/** Every error the gateway answers or exits with: one row each, a stable code callers can branch on. */
+export const ERRORS = {
+  FRPGW_ERR_INVALID_JSON: { status: 400, message: 'body is not valid JSON: %s' },
+  FRPGW_ERR_BAD_ENVELOPE: { status: 400, message: 'body must be a JSON object with "op" (string) and "content" (object): %s' },
+  FRPGW_ERR_UNKNOWN_OP: { status: 400, message: 'unknown op %s: expected one of Login, NewProxy, CloseProxy, Ping, NewWorkConn, NewUserConn' },
+  FRPGW_ERR_OP_MISMATCH: { status: 400, message: 'op in the query (%s) differs from op in the body (%s)' },
+  FRPGW_ERR_BODY_TOO_LARGE: { status: 413, message: 'body is larger than listen.bodyLimitBytes (%s bytes)' },
+  FRPGW_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'content-type must be application/json, got %s' },
+  FRPGW_ERR_NOT_FOUND: { status: 404, message: 'no route %s' },
+  FRPGW_ERR_INTERNAL: { status: 500, message: 'internal error: %s' },
+  FRPGW_ERR_CONFIG: { status: 500, message: 'invalid config %s' }
+} as const satisfies Record<string, { status: number, message: string }>
+
+export type ErrorCode = keyof typeof ERRORS
+
+export class GatewayError extends Error {
+  readonly code: ErrorCode
+  readonly statusCode: number
+  constructor (code: ErrorCode, ...args: unknown[]) {
+    let i = 0
+    super(ERRORS[code].message.replace(/%s/g, () => String(args[i++])))
+    this.name = 'GatewayError'
+    this.code = code
+    this.statusCode = ERRORS[code].status
+  }
+
+  toJSON (): { error: { code: ErrorCode, message: string } } {
+    return { error: { code: this.code, message: this.message } }
+  }
+}
+
+/** One problem in a config file, located by its JSON path. */
+export interface ConfigIssue { path: string, message: string }
+
+export class ConfigError extends GatewayError {
+  readonly issues: readonly ConfigIssue[]
+  constructor (source: string, issues: readonly ConfigIssue[]) {
+    super('FRPGW_ERR_CONFIG', `${source}:\n${issues.map(i => `  ${i.path}: ${i.message}`).join('\n')}`)
+    this.name = 'ConfigError'
+    this.issues = issues
+  }
+}
+
+/** A plugin option that validated but does not compile (unknown template name, bad regex); path is under `options`. */
+export class OptionError extends Error {
+  readonly path: string
+  constructor (path: string, message: string) {
+    super(message)
+    this.name = 'OptionError'
+    this.path = path
+  }
+}
+
+/** Runs a compile step, blaming `path` for whatever it throws. */
+export function compileAt<T> (path: string, compile: () => T): T {
+  try {
+    return compile()
+  } catch (err) {
+    if (err instanceof OptionError) throw new OptionError(`${path}.${err.path}`, err.message)
+    throw new OptionError(path, (err as Error).message)
+  }
+}

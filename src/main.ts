@@ -1,0 +1,150 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+import { buildAdminApp, buildApp, type RuntimeRef } from './app.js'
+import { configJsonSchema, loadConfig, type Config } from './config.js'
+import { ConfigError } from './errors.js'
+import { createLogger } from './log.js'
+import { createMetrics } from './metrics.js'
+import { createRuntime, describeChains } from './runtime.js'
+
+const USAGE = `usage: frp-plugin-gateway [run] [--config FILE] [--watch]
+       frp-plugin-gateway check [--config FILE]
+       frp-plugin-gateway schema
+       frp-plugin-gateway trace [--config FILE] --op OP [--content FILE]
+
+--config defaults to $FRP_GATEWAY_CONFIG, then config/gateway.json.`
+
+class UsageError extends Error {}
+
+function args (argv: string[]) {
+  try {
+    return parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        watch: { type: 'boolean' },
+        op: { type: 'string' },
+        content: { type: 'string' },
+        help: { type: 'boolean', short: 'h' }
+      }
+    })
+  } catch (err) {
+    throw new UsageError((err as Error).message)
+  }
+}
+
+const configPath = (given: string | undefined): string => given ?? process.env.FRP_GATEWAY_CONFIG ?? 'config/gateway.json'
+
+async function check (file: string): Promise<number> {
+  const config = await loadConfig(file)
+  const runtime = await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }) }, file)
+  try {
+    process.stdout.write(`${file}: OK\n${describeChains(runtime)}\n`)
+  } finally {
+    await runtime.close()
+  }
+  return 0
+}
+
+async function serve (file: string, watch: boolean): Promise<void> {
+  const config = await loadConfig(file)
+  const logger = createLogger(config.log)
+  const metrics = createMetrics()
+  const ref: RuntimeRef = { current: await createRuntime(config, { metrics, log: logger }, file) }
+  const tls = config.listen.tls
+  const common = { metrics, logger, path: config.listen.path, bodyLimitBytes: config.listen.bodyLimitBytes }
+  const app = buildApp(ref, {
+    ...common,
+    adminRoutes: config.admin === undefined,
+    ...(tls !== undefined ? { https: { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } } : {})
+  })
+  const admin = config.admin !== undefined ? buildAdminApp(ref, { ...common, adminRoutes: true }) : undefined
+  await app.listen({ host: config.listen.host, port: config.listen.port })
+  if (admin !== undefined && config.admin !== undefined) await admin.listen({ host: config.admin.host, port: config.admin.port })
+
+  let reloading = Promise.resolve()
+  const reload = (why: string): void => {
+    reloading = reloading.then(async () => {
+      let next: Config
+      try {
+        next = await loadConfig(file)
+        const runtime = await createRuntime(next, { metrics, log: logger }, file)
+        const old = ref.current
+        ref.current = runtime
+        metrics.configReloads.inc({ result: 'success' })
+        logger.info({ why, file }, 'config reloaded')
+        // calls in flight keep the old runtime and are bounded by its deadline: close it after that
+        setTimeout(() => { void old.close() }, old.config.deadlineMs + 100).unref()
+      } catch (err) {
+        metrics.configReloads.inc({ result: 'failure' })
+        const issues = err instanceof ConfigError ? err.issues : [{ path: '(file)', message: (err as Error).message }]
+        logger.error({ why, file, issues }, 'config reload failed: the previous chain keeps serving')
+      }
+    })
+  }
+  process.on('SIGHUP', () => reload('SIGHUP'))
+  if (watch) {
+    const { watch: watchFile } = await import('node:fs')
+    let timer: NodeJS.Timeout | undefined
+    watchFile(file, () => {
+      clearTimeout(timer)
+      timer = setTimeout(() => reload('file changed'), 100)
+    }).unref()
+  }
+
+  let stopping = false
+  const stop = async (signal: string): Promise<void> => {
+    if (stopping) return
+    stopping = true
+    logger.info({ signal }, 'stopping: finishing calls in flight')
+    const force = setTimeout(() => process.exit(1), ref.current.config.deadlineMs + 5000).unref()
+    await Promise.allSettled([app.close(), admin?.close()])
+    await ref.current.close()
+    clearTimeout(force)
+    logger.info('stopped')
+    logger.flush?.()
+    process.exitCode = 0
+  }
+  process.on('SIGTERM', () => { void stop('SIGTERM') })
+  process.on('SIGINT', () => { void stop('SIGINT') })
+}
+
+export async function main (argv: string[]): Promise<number> {
+  const { values, positionals } = args(argv)
+  if (values.help === true) {
+    process.stdout.write(`${USAGE}\n`)
+    return 0
+  }
+  const [command = 'run', ...rest] = positionals
+  if (rest.length > 0) throw new UsageError(`unexpected argument: ${rest[0]}`)
+  const file = configPath(values.config)
+  switch (command) {
+    case 'run':
+      await serve(file, values.watch === true)
+      return 0
+    case 'check':
+      return await check(file)
+    case 'schema':
+      process.stdout.write(`${JSON.stringify(configJsonSchema(), null, 2)}\n`)
+      return 0
+    default:
+      throw new UsageError(`unknown command: ${command}`)
+  }
+}
+
+main(process.argv.slice(2)).then(code => {
+  if (code !== 0) process.exitCode = code
+}, err => {
+  if (err instanceof UsageError) {
+    process.stderr.write(`${err.message}\n${USAGE}\n`)
+    process.exitCode = 2
+  } else if (err instanceof ConfigError) {
+    process.stderr.write(`${err.message}\n`)
+    process.exitCode = 1
+  } else {
+    process.stderr.write(`failed to start: ${(err as Error).stack ?? String(err)}\n`)
+    process.exitCode = 1
+  }
+})

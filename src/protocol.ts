@@ -1,0 +1,172 @@
+import { z } from 'zod'
+
+/** The six operations frps sends to a server plugin. */
+export const OPS = ['Login', 'NewProxy', 'CloseProxy', 'Ping', 'NewWorkConn', 'NewUserConn'] as const
+export type Op = (typeof OPS)[number]
+export type Content = Record<string, unknown>
+
+const OP_SET: ReadonlySet<string> = new Set(OPS)
+export const isOp = (value: unknown): value is Op => typeof value === 'string' && OP_SET.has(value)
+
+// frps < 0.4x sends zero values and nil maps as null, newer frps omits them: every field is optional and nullable.
+const opt = <T extends z.ZodType>(type: T) => type.nullable().optional()
+const str = opt(z.string())
+const int = opt(z.number().int())
+const bool = opt(z.boolean())
+const strList = opt(z.array(z.string()))
+const strMap = opt(z.record(z.string(), z.string()))
+
+const userInfo = opt(z.looseObject({ user: str, metas: strMap, run_id: str }))
+
+/** Content schemas per op: field types only; unknown fields pass through (newer frps adds fields). */
+export const contentSchemas = {
+  Login: z.looseObject({
+    version: str, hostname: str, os: str, arch: str, user: str, privilege_key: str, timestamp: int,
+    run_id: str, client_id: str, metas: strMap,
+    client_spec: opt(z.looseObject({ type: str, always_auth_pass: bool })),
+    pool_count: int, client_address: str
+  }),
+  NewProxy: z.looseObject({
+    user: userInfo, proxy_name: str, proxy_type: str, use_encryption: bool, use_compression: bool,
+    bandwidth_limit: str, bandwidth_limit_mode: str, group: str, group_key: str, metas: strMap,
+    annotations: strMap, remote_port: int, custom_domains: strList, subdomain: str, locations: strList,
+    http_user: str, http_pwd: str, host_header_rewrite: str, headers: strMap, response_headers: strMap,
+    route_by_http_user: str, sk: str, allow_users: strList, multiplexer: str
+  }),
+  CloseProxy: z.looseObject({ user: userInfo, proxy_name: str }),
+  Ping: z.looseObject({ user: userInfo, privilege_key: str, timestamp: int }),
+  NewWorkConn: z.looseObject({ user: userInfo, run_id: str, privilege_key: str, timestamp: int }),
+  NewUserConn: z.looseObject({ user: userInfo, proxy_name: str, proxy_type: str, remote_addr: str })
+} satisfies Record<Op, z.ZodType>
+
+/** Dotted path of a value inside content, as an operator would write it: `user.metas.team`, `locations[1]`. */
+export function formatPath (path: readonly PropertyKey[]): string {
+  let out = ''
+  for (const key of path) {
+    out += typeof key === 'number' ? `[${key}]` : out === '' ? String(key) : `.${String(key)}`
+  }
+  return out
+}
+
+/**
+ * Checks content against the op's schema. Returns null when it fits, else a reason naming the field.
+ * The parsed copy zod builds is thrown away: the original object (and its key order) is what travels on.
+ */
+export function checkContent (op: Op, content: unknown): string | null {
+  if (content === null || typeof content !== 'object' || Array.isArray(content)) return 'content must be a JSON object'
+  const result = contentSchemas[op].safeParse(content)
+  if (result.success) return null
+  const issue = result.error.issues[0]
+  return `invalid ${op} content: ${formatPath(['content', ...issue.path])}: ${issue.message}`
+}
+
+const hasOwn = Object.hasOwn
+
+/** Own property or undefined: never reads through the prototype (a key named `constructor` is just a key). */
+export function own (obj: unknown, key: string): unknown {
+  return obj !== null && typeof obj === 'object' && hasOwn(obj, key) ? (obj as Content)[key] : undefined
+}
+
+/** Sets an own data property; `__proto__` is defined as a plain key instead of reaching the prototype setter. */
+export function put (obj: Content, key: string, value: unknown): void {
+  if (key === '__proto__') Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true })
+  else obj[key] = value
+}
+
+/** A shallow copy that keeps every own key, `__proto__` included (spread defines, it does not assign). */
+export const copy = (obj: unknown): Content =>
+  obj !== null && typeof obj === 'object' && !Array.isArray(obj) ? { ...(obj as Content) } : {}
+
+/** Login carries the client's own fields; every other op nests them under `user`. */
+export function clientUser (op: Op, content: Content): unknown {
+  return op === 'Login' ? own(content, 'user') : own(own(content, 'user'), 'user')
+}
+export function clientMetas (op: Op, content: Content): unknown {
+  return op === 'Login' ? own(content, 'metas') : own(own(content, 'user'), 'metas')
+}
+export function clientRunId (op: Op, content: Content): unknown {
+  return op === 'Login' ? own(content, 'run_id') : own(own(content, 'user'), 'run_id')
+}
+
+/** `1.2.3.4:5`, `[2001:db8::1]:5` or a bare address -> the address without port; '' when absent. */
+export function hostOf (addr: unknown): string {
+  if (typeof addr !== 'string' || addr === '') return ''
+  if (addr.charCodeAt(0) === 91 /* [ */) {
+    const end = addr.indexOf(']')
+    return end > 0 ? addr.slice(1, end) : ''
+  }
+  const colon = addr.indexOf(':')
+  if (colon === -1) return addr
+  return addr.indexOf(':', colon + 1) === -1 ? addr.slice(0, colon) : addr
+}
+
+export const clientIp = (op: Op, content: Content): string => op === 'Login' ? hostOf(own(content, 'client_address')) : ''
+export const remoteIp = (op: Op, content: Content): string => op === 'NewUserConn' ? hostOf(own(content, 'remote_addr')) : ''
+
+/** JSON value equality, ignoring key order (frps decodes into structs, so order never matters). */
+export function sameJson (a: unknown, b: unknown): boolean {
+  if (a === b) return true
+  if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return false
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false
+    for (let i = 0; i < a.length; i++) if (!sameJson(a[i], b[i])) return false
+    return true
+  }
+  if (Array.isArray(b)) return false
+  const ka = Object.keys(a)
+  if (ka.length !== Object.keys(b).length) return false
+  for (const k of ka) {
+    if (!hasOwn(b, k) || !sameJson((a as Content)[k], (b as Content)[k])) return false
+  }
+  return true
+}
+
+/**
+ * frps quirk (0.41 to 0.46): NewWorkConn was sent as `op=Ping`. Such a Ping has `run_id` at the top level.
+ * Returns the op whose steps and metrics apply.
+ */
+export const effectiveOp = (op: Op, content: Content): Op =>
+  op === 'Ping' && hasOwn(content, 'run_id') ? 'NewWorkConn' : op
+
+// Answers always carry JSON booleans; frps cannot decode "false" strings.
+export const ALLOW_UNCHANGED = '{"reject":false,"unchange":true}'
+export const answerReject = (reason: string): string =>
+  `{"reject":true,"reject_reason":${JSON.stringify(reason)},"unchange":true}`
+/** frps decodes the content into an empty struct and replaces its own: it must be whole. */
+export const answerModified = (content: Content): string =>
+  `{"reject":false,"unchange":false,"content":${JSON.stringify(content)}}`
+
+/** Splits `user.metas.team` into keys; throws on an empty segment. */
+export function parsePath (path: string): string[] {
+  const keys = path.split('.')
+  if (keys.some(k => k === '')) throw new Error(`"${path}" is not a dotted path like "user.metas.team"`)
+  return keys
+}
+
+export function getIn (root: unknown, path: readonly string[]): unknown {
+  let value = root
+  for (const key of path) value = Array.isArray(value) && /^\d+$/.test(key) ? value[Number(key)] : own(value, key)
+  return value
+}
+
+/**
+ * Returns root with the value at path replaced, copying only the objects on the path; returns root itself
+ * when the value is already equal (so an unchanged step costs no copy). `undefined` removes the key.
+ */
+export function setIn (root: Content, path: readonly string[], value: unknown, at = 0): Content {
+  const key = path[at]
+  const current = own(root, key)
+  let next = value
+  if (at < path.length - 1) {
+    const isObject = current !== null && typeof current === 'object' && !Array.isArray(current)
+    if (!isObject && value === undefined) return root
+    next = setIn(isObject ? current as Content : {}, path, value, at + 1)
+    if (next === current) return root
+  } else if (value === undefined ? !Object.hasOwn(root, key) : sameJson(value, current)) {
+    return root
+  }
+  const out = copy(root)
+  if (next === undefined) delete out[key]
+  else put(out, key, next)
+  return out
+}

@@ -1,0 +1,77 @@
+import { clientIp, clientMetas, clientRunId, clientUser, own, remoteIp, type Content, type Op } from './protocol.js'
+
+/** What a template may read besides the content. */
+export interface TemplateContext { op: Op, reqid: string, retryAfter?: number }
+export type Template = (content: Content, ctx: TemplateContext) => string
+
+type Getter = (content: Content, ctx: TemplateContext) => unknown
+
+const text = (value: unknown): string =>
+  value === undefined || value === null ? '' : typeof value === 'object' ? JSON.stringify(value) : String(value)
+
+const NAMES: Record<string, Getter> = {
+  op: (_, ctx) => ctx.op,
+  reqid: (_, ctx) => ctx.reqid,
+  user: (c, ctx) => clientUser(ctx.op, c),
+  run_id: (c, ctx) => clientRunId(ctx.op, c),
+  client_ip: (c, ctx) => clientIp(ctx.op, c),
+  remote_ip: (c, ctx) => remoteIp(ctx.op, c),
+  proxy_name: c => own(c, 'proxy_name'),
+  proxy_type: c => own(c, 'proxy_type'),
+  now: () => Math.floor(Date.now() / 1000)
+}
+
+function pathGetter (path: string[]): Getter {
+  return c => {
+    let value: unknown = c
+    for (const key of path) value = Array.isArray(value) && /^\d+$/.test(key) ? value[Number(key)] : own(value, key)
+    return value
+  }
+}
+
+function getterFor (name: string, step: string, extra: readonly string[]): Getter {
+  if (Object.hasOwn(NAMES, name)) return NAMES[name]
+  if (name === 'step') return () => step
+  if (name === 'retry_after' && extra.includes(name)) return (_, ctx) => ctx.retryAfter
+  const dot = name.indexOf('.')
+  const head = dot === -1 ? name : name.slice(0, dot)
+  const rest = name.slice(dot + 1)
+  if (dot > 0 && rest !== '') {
+    if (head === 'metas') return (c, ctx) => own(clientMetas(ctx.op, c), rest)
+    if (head === 'proxy_metas') return (c, ctx) => ctx.op === 'NewProxy' ? own(own(c, 'metas'), rest) : undefined
+    if (head === 'content' && !rest.split('.').includes('')) return pathGetter(rest.split('.'))
+  }
+  const known = [...Object.keys(NAMES), 'step', ...extra, 'metas.KEY', 'proxy_metas.KEY', 'content.PATH']
+  throw new Error(`unknown template name {{${name}}}: expected one of ${known.join(', ')}`)
+}
+
+/**
+ * Compiles `a {{user}} b` once into a function. Throws naming the offending part when the template
+ * is malformed or names something unknown; a value missing at run time renders as ''.
+ */
+export function compileTemplate (source: string, opts: { step: string, extra?: readonly string[] }): Template {
+  const parts: Array<string | Getter> = []
+  let at = 0
+  while (at < source.length) {
+    const open = source.indexOf('{{', at)
+    if (open === -1) { parts.push(source.slice(at)); break }
+    const close = source.indexOf('}}', open + 2)
+    if (close === -1) throw new Error(`unclosed "{{" at position ${open} in template "${source}"`)
+    if (open > at) parts.push(source.slice(at, open))
+    parts.push(getterFor(source.slice(open + 2, close).trim(), opts.step, opts.extra ?? []))
+    at = close + 2
+  }
+  if (parts.length === 0) return () => ''
+  if (parts.length === 1) {
+    const only = parts[0]
+    return typeof only === 'string' ? () => only : (c, ctx) => text(only(c, ctx))
+  }
+  return (c, ctx) => {
+    let out = ''
+    for (const part of parts) out += typeof part === 'string' ? part : text(part(c, ctx))
+    return out
+  }
+}
+
+/** True when the template reads nothing at run time. */
+export const isConstantTemplate = (source: string): boolean => !source.includes('{{')
