@@ -44,8 +44,10 @@ function envelope (req: FastifyRequest): { wireOp: Op, content: Content } {
   if (!isOp(body.op)) throw new GatewayError('FRPGW_ERR_UNKNOWN_OP', JSON.stringify(body.op))
   const queryOp = (req.query as Record<string, unknown>).op
   if (queryOp !== undefined && queryOp !== body.op) throw new GatewayError('FRPGW_ERR_OP_MISMATCH', JSON.stringify(queryOp), JSON.stringify(body.op))
-  if (body.content === undefined) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', '"content" is missing')
-  return { wireOp: body.op, content: body.content as Content }
+  const content = body.content
+  if (content === undefined) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', '"content" is missing')
+  if (content === null || typeof content !== 'object' || Array.isArray(content)) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', '"content" is not an object')
+  return { wireOp: body.op, content: content as Content }
 }
 
 /** /metrics, /healthz and /readyz, on the RPC listener or the admin one. */
@@ -110,7 +112,7 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
     void reply.code(gwErr.statusCode).type(JSON_TYPE).send(JSON.stringify(gwErr.toJSON()))
   })
 
-  function respond (reply: FastifyReply, op: Op, result: ChainResult, started: number): FastifyReply {
+  function respond (reply: FastifyReply, op: Op, content: Content, result: ChainResult, started: number): FastifyReply {
     const body = result.outcome === 'modify'
       ? answerModified(result.content as Content)
       : result.reason !== undefined ? answerReject(result.reason) : ALLOW_UNCHANGED
@@ -119,7 +121,7 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
     metrics.requestDuration.labels(op).observe(seconds)
     const log = reply.request.log as unknown as Logger
     if (result.outcome !== 'allow') log.info({ op, outcome: result.outcome, step: result.step, reason: result.reason, ms: seconds * 1000 }, 'call')
-    else if (log.isLevelEnabled('debug')) log.debug({ op, outcome: result.outcome, ms: seconds * 1000 }, 'call')
+    else if (log.isLevelEnabled('debug')) log.debug({ op, outcome: result.outcome, ms: seconds * 1000, content }, 'call')
     return reply.type(JSON_TYPE).send(body)
   }
 
@@ -129,13 +131,13 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
     const runtime = ref.current
     const op = effectiveOp(wireOp, content)
     const invalid = checkContent(op, content)
-    if (invalid !== null) return respond(reply, op, { outcome: 'error', reason: invalid }, started)
+    if (invalid !== null) return respond(reply, op, content, { outcome: 'error', reason: invalid }, started)
     const ctx: CallContext = {
       op, wireOp, reqid: req.id, deadline: started + runtime.config.deadlineMs, log: req.log as unknown as Logger
     }
     const result = runChain(runtime.chains[op], content, ctx)
-    if (result instanceof Promise) return result.then(r => respond(reply, op, r, started))
-    return respond(reply, op, result, started)
+    if (result instanceof Promise) return result.then(r => respond(reply, op, content, r, started))
+    return respond(reply, op, content, result, started)
   })
 
   if (opts.adminRoutes) registerAdminRoutes(app, ref, metrics)

@@ -14,7 +14,17 @@ const str = opt(z.string())
 const int = opt(z.number().int())
 const bool = opt(z.boolean())
 const strList = opt(z.array(z.string()))
-const strMap = opt(z.record(z.string(), z.string()))
+const received = (v: unknown): string => v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v
+// Not z.record: it skips a "__proto__" key, which would let a non-string meta through unchecked.
+const strMap = opt(z.unknown().superRefine((value, ctx) => {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    ctx.addIssue({ code: 'custom', message: `Invalid input: expected record, received ${received(value)}` })
+    return
+  }
+  for (const [key, v] of Object.entries(value)) {
+    if (typeof v !== 'string') ctx.addIssue({ code: 'custom', path: [key], message: `Invalid input: expected string, received ${received(v)}` })
+  }
+}))
 
 const userInfo = opt(z.looseObject({ user: str, metas: strMap, run_id: str }))
 

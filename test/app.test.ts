@@ -1,0 +1,138 @@
+import t from 'tap'
+import { startGateway } from './helpers/gateway.js'
+
+const post = (payload: string, headers: Record<string, string> = { 'content-type': 'application/json' }, url = '/handler?version=0.1.0&op=Login') =>
+  ({ method: 'POST' as const, url, headers, payload })
+
+t.test('malformed calls answer 400/413/415 with their FRPGW_ERR code and count as op="invalid"', async t => {
+  const gw = await startGateway(t, { listen: { bodyLimitBytes: 2048 }, chain: [] })
+  const cases: Array<[string, ReturnType<typeof post>, number, string]> = [
+    ['not JSON', post('{"op":'), 400, 'FRPGW_ERR_INVALID_JSON'],
+    ['empty body', post(''), 400, 'FRPGW_ERR_INVALID_JSON'],
+    ['an array', post('[1]'), 400, 'FRPGW_ERR_BAD_ENVELOPE'],
+    ['no op', post('{"content":{}}'), 400, 'FRPGW_ERR_BAD_ENVELOPE'],
+    ['no content', post('{"op":"Login"}'), 400, 'FRPGW_ERR_BAD_ENVELOPE'],
+    ['content not an object', post('{"op":"Login","content":"x"}'), 400, 'FRPGW_ERR_BAD_ENVELOPE'],
+    ['unknown op', post('{"op":"Logout","content":{}}', undefined, '/handler?op=Logout'), 400, 'FRPGW_ERR_UNKNOWN_OP'],
+    ['op differs from the query', post('{"op":"Ping","content":{}}'), 400, 'FRPGW_ERR_OP_MISMATCH'],
+    ['too large', post(JSON.stringify({ op: 'Login', content: { hostname: 'x'.repeat(4096) } })), 413, 'FRPGW_ERR_BODY_TOO_LARGE'],
+    ['text/plain', post('{"op":"Login","content":{}}', { 'content-type': 'text/plain' }), 415, 'FRPGW_ERR_UNSUPPORTED_MEDIA_TYPE']
+  ]
+  for (const [name, req, status, code] of cases) {
+    const res = await gw.app.inject(req)
+    t.equal(res.statusCode, status, name)
+    t.equal(res.json().error.code, code, name)
+    t.type(res.json().error.message, 'string', name)
+  }
+  t.equal(await gw.metric('frp_gateway_requests_total', { op: 'invalid', outcome: 'error' }), cases.length)
+  const unknown = await gw.app.inject(post('{"op":"Logout","content":{}}', undefined, '/handler?op=Logout'))
+  t.match(unknown.json().error.message, /"Logout"/, 'the message names the op it got')
+})
+
+t.test('content with a field of the wrong type: 200 reject naming the field', async t => {
+  const gw = await startGateway(t, { chain: [] })
+  const res = await gw.call('NewProxy', { user: { user: 'alice', metas: { team: 7 } }, proxy_name: 'a', remote_port: 6000 })
+  t.equal(res.status, 200)
+  t.same(res.body, { reject: true, reject_reason: 'invalid NewProxy content: content.user.metas.team: Invalid input: expected string, received number', unchange: true })
+  const port = await gw.call('NewProxy', { proxy_name: 'a', remote_port: '6000' })
+  t.match(port.body.reject_reason, /^invalid NewProxy content: content\.remote_port: /)
+  t.equal(await gw.metric('frp_gateway_requests_total', { op: 'NewProxy', outcome: 'error' }), 2)
+})
+
+t.test('absent, present and null fields are all accepted; unknown fields pass through untouched', async t => {
+  const gw = await startGateway(t, { chain: [{ name: 'm', plugin: 'metas', ops: ['Login'], options: { set: { a: 'b' } } }] })
+  const content = { user: null, metas: null, pool_count: 0, client_spec: null, future_field: { nested: [1, 'x'] } }
+  const res = await gw.call('Login', content)
+  t.equal(res.raw, '{"reject":false,"unchange":false,"content":{"user":null,"metas":{"a":"b"},"pool_count":0,"client_spec":null,"future_field":{"nested":[1,"x"]}}}')
+})
+
+t.test('metas keys __proto__ and constructor neither pollute a prototype nor crash', async t => {
+  const gw = await startGateway(t, {
+    chain: [{ name: 'm', plugin: 'metas', ops: ['Login', 'NewProxy'], options: { set: { region: 'eu', constructor: 'c2' }, remove: ['prototype'] } }]
+  })
+  const raw = '{"version":"0.1.0","op":"Login","content":{"user":"u","metas":{"__proto__":"p","constructor":"c","prototype":"x"}}}'
+  const res = await gw.app.inject(post(raw))
+  t.equal(res.statusCode, 200)
+  t.equal(res.body, '{"reject":false,"unchange":false,"content":{"user":"u","metas":{"__proto__":"p","constructor":"c2","region":"eu"}}}')
+  const nested = '{"op":"Login","content":{"metas":{"__proto__":{"polluted":"yes"}},"__proto__":{"polluted":"yes"},"constructor":{"prototype":{"polluted":"yes"}}}}'
+  const bad = await gw.app.inject(post(nested))
+  t.equal(bad.statusCode, 200)
+  t.match(bad.json().reject_reason, /content\.metas\.__proto__/)
+  const proxy = '{"op":"NewProxy","content":{"proxy_name":"p","metas":{"__proto__":"x"},"user":{"metas":{"constructor":"y"}}}}'
+  const proxyRes = await gw.app.inject(post(proxy, undefined, '/handler?op=NewProxy'))
+  t.equal(proxyRes.body, '{"reject":false,"unchange":false,"content":{"proxy_name":"p","metas":{"__proto__":"x","region":"eu","constructor":"c2"},"user":{"metas":{"constructor":"y"}}}}')
+  const probe: Record<string, unknown> = {}
+  t.equal(probe.polluted, undefined, 'Object.prototype is untouched')
+  t.equal(Object.getPrototypeOf(probe), Object.prototype)
+  t.equal(typeof probe.constructor, 'function')
+})
+
+t.test('after a known sequence of calls /metrics shows exactly the expected counters', async t => {
+  const gw = await startGateway(t, {
+    chain: [
+      { name: 'deny-eve', plugin: 'reject', ops: ['Login'], when: { users: ['eve'] } },
+      { name: 'tag', plugin: 'metas', ops: ['Login'], when: { users: ['alice'] }, options: { set: { t: '1' } } },
+      { name: 'watch', plugin: 'reject', ops: ['Ping'], mode: 'shadow' }
+    ]
+  })
+  for (const user of ['alice', 'alice', 'bob', 'eve']) await gw.call('Login', { user })
+  await gw.call('Ping', { user: { user: 'bob' } })
+  await gw.call('Ping', { user: { user: 'bob' } }, { query: 'op=Nope' })
+  const text = (await gw.app.inject({ method: 'GET', url: '/metrics' })).body
+  const series = (name: string) => text.split('\n').filter(l => l.startsWith(`${name}{`)).sort()
+  t.same(series('frp_gateway_requests_total'), [
+    'frp_gateway_requests_total{op="Login",outcome="allow"} 1',
+    'frp_gateway_requests_total{op="Login",outcome="modify"} 2',
+    'frp_gateway_requests_total{op="Login",outcome="reject"} 1',
+    'frp_gateway_requests_total{op="Ping",outcome="allow"} 1',
+    'frp_gateway_requests_total{op="invalid",outcome="error"} 1'
+  ])
+  t.same(series('frp_gateway_step_decisions_total'), [
+    'frp_gateway_step_decisions_total{op="Login",step="deny-eve",decision="reject"} 1',
+    'frp_gateway_step_decisions_total{op="Login",step="tag",decision="modify"} 2',
+    'frp_gateway_step_decisions_total{op="Ping",step="watch",decision="shadow_reject"} 1'
+  ])
+  t.same(series('frp_gateway_request_duration_seconds_count'), [
+    'frp_gateway_request_duration_seconds_count{op="Login"} 4',
+    'frp_gateway_request_duration_seconds_count{op="Ping"} 1'
+  ])
+  t.same(series('frp_gateway_step_duration_seconds_count'), [
+    'frp_gateway_step_duration_seconds_count{op="Login",step="deny-eve"} 1',
+    'frp_gateway_step_duration_seconds_count{op="Login",step="tag"} 2',
+    'frp_gateway_step_duration_seconds_count{op="Ping",step="watch"} 1'
+  ])
+  t.match(text, /^process_cpu_user_seconds_total /m, 'default process metrics')
+  t.match(text, /^nodejs_eventloop_lag_seconds /m, 'default Node.js metrics')
+})
+
+t.test('/healthz, /readyz and unknown routes', async t => {
+  const gw = await startGateway(t, { chain: [] })
+  t.same((await gw.app.inject({ method: 'GET', url: '/healthz' })).json(), { status: 'ok' })
+  const ready = await gw.app.inject({ method: 'GET', url: '/readyz' })
+  t.equal(ready.statusCode, 200)
+  t.same(ready.json(), { status: 'ready' })
+  const missing = await gw.app.inject({ method: 'GET', url: '/nope' })
+  t.equal(missing.statusCode, 404)
+  t.equal(missing.json().error.code, 'FRPGW_ERR_NOT_FOUND')
+})
+
+t.test('logs: one line per call with reqid, allowed calls at debug, secrets redacted', async t => {
+  const gw = await startGateway(t, { chain: [{ name: 'no-eve', plugin: 'reject', ops: ['Login'], when: { users: ['eve'] } }] })
+  await gw.call('Login', { user: 'alice', privilege_key: 'pk-secret', metas: { api_token: 'tok-secret', team: 'blue' } }, { reqid: '00000000000000a1' })
+  await gw.call('NewProxy', { user: { user: 'alice', metas: { password: 'pw-secret' } }, proxy_name: 'p', sk: 'sk-secret', http_pwd: 'hp-secret', group_key: 'gk-secret' }, { reqid: '00000000000000a2' })
+  await gw.call('Login', { user: 'eve' }, { reqid: '00000000000000a3' })
+  const calls = gw.logs.filter(l => l.msg === 'call')
+  t.same(calls.map(l => [l.reqid, l.op, l.outcome, l.level]), [
+    ['00000000000000a1', 'Login', 'allow', 20],
+    ['00000000000000a2', 'NewProxy', 'allow', 20],
+    ['00000000000000a3', 'Login', 'reject', 30]
+  ])
+  t.equal(calls[2].step, 'no-eve')
+  t.equal(calls[2].reason, 'rejected by no-eve')
+  const text = JSON.stringify(gw.logs)
+  for (const secret of ['pk-secret', 'tok-secret', 'pw-secret', 'sk-secret', 'hp-secret', 'gk-secret']) {
+    t.notOk(text.includes(secret), `${secret} is not logged`)
+  }
+  t.equal(calls[0].content.metas.team, 'blue', 'other metas stay readable')
+  t.equal(calls[0].content.privilege_key, '[redacted]')
+})
