@@ -55,13 +55,7 @@ export const configSchema = z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     redact: z.array(z.string()).default([]).describe('extra pino redact paths')
   }).prefault({}),
-  chain: z.array(step).default([])
-}).superRefine((config, ctx) => {
-  const seen = new Set<string>()
-  config.chain.forEach((s, i) => {
-    if (seen.has(s.name)) ctx.addIssue({ code: 'custom', path: ['chain', i, 'name'], message: `duplicate step name "${s.name}"` })
-    seen.add(s.name)
-  })
+  chain: z.array(step).default([]).describe('the steps, run in this order')
 })
 
 export type Config = z.output<typeof configSchema>
@@ -70,13 +64,27 @@ export type StepConfig = Config['chain'][number]
 const issuePath = (path: readonly PropertyKey[]): string => formatPath(path) || '(top level)'
 
 /** Validates a parsed config; every problem is reported with its JSON path. */
+// Checked on the raw input, so a duplicate is reported even when other parts of the file are wrong.
+function duplicateNames (raw: unknown): ConfigIssue[] {
+  const chain = (raw as { chain?: unknown } | null)?.chain
+  if (!Array.isArray(chain)) return []
+  const seen = new Set<unknown>()
+  return chain.flatMap((s: { name?: unknown } | null, i) => {
+    const name = s?.name
+    if (typeof name !== 'string') return []
+    if (!seen.has(name)) { seen.add(name); return [] }
+    return [{ path: `chain[${i}].name`, message: `duplicate step name "${name}"` }]
+  })
+}
+
 export function parseConfig (raw: unknown, source = 'config'): Config {
   const result = configSchema.safeParse(raw)
-  if (result.success) return result.data
-  const issues: ConfigIssue[] = result.error.issues.flatMap(issue => issue.code === 'unrecognized_keys'
+  const duplicates = duplicateNames(raw)
+  if (result.success && duplicates.length === 0) return result.data
+  const issues: ConfigIssue[] = (result.error?.issues ?? []).flatMap(issue => issue.code === 'unrecognized_keys'
     ? issue.keys.map(key => ({ path: issuePath([...issue.path, key]), message: 'unknown key' }))
     : [{ path: issuePath(issue.path), message: issue.message }])
-  throw new ConfigError(source, issues)
+  throw new ConfigError(source, [...issues, ...duplicates])
 }
 
 export async function loadConfig (file: string): Promise<Config> {

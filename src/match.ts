@@ -1,6 +1,7 @@
 import { BlockList, isIP } from 'node:net'
 import { z } from 'zod'
-import { clientIp, clientMetas, clientUser, own, remoteIp, type Content, type Op } from './protocol.js'
+import { compileAt } from './errors.js'
+import { clientIp, clientMetas, clientUser, own, recordOf, remoteIp, type Content, type Op } from './protocol.js'
 
 export interface When {
   users?: string[]
@@ -18,7 +19,7 @@ export const whenSchema: z.ZodType<When> = z.lazy(() => z.strictObject({
   users: list.optional().describe('client user names (Login: user; other ops: user.user)'),
   proxyTypes: list.optional().describe('proxy types: tcp, udp, http, https, stcp, xtcp, sudp, tcpmux'),
   proxyNames: list.optional().describe('globs against proxy_name (* and ?); frps prefixes it with "user."'),
-  metas: z.record(z.string(), z.string()).optional().describe('client metas that must have these exact values'),
+  metas: recordOf(z.string()).optional().describe('client metas that must have these exact values'),
   clientCidrs: list.optional().describe("CIDRs or addresses against Login's client_address"),
   remoteCidrs: list.optional().describe("CIDRs or addresses against NewUserConn's remote_addr"),
   remotePorts: z.array(z.union([z.number().int(), z.string()])).min(1).optional().describe('ports or "low-high" ranges against NewProxy\'s remote_port'),
@@ -30,14 +31,14 @@ export type Matcher = (op: Op, content: Content) => string | null
 
 type Check = (op: Op, content: Content) => boolean
 
-function cidrList (cidrs: string[], where: string): (ip: string) => boolean {
+function cidrList (cidrs: string[]): (ip: string) => boolean {
   const block = new BlockList()
   for (const cidr of cidrs) {
     const [addr, bits, extra] = cidr.split('/')
     const family = isIP(addr)
     const prefix = bits === undefined ? (family === 6 ? 128 : 32) : Number(bits)
     if (family === 0 || extra !== undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > (family === 6 ? 128 : 32) || bits === '') {
-      throw new Error(`${where}: "${cidr}" is not an IPv4 or IPv6 address or CIDR`)
+      throw new Error(`"${cidr}" is not an IPv4 or IPv6 address or CIDR`)
     }
     block.addSubnet(addr, prefix, family === 6 ? 'ipv6' : 'ipv4')
   }
@@ -56,7 +57,7 @@ function portRanges (ports: Array<number | string>): (port: number) => boolean {
     const m = /^(\d+)(?:-(\d+))?$/.exec(String(p))
     const lo = m ? Number(m[1]) : NaN
     const hi = m?.[2] !== undefined ? Number(m[2]) : lo
-    if (!(lo >= 0 && hi <= 65535 && lo <= hi)) throw new Error(`remotePorts: "${p}" is not a port or a "low-high" range within 0-65535`)
+    if (!(lo >= 0 && hi <= 65535 && lo <= hi)) throw new Error(`"${p}" is not a port or a "low-high" range within 0-65535`)
     return [lo, hi] as const
   })
   return port => ranges.some(([lo, hi]) => port >= lo && port <= hi)
@@ -72,8 +73,8 @@ const inSet = (values: string[]) => {
   return (value: unknown) => typeof value === 'string' && set.has(value)
 }
 
-/** Compiles a `when` once; every CIDR, glob and range is checked here, not per call. */
-export function compileWhen (when: When | undefined, where = 'when'): Matcher {
+/** Compiles a `when` once; every CIDR, glob and range is checked here, not per call (errors: OptionError with the key's path). */
+export function compileWhen (when: When | undefined): Matcher {
   if (when === undefined) return () => null
   const checks: Array<[string, Check]> = []
   if (when.users) {
@@ -99,15 +100,15 @@ export function compileWhen (when: When | undefined, where = 'when'): Matcher {
     }])
   }
   if (when.clientCidrs) {
-    const inside = cidrList(when.clientCidrs, `${where}.clientCidrs`)
+    const inside = compileAt('clientCidrs', () => cidrList(when.clientCidrs as string[]))
     checks.push(['clientCidrs', (op, c) => inside(clientIp(op, c))])
   }
   if (when.remoteCidrs) {
-    const inside = cidrList(when.remoteCidrs, `${where}.remoteCidrs`)
+    const inside = compileAt('remoteCidrs', () => cidrList(when.remoteCidrs as string[]))
     checks.push(['remoteCidrs', (op, c) => inside(remoteIp(op, c))])
   }
   if (when.remotePorts) {
-    const inside = portRanges(when.remotePorts)
+    const inside = compileAt('remotePorts', () => portRanges(when.remotePorts as Array<number | string>))
     checks.push(['remotePorts', (op, c) => {
       // frps omits a zero remote_port (frps picks the port): absent and null mean 0
       const port = own(c, 'remote_port') ?? 0
@@ -115,7 +116,7 @@ export function compileWhen (when: When | undefined, where = 'when'): Matcher {
     }])
   }
   if (when.not) {
-    const inner = compileWhen(when.not, `${where}.not`)
+    const inner = compileAt('not', () => compileWhen(when.not))
     checks.push(['not', (op, c) => inner(op, c) !== null])
   }
   return (op, content) => {

@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import { plugins, type PluginName } from '../plugins/index.js'
 import type { ChainStep, PluginDef, Step } from './chain.js'
 import type { Config, StepConfig } from './config.js'
-import { ConfigError, OptionError, type ConfigIssue } from './errors.js'
+import { compileAt, ConfigError, type ConfigIssue, type OptionError } from './errors.js'
 import { compileWhen } from './match.js'
 import { DECISIONS, type Metrics } from './metrics.js'
 import { OPS, type Op } from './protocol.js'
@@ -51,11 +51,10 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     let run: Step
     let when
     try {
-      when = compileWhen(sc.when, `chain[${i}].when`)
-      run = def.create(sc.options, { name: sc.name, log: deps.log.child({ step: sc.name }), metrics: deps.metrics })
+      when = compileAt(`chain[${i}].when`, () => compileWhen(sc.when))
+      run = compileAt(`chain[${i}].options`, () => def.create(sc.options, { name: sc.name, log: deps.log.child({ step: sc.name }), metrics: deps.metrics }))
     } catch (err) {
-      const path = err instanceof OptionError ? `chain[${i}].options.${err.path}` : `chain[${i}]`
-      issues.push({ path, message: (err as Error).message })
+      issues.push({ path: (err as OptionError).path, message: (err as Error).message })
       return
     }
     built.push(run)

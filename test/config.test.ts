@@ -1,0 +1,100 @@
+import { readFileSync } from 'node:fs'
+import t from 'tap'
+import { configJsonSchema, loadConfig, parseConfig } from '../src/config.js'
+import { ConfigError } from '../src/errors.js'
+import { createLogger } from '../src/log.js'
+import { createMetrics } from '../src/metrics.js'
+import { createRuntime } from '../src/runtime.js'
+import { configFile, ROOT } from './helpers/cli.js'
+
+const issuesOf = (fn: () => unknown): Array<{ path: string, message: string }> => {
+  try {
+    fn()
+  } catch (err) {
+    if (err instanceof ConfigError) return [...err.issues]
+    throw err
+  }
+  throw new Error('expected a ConfigError')
+}
+
+t.test('config/gateway.schema.json is the schema the code generates (regenerate with `frp-plugin-gateway schema`)', async t => {
+  const committed = JSON.parse(readFileSync(`${ROOT}config/gateway.schema.json`, 'utf8'))
+  t.same(committed, configJsonSchema())
+})
+
+t.test('the example config is valid and needs neither Redis nor a downstream', async t => {
+  const config = await loadConfig(`${ROOT}config/gateway.example.json`)
+  t.equal(config.redis, undefined)
+  t.notOk(config.chain.some(s => s.plugin === 'forward' || (s.plugin === 'rate-limit' && (s.options as { store?: string }).store === 'redis')))
+  t.ok(config.chain.length >= 3)
+})
+
+t.test('defaults live in one place and apply', async t => {
+  const config = parseConfig({ chain: [{ name: 'a', plugin: 'reject' }] })
+  t.same(config.listen, { host: '127.0.0.1', port: 9000, path: '/handler', bodyLimitBytes: 1048576 })
+  t.equal(config.deadlineMs, 3000)
+  t.same(config.log, { level: 'info', redact: [] })
+  t.same(config.chain[0], { name: 'a', plugin: 'reject', mode: 'enforce', enabled: true, options: { reason: 'rejected by {{step}}' } })
+})
+
+t.test('every error is reported with its JSON path', async t => {
+  const issues = issuesOf(() => parseConfig({
+    listen: { port: 'x' },
+    redis: { url: 'http://x' },
+    deadlineMs: -1,
+    surprise: true,
+    chain: [
+      { name: 'a', plugin: 'nope' },
+      { name: 'a', plugin: 'reject', options: { reason: 1 } },
+      { name: 'Bad Name', plugin: 'metas', ops: ['Logout'], options: { x: 1 }, when: { users: [], not: { clientCidrs: [3] } } }
+    ]
+  }))
+  t.same(issues.map(i => i.path).sort(), [
+    '(top level)',
+    'chain[0].plugin',
+    'chain[1].name',
+    'chain[1].options.reason',
+    'chain[2].name',
+    'chain[2].ops[0]',
+    'chain[2].options.x',
+    'chain[2].when.not.clientCidrs[0]',
+    'chain[2].when.users',
+    'deadlineMs',
+    'listen.port',
+    'redis.url',
+    'surprise'
+  ].filter(p => p !== '(top level)').sort())
+  const byPath = Object.fromEntries(issues.map(i => [i.path, i.message]))
+  t.match(byPath['chain[0].plugin'], /unknown plugin: expected one of .*reject.*metas.*rewrite/)
+  t.equal(byPath['chain[1].name'], 'duplicate step name "a"')
+  t.equal(byPath.surprise, 'unknown key')
+  t.equal(byPath['chain[2].options.x'], 'unknown key')
+})
+
+t.test('compile errors (templates, CIDRs, regexes) name their path, all of them at once', async t => {
+  const config = parseConfig({
+    chain: [
+      { name: 'a', plugin: 'reject', options: { reason: 'hi {{usr}}' } },
+      { name: 'b', plugin: 'reject', when: { not: { clientCidrs: ['10.0.0.0/33'] } } },
+      { name: 'c', plugin: 'rewrite', options: { replace: [{ path: 'subdomain', pattern: '(', replacement: '' }] } },
+      { name: 'd', plugin: 'metas', options: { default: { k: '{{metas.}}' } } }
+    ]
+  })
+  const err = await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }) })
+    .then(() => undefined, (e: unknown) => e)
+  t.ok(err instanceof ConfigError)
+  const issues = (err as ConfigError).issues
+  t.same(issues.map(i => i.path), ['chain[0].options.reason', 'chain[1].when.not.clientCidrs', 'chain[2].options.replace[0].pattern', 'chain[3].options.default.k'])
+  t.match(issues[0].message, /unknown template name \{\{usr\}\}/)
+  t.match(issues[1].message, /"10\.0\.0\.0\/33"/)
+  t.match(issues[2].message, /Invalid regular expression/)
+})
+
+t.test('loadConfig names unreadable files and JSON syntax errors', async t => {
+  const missing = await loadConfig('/nonexistent/gw.json').catch((e: unknown) => e)
+  t.ok(missing instanceof ConfigError)
+  t.match((missing as ConfigError).message, /\/nonexistent\/gw\.json/)
+  t.match((missing as ConfigError).issues[0].message, /cannot read/)
+  const broken = await loadConfig(configFile('{"chain": [')).catch((e: unknown) => e)
+  t.match((broken as ConfigError).issues[0].message, /not valid JSON/)
+})

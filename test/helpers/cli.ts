@@ -1,0 +1,64 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+// npm test builds first (pretest): the CLI is tested as users run it, from dist.
+export const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url))
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+
+// tap's NODE_OPTIONS would load its coverage hooks into every child and slow each start by seconds
+function childEnv (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env, ...extra }
+  delete env.NODE_OPTIONS
+  return env
+}
+
+export interface CliResult { code: number | null, stdout: string, stderr: string }
+
+export async function runCli (args: string[], opts: { stdin?: string, env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+  const child = spawn(process.execPath, [MAIN, ...args], { cwd: ROOT, env: childEnv(opts.env) })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', d => { stdout += String(d) })
+  child.stderr.on('data', d => { stderr += String(d) })
+  child.stdin.end(opts.stdin ?? '')
+  const code = await new Promise<number | null>(resolve => child.on('close', resolve))
+  return { code, stdout, stderr }
+}
+
+/** Writes a config object to a temporary file and answers its path. */
+export function configFile (config: unknown, name = 'gateway.json'): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'frpgw-')), name)
+  writeFileSync(file, typeof config === 'string' ? config : JSON.stringify(config, null, 2))
+  return file
+}
+
+export interface Served { child: ChildProcess, url: string, lines: Array<Record<string, any>>, exited: Promise<number | null> }
+
+/** Starts the gateway as a child process and resolves once it listens (port 0 is read from its log). */
+export async function serveCli (args: string[], t: { teardown: (fn: () => unknown) => void }): Promise<Served> {
+  const child = spawn(process.execPath, [MAIN, ...args], { cwd: ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+  const exited = new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const lines: Array<Record<string, any>> = []
+  let buffer = ''
+  let stderr = ''
+  child.stderr.on('data', d => { stderr += String(d) })
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', d => {
+      buffer += String(d)
+      let nl
+      while ((nl = buffer.indexOf('\n')) !== -1) {
+        const line = JSON.parse(buffer.slice(0, nl))
+        buffer = buffer.slice(nl + 1)
+        lines.push(line)
+        const m = /Server listening at (\S+)/.exec(line.msg ?? '')
+        if (m !== null) resolve(m[1])
+      }
+    })
+    void exited.then(code => reject(new Error(`gateway exited with ${String(code)} before listening: ${stderr}`)))
+  })
+  return { child, url, lines, exited }
+}

@@ -1,0 +1,101 @@
+import { readFileSync } from 'node:fs'
+import t from 'tap'
+import { configFile, ROOT, runCli, serveCli } from './helpers/cli.js'
+
+const good = {
+  chain: [
+    { name: 'deny-guest', plugin: 'reject', ops: ['Login'], when: { users: ['guest'] } },
+    { name: 'tag', plugin: 'metas', options: { set: { gw: '1' } } },
+    { name: 'watch', plugin: 'reject', ops: ['NewUserConn'], mode: 'shadow' },
+    { name: 'off', plugin: 'reject', enabled: false }
+  ]
+}
+
+t.test('check on a good config prints, per op, the steps that will run', async t => {
+  const file = configFile(good)
+  const res = await runCli(['check', '--config', file])
+  t.equal(res.code, 0, res.stderr)
+  t.equal(res.stdout, [
+    `${file}: OK`,
+    'Login:       deny-guest (reject; when users) -> tag (metas)',
+    'NewProxy:    tag (metas)',
+    'CloseProxy:  tag (metas)',
+    'Ping:        tag (metas)',
+    'NewWorkConn: tag (metas)',
+    'NewUserConn: tag (metas) -> watch (reject; shadow)',
+    ''
+  ].join('\n'))
+})
+
+t.test('check on a broken config exits 1 and names the JSON path of every error', async t => {
+  const file = configFile({
+    deadlineMs: 0,
+    chain: [
+      { name: 'a', plugin: 'reject', options: { reason: '{{nope}}' } },
+      { name: 'b', plugin: 'teleport' },
+      { name: 'c', plugin: 'metas', ops: ['Login'], extra: 1 }
+    ]
+  })
+  const res = await runCli(['check', '--config', file])
+  t.equal(res.code, 1)
+  t.equal(res.stdout, '')
+  for (const path of ['deadlineMs', 'chain[1].plugin', 'chain[2].extra']) t.match(res.stderr, `  ${path}: `, path)
+  // compile errors come once the schema holds
+  const compile = await runCli(['check', '--config', configFile({ chain: [{ name: 'a', plugin: 'reject', options: { reason: '{{nope}}' } }, { name: 'b', plugin: 'reject', when: { remotePorts: ['9-1'] } }] })])
+  t.equal(compile.code, 1)
+  t.match(compile.stderr, /chain\[0\]\.options\.reason: unknown template name \{\{nope\}\}/)
+  t.match(compile.stderr, /chain\[1\]\.when\.remotePorts: "9-1" is not a port/)
+})
+
+t.test('check names a missing file and bad JSON', async t => {
+  const missing = await runCli(['check', '--config', '/nonexistent.json'])
+  t.equal(missing.code, 1)
+  t.match(missing.stderr, /\/nonexistent\.json/)
+  const broken = await runCli(['check', '--config', configFile('{ "chain": ')])
+  t.equal(broken.code, 1)
+  t.match(broken.stderr, /not valid JSON/)
+})
+
+t.test('--config defaults to $FRP_GATEWAY_CONFIG', async t => {
+  const res = await runCli(['check'], { env: { FRP_GATEWAY_CONFIG: configFile(good) } })
+  t.equal(res.code, 0, res.stderr)
+  t.match(res.stdout, /deny-guest/)
+})
+
+t.test('schema prints config/gateway.schema.json', async t => {
+  const res = await runCli(['schema'])
+  t.equal(res.code, 0)
+  t.same(JSON.parse(res.stdout), JSON.parse(readFileSync(`${ROOT}config/gateway.schema.json`, 'utf8')))
+})
+
+t.test('bad usage exits 2 with the usage text', async t => {
+  for (const args of [['frobnicate'], ['check', '--nope'], ['check', 'extra']]) {
+    const res = await runCli(args)
+    t.equal(res.code, 2, args.join(' '))
+    t.match(res.stderr, /usage: frp-plugin-gateway/)
+  }
+  const help = await runCli(['--help'])
+  t.equal(help.code, 0)
+  t.match(help.stdout, /usage: frp-plugin-gateway/)
+})
+
+t.test('run serves frps calls and /metrics, and exits 0 on SIGTERM', async t => {
+  const file = configFile({ ...good, listen: { port: 0 } })
+  const gw = await serveCli(['--config', file], t)
+  const res = await fetch(`${gw.url}/handler?version=0.1.0&op=Login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-frp-reqid': 'aaaaaaaaaaaaaaaa' },
+    body: JSON.stringify({ version: '0.1.0', op: 'Login', content: { user: 'guest' } })
+  })
+  t.same(await res.json(), { reject: true, reject_reason: 'rejected by deny-guest', unchange: true })
+  t.match(await (await fetch(`${gw.url}/metrics`)).text(), /frp_gateway_requests_total\{op="Login",outcome="reject"\} 1/)
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
+  t.ok(gw.lines.some(l => l.msg === 'call' && l.reqid === 'aaaaaaaaaaaaaaaa'))
+})
+
+t.test('run with a broken config exits 1 before listening', async t => {
+  const res = await runCli(['--config', configFile({ chain: [{ name: 'x', plugin: 'nope' }] })])
+  t.equal(res.code, 1)
+  t.match(res.stderr, /chain\[0\]\.plugin: unknown plugin/)
+})
