@@ -1,10 +1,10 @@
 import { z } from 'zod'
 import { definePlugin } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
-import { copy, getIn, OPS, own, put, setIn, type Op } from '../src/protocol.js'
+import { copy, getIn, OPS, own, put, setIn, stringRecord, type Op } from '../src/protocol.js'
 import { compileTemplate, type Template } from '../src/template.js'
 
-const templates = z.record(z.string(), z.string())
+const templates = stringRecord()
 
 const LOGIN = ['metas']
 const PROXY = ['metas']

@@ -1,7 +1,7 @@
 import { BlockList, isIP } from 'node:net'
 import { z } from 'zod'
 import { compileAt } from './errors.js'
-import { clientIp, clientMetas, clientUser, own, recordOf, remoteIp, type Content, type Op } from './protocol.js'
+import { clientIp, clientMetas, clientUser, own, remoteIp, stringRecord, type Content, type Op } from './protocol.js'
 
 export interface When {
   users?: string[]
@@ -19,7 +19,7 @@ export const whenSchema: z.ZodType<When> = z.lazy(() => z.strictObject({
   users: list.optional().describe('client user names (Login: user; other ops: user.user)'),
   proxyTypes: list.optional().describe('proxy types: tcp, udp, http, https, stcp, xtcp, sudp, tcpmux'),
   proxyNames: list.optional().describe('globs against proxy_name (* and ?); frps prefixes it with "user."'),
-  metas: recordOf(z.string()).optional().describe('client metas that must have these exact values'),
+  metas: stringRecord().optional().describe('client metas that must have these exact values'),
   clientCidrs: list.optional().describe("CIDRs or addresses against Login's client_address"),
   remoteCidrs: list.optional().describe("CIDRs or addresses against NewUserConn's remote_addr"),
   remotePorts: z.array(z.union([z.number().int(), z.string()])).min(1).optional().describe('ports or "low-high" ranges against NewProxy\'s remote_port'),

@@ -16,7 +16,7 @@ const bool = opt(z.boolean())
 const strList = opt(z.array(z.string()))
 const received = (v: unknown): string => v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v
 // Not z.record: it skips a "__proto__" key, which would let a non-string meta through unchecked.
-const strMap = opt(z.unknown().superRefine((value, ctx) => {
+const checkStrMap = (value: unknown, ctx: z.RefinementCtx): void => {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     ctx.addIssue({ code: 'custom', message: `Invalid input: expected record, received ${received(value)}` })
     return
@@ -24,7 +24,15 @@ const strMap = opt(z.unknown().superRefine((value, ctx) => {
   for (const [key, v] of Object.entries(value)) {
     if (typeof v !== 'string') ctx.addIssue({ code: 'custom', path: [key], message: `Invalid input: expected string, received ${received(v)}` })
   }
-}))
+}
+const strMap = opt(z.unknown().superRefine(checkStrMap))
+
+/**
+ * A string -> string map in the config (metas) that keeps a `__proto__` key as a plain own key, where
+ * z.record would drop it without a word. The parsed value is the input object itself.
+ */
+export const stringRecord = (): z.ZodType<Record<string, string>> => z.any().superRefine(checkStrMap)
+  .meta({ type: 'object', propertyNames: { type: 'string' }, additionalProperties: { type: 'string' } })
 
 const userInfo = opt(z.looseObject({ user: str, metas: strMap, run_id: str }))
 
@@ -162,18 +170,25 @@ export function getIn (root: unknown, path: readonly string[]): unknown {
 /**
  * Returns root with the value at path replaced, copying only the objects on the path; returns root itself
  * when the value is already equal (so an unchanged step costs no copy). `undefined` removes the key.
+ * A numeric key inside an array addresses an element, as in getIn.
  */
 export function setIn (root: Content, path: readonly string[], value: unknown, at = 0): Content {
   const key = path[at]
   const current = own(root, key)
   let next = value
   if (at < path.length - 1) {
-    const isObject = current !== null && typeof current === 'object' && !Array.isArray(current)
+    const isObject = current !== null && typeof current === 'object' && (!Array.isArray(current) || /^\d+$/.test(path[at + 1]))
     if (!isObject && value === undefined) return root
     next = setIn(isObject ? current as Content : {}, path, value, at + 1)
     if (next === current) return root
   } else if (value === undefined ? !Object.hasOwn(root, key) : sameJson(value, current)) {
     return root
+  }
+  if (Array.isArray(root)) {
+    const list: unknown[] = [...root]
+    if (next === undefined) list.splice(Number(key), 1)
+    else list[Number(key)] = next
+    return list as unknown as Content
   }
   const out = copy(root)
   if (next === undefined) delete out[key]
