@@ -1,0 +1,67 @@
+import { GCRA_SLACK_MS, type RateLimitStore, type RateRule, type TakeResult } from './store.js'
+
+interface Bucket { tat: number; expiresAt: number }
+
+export interface MemoryStoreOptions {
+  /** default 100_000 */
+  maxKeys?: number
+  /** default Date.now */
+  now?: () => number
+}
+
+export class MemoryStore implements RateLimitStore {
+  readonly kind = 'memory' as const
+  readonly #buckets = new Map<string, Bucket>()
+  readonly #maxKeys: number
+  readonly #now: () => number
+
+  constructor(opts: MemoryStoreOptions = {}) {
+    this.#maxKeys = opts.maxKeys ?? 100_000
+    this.#now = opts.now ?? Date.now
+  }
+
+  get size(): number {
+    return this.#buckets.size
+  }
+
+  take(key: string, rule: RateRule): TakeResult {
+    const now = this.#now()
+    let tat = now
+    const bucket = this.#buckets.get(key)
+    if (bucket && bucket.expiresAt > now) tat = Math.max(bucket.tat, now)
+    else if (bucket) this.#buckets.delete(key)
+    const interval = rule.windowMs / rule.limit
+    const tolerance = interval * rule.burst
+    const newTat = tat + interval
+    const ahead = newTat - now
+    if (ahead > tolerance + GCRA_SLACK_MS) {
+      return { allowed: false, remaining: 0, retryAfterMs: Math.max(1, Math.ceil(ahead - tolerance)) }
+    }
+    // delete + set moves the key to the end of the Map's order, so the first entries are the least recently used
+    this.#buckets.delete(key)
+    this.#buckets.set(key, { tat: newTat, expiresAt: now + Math.ceil(ahead) })
+    if (this.#buckets.size > this.#maxKeys) this.#evict(now)
+    return { allowed: true, remaining: Math.floor((tolerance - ahead + GCRA_SLACK_MS) / interval), retryAfterMs: 0 }
+  }
+
+  /**
+   * Drops every expired bucket, then the least recently used ones down to 90% of maxKeys,
+   * so the full scan runs at most once per maxKeys/10 new keys.
+   */
+  #evict(now: number): void {
+    for (const [key, bucket] of this.#buckets) {
+      if (bucket.expiresAt <= now) this.#buckets.delete(key)
+    }
+    const target = Math.max(1, Math.floor(this.#maxKeys * 0.9))
+    for (const key of this.#buckets.keys()) {
+      if (this.#buckets.size <= target) break
+      this.#buckets.delete(key)
+    }
+  }
+
+  async ping(): Promise<void> {}
+
+  async close(): Promise<void> {
+    this.#buckets.clear()
+  }
+}

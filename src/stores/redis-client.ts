@@ -1,0 +1,60 @@
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
+
+export type RedisConfig =
+  | { url: string; keyPrefix?: string }
+  | { cluster: string[]; keyPrefix?: string }
+  | { sentinels: { host: string; port: number }[]; name: string; keyPrefix?: string }
+
+export interface RedisClientOptions {
+  onUp?: (up: boolean) => void
+  /** default 500 */
+  connectTimeoutMs?: number
+  /** default 300 */
+  commandTimeoutMs?: number
+}
+
+/** Keep reconnecting forever so a Redis that comes back is used again without a restart. */
+const retry = (times: number): number => Math.min(times * 100, 1000)
+
+/**
+ * An ioredis client for the gateway's hot path: commands fail fast (no offline queue, no
+ * per-request retries, short timeouts) instead of piling up while Redis is away.
+ * cfg.keyPrefix is not applied here: RedisStore prefixes its own keys.
+ */
+export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {}): Redis | Cluster {
+  const perConnection = {
+    connectTimeout: opts.connectTimeoutMs ?? 500,
+    commandTimeout: opts.commandTimeoutMs ?? 300,
+    maxRetriesPerRequest: 0,
+  } satisfies RedisOptions
+  const common = { ...perConnection, enableOfflineQueue: false, lazyConnect: false, retryStrategy: retry } satisfies RedisOptions
+
+  let client: Redis | Cluster
+  if ('cluster' in cfg) {
+    client = new Cluster(cfg.cluster, {
+      redisOptions: perConnection,
+      enableOfflineQueue: false,
+      lazyConnect: false,
+      clusterRetryStrategy: retry,
+    })
+  } else if ('sentinels' in cfg) {
+    client = new Redis({ ...common, sentinels: cfg.sentinels, name: cfg.name, sentinelRetryStrategy: retry })
+  } else {
+    client = new Redis(cfg.url, common)
+  }
+
+  let up: boolean | undefined
+  const report = (next: boolean): void => {
+    if (next === up) return
+    up = next
+    opts.onUp?.(next)
+  }
+  client.on('ready', () => report(true))
+  client.on('close', () => report(false))
+  client.on('end', () => report(false))
+  // a listener must exist: an unhandled 'error' event would crash the process
+  client.on('error', () => {
+    if (client.status !== 'ready') report(false)
+  })
+  return client
+}

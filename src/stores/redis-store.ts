@@ -1,0 +1,54 @@
+import type { Cluster, Redis } from 'ioredis'
+import { GCRA_SLACK_MS, type RateLimitStore, type RateRule, type TakeResult } from './store.js'
+
+// KEYS[1] bucket; ARGV windowMs, limit, burst. Time comes from Redis so every gateway agrees.
+// tat is stored with %.17g so the double survives the round trip exactly.
+const GCRA_LUA = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local interval = tonumber(ARGV[1]) / tonumber(ARGV[2])
+local tolerance = interval * tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local newTat = tat + interval
+local ahead = newTat - now
+if ahead > tolerance + ${GCRA_SLACK_MS} then
+  return {0, 0, math.max(1, math.ceil(ahead - tolerance))}
+end
+redis.call('SET', KEYS[1], string.format('%.17g', newTat), 'PX', math.ceil(ahead))
+return {1, math.floor((tolerance - ahead + ${GCRA_SLACK_MS}) / interval), 0}
+`
+
+interface GcraCommand {
+  frpgwGcra(key: string, windowMs: number, limit: number, burst: number): Promise<[number, number, number]>
+}
+
+export class RedisStore implements RateLimitStore {
+  readonly kind = 'redis' as const
+  readonly #client: Redis | Cluster
+  readonly #keyPrefix: string
+
+  constructor(client: Redis | Cluster, opts: { keyPrefix: string }) {
+    this.#client = client
+    this.#keyPrefix = opts.keyPrefix
+    client.defineCommand('frpgwGcra', { numberOfKeys: 1, lua: GCRA_LUA })
+  }
+
+  /** The Redis key of bucket `key`; the hash tag keeps it on one Cluster slot. */
+  redisKey(key: string): string {
+    return `${this.#keyPrefix}rl:{${key}}`
+  }
+
+  async take(key: string, rule: RateRule): Promise<TakeResult> {
+    const [allowed, remaining, retryAfterMs] = await (this.#client as unknown as GcraCommand)
+      .frpgwGcra(this.redisKey(key), rule.windowMs, rule.limit, rule.burst)
+    return { allowed: allowed === 1, remaining, retryAfterMs }
+  }
+
+  async ping(): Promise<void> {
+    await this.#client.ping()
+  }
+
+  /** The client belongs to whoever created it, so it stays open. */
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,133 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+interface Teardown { teardown(fn: () => unknown): void }
+
+export interface RedisServer {
+  port: number
+  url: string
+  /** SIGTERM (SIGKILL after 3 s) and wait for exit */
+  stop(): Promise<void>
+  /** restart on the same port and wait until it answers PING */
+  start(): Promise<void>
+}
+
+export interface RedisClusterHandle {
+  nodes: { host: string; port: number }[]
+  urls: string[]
+  stop(): Promise<void>
+}
+
+// last resort if a test process exits without running its teardowns
+const live = new Set<ChildProcess>()
+process.on('exit', () => {
+  for (const child of live) child.kill('SIGKILL')
+})
+
+export async function freePort(): Promise<number> {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as { port: number }
+  server.close()
+  await once(server, 'close')
+  return port
+}
+
+export function redisCli(port: number, ...args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { timeout: 60_000 }, (err, stdout) =>
+      err ? reject(err) : resolve(stdout))
+  })
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (await check().catch(() => false)) return
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(50)
+  }
+}
+
+class RedisProcess implements RedisServer {
+  readonly url: string
+  #child: ChildProcess | undefined
+
+  constructor(readonly port: number, private readonly argv: string[]) {
+    this.url = `redis://127.0.0.1:${port}`
+  }
+
+  async start(): Promise<void> {
+    if (this.#child) throw new Error(`redis-server on ${this.port} is already running`)
+    const child = spawn('redis-server', this.argv, { stdio: 'ignore' })
+    this.#child = child
+    live.add(child)
+    child.once('exit', () => live.delete(child))
+    await once(child, 'spawn')
+    await waitFor(`redis-server on ${this.port}`, async () => {
+      if (child.exitCode !== null) throw new Error(`redis-server on ${this.port} exited with ${child.exitCode}`)
+      return (await redisCli(this.port, 'PING')).trim() === 'PONG'
+    })
+  }
+
+  async stop(): Promise<void> {
+    const child = this.#child
+    this.#child = undefined
+    if (!child || child.exitCode !== null || child.signalCode !== null) return
+    const exited = once(child, 'exit')
+    child.kill('SIGTERM')
+    const killer = setTimeout(() => child.kill('SIGKILL'), 3000)
+    await exited
+    clearTimeout(killer)
+  }
+}
+
+async function launch(t: Teardown | undefined, argv: (port: number, dir: string) => Promise<string[]>): Promise<RedisServer> {
+  const dir = await mkdtemp(join(tmpdir(), 'frpgw-redis-'))
+  const port = await freePort()
+  const server = new RedisProcess(port, await argv(port, dir))
+  t?.teardown(async () => {
+    await server.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+  await server.start()
+  return server
+}
+
+const serverArgv = (port: number, dir: string, ...extra: string[]): string[] =>
+  ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra]
+
+export function startRedis(t?: Teardown): Promise<RedisServer> {
+  return launch(t, async (port, dir) => serverArgv(port, dir))
+}
+
+/** A Sentinel with quorum 1 that monitors `master` under `name`. */
+export function startSentinel(t: Teardown | undefined, master: RedisServer, name: string): Promise<RedisServer> {
+  return launch(t, async (port, dir) => {
+    const conf = join(dir, 'sentinel.conf')
+    await writeFile(conf, `sentinel monitor ${name} 127.0.0.1 ${master.port} 1\n`)
+    return [conf, '--sentinel', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir]
+  })
+}
+
+/** 3 masters, no replicas; resolves once every node reports cluster_state:ok. */
+export async function startRedisCluster(t?: Teardown): Promise<RedisClusterHandle> {
+  const servers: RedisServer[] = []
+  for (let i = 0; i < 3; i++) {
+    // explicit bus port: the default port + 10000 can be past 65535 for an ephemeral port
+    servers.push(await launch(t, async (port, dir) =>
+      serverArgv(port, dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(await freePort()))))
+  }
+  const nodes = servers.map(s => ({ host: '127.0.0.1', port: s.port }))
+  await redisCli(servers[0].port, '--cluster', 'create', ...nodes.map(n => `${n.host}:${n.port}`), '--cluster-replicas', '0', '--cluster-yes')
+  for (const s of servers) {
+    await waitFor(`cluster_state:ok on ${s.port}`, async () => (await redisCli(s.port, 'CLUSTER', 'INFO')).includes('cluster_state:ok'), 30_000)
+  }
+  return { nodes, urls: servers.map(s => s.url), stop: async () => { await Promise.all(servers.map(s => s.stop())) } }
+}

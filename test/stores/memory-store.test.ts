@@ -1,0 +1,114 @@
+import v8 from 'node:v8'
+import vm from 'node:vm'
+import t from 'tap'
+import { MemoryStore } from '../../src/stores/memory-store.js'
+import { runStoreContract } from './contract.js'
+
+runStoreContract(t, 'memory', async () => ({ store: new MemoryStore() }))
+
+t.test('take answers synchronously', async t => {
+  const result = new MemoryStore().take('k', { limit: 1, windowMs: 1000, burst: 1 })
+  t.notOk(result instanceof Promise)
+  t.same(result, { allowed: true, remaining: 0, retryAfterMs: 0 })
+})
+
+t.test('GCRA arithmetic with an injected clock', async t => {
+  let now = 1_700_000_000_000
+  const store = new MemoryStore({ now: () => now })
+
+  t.test('limit 3 burst 3 per second: interval 333.33 ms', async t => {
+    const rule = { limit: 3, windowMs: 1000, burst: 3 }
+    t.same([1, 2, 3, 4].map(() => store.take('thirds', rule)), [
+      { allowed: true, remaining: 2, retryAfterMs: 0 },
+      { allowed: true, remaining: 1, retryAfterMs: 0 },
+      { allowed: true, remaining: 0, retryAfterMs: 0 },
+      { allowed: false, remaining: 0, retryAfterMs: 334 },
+    ])
+    now += 333
+    t.same(store.take('thirds', rule), { allowed: false, remaining: 0, retryAfterMs: 1 })
+    now += 1
+    t.same(store.take('thirds', rule), { allowed: true, remaining: 0, retryAfterMs: 0 })
+    now += 1000
+    t.same(store.take('thirds', rule), { allowed: true, remaining: 2, retryAfterMs: 0 }, 'capped at burst after a long idle')
+  })
+
+  t.test('limit 5 burst 2 per second: interval 200 ms', async t => {
+    const rule = { limit: 5, windowMs: 1000, burst: 2 }
+    t.same([1, 2, 3].map(() => store.take('fifths', rule).retryAfterMs), [0, 0, 200])
+    now += 50
+    t.same(store.take('fifths', rule), { allowed: false, remaining: 0, retryAfterMs: 150 })
+    now += 150
+    t.same(store.take('fifths', rule), { allowed: true, remaining: 0, retryAfterMs: 0 })
+    now += 300
+    t.same(store.take('fifths', rule), { allowed: true, remaining: 0, retryAfterMs: 0 }, 'half an interval is not a token')
+    now += 100
+    t.same(store.take('fifths', rule), { allowed: true, remaining: 0, retryAfterMs: 0 })
+    t.same(store.take('fifths', rule), { allowed: false, remaining: 0, retryAfterMs: 200 })
+  })
+
+  t.test('a full burst at one instant is exact despite float rounding', async t => {
+    // e.g. 7 per second: 7 * (1000 / 7) lands a hair above 1000 in doubles
+    for (let limit = 1; limit <= 20; limit++) {
+      const rule = { limit, windowMs: 1000, burst: limit }
+      const results = Array.from({ length: limit + 1 }, () => store.take(`burst-${limit}`, rule))
+      t.same(results.map(r => r.remaining), [...Array.from({ length: limit }, (_, i) => limit - 1 - i), 0], `limit ${limit}`)
+      t.same(results.map(r => r.allowed).lastIndexOf(true), limit - 1, `limit ${limit}: exactly ${limit} allowed`)
+    }
+  })
+})
+
+t.test('expired buckets are dropped before live ones when over maxKeys', async t => {
+  let now = 0
+  const store = new MemoryStore({ maxKeys: 3, now: () => now })
+  const short = { limit: 1, windowMs: 100, burst: 1 }
+  const long = { limit: 1, windowMs: 60_000, burst: 1 }
+  store.take('old-live', long)
+  store.take('short-1', short)
+  store.take('short-2', short)
+  t.equal(store.size, 3)
+  now = 100
+  store.take('new-live', long)
+  t.equal(store.size, 2, 'both expired buckets dropped, no live one')
+  t.equal(store.take('old-live', long).allowed, false, 'oldest live bucket kept')
+  t.equal(store.take('new-live', long).allowed, false)
+})
+
+t.test('least recently used live buckets go first when every bucket is live', async t => {
+  const store = new MemoryStore({ maxKeys: 10, now: () => 0 })
+  const rule = { limit: 1, windowMs: 60_000, burst: 1 }
+  for (let i = 0; i < 10; i++) store.take(`k${i}`, rule)
+  t.equal(store.take('k0', rule).allowed, false, 'a refused take does not refresh k0')
+  store.take('k10', rule)
+  t.equal(store.size, 9)
+  t.equal(store.take('k1', rule).allowed, true, 'k1 was evicted')
+  t.equal(store.take('k10', rule).allowed, false, 'k10 kept')
+})
+
+t.test('memory stays bounded with 100,000 distinct keys', async t => {
+  // a full GC before each reading makes heapUsed the retained size, not pending garbage
+  v8.setFlagsFromString('--expose-gc')
+  const gc = vm.runInNewContext('gc') as () => void
+  const store = new MemoryStore({ maxKeys: 10_000 })
+  const rule = { limit: 10, windowMs: 60_000, burst: 10 }
+  gc()
+  const heapBefore = process.memoryUsage().heapUsed
+  let maxSize = 0
+  for (let i = 0; i < 100_000; i++) {
+    store.take(`client-${i}-${'x'.repeat(40)}`, rule)
+    maxSize = Math.max(maxSize, store.size)
+  }
+  gc()
+  const growthMb = (process.memoryUsage().heapUsed - heapBefore) / 1e6
+  t.ok(maxSize <= 10_000, `size never above maxKeys (max ${maxSize})`)
+  t.ok(store.size > 0, 'the store is still alive at the second reading')
+  // about 4 MB retained when bounded; an unbounded Map of these 100k keys retains about 28 MB
+  t.ok(growthMb < 15, `heap retained ${growthMb.toFixed(1)} MB more`)
+})
+
+t.test('close clears every bucket', async t => {
+  const store = new MemoryStore()
+  store.take('k', { limit: 1, windowMs: 60_000, burst: 1 })
+  await store.ping()
+  await store.close()
+  t.equal(store.size, 0)
+})

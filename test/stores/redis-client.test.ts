@@ -1,0 +1,73 @@
+import { once } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Cluster, Redis } from 'ioredis'
+import t from 'tap'
+import { createRedisClient, type RedisConfig } from '../../src/stores/redis-client.js'
+import { freePort, startRedis, startSentinel } from '../helpers/redis.js'
+
+async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(20)
+  }
+}
+
+/** How long a PING takes to fail; throws if it is answered. */
+async function pingFailureMs(client: Redis | Cluster): Promise<number> {
+  const started = Date.now()
+  await client.ping().then(() => { throw new Error('ping answered') }, () => {})
+  return Date.now() - started
+}
+
+function track(cfg: RedisConfig): { client: Redis | Cluster; ups: boolean[] } {
+  const ups: boolean[] = []
+  const client = createRedisClient(cfg, { onUp: up => ups.push(up) })
+  t.teardown(() => client.disconnect())
+  return { client, ups }
+}
+
+t.test('onUp follows the server going away and coming back, on the same client', async t => {
+  const server = await startRedis(t)
+  const { client, ups } = track({ url: server.url })
+  await until('up', () => ups.at(-1) === true)
+  t.equal(await client.ping(), 'PONG')
+
+  await server.stop()
+  await until('down', () => ups.at(-1) === false)
+  const ms = await pingFailureMs(client)
+  t.ok(ms < 1000, `a command against the stopped server fails in ${ms} ms`)
+
+  await server.start()
+  await until('up again', () => ups.at(-1) === true)
+  t.equal(await client.ping(), 'PONG')
+  t.same(ups, [true, false, true], 'one report per transition')
+})
+
+t.test('an unreachable Redis is reported down once and commands fail fast', async t => {
+  const port = await freePort()
+  for (const cfg of [
+    { url: `redis://127.0.0.1:${port}` },
+    { cluster: [`127.0.0.1:${port}`] },
+    { sentinels: [{ host: '127.0.0.1', port }], name: 'nowhere' },
+  ] satisfies RedisConfig[]) {
+    const kind = Object.keys(cfg)[0]
+    const { client, ups } = track(cfg)
+    await sleep(700) // several failed connection attempts, each emitting 'error'
+    t.same(ups, [false], `${kind}: reported down, never up`)
+    const ms = await pingFailureMs(client)
+    t.ok(ms < 1000, `${kind}: ping fails in ${ms} ms`)
+  }
+})
+
+t.test('sentinel config finds the master', async t => {
+  const master = await startRedis(t)
+  const sentinel = await startSentinel(t, master, 'gw')
+  const { client, ups } = track({ sentinels: [{ host: '127.0.0.1', port: sentinel.port }], name: 'gw' })
+  await until('up', () => ups.at(-1) === true)
+  await client.set('via-sentinel', '1')
+  const direct = createRedisClient({ url: master.url }) as Redis
+  t.teardown(() => direct.disconnect())
+  await once(direct, 'ready')
+  t.equal(await direct.get('via-sentinel'), '1', 'the write reached the monitored master')
+})

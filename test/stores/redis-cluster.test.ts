@@ -1,0 +1,38 @@
+import { randomUUID } from 'node:crypto'
+import { once } from 'node:events'
+import { Redis, type Cluster } from 'ioredis'
+import t from 'tap'
+import { createRedisClient } from '../../src/stores/redis-client.js'
+import { RedisStore } from '../../src/stores/redis-store.js'
+import { startRedisCluster } from '../helpers/redis.js'
+import { runStoreContract } from './contract.js'
+
+const cluster = await startRedisCluster(t)
+const client = createRedisClient({ cluster: cluster.urls }) as Cluster
+t.teardown(() => client.disconnect())
+await once(client, 'ready')
+
+runStoreContract(t, 'redis cluster', async () => ({ store: new RedisStore(client, { keyPrefix: `frpgw:test:${randomUUID()}:` }) }))
+
+t.test('buckets spread over the masters and each works where it lands', async t => {
+  const store = new RedisStore(client, { keyPrefix: `frpgw:test:${randomUUID()}:` })
+  const rule = { limit: 1, windowMs: 60_000, burst: 1 }
+  const keys = Array.from({ length: 20 }, (_, i) => `user-${i}`)
+  for (const key of keys) {
+    t.same([(await store.take(key, rule)).allowed, (await store.take(key, rule)).allowed], [true, false], key)
+  }
+
+  const nodes = cluster.nodes.map(n => new Redis(n.port, n.host))
+  t.teardown(() => nodes.forEach(n => n.disconnect()))
+  const holders = new Set<number>()
+  for (const key of keys) {
+    // a master that does not own the key's slot answers MOVED
+    const found = await Promise.all(nodes.map(n => n.exists(store.redisKey(key)).catch((err: Error) => {
+      if (!err.message.startsWith('MOVED')) throw err
+      return 0
+    })))
+    t.equal(found.filter(Boolean).length, 1, `${key} lives on exactly one master`)
+    holders.add(cluster.nodes[found.indexOf(1)].port)
+  }
+  t.ok(holders.size >= 2, `buckets on ${holders.size} masters`)
+})
