@@ -1,5 +1,6 @@
 import type { PluginDef } from '../src/chain.js'
 import metas from './metas.js'
+import rateLimit from './rate-limit.js'
 import reject from './reject.js'
 import rewrite from './rewrite.js'
 
@@ -7,7 +8,8 @@ import rewrite from './rewrite.js'
 export const plugins = {
   reject,
   metas,
-  rewrite
+  rewrite,
+  'rate-limit': rateLimit
 } satisfies Record<string, PluginDef>
 
 export type PluginName = keyof typeof plugins

@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { z } from 'zod'
 import type { Matcher } from './match.js'
 import type { Decision, Metrics, Outcome } from './metrics.js'
+import type { RateLimitStore } from './stores/store.js'
 import { sameJson, type Content, type Op } from './protocol.js'
 import type { TemplateContext } from './template.js'
 
@@ -15,7 +16,14 @@ export interface CallContext extends TemplateContext {
   /** performance.now() by which the answer must be out */
   deadline: number
   log: Logger
+  /** set by the trace command: told of every step, applied or skipped */
+  trace?: (entry: TraceEntry) => void
 }
+
+/** One step as the trace command sees it: skipped (and by which `when` condition) or its decision. */
+export type TraceEntry =
+  | { step: string, skipped: string }
+  | { step: string, decision: Decision, seconds: number, before: Content, after: Content, reason?: string, error?: unknown }
 
 /**
  * A step's answer. Nothing (or `{}`) allows unchanged; `content` (a new object, only when a value really
@@ -35,6 +43,8 @@ export interface PluginDeps {
   name: string
   log: Logger
   metrics: Metrics
+  /** the rate-limit store of that kind ('auto': Redis when configured, else memory); throws when it cannot be had */
+  store: (kind: 'auto' | 'memory' | 'redis') => RateLimitStore
 }
 
 /** A built-in plugin: its options schema and a factory that validates and compiles once. */
@@ -80,7 +90,7 @@ export function runChain (steps: readonly ChainStep[], original: Content, ctx: C
   const state: State = { content: original, changed: false, i: 0 }
   for (; state.i < steps.length; state.i++) {
     const step = steps[state.i]
-    if (step.when(ctx.op, state.content) !== null) continue
+    if (skip(step, state, ctx)) continue
     const started = performance.now()
     let verdict
     try {
@@ -113,7 +123,9 @@ async function finishAsync (steps: readonly ChainStep[], original: Content, stat
         verdict = pending
       }
       if (verdict === DEADLINE) {
-        step.record('error', (performance.now() - started) / 1000)
+        const seconds = (performance.now() - started) / 1000
+        step.record('error', seconds)
+        ctx.trace?.({ step: step.name, decision: 'error', seconds, before: state.content, after: state.content, reason: 'deadline exceeded' })
         const reason = `frp-plugin-gateway: deadline exceeded in step ${step.name}`
         ctx.log.warn({ step: step.name }, 'deadline exceeded')
         return ctx.op === 'CloseProxy' ? { outcome: 'allow' } : { outcome: 'error', reason, step: step.name }
@@ -122,7 +134,7 @@ async function finishAsync (steps: readonly ChainStep[], original: Content, stat
       pending = undefined
       for (state.i++; state.i < steps.length; state.i++) {
         const next = steps[state.i]
-        if (next.when(ctx.op, state.content) !== null) continue
+        if (skip(next, state, ctx)) continue
         started = performance.now()
         try {
           pending = next.run(state.content, ctx)
@@ -138,6 +150,12 @@ async function finishAsync (steps: readonly ChainStep[], original: Content, stat
   }
 }
 
+function skip (step: ChainStep, state: State, ctx: CallContext): boolean {
+  const failed = step.when(ctx.op, state.content)
+  if (failed !== null) ctx.trace?.({ step: step.name, skipped: failed })
+  return failed !== null
+}
+
 /** A step that threw: a bug in the step, never a reason to crash. Fails closed. */
 function failed (step: ChainStep, err: unknown): Verdict {
   return { error: err, reject: `frp-plugin-gateway: step ${step.name} failed` }
@@ -146,24 +164,27 @@ function failed (step: ChainStep, err: unknown): Verdict {
 /** Applies one verdict; returns true when the chain ends here (state.failure holds the result). */
 function settle (step: ChainStep, state: State, verdict: Verdict | undefined, ctx: CallContext, started: number): boolean {
   const seconds = (performance.now() - started) / 1000
-  if (verdict?.error !== undefined) ctx.log.warn({ step: step.name, err: verdict.error }, 'step failed')
+  const failed = verdict?.error !== undefined
+  if (failed) ctx.log.warn({ step: step.name, err: verdict.error }, 'step failed')
+  const before = state.content
+  let decision: Decision = 'allow'
+  let ends = false
   if (verdict?.reject !== undefined) {
-    step.record(verdict.error !== undefined ? 'error' : step.shadow ? 'shadow_reject' : 'reject', seconds)
-    if (step.shadow || ctx.op === 'CloseProxy') return false
-    state.failure = { outcome: verdict.error !== undefined ? 'error' : 'reject', reason: verdict.reject, step: step.name }
-    return true
-  }
-  const content = verdict?.content
-  if (content !== undefined && content !== state.content) {
-    step.record(verdict?.error !== undefined ? 'error' : step.shadow ? 'shadow_modify' : 'modify', seconds)
+    decision = step.shadow ? 'shadow_reject' : 'reject'
+    if (!step.shadow && ctx.op !== 'CloseProxy') {
+      state.failure = { outcome: failed ? 'error' : 'reject', reason: verdict.reject, step: step.name }
+      ends = true
+    }
+  } else if (verdict?.content !== undefined && verdict.content !== state.content) {
+    decision = step.shadow ? 'shadow_modify' : 'modify'
     if (!step.shadow) {
-      state.content = content
+      state.content = verdict.content
       state.changed = true
     }
-    return false
   }
-  step.record(verdict?.error !== undefined ? 'error' : 'allow', seconds)
-  return false
+  step.record(failed ? 'error' : decision, seconds)
+  ctx.trace?.({ step: step.name, decision: failed ? 'error' : decision, seconds, before, after: verdict?.content ?? before, reason: verdict?.reject, error: verdict?.error })
+  return ends
 }
 
 function finish (original: Content, state: State, ctx: CallContext): ChainResult {

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs'
+import { readFileSync, watch as watchFs } from 'node:fs'
+import { basename, dirname } from 'node:path'
 import { parseArgs } from 'node:util'
 import { buildAdminApp, buildApp, type RuntimeRef } from './app.js'
 import { configJsonSchema, loadConfig, type Config } from './config.js'
@@ -7,6 +8,9 @@ import { ConfigError } from './errors.js'
 import { createLogger } from './log.js'
 import { createMetrics } from './metrics.js'
 import { createRuntime, describeChains } from './runtime.js'
+import { MemoryStore } from './stores/memory-store.js'
+import { formatTrace, traceCall } from './trace.js'
+import { isOp, OPS, type Content } from './protocol.js'
 
 const USAGE = `usage: frp-plugin-gateway [run] [--config FILE] [--watch]
        frp-plugin-gateway check [--config FILE]
@@ -48,11 +52,48 @@ async function check (file: string): Promise<number> {
   return 0
 }
 
+async function readStdin (): Promise<string> {
+  let text = ''
+  for await (const chunk of process.stdin) text += String(chunk)
+  return text
+}
+
+async function trace (file: string, opName: string | undefined, contentFile: string | undefined): Promise<number> {
+  if (opName === undefined) throw new UsageError('trace needs --op')
+  if (!isOp(opName)) throw new UsageError(`--op ${opName}: expected one of ${OPS.join(', ')}`)
+  const config = await loadConfig(file)
+  const log = createLogger({ level: 'silent', redact: [] })
+  const text = contentFile !== undefined ? readFileSync(contentFile, 'utf8') : await readStdin()
+  let content: unknown
+  try {
+    content = JSON.parse(text)
+  } catch (err) {
+    process.stderr.write(`content ${contentFile ?? '(stdin)'} is not valid JSON: ${(err as Error).message}\n`)
+    return 1
+  }
+  // a whole frps body is accepted too: {"version", "op", "content"}
+  const body = content as { op?: unknown, content?: unknown }
+  if (body !== null && typeof body === 'object' && typeof body.op === 'string' && typeof body.content === 'object') content = body.content
+  if (content === null || typeof content !== 'object' || Array.isArray(content)) {
+    process.stderr.write(`content ${contentFile ?? '(stdin)'} must be a JSON object\n`)
+    return 1
+  }
+  const runtime = await createRuntime(config, { metrics: createMetrics(), log }, file)
+  try {
+    const result = await traceCall(runtime, opName, content as Content, log)
+    process.stdout.write(formatTrace(result, new Map(config.chain.map(s => [s.name, s.plugin]))))
+  } finally {
+    await runtime.close()
+  }
+  return 0
+}
+
 async function serve (file: string, watch: boolean): Promise<void> {
   const config = await loadConfig(file)
   const logger = createLogger(config.log)
   const metrics = createMetrics()
-  const ref: RuntimeRef = { current: await createRuntime(config, { metrics, log: logger }, file) }
+  const memoryStore = new MemoryStore()
+  const ref: RuntimeRef = { current: await createRuntime(config, { metrics, log: logger, memoryStore }, file) }
   const tls = config.listen.tls
   const common = { metrics, logger, path: config.listen.path, bodyLimitBytes: config.listen.bodyLimitBytes }
   const app = buildApp(ref, {
@@ -70,7 +111,7 @@ async function serve (file: string, watch: boolean): Promise<void> {
       let next: Config
       try {
         next = await loadConfig(file)
-        const runtime = await createRuntime(next, { metrics, log: logger }, file)
+        const runtime = await createRuntime(next, { metrics, log: logger, memoryStore }, file)
         const old = ref.current
         ref.current = runtime
         metrics.configReloads.inc({ result: 'success' })
@@ -86,9 +127,10 @@ async function serve (file: string, watch: boolean): Promise<void> {
   }
   process.on('SIGHUP', () => reload('SIGHUP'))
   if (watch) {
-    const { watch: watchFile } = await import('node:fs')
+    // the folder, not the file: editors that save by rename would leave a file watcher on the old inode
     let timer: NodeJS.Timeout | undefined
-    watchFile(file, () => {
+    watchFs(dirname(file), (_event, name) => {
+      if (name !== basename(file)) return
       clearTimeout(timer)
       timer = setTimeout(() => reload('file changed'), 100)
     }).unref()
@@ -126,6 +168,8 @@ export async function main (argv: string[]): Promise<number> {
       return 0
     case 'check':
       return await check(file)
+    case 'trace':
+      return await trace(file, values.op, values.content)
     case 'schema':
       process.stdout.write(`${JSON.stringify(configJsonSchema(), null, 2)}\n`)
       return 0

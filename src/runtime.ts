@@ -1,3 +1,4 @@
+import type { Cluster, Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { plugins, type PluginName } from '../plugins/index.js'
 import type { ChainStep, PluginDef, Step } from './chain.js'
@@ -6,28 +7,105 @@ import { compileAt, ConfigError, type ConfigIssue, type OptionError } from './er
 import { compileWhen } from './match.js'
 import { DECISIONS, type Metrics } from './metrics.js'
 import { OPS, type Op } from './protocol.js'
+import { MemoryStore } from './stores/memory-store.js'
+import { createRedisClient } from './stores/redis-client.js'
+import { RedisStore } from './stores/redis-store.js'
+import type { RateLimitStore } from './stores/store.js'
 
-export interface RuntimeDeps { metrics: Metrics, log: Logger }
+export interface RuntimeDeps {
+  metrics: Metrics
+  log: Logger
+  /** process-wide, so buckets survive a reload; a runtime without one makes and closes its own */
+  memoryStore?: MemoryStore
+}
+
+const READY_TIMEOUT_MS = 1000
+const STORE_OPEN_TIMEOUT_MS = 2000
 
 /** A compiled config: the chain of every op and the resources its steps hold. Swapped whole on reload. */
 export class Runtime {
   readonly config: Config
   readonly chains: Readonly<Record<Op, readonly ChainStep[]>>
   private readonly steps: readonly Step[]
+  private readonly stores: Stores
 
-  constructor (config: Config, chains: Record<Op, ChainStep[]>, steps: Step[]) {
+  constructor (config: Config, chains: Record<Op, ChainStep[]>, steps: Step[], stores: Stores) {
     this.config = config
     this.chains = chains
     this.steps = steps
+    this.stores = stores
   }
 
   /** null when every store the chain needs answers, else the reason. */
   async ready (): Promise<string | null> {
-    return null
+    const redis = this.stores.redisUsed ? this.stores.redis : undefined
+    if (redis === undefined) return null
+    let timer: NodeJS.Timeout | undefined
+    try {
+      await Promise.race([redis.ping(), new Promise((_resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS)
+      })])
+      return null
+    } catch (err) {
+      return `redis: ${(err as Error).message}`
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   async close (): Promise<void> {
     await Promise.allSettled(this.steps.map(async step => await step.close?.()))
+    await this.stores.close()
+  }
+}
+
+/** The rate-limit stores of one runtime: Redis is connected only when a step asks for it. */
+class Stores {
+  redisUsed = false
+  redis: RedisStore | undefined
+  private client: Redis | Cluster | undefined
+  private closed = false
+  private readonly memory: MemoryStore
+  private readonly ownsMemory: boolean
+
+  constructor (private readonly config: Config, private readonly deps: RuntimeDeps) {
+    this.ownsMemory = deps.memoryStore === undefined
+    this.memory = deps.memoryStore ?? new MemoryStore()
+  }
+
+  get (kind: 'auto' | 'memory' | 'redis'): RateLimitStore {
+    if (kind === 'memory' || (kind === 'auto' && this.config.redis === undefined)) return this.memory
+    const cfg = this.config.redis
+    if (cfg === undefined) throw new Error('store "redis" needs the top-level "redis" block')
+    this.redisUsed = true
+    if (this.redis === undefined) {
+      const { redisUp } = this.deps.metrics
+      redisUp.set(0)
+      // a closed runtime's client going away says nothing about the Redis the live one uses
+      this.client = createRedisClient(cfg, { onUp: up => { if (!this.closed) redisUp.set(up ? 1 : 0) } })
+      this.redis = new RedisStore(this.client, { keyPrefix: cfg.keyPrefix })
+    }
+    return this.redis
+  }
+
+  /** Waits (bounded) for Redis, so a new runtime serves its first calls with the store in reach. */
+  async open (timeoutMs: number): Promise<void> {
+    const client = this.client
+    if (client === undefined || client.status === 'ready') return
+    let timer: NodeJS.Timeout | undefined
+    const ready = new Promise<void>(resolve => {
+      client.once('ready', resolve)
+      timer = setTimeout(resolve, timeoutMs)
+    })
+    await ready
+    clearTimeout(timer)
+    if ((client.status as string) !== 'ready') this.deps.log.warn({ timeoutMs }, 'redis not reachable yet: rate-limit steps follow onStoreError until it is')
+  }
+
+  async close (): Promise<void> {
+    this.closed = true
+    this.client?.disconnect()
+    if (this.ownsMemory) await this.memory.close()
   }
 }
 
@@ -45,6 +123,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
   const issues: ConfigIssue[] = []
   const chains = Object.fromEntries(OPS.map(op => [op, [] as ChainStep[]])) as Record<Op, ChainStep[]>
   const built: Step[] = []
+  const stores = new Stores(config, deps)
   config.chain.forEach((sc: StepConfig, i) => {
     if (!sc.enabled) return
     const def = plugins[sc.plugin as PluginName] as PluginDef
@@ -52,7 +131,9 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     let when
     try {
       when = compileAt(`chain[${i}].when`, () => compileWhen(sc.when))
-      run = compileAt(`chain[${i}].options`, () => def.create(sc.options, { name: sc.name, log: deps.log.child({ step: sc.name }), metrics: deps.metrics }))
+      run = compileAt(`chain[${i}].options`, () => def.create(sc.options, {
+        name: sc.name, log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind)
+      }))
     } catch (err) {
       issues.push({ path: (err as OptionError).path, message: (err as Error).message })
       return
@@ -64,9 +145,11 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
   })
   if (issues.length > 0) {
     await Promise.allSettled(built.map(async step => await step.close?.()))
+    await stores.close()
     throw new ConfigError(source, issues)
   }
-  return new Runtime(config, chains, built)
+  await stores.open(STORE_OPEN_TIMEOUT_MS)
+  return new Runtime(config, chains, built, stores)
 }
 
 /** What `check` prints: per op, the steps that will run, in order. */

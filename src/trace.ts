@@ -1,0 +1,56 @@
+import type { Logger } from 'pino'
+import { runChain, type CallContext, type ChainResult, type TraceEntry } from './chain.js'
+import { ALLOW_UNCHANGED, answerModified, answerReject, checkContent, effectiveOp, type Content, type Op } from './protocol.js'
+import type { Runtime } from './runtime.js'
+
+export interface Trace { op: Op, wireOp: Op, entries: TraceEntry[], result: ChainResult, answer: string }
+
+/** Runs one call through the chain exactly as the RPC route does, recording every step. */
+export async function traceCall (runtime: Runtime, wireOp: Op, content: Content, log: Logger): Promise<Trace> {
+  const op = effectiveOp(wireOp, content)
+  const entries: TraceEntry[] = []
+  const invalid = checkContent(op, content)
+  const ctx: CallContext = {
+    op, wireOp, reqid: 'trace', deadline: performance.now() + runtime.config.deadlineMs, log, trace: e => entries.push(e)
+  }
+  const result = invalid !== null ? { outcome: 'error' as const, reason: invalid } : await runChain(runtime.chains[op], content, ctx)
+  const answer = result.outcome === 'modify'
+    ? answerModified(result.content as Content)
+    : result.reason !== undefined ? answerReject(result.reason) : ALLOW_UNCHANGED
+  return { op, wireOp, entries, result, answer }
+}
+
+const show = (value: unknown): string => value === undefined ? '(absent)' : JSON.stringify(value)
+
+/** A readable diff of two contents: one line per changed leaf, by dotted path. */
+export function diffContent (before: unknown, after: unknown, path = ''): string[] {
+  if (before === after) return []
+  const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v)
+  if (isObj(before) && isObj(after)) {
+    const keys = [...Object.keys(before), ...Object.keys(after).filter(k => !Object.hasOwn(before, k))]
+    return keys.flatMap(k => diffContent(Object.hasOwn(before, k) ? before[k] : undefined, Object.hasOwn(after, k) ? after[k] : undefined, path === '' ? k : `${path}.${k}`))
+  }
+  if (JSON.stringify(before) === JSON.stringify(after)) return []
+  if (before === undefined) return [`+ ${path} = ${show(after)}`]
+  if (after === undefined) return [`- ${path} (was ${show(before)})`]
+  return [`~ ${path}: ${show(before)} -> ${show(after)}`]
+}
+
+export function formatTrace (trace: Trace, plugins: ReadonlyMap<string, string>): string {
+  const lines = [trace.op === trace.wireOp ? `trace ${trace.op}` : `trace ${trace.op} (sent by frps as ${trace.wireOp})`]
+  if (trace.entries.length === 0 && trace.result.outcome !== 'error') lines.push('  (no step runs for this op)')
+  trace.entries.forEach((e, i) => {
+    const head = `  ${i + 1}. ${e.step} (${plugins.get(e.step) ?? '?'})`
+    if ('skipped' in e) {
+      lines.push(`${head}: skipped, when.${e.skipped} does not hold`)
+      return
+    }
+    const ms = (e.seconds * 1000).toFixed(3)
+    const detail = e.reason !== undefined ? `: ${e.reason}` : e.error !== undefined ? `: ${(e.error as Error).message ?? String(e.error)}` : ''
+    lines.push(`${head}: ${e.decision} in ${ms} ms${detail}`)
+    for (const change of diffContent(e.before, e.after)) lines.push(`       ${change}`)
+  })
+  lines.push(`outcome: ${trace.result.outcome}${trace.result.reason !== undefined && trace.entries.length === 0 ? ` (${trace.result.reason})` : ''}`)
+  lines.push(`answer: ${trace.answer}`)
+  return `${lines.join('\n')}\n`
+}

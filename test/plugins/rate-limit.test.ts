@@ -1,0 +1,144 @@
+import t from 'tap'
+import { startGateway } from '../helpers/gateway.js'
+import { redisCli, startRedis } from '../helpers/redis.js'
+import { ConfigError } from '../../src/errors.js'
+
+const loginLimit = (options: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
+  ...extra,
+  chain: [{ name: 'login-rate', plugin: 'rate-limit', ops: ['Login'], options: { key: '{{user}}', limit: 3, window: '1m', ...options } }]
+})
+
+const verdicts = (bodies: Array<{ reject: boolean }>) => bodies.map(b => b.reject ? 'reject' : 'allow')
+
+t.test('memory store: limit, burst, retry_after in the reason, keys apart, metrics', async t => {
+  const gw = await startGateway(t, loginLimit({ reason: 'slow down {{user}}: retry in {{retry_after}}s' }))
+  const answers = []
+  for (let i = 0; i < 4; i++) answers.push((await gw.call('Login', { user: 'alice' })).body)
+  t.same(verdicts(answers), ['allow', 'allow', 'allow', 'reject'])
+  // 3 per minute: one token every 20 s
+  t.same(answers[3], { reject: true, reject_reason: 'slow down alice: retry in 20s', unchange: true })
+  t.same((await gw.call('Login', { user: 'bob' })).body, { reject: false, unchange: true }, 'another key has its own bucket')
+  t.equal(await gw.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'allowed' }), 4)
+  t.equal(await gw.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'limited' }), 1)
+  t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'Login', step: 'login-rate', decision: 'reject' }), 1)
+})
+
+t.test('burst above the limit, refill after the window passes', async t => {
+  const gw = await startGateway(t, loginLimit({ limit: 2, window: 400, burst: 4 }))
+  const first = []
+  for (let i = 0; i < 5; i++) first.push((await gw.call('Login', { user: 'u' })).body)
+  t.same(verdicts(first), ['allow', 'allow', 'allow', 'allow', 'reject'])
+  // 2 tokens per 400 ms: after 450 ms two are back, not three
+  await new Promise(resolve => setTimeout(resolve, 450))
+  const later = []
+  for (let i = 0; i < 3; i++) later.push((await gw.call('Login', { user: 'u' })).body)
+  t.same(verdicts(later), ['allow', 'allow', 'reject'])
+})
+
+t.test('two steps with the same key template keep separate buckets', async t => {
+  const gw = await startGateway(t, {
+    chain: [
+      { name: 'a', plugin: 'rate-limit', ops: ['Login'], options: { key: '{{user}}', limit: 2, window: '1h' } },
+      { name: 'b', plugin: 'rate-limit', ops: ['Login'], options: { key: '{{user}}', limit: 1, window: '1h' } }
+    ]
+  })
+  const answers = []
+  for (let i = 0; i < 2; i++) answers.push((await gw.call('Login', { user: 'x' })).body)
+  t.same(answers.map(a => a.reject_reason ?? 'allow'), ['allow', 'rate limit exceeded by b: retry in 3600s'])
+})
+
+t.test('store "redis" without a redis block is a config error on its path', async t => {
+  const err = await startGateway(t, loginLimit({ store: 'redis' })).then(() => null, (e: unknown) => e)
+  t.ok(err instanceof ConfigError)
+  t.same((err as ConfigError).issues.map(i => i.path), ['chain[0].options.store'])
+  t.match((err as ConfigError).issues[0].message, /needs the top-level "redis" block/)
+})
+
+t.test('redis store: the same limits, keys under the prefix with a hash tag and a TTL', async t => {
+  const redis = await startRedis(t)
+  const gw = await startGateway(t, loginLimit({}, { redis: { url: redis.url, keyPrefix: 'test:' } }))
+  const answers = []
+  for (let i = 0; i < 4; i++) answers.push((await gw.call('Login', { user: 'alice' })).body)
+  t.same(verdicts(answers), ['allow', 'allow', 'allow', 'reject'])
+  t.equal(answers[3].reject_reason, 'rate limit exceeded by login-rate: retry in 20s')
+  t.same((await redisCli(redis.port, '--raw', 'KEYS', '*')).trim().split('\n'), ['test:rl:{login-rate:alice}'])
+  const ttl = Number(await redisCli(redis.port, 'PTTL', 'test:rl:{login-rate:alice}'))
+  t.ok(ttl > 59_000 && ttl <= 60_000, `idle bucket expires after the window (${ttl} ms)`)
+  t.equal(await gw.metric('frp_gateway_redis_up'), 1)
+  t.equal((await gw.app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
+})
+
+t.test('two gateways on one Redis, hammered together, allow exactly the limit', async t => {
+  const redis = await startRedis(t)
+  const config = loginLimit({ key: 'everyone', limit: 25, window: '1h' }, { redis: { url: redis.url } })
+  const [a, b] = await Promise.all([startGateway(t, config), startGateway(t, config)])
+  const bodies = []
+  // rounds of concurrent calls from both, so both take part before the bucket runs dry
+  for (let round = 0; round < 10; round++) {
+    const calls = []
+    for (let i = 0; i < 10; i++) calls.push((i % 2 === 0 ? a : b).call('Login', { user: `u${round}-${i}` }))
+    bodies.push(...(await Promise.all(calls)).map(r => r.body))
+  }
+  t.equal(bodies.filter(body => !body.reject).length, 25)
+  const allowedA = await a.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'allowed' }) ?? 0
+  const allowedB = await b.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'allowed' }) ?? 0
+  t.equal(allowedA + allowedB, 25)
+  t.ok(allowedA > 0 && allowedB > 0, `both gateways allowed some (${allowedA} + ${allowedB})`)
+})
+
+for (const onStoreError of ['allow', 'reject'] as const) {
+  t.test(`Redis stopped mid-run with onStoreError ${onStoreError}: answered within deadlineMs; restarted: limits apply again`, async t => {
+    const redis = await startRedis(t)
+    const deadlineMs = 1000
+    const gw = await startGateway(t, loginLimit({ onStoreError, limit: 2, window: '1h' }, { redis: { url: redis.url }, deadlineMs }))
+    t.same(verdicts([(await gw.call('Login', { user: 'a' })).body]), ['allow'])
+    await redis.stop()
+    const during = []
+    for (let i = 0; i < 5; i++) {
+      const started = performance.now()
+      const { body } = await gw.call('Login', { user: 'a' })
+      during.push(body)
+      t.ok(performance.now() - started < deadlineMs, 'answered within deadlineMs')
+    }
+    if (onStoreError === 'allow') {
+      t.same(during, Array(5).fill({ reject: false, unchange: true }))
+    } else {
+      t.same(during, Array(5).fill({ reject: true, reject_reason: 'frp-plugin-gateway: step login-rate failed: rate-limit store unavailable', unchange: true }))
+    }
+    t.equal(await gw.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'store_error' }), 5)
+    t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'Login', step: 'login-rate', decision: 'error' }), 5)
+    t.equal(await gw.metric('frp_gateway_redis_up'), 0)
+    const notReady = await gw.app.inject({ method: 'GET', url: '/readyz' })
+    t.equal(notReady.statusCode, 503)
+    t.match(notReady.json().reason, /^redis: /)
+
+    await redis.start()
+    // the client reconnects by itself; wait (bounded) until it is ready again
+    for (let i = 0; i < 100 && await gw.metric('frp_gateway_redis_up') !== 1; i++) await new Promise(resolve => setTimeout(resolve, 50))
+    t.equal(await gw.metric('frp_gateway_redis_up'), 1)
+    t.equal((await gw.app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
+    // a fresh Redis kept nothing: two allowed, the third limited
+    const after = []
+    for (let i = 0; i < 3; i++) after.push((await gw.call('Login', { user: 'a' })).body)
+    t.same(verdicts(after), ['allow', 'allow', 'reject'])
+  })
+}
+
+t.test('a reload keeps memory buckets when the runtime shares the process memory store', async t => {
+  const { MemoryStore } = await import('../../src/stores/memory-store.js')
+  const { createRuntime } = await import('../../src/runtime.js')
+  const { parseConfig } = await import('../../src/config.js')
+  const { createMetrics } = await import('../../src/metrics.js')
+  const { createLogger } = await import('../../src/log.js')
+  const memoryStore = new MemoryStore()
+  const deps = { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }), memoryStore }
+  const config = parseConfig(loginLimit({ limit: 1, window: '1h' }))
+  const one = await createRuntime(config, deps)
+  const two = await createRuntime(config, deps)
+  const run = async (rt: typeof one) => await rt.chains.Login[0].run({ user: 'k' }, { op: 'Login', wireOp: 'Login', reqid: 'r', deadline: Infinity, log: deps.log })
+  t.equal(await run(one), undefined)
+  t.match(await run(two), { reject: /rate limit exceeded/ })
+  await one.close()
+  await two.close()
+  t.equal(memoryStore.size, 1, 'closing a runtime leaves the shared store alone')
+})

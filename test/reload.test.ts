@@ -1,0 +1,110 @@
+import { writeFileSync } from 'node:fs'
+import t from 'tap'
+import { Agent, request } from 'undici'
+import { configFile, serveCli, type Served } from './helpers/cli.js'
+
+const chainTagging = (version: string) => ({
+  listen: { port: 0 },
+  chain: [{ name: 'tag', plugin: 'metas', ops: ['Login'], options: { set: { config: version } } }]
+})
+
+interface Sent { sentAt: number, version?: string, error?: string }
+
+/** Keeps `workers` keep-alive callers busy until stop() resolves; records what each call got. */
+function stream (url: string, workers = 4) {
+  const agent = new Agent({ connections: workers })
+  const sent: Sent[] = []
+  let running = true
+  const loops = Array.from({ length: workers }, async () => {
+    while (running) {
+      const sentAt = performance.now()
+      try {
+        const res = await request(`${url}/handler?version=0.1.0&op=Login`, {
+          method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ version: '0.1.0', op: 'Login', content: { user: 'u' } })
+        })
+        const body = await res.body.json() as { content?: { metas?: { config?: string } } }
+        sent.push(res.statusCode === 200 && body.content?.metas?.config !== undefined
+          ? { sentAt, version: body.content.metas.config }
+          : { sentAt, error: `${res.statusCode} ${JSON.stringify(body)}` })
+      } catch (err) {
+        sent.push({ sentAt, error: String(err) })
+      }
+    }
+  })
+  return {
+    sent,
+    async stop () {
+      running = false
+      await Promise.all(loops)
+      await agent.close()
+    }
+  }
+}
+
+async function waitForLog (gw: Served, msg: string, timeoutMs = 10_000): Promise<number> {
+  const until = Date.now() + timeoutMs
+  while (Date.now() < until) {
+    if (gw.lines.some(l => l.msg === msg)) return performance.now()
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+  throw new Error(`no "${msg}" log line within ${timeoutMs} ms`)
+}
+
+const pause = async (ms: number) => await new Promise(resolve => setTimeout(resolve, ms))
+
+t.test('SIGHUP under a steady stream of calls: none fails, calls after the swap follow the new chain', async t => {
+  const file = configFile(chainTagging('a'))
+  const gw = await serveCli(['--config', file], t)
+  const calls = stream(gw.url)
+  await pause(300)
+  writeFileSync(file, JSON.stringify(chainTagging('b')))
+  gw.child.kill('SIGHUP')
+  const seen = await waitForLog(gw, 'config reloaded')
+  await pause(300)
+  await calls.stop()
+  t.same(calls.sent.filter(c => c.error !== undefined), [], 'no call failed')
+  const after = calls.sent.filter(c => c.sentAt > seen)
+  t.ok(after.length > 10, `calls after the swap (${after.length})`)
+  t.same([...new Set(after.map(c => c.version))], ['b'], 'calls after the swap follow the new chain')
+  t.ok(calls.sent.some(c => c.version === 'a'), 'calls before it followed the old one')
+  const metrics = await (await fetch(`${gw.url}/metrics`)).text()
+  t.match(metrics, /frp_gateway_config_reloads_total\{result="success"\} 1/)
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
+})
+
+t.test('SIGHUP with a broken file: every call keeps the old behaviour, the errors are logged with their paths', async t => {
+  const file = configFile(chainTagging('a'))
+  const gw = await serveCli(['--config', file], t)
+  const calls = stream(gw.url)
+  await pause(200)
+  writeFileSync(file, JSON.stringify({ listen: { port: 0 }, chain: [{ name: 'tag', plugin: 'metas', options: { set: { x: '{{nope}}' } } }, { name: 'y', plugin: 'nope' }] }))
+  gw.child.kill('SIGHUP')
+  await waitForLog(gw, 'config reload failed: the previous chain keeps serving')
+  writeFileSync(file, '{ not json')
+  gw.child.kill('SIGHUP')
+  await pause(300)
+  await calls.stop()
+  t.same(calls.sent.filter(c => c.error !== undefined), [], 'no call failed')
+  t.same([...new Set(calls.sent.map(c => c.version))], ['a'], 'every call kept the old chain')
+  const failures = gw.lines.filter(l => l.msg === 'config reload failed: the previous chain keeps serving')
+  t.equal(failures.length, 2)
+  t.same(failures[0].issues.map((i: { path: string }) => i.path), ['chain[1].plugin'])
+  t.match(failures[1].issues[0].message, /not valid JSON/)
+  const metrics = await (await fetch(`${gw.url}/metrics`)).text()
+  t.match(metrics, /frp_gateway_config_reloads_total\{result="failure"\} 2/)
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
+})
+
+t.test('--watch reloads when the file changes', async t => {
+  const file = configFile(chainTagging('a'))
+  const gw = await serveCli(['--config', file, '--watch'], t)
+  writeFileSync(file, JSON.stringify(chainTagging('w')))
+  await waitForLog(gw, 'config reloaded')
+  const res = await fetch(`${gw.url}/handler?op=Login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"op":"Login","content":{}}' })
+  t.same(await res.json(), { reject: false, unchange: false, content: { metas: { config: 'w' } } })
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
+})
