@@ -35,10 +35,18 @@ export function configFile (config: unknown, name = 'gateway.json'): string {
   return file
 }
 
-export interface Served { child: ChildProcess, url: string, lines: Array<Record<string, any>>, exited: Promise<number | null> }
+export interface Served {
+  child: ChildProcess
+  /** the RPC listener */
+  url: string
+  /** every listener, in the order they came up (the RPC one first, then admin) */
+  urls: string[]
+  lines: Array<Record<string, any>>
+  exited: Promise<number | null>
+}
 
-/** Starts the gateway as a child process and resolves once it listens (port 0 is read from its log). */
-export async function serveCli (args: string[], t: { teardown: (fn: () => unknown) => void }): Promise<Served> {
+/** Starts the gateway as a child process and resolves once its listeners are up (ports are read from its log). */
+export async function serveCli (args: string[], t: { teardown: (fn: () => unknown) => void }, listeners = 1): Promise<Served> {
   const child = spawn(process.execPath, [MAIN, ...args], { cwd: ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
   const exited = new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
@@ -46,7 +54,8 @@ export async function serveCli (args: string[], t: { teardown: (fn: () => unknow
   let buffer = ''
   let stderr = ''
   child.stderr.on('data', d => { stderr += String(d) })
-  const url = await new Promise<string>((resolve, reject) => {
+  const urls: string[] = []
+  await new Promise<void>((resolve, reject) => {
     child.stdout.on('data', d => {
       buffer += String(d)
       let nl
@@ -55,10 +64,10 @@ export async function serveCli (args: string[], t: { teardown: (fn: () => unknow
         buffer = buffer.slice(nl + 1)
         lines.push(line)
         const m = /Server listening at (\S+)/.exec(line.msg ?? '')
-        if (m !== null) resolve(m[1])
+        if (m !== null && urls.push(m[1]) === listeners) resolve()
       }
     })
     void exited.then(code => reject(new Error(`gateway exited with ${String(code)} before listening: ${stderr}`)))
   })
-  return { child, url, lines, exited }
+  return { child, url: urls[0], urls, lines, exited }
 }
