@@ -9,7 +9,11 @@ import {
 import type { Runtime } from './runtime.js'
 
 /** The live runtime; reload replaces it whole, and a call keeps the one it started on. */
-export interface RuntimeRef { current: Runtime }
+export interface RuntimeRef {
+  current: Runtime
+  /** set on shutdown: answers then close their keep-alive connection, so the server can finish */
+  stopping?: boolean
+}
 
 export interface AppOptions {
   metrics: Metrics
@@ -122,6 +126,7 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
     const log = reply.request.log as unknown as Logger
     if (result.outcome !== 'allow') log.info({ op, outcome: result.outcome, step: result.step, reason: result.reason, ms: seconds * 1000 }, 'call')
     else if (log.isLevelEnabled('debug')) log.debug({ op, outcome: result.outcome, ms: seconds * 1000, content }, 'call')
+    if (ref.stopping === true) reply.header('connection', 'close')
     return reply.type(JSON_TYPE).send(body)
   }
 

@@ -141,6 +141,7 @@ async function serve (file: string, watch: boolean): Promise<void> {
     if (stopping) return
     stopping = true
     logger.info({ signal }, 'stopping: finishing calls in flight')
+    ref.stopping = true
     const force = setTimeout(() => process.exit(1), ref.current.config.deadlineMs + 5000).unref()
     await Promise.allSettled([app.close(), admin?.close()])
     await ref.current.close()

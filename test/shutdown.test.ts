@@ -1,0 +1,38 @@
+import t from 'tap'
+import { configFile, serveCli } from './helpers/cli.js'
+import { startDownstream } from './helpers/downstream.js'
+
+t.test('SIGTERM with calls in flight: each gets its answer, then the process exits 0', async t => {
+  const delayMs = 600
+  const downstream = await startDownstream(t, async () => {
+    await new Promise(resolve => setTimeout(resolve, delayMs))
+    return { reject: false, unchange: true }
+  })
+  const gw = await serveCli(['--config', configFile({
+    listen: { port: 0 },
+    deadlineMs: 3000,
+    chain: [
+      { name: 'slow-auth', plugin: 'forward', ops: ['Login'], options: { url: downstream.url, timeoutMs: 2000 } },
+      { name: 'tag', plugin: 'metas', ops: ['Login'], options: { set: { checked: 'yes' } } }
+    ]
+  })], t)
+  const call = async (user: string) => {
+    const res = await fetch(`${gw.url}/handler?version=0.1.0&op=Login`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version: '0.1.0', op: 'Login', content: { user } })
+    })
+    return { status: res.status, body: await res.json() }
+  }
+  const inFlight = ['a', 'b', 'c', 'd', 'e'].map(call)
+  // every call has reached the downstream (and waits there) before the signal
+  for (let i = 0; i < 100 && downstream.requests.length < 5; i++) await new Promise(resolve => setTimeout(resolve, 10))
+  t.equal(downstream.requests.length, 5)
+  const signalled = performance.now()
+  gw.child.kill('SIGTERM')
+  const answers = await Promise.all(inFlight)
+  t.same(answers, ['a', 'b', 'c', 'd', 'e'].map(user => ({ status: 200, body: { reject: false, unchange: false, content: { user, metas: { checked: 'yes' } } } })))
+  t.equal(await gw.exited, 0, 'exit code 0')
+  t.ok(performance.now() - signalled < 3000, 'it did not wait for the deadline of the whole process')
+  await t.rejects(call('late'), 'no new calls after the signal')
+  t.ok(gw.lines.some(l => l.msg === 'stopping: finishing calls in flight'))
+  t.ok(gw.lines.some(l => l.msg === 'stopped'))
+})
