@@ -124,7 +124,8 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
     counter(op, result.outcome).inc()
     metrics.requestDuration.labels(op).observe(seconds)
     const log = reply.request.log as unknown as Logger
-    if (result.outcome !== 'allow') log.info({ op, outcome: result.outcome, step: result.step, reason: result.reason, ms: seconds * 1000 }, 'call')
+    // allowed calls (modified or not) are the steady stream: one line each only at debug
+    if (result.reason !== undefined) log.info({ op, outcome: result.outcome, step: result.step, reason: result.reason, ms: seconds * 1000 }, 'call')
     else if (log.isLevelEnabled('debug')) log.debug({ op, outcome: result.outcome, ms: seconds * 1000, content }, 'call')
     if (ref.stopping === true) reply.header('connection', 'close')
     return reply.type(JSON_TYPE).send(body)
