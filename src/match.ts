@@ -36,7 +36,7 @@ function cidrList (cidrs: string[]): (ip: string) => boolean {
   for (const cidr of cidrs) {
     const [addr, bits, extra] = cidr.split('/')
     const family = isIP(addr)
-    const prefix = bits === undefined ? (family === 6 ? 128 : 32) : Number(bits)
+    const prefix = bits === undefined ? (family === 6 ? 128 : 32) : /^\d+$/.test(bits) ? Number(bits) : NaN
     if (family === 0 || extra !== undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > (family === 6 ? 128 : 32) || bits === '') {
       throw new Error(`"${cidr}" is not an IPv4 or IPv6 address or CIDR`)
     }
@@ -65,7 +65,8 @@ function portRanges (ports: Array<number | string>): (port: number) => boolean {
 
 function glob (pattern: string): RegExp {
   const body = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')
-  return new RegExp(`^${body}$`)
+  // s: * and ? match line breaks too; u: ? is one character, not one UTF-16 unit
+  return new RegExp(`^${body}$`, 'su')
 }
 
 const inSet = (values: string[]) => {

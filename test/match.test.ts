@@ -50,6 +50,8 @@ t.test('proxyNames globs', async t => {
   t.same(names(['a+b(c)[d]{2}|^$\\'], ['a+b(c)[d]{2}|^$\\', 'aab(c)[d]{2}|^$\\', 'a+bc[d]dd']),
     [null, 'proxyNames', 'proxyNames'], 'regex specials are literal')
   t.same(names(['x', 'y*'], ['x', 'yes', 'z']), [null, null, 'proxyNames'], 'any glob of the list')
+  t.same(names(['admin*', 'a?b'], ['admin\nx', 'admin\u2028', 'a\nb', 'a\u{1F600}b']), [null, null, null, null],
+    '* and ? match line breaks and astral characters too')
   t.same(run({ proxyNames: ['*'] }, [['Login', { user: 'a' }], ['Ping', user('a')], proxy({ proxy_name: 7 })]),
     ['proxyNames', 'proxyNames', 'proxyNames'], 'an op without proxy_name never matches, even *')
 })
@@ -175,7 +177,8 @@ t.test('the first failed condition is named, in a fixed order', async t => {
 })
 
 t.test('bad CIDRs and port ranges throw at compile, naming the value and its key', async t => {
-  for (const cidr of ['10.0.0.0/33', '10.0.0.0/', '10.0.0/8', 'example.com', '2001:db8::/129', '10.0.0.0/8/1', '10.0.0.0/x', '']) {
+  for (const cidr of ['10.0.0.0/33', '10.0.0.0/', '10.0.0/8', 'example.com', '2001:db8::/129', '10.0.0.0/8/1', '10.0.0.0/x', '',
+    '10.0.0.0/1e1', '10.0.0.0/0x8', '10.0.0.0/ 8', '10.0.0.0/8.0', '10.0.0.0/+8']) {
     t.throws(() => compileWhen({ clientCidrs: ['10.0.0.0/8', cidr] }),
       { name: 'OptionError', path: 'clientCidrs', message: `"${cidr}" is not an IPv4 or IPv6 address or CIDR` }, cidr)
   }

@@ -1,14 +1,11 @@
-import { readFileSync } from 'node:fs'
 import t from 'tap'
 import {
   ALLOW_UNCHANGED, answerModified, answerReject, checkContent, effectiveOp, getIn, hostOf, isOp, OPS, parsePath,
   sameJson, setIn, stringRecord, type Content, type Op
 } from '../src/protocol.js'
+import { loadSamples } from './helpers/fixtures.js'
 
-interface Recorded { op: Op, content: Content }
-const fixture = (file: string): Recorded[] =>
-  readFileSync(new URL(`fixtures/${file}`, import.meta.url), 'utf8').split('\n').filter(l => l !== '')
-    .map(line => (JSON.parse(line) as { body: Recorded }).body)
+const fixture = (file: string) => loadSamples(file).map(s => ({ op: s.body.op as Op, content: s.body.content as Content }))
 const FILES = { 'frps-0.33.0-requests.jsonl': 10, 'frps-0.41.0-requests.jsonl': 10, 'frps-current-shapes.jsonl': 13 }
 
 t.test('checkContent accepts every recorded body', async t => {
