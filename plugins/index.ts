@@ -1,4 +1,5 @@
 import type { PluginDef } from '../src/chain.js'
+import forward from './forward.js'
 import metas from './metas.js'
 import rateLimit from './rate-limit.js'
 import reject from './reject.js'
@@ -9,7 +10,8 @@ export const plugins = {
   reject,
   metas,
   rewrite,
-  'rate-limit': rateLimit
+  'rate-limit': rateLimit,
+  forward
 } satisfies Record<string, PluginDef>
 
 export type PluginName = keyof typeof plugins

@@ -1,0 +1,262 @@
+import { X509Certificate } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import type { Logger } from 'pino'
+import { Pool, type Dispatcher } from 'undici'
+import { z } from 'zod'
+import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
+import { compileAt } from '../src/errors.js'
+import { FORWARD_RESULTS, type ForwardResult } from '../src/metrics.js'
+import { checkContent, copy, OPS, own, put, sameJson, type Content, type Op } from '../src/protocol.js'
+
+const MAX_ANSWER_BYTES = 1024 * 1024
+// Past the call's deadline the chain answers (DESIGN, chain semantics 6); the request is cancelled just after.
+const DEADLINE_GRACE_MS = 20
+// Failures before a byte of the request left: the only ones another attempt cannot turn into a double call.
+const NEVER_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'])
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+// What frps sends and what frames the request: extra headers add to these, never replace them.
+const RESERVED_HEADERS = new Set([
+  'content-type', 'x-frp-reqid', 'user-agent', 'host', 'content-length', 'transfer-encoding', 'connection',
+  'keep-alive', 'upgrade', 'expect', 'te', 'trailer'
+])
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
+// frps's Go client, header by header; the reqid follows per call
+const FRPS_HEADERS = ['User-Agent', 'Go-http-client/1.1', 'Content-Type', 'application/json']
+
+type Failure = Exclude<ForwardResult, 'ok'>
+
+/** Why a forward call failed, as the chain's warn line shows it; frpc only ever sees the step name. */
+class ForwardError extends Error {
+  elapsedMs = 0
+  attempts = 0
+  constructor (readonly result: Failure, message: string, readonly status?: number, readonly code?: string, options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+const isObject = (value: unknown): value is Content => value !== null && typeof value === 'object' && !Array.isArray(value)
+const invalid = (message: string): ForwardError => new ForwardError('invalid_response', message)
+
+/** `true`/`"true"` and `false`/`"false"`/absent: plugins written from frp's doc send strings. */
+function flag (answer: Content, key: string): boolean {
+  const value = own(answer, key)
+  if (value === true || value === 'true') return true
+  if (value === false || value === 'false' || value == null) return false
+  throw invalid(`"${key}" is a ${typeof value}, not a boolean`)
+}
+
+/** RFC 7396 merge patch; copies only the objects it changes, and every key stays a plain key. */
+function mergePatch (target: unknown, patch: unknown): unknown {
+  if (!isObject(patch)) return patch
+  const base = isObject(target) ? target : {}
+  let out: Content | undefined
+  for (const key of Object.keys(patch)) {
+    const value = patch[key]
+    if (value === null) {
+      if (Object.hasOwn(base, key)) delete (out ??= copy(base))[key]
+      continue
+    }
+    const current = own(base, key)
+    const next = mergePatch(current, value)
+    if (next !== current) put(out ??= copy(base), key, next)
+  }
+  return out ?? base
+}
+
+async function readAnswer (body: Dispatcher.ResponseData['body']): Promise<string> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    size += chunk.length
+    if (size > MAX_ANSWER_BYTES) throw invalid(`answer is larger than ${MAX_ANSWER_BYTES} bytes`)
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks, size).toString('utf8')
+}
+
+interface Breaker { admit: (now: number) => boolean, succeeded: () => void, failed: (now: number) => void }
+
+/** Opens after `failureThreshold` consecutive failures; after `resetAfterMs`, one trial call decides. */
+function createBreaker ({ failureThreshold, resetAfterMs }: { failureThreshold: number, resetAfterMs: number }, log: Logger): Breaker {
+  let failures = 0
+  let openUntil = 0
+  return {
+    admit (now) {
+      if (failures < failureThreshold) return true
+      if (now < openUntil) return false
+      // half-open: every call but the trial fails fast until the trial settles (every request is bounded)
+      openUntil = Infinity
+      return true
+    },
+    succeeded () {
+      if (failures >= failureThreshold) log.info('circuit breaker closed')
+      failures = 0
+      openUntil = 0
+    },
+    failed (now) {
+      if (++failures < failureThreshold) return
+      if (failures === failureThreshold || openUntil === Infinity) log.warn({ failures, resetAfterMs }, 'circuit breaker opened')
+      openUntil = now + resetAfterMs
+    }
+  }
+}
+
+function parseUrl (raw: string): URL {
+  const url = new URL(raw)
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`expected an http:// or https:// URL, got ${url.protocol}`)
+  if (url.username !== '' || url.password !== '') throw new Error('credentials in the URL are not sent: put an Authorization header in headers')
+  return url
+}
+
+function readCa (path: string): Buffer {
+  const pem = readFileSync(path)
+  try {
+    // parsing is the check: a bad file would otherwise only fail at the first connection
+    new X509Certificate(pem)
+  } catch {
+    throw new Error(`${path} holds no PEM certificate`)
+  }
+  return pem
+}
+
+function checkHeader (name: string, value: string): void {
+  if (!TOKEN.test(name)) throw new Error('not a valid header name')
+  if (RESERVED_HEADERS.has(name.toLowerCase())) throw new Error('the gateway sets this header as frps does; it cannot be replaced')
+  if (!FIELD_VALUE.test(value)) throw new Error('the value holds a control character')
+}
+
+export default definePlugin({
+  description: 'calls a downstream frps HTTP plugin, with a timeout, retries, a failure policy and a circuit breaker',
+  ops: OPS,
+  options: z.strictObject({
+    url: z.string().describe('http:// or https:// URL of the plugin, path (and query) included; frps\'s addr + path'),
+    timeoutMs: z.number().int().positive().default(1000).describe('bound of the whole call, retries included (never past deadlineMs)'),
+    retries: z.number().int().min(0).max(5).default(0)
+      .describe('further attempts after a connection that could not be opened (never once a request was sent)'),
+    onError: z.enum(['reject', 'allow']).default('reject').describe('what a failed call decides'),
+    merge: z.enum(['replace', 'patch']).default('replace')
+      .describe('replace: returned content is the whole new content (as frps); patch: RFC 7396 merge patch onto it'),
+    headers: z.record(z.string(), z.string()).default({}).describe('extra request headers (cannot replace the ones frps sends)'),
+    tls: z.strictObject({
+      verify: z.boolean().default(true).describe('check the certificate of an https downstream'),
+      ca: z.string().optional().describe('path of a PEM file of the CA certificates to trust instead of the system ones')
+    }).prefault({}),
+    circuitBreaker: z.strictObject({
+      failureThreshold: z.number().int().positive().describe('consecutive failed calls that open the breaker'),
+      resetAfterMs: z.number().int().positive().describe('how long calls fail fast before one trial call')
+    }).optional()
+  }),
+  create (options, deps) {
+    const url = compileAt('url', () => parseUrl(options.url))
+    if (url.protocol === 'http:' && (options.tls.ca !== undefined || !options.tls.verify)) compileAt('tls', () => { throw new Error('tls applies to https:// URLs only') })
+    const ca = options.tls.ca !== undefined ? compileAt('tls.ca', () => readCa(options.tls.ca as string)) : undefined
+    const extra = Object.entries(options.headers).flatMap(([name, value]) => {
+      compileAt(`headers.${name}`, () => checkHeader(name, value))
+      return [name, value]
+    })
+    const query = url.search === '' ? '?' : `${url.search}&`
+    // frps encodes the query with Go's url.Values: keys sorted, so op comes first
+    const paths = Object.fromEntries(OPS.map(op => [op, `${url.pathname}${query}op=${op}&version=0.1.0`])) as Record<Op, string>
+    const envelopes = Object.fromEntries(OPS.map(op => [op, `{"version":"0.1.0","op":"${op}","content":`])) as Record<Op, string>
+    const pool = new Pool(url.origin, { connections: 64, connect: { rejectUnauthorized: options.tls.verify, ca } })
+    const counters = Object.fromEntries(FORWARD_RESULTS.map(r => [r, deps.metrics.forwardRequests.labels(deps.name, r)])) as
+      Record<ForwardResult, ReturnType<typeof deps.metrics.forwardRequests.labels>>
+    const breaker = options.circuitBreaker !== undefined ? createBreaker(options.circuitBreaker, deps.log) : undefined
+    const { timeoutMs, retries, onError, merge } = options
+    const failedReason = `frp-plugin-gateway: step ${deps.name} failed`
+    const rejectedReason = `rejected by ${deps.name}`
+
+    /** One HTTP exchange: the parsed answer, or a ForwardError saying what went wrong. */
+    async function exchange (request: Dispatcher.RequestOptions & { signal: AbortSignal }, budget: number): Promise<unknown> {
+      let text
+      try {
+        const res = await pool.request(request)
+        if (res.statusCode !== 200) {
+          // drained in the background (bounded by bodyTimeout) so the connection can be reused
+          res.body.dump().catch(() => {})
+          throw new ForwardError('http_status', `downstream answered HTTP ${res.statusCode}`, res.statusCode)
+        }
+        text = await readAnswer(res.body)
+      } catch (err) {
+        if (err instanceof ForwardError) throw err
+        const code = (err as { code?: unknown }).code
+        if (request.signal.aborted || TIMEOUT_CODES.has(code as string)) {
+          throw new ForwardError('timeout', `no answer within ${budget} ms`, undefined, 'ETIMEDOUT')
+        }
+        throw new ForwardError('connect_error', 'request failed', undefined, typeof code === 'string' ? code : undefined, { cause: err })
+      }
+      try {
+        return JSON.parse(text)
+      } catch (err) {
+        throw invalid(`answer is not JSON: ${(err as Error).message}`)
+      }
+    }
+
+    function decide (answer: unknown, content: Content, op: Op): Verdict | undefined {
+      if (!isObject(answer)) throw invalid('answer is not a JSON object')
+      if (flag(answer, 'reject')) {
+        const reason = own(answer, 'reject_reason')
+        return { reject: typeof reason === 'string' && reason !== '' ? reason : rejectedReason }
+      }
+      const returned = own(answer, 'content')
+      if (flag(answer, 'unchange') || returned == null) return
+      if (!isObject(returned)) throw invalid('"content" is not a JSON object')
+      const next = merge === 'patch' ? mergePatch(content, returned) as Content : returned
+      const problem = checkContent(op, next)
+      if (problem !== null) throw invalid(`the answer makes ${problem}`)
+      return sameJson(next, content) ? undefined : { content: next }
+    }
+
+    function fail (error: ForwardError, started: number, attempts: number): Verdict {
+      const now = performance.now()
+      error.elapsedMs = Math.round(now - started)
+      error.attempts = attempts
+      counters[error.result].inc()
+      if (error.result !== 'circuit_open') breaker?.failed(now)
+      return onError === 'allow' ? { error } : { error, reject: failedReason }
+    }
+
+    async function forward (content: Content, ctx: CallContext): Promise<Verdict | undefined> {
+      const started = performance.now()
+      if (breaker?.admit(started) === false) return fail(new ForwardError('circuit_open', 'circuit breaker open: downstream not called'), started, 0)
+      const budget = Math.max(1, Math.ceil(Math.min(timeoutMs, ctx.deadline + DEADLINE_GRACE_MS - started)))
+      const abort = new AbortController()
+      const timer = setTimeout(() => { abort.abort() }, budget)
+      const request = {
+        method: 'POST' as const,
+        path: paths[ctx.wireOp],
+        headers: [...FRPS_HEADERS, 'X-Frp-Reqid', ctx.reqid, ...extra],
+        body: `${envelopes[ctx.wireOp]}${JSON.stringify(content)}}`,
+        signal: abort.signal,
+        headersTimeout: budget,
+        bodyTimeout: budget
+      }
+      let attempts = 0
+      try {
+        let answer
+        while (true) {
+          attempts++
+          try {
+            answer = await exchange(request, budget)
+            break
+          } catch (err) {
+            const error = err as ForwardError
+            if (attempts > retries || !NEVER_SENT.has(error.code as string) || abort.signal.aborted) throw error
+            counters.connect_error.inc()
+          }
+        }
+        const verdict = decide(answer, content, ctx.op)
+        counters.ok.inc()
+        breaker?.succeeded()
+        return verdict
+      } catch (err) {
+        return fail(err as ForwardError, started, attempts)
+      } finally {
+        clearTimeout(timer)
+      }
+    }
+
+    return Object.assign(forward, { close: async () => { await pool.close() } })
+  }
+})

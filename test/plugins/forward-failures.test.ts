@@ -1,0 +1,218 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import t from 'tap'
+import { closedPort, startDownstream, until, type Handler } from '../helpers/downstream.js'
+import { startGateway, type TestGateway } from '../helpers/gateway.js'
+
+const TIMEOUT_MS = 400
+// what a loaded machine may add to a bound on top of the bound itself
+const MARGIN_MS = 300
+const ALLOW = { reject: false, unchange: true }
+const rejected = (reason: string) => ({ reject: true, reject_reason: reason, unchange: true })
+const FAILED = rejected('frp-plugin-gateway: step fw failed')
+const content = { user: { user: 'alice', metas: { team: 'blue' } }, proxy_name: 'alice.ssh', proxy_type: 'tcp', remote_port: 6000 }
+
+/** One call (NewProxy by default): the answer and how long it took. */
+async function timedCall (gw: TestGateway, op = 'NewProxy', body: unknown = content): Promise<{ body: unknown, ms: number }> {
+  const started = performance.now()
+  const r = await gw.call(op, body)
+  return { body: r.body, ms: performance.now() - started }
+}
+
+const forwardCount = async (gw: TestGateway, result: string, step = 'fw') =>
+  await gw.metric('frp_gateway_forward_requests_total', { step, result })
+
+const hang: Handler = () => undefined
+
+interface Case {
+  name: string
+  /** the downstream's behaviour; absent: nothing listens */
+  handler?: Handler
+  merge?: 'patch'
+  answer: unknown
+  result: string
+  /** what the warn line's err carries */
+  err?: Record<string, unknown>
+  /** the answer cannot come before the timeout */
+  slow?: true
+}
+
+const cases: Case[] = [
+  { name: 'down: connection refused', answer: FAILED, result: 'connect_error', err: { code: 'ECONNREFUSED', message: /^request failed: connect ECONNREFUSED 127\.0\.0\.1:\d+$/ } },
+  { name: 'hanging', handler: hang, answer: FAILED, result: 'timeout', err: { code: 'ETIMEDOUT', message: 'no answer within 400 ms' }, slow: true },
+  {
+    name: 'answering headers, then a body that never ends',
+    handler: (_, res) => { res.writeHead(200).write('{"reject"') },
+    answer: FAILED,
+    result: 'timeout',
+    err: { code: 'ETIMEDOUT' },
+    slow: true
+  },
+  { name: 'answering 500', handler: (_, res) => { res.writeHead(500).end('boom') }, answer: FAILED, result: 'http_status', err: { status: 500, message: 'downstream answered HTTP 500' } },
+  { name: 'answering non-JSON', handler: () => '<html>bad gateway</html>', answer: FAILED, result: 'invalid_response', err: { message: /^answer is not JSON: Unexpected token/ } },
+  { name: 'answering JSON that is not an object', handler: () => '[true]', answer: FAILED, result: 'invalid_response', err: { message: 'answer is not a JSON object' } },
+  {
+    name: 'answering more than 1 MiB',
+    handler: () => JSON.stringify({ reject: false, padding: 'x'.repeat(1024 * 1024) }),
+    answer: FAILED,
+    result: 'invalid_response',
+    err: { message: 'answer is larger than 1048576 bytes' }
+  },
+  { name: 'resetting the connection once the request arrived', handler: (_, res) => { res.socket?.destroy() }, answer: FAILED, result: 'connect_error', err: { code: 'UND_ERR_SOCKET' } },
+  { name: 'answering "unchange": "false" without content', handler: () => ({ reject: 'false', unchange: 'false' }), answer: ALLOW, result: 'ok' },
+  {
+    name: 'answering partial content under replace',
+    handler: () => ({ unchange: 'false', content: { remote_port: 7000 } }),
+    answer: { reject: false, unchange: false, content: { remote_port: 7000 } },
+    result: 'ok'
+  },
+  {
+    name: 'answering partial content under patch',
+    handler: () => ({ unchange: 'false', content: { remote_port: 7000 } }),
+    merge: 'patch',
+    answer: { reject: false, unchange: false, content: { ...content, remote_port: 7000 } },
+    result: 'ok'
+  }
+]
+
+for (const c of cases) {
+  t.test(`downstream ${c.name}: the exact answer, within timeoutMs`, async t => {
+    const url = c.handler !== undefined ? (await startDownstream(t, c.handler)).url : `http://127.0.0.1:${await closedPort()}/handler`
+    const gw = await startGateway(t, { chain: [{ name: 'fw', plugin: 'forward', options: { url, timeoutMs: TIMEOUT_MS, merge: c.merge } }] })
+    const r = await timedCall(gw)
+    t.same(r.body, c.answer)
+    t.ok(r.ms < TIMEOUT_MS + MARGIN_MS, `answered in ${Math.round(r.ms)} ms`)
+    if (c.slow === true) t.ok(r.ms >= TIMEOUT_MS - 2, 'not before the timeout')
+    t.equal(await forwardCount(gw, c.result), 1, `counted as ${c.result}`)
+    const warned = gw.logs.filter(l => l.msg === 'step failed')
+    if (c.err === undefined) return t.same(warned, [], 'nothing failed')
+    t.match(warned, [{ level: 40, step: 'fw', err: { type: 'ForwardError', result: c.result, attempts: 1, elapsedMs: Number, ...c.err } }], 'the cause is logged')
+    t.ok(warned[0].err.elapsedMs <= r.ms + 1, `logged elapsed ${warned[0].err.elapsedMs as number} ms`)
+  })
+}
+
+t.test('onError allow: a failed call goes on unchanged, and the steps after it still run', async t => {
+  const gw = await startGateway(t, {
+    chain: [
+      { name: 'fw', plugin: 'forward', options: { url: `http://127.0.0.1:${await closedPort()}/`, onError: 'allow' } },
+      { name: 'tag', plugin: 'metas', ops: ['NewProxy'], options: { set: { checked: 'no' } } }
+    ]
+  })
+  t.same((await gw.call('NewProxy', content)).body, { reject: false, unchange: false, content: { ...content, metas: { checked: 'no' } } })
+  t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewProxy', step: 'fw', decision: 'error' }), 1)
+  t.match(gw.logs.filter(l => l.msg === 'step failed'), [{ step: 'fw', err: { result: 'connect_error', code: 'ECONNREFUSED' } }])
+})
+
+t.test('retries: a refused connection is tried again; the metric counts every attempt', async t => {
+  const gw = await startGateway(t, { chain: [{ name: 'fw', plugin: 'forward', options: { url: `http://127.0.0.1:${await closedPort()}/`, retries: 2 } }] })
+  t.same((await gw.call('Ping', {})).body, FAILED)
+  t.equal(await forwardCount(gw, 'connect_error'), 3)
+  t.match(gw.logs.filter(l => l.msg === 'step failed'), [{ err: { code: 'ECONNREFUSED', attempts: 3 } }])
+})
+
+t.test('retries: never once a request reached the downstream', async t => {
+  const down = await startDownstream(t, (_, res) => { res.socket?.destroy() })
+  const gw = await startGateway(t, { chain: [{ name: 'fw', plugin: 'forward', options: { url: down.url, retries: 3, timeoutMs: TIMEOUT_MS } }] })
+  t.same((await gw.call('Ping', {})).body, FAILED, 'reset after the request was written')
+  t.equal(down.requests.length, 1)
+  t.equal(await forwardCount(gw, 'connect_error'), 1)
+
+  down.handler = hang
+  const r = await timedCall(gw, 'Ping', {})
+  t.same(r.body, FAILED, 'no answer in time')
+  t.ok(r.ms < TIMEOUT_MS + MARGIN_MS, `answered in ${Math.round(r.ms)} ms`)
+  t.equal(down.requests.length, 2)
+  t.equal(await forwardCount(gw, 'timeout'), 1)
+})
+
+t.test('a downstream that hangs forever cannot make a call exceed deadlineMs', async t => {
+  const down = await startDownstream(t, hang)
+  const gw = await startGateway(t, {
+    deadlineMs: 600,
+    chain: [
+      { name: 'slow', plugin: 'forward', options: { url: down.url, timeoutMs: 300, onError: 'allow' } },
+      { name: 'stuck', plugin: 'forward', options: { url: down.url, timeoutMs: 60_000, onError: 'allow' } }
+    ]
+  })
+  const r = await timedCall(gw)
+  t.same(r.body, rejected('frp-plugin-gateway: deadline exceeded in step stuck'), 'past the deadline the answer is a reject, whatever onError says')
+  t.ok(r.ms >= 598 && r.ms < 600 + MARGIN_MS, `answered in ${Math.round(r.ms)} ms`)
+  t.equal(down.requests.length, 2, 'both downstreams were called')
+  t.ok(await until(() => down.requests.every(r => r.connectionClosed)), 'the abandoned request was cancelled: its connection is closed')
+  t.equal(await forwardCount(gw, 'timeout', 'slow'), 1)
+  t.equal(await forwardCount(gw, 'timeout', 'stuck'), 1)
+
+  const close = await timedCall(gw, 'CloseProxy', { proxy_name: 'alice.ssh' })
+  t.same(close.body, ALLOW, 'CloseProxy is always allowed')
+  t.ok(close.ms < 600 + MARGIN_MS, `answered in ${Math.round(close.ms)} ms`)
+})
+
+t.test('circuit breaker: opens, fails fast without calling, closes after a successful trial', async t => {
+  const down = await startDownstream(t, (_, res) => { res.writeHead(500).end() })
+  const gw = await startGateway(t, {
+    chain: [{ name: 'fw', plugin: 'forward', options: { url: down.url, timeoutMs: 1000, circuitBreaker: { failureThreshold: 2, resetAfterMs: 300 } } }]
+  })
+  t.same((await gw.call('Ping', {})).body, FAILED)
+  t.same((await gw.call('Ping', {})).body, FAILED)
+  t.equal(down.requests.length, 2)
+  t.match(gw.logs.filter(l => /circuit/.test(l.msg)), [{ level: 40, step: 'fw', msg: 'circuit breaker opened', failures: 2 }])
+
+  for (let i = 0; i < 3; i++) {
+    const r = await timedCall(gw, 'Ping', {})
+    t.same(r.body, FAILED, 'open: fails')
+    t.ok(r.ms < 250, `fast (${Math.round(r.ms)} ms)`)
+  }
+  t.equal(down.requests.length, 2, 'the downstream was not called while open')
+  t.equal(await forwardCount(gw, 'circuit_open'), 3)
+  t.match(gw.logs.filter(l => l.msg === 'step failed').at(-1), { err: { result: 'circuit_open', attempts: 0 } })
+
+  await sleep(300)
+  down.handler = () => ({})
+  t.same((await gw.call('Ping', {})).body, ALLOW, 'the trial call goes through')
+  t.same((await gw.call('Ping', {})).body, ALLOW, 'closed again')
+  t.equal(down.requests.length, 4)
+  t.equal(await forwardCount(gw, 'ok'), 2)
+  t.equal(await forwardCount(gw, 'http_status'), 2)
+  t.equal(gw.logs.filter(l => /circuit/.test(l.msg)).at(-1)?.msg, 'circuit breaker closed')
+})
+
+t.test('circuit breaker: a timeout counts, a failed trial opens it again, one trial at a time', async t => {
+  const down = await startDownstream(t, hang)
+  const gw = await startGateway(t, {
+    chain: [{ name: 'fw', plugin: 'forward', options: { url: down.url, timeoutMs: 500, circuitBreaker: { failureThreshold: 1, resetAfterMs: 200 } } }]
+  })
+  t.same((await gw.call('Ping', {})).body, FAILED, 'a timeout opens it')
+  await sleep(200)
+  down.handler = (_, res) => { res.writeHead(502).end() }
+  t.same((await gw.call('Ping', {})).body, FAILED, 'the trial fails')
+  t.equal(down.requests.length, 2)
+  t.same((await gw.call('Ping', {})).body, FAILED)
+  t.equal(down.requests.length, 2, 'open again: not called')
+
+  await sleep(200)
+  let answer = (): void => {}
+  const answered = new Promise<void>(resolve => { answer = resolve })
+  down.handler = async () => { await answered; return {} }
+  const trial = gw.call('Ping', {})
+  t.ok(await until(() => down.requests.length === 3), 'the trial reached the downstream')
+  const during = await timedCall(gw, 'Ping', {})
+  t.same(during.body, FAILED, 'a call while the trial is in flight fails')
+  t.ok(during.ms < 250, `fast (${Math.round(during.ms)} ms)`)
+  answer()
+  t.same((await trial).body, ALLOW)
+  t.equal(down.requests.length, 3)
+  t.equal(await forwardCount(gw, 'timeout'), 1)
+  t.equal(await forwardCount(gw, 'http_status'), 1)
+  t.equal(await forwardCount(gw, 'circuit_open'), 2)
+  t.equal(await forwardCount(gw, 'ok'), 1)
+})
+
+t.test('circuit breaker with onError allow: open means allowed unchanged, fast', async t => {
+  const down = await startDownstream(t, (_, res) => { res.writeHead(503).end() })
+  const gw = await startGateway(t, {
+    chain: [{ name: 'fw', plugin: 'forward', options: { url: down.url, onError: 'allow', circuitBreaker: { failureThreshold: 1, resetAfterMs: 60_000 } } }]
+  })
+  t.same((await gw.call('Ping', {})).body, ALLOW)
+  t.same((await gw.call('Ping', {})).body, ALLOW)
+  t.equal(down.requests.length, 1)
+  t.equal(await forwardCount(gw, 'circuit_open'), 1)
+})

@@ -1,0 +1,208 @@
+import t from 'tap'
+import { ConfigError } from '../../src/errors.js'
+import { startDownstream, until, type ReceivedRequest } from '../helpers/downstream.js'
+import { loadSamples } from '../helpers/fixtures.js'
+import { startGateway } from '../helpers/gateway.js'
+
+const ALLOW = { reject: false, unchange: true }
+const rejected = (reason: string) => ({ reject: true, reject_reason: reason, unchange: true })
+const modified = (content: unknown) => ({ reject: false, unchange: false, content })
+
+/** What frps's Go client sends, header by header, as the downstream's server reads them. */
+const frpsHeaders = (d: { origin: string }, reqid: string, body: string, extra: string[] = []): string[] => [
+  'host', d.origin.replace(/^https?:\/\//, ''), 'connection', 'keep-alive',
+  'User-Agent', 'Go-http-client/1.1', 'Content-Type', 'application/json', 'X-Frp-Reqid', reqid, ...extra,
+  'content-length', String(Buffer.byteLength(body))
+]
+const envelope = (op: string, content: unknown): string => JSON.stringify({ version: '0.1.0', op, content })
+const contentOf = (req: ReceivedRequest): any => JSON.parse(req.body).content
+
+const login = loadSamples('frps-0.41.0-requests.jsonl')[0].body.content
+
+t.test('a chain of built-in steps and two downstreams: each sees the steps before it, its changes reach the steps after it', async t => {
+  const auth = await startDownstream(t, req => {
+    const content = contentOf(req)
+    return { reject: false, unchange: false, content: { ...content, metas: { ...content.metas, auth: 'ok' } } }
+  })
+  const ports = await startDownstream(t, () => ({ unchange: 'false', content: { metas: { token: null, port_manager: 'pm-1' } } }))
+  const gw = await startGateway(t, {
+    chain: [
+      { name: 'region', plugin: 'metas', ops: ['Login'], options: { set: { region: 'eu-1' } } },
+      { name: 'auth', plugin: 'forward', ops: ['Login'], options: { url: auth.url } },
+      { name: 'pool', plugin: 'rewrite', ops: ['Login'], options: { set: { pool_count: 5 } } },
+      { name: 'ports', plugin: 'forward', ops: ['Login'],
+        options: { url: `${ports.origin}/ports?token=k`, merge: 'patch', headers: { Authorization: 'Bearer t0k' } } },
+      { name: 'host', plugin: 'rewrite', ops: ['Login'], options: { set: { hostname: 'pm {{metas.port_manager}} auth {{metas.auth}}' } } }
+    ]
+  })
+  const r = await gw.call('Login', login, { reqid: '0123456789abcdef' })
+
+  const seenByAuth = { ...login, metas: { ...login.metas, region: 'eu-1' } }
+  t.equal(auth.requests.length, 1)
+  const [a] = auth.requests
+  t.equal(a.method, 'POST')
+  t.equal(a.url, '/handler?op=Login&version=0.1.0')
+  t.equal(a.body, envelope('Login', seenByAuth), 'the body as frps would marshal it, with the content the metas step left')
+  t.same(a.rawHeaders, frpsHeaders(auth, '0123456789abcdef', a.body))
+
+  const seenByPorts = { ...seenByAuth, metas: { ...seenByAuth.metas, auth: 'ok' }, pool_count: 5 }
+  t.equal(ports.requests.length, 1)
+  const [p] = ports.requests
+  t.equal(p.method, 'POST')
+  t.equal(p.url, '/ports?token=k&op=Login&version=0.1.0', 'the url\'s own query is kept')
+  t.equal(p.body, envelope('Login', seenByPorts), 'the auth answer and the rewrite before it')
+  t.same(p.rawHeaders, frpsHeaders(ports, '0123456789abcdef', p.body, ['Authorization', 'Bearer t0k']), 'the same reqid, the extra header')
+
+  t.same(r.body, modified({
+    ...seenByPorts,
+    hostname: 'pm pm-1 auth ok',
+    metas: { plan: 'pro', region: 'eu-1', auth: 'ok', port_manager: 'pm-1' }
+  }), 'the patch reached the step after it and the answer')
+  t.equal(await gw.metric('frp_gateway_forward_requests_total', { step: 'auth', result: 'ok' }), 1)
+  t.equal(await gw.metric('frp_gateway_forward_requests_total', { step: 'ports', result: 'ok' }), 1)
+  t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'Login', step: 'ports', decision: 'modify' }), 1)
+})
+
+t.test('every recorded frps request reaches the downstream as that frps sent it', async t => {
+  const down = await startDownstream(t, () => ({}))
+  const gw = await startGateway(t, { chain: [{ name: 'fw', plugin: 'forward', options: { url: down.url } }] })
+  const samples = [...loadSamples('frps-0.33.0-requests.jsonl'), ...loadSamples('frps-0.41.0-requests.jsonl'), ...loadSamples('frps-current-shapes.jsonl')]
+  for (const [i, sample] of samples.entries()) {
+    const reqid = sample.headers?.['x-frp-reqid'] ?? `current0000000${String(i).padStart(2, '0')}`
+    const r = await gw.call(sample.body.op, sample.body.content, { reqid, query: sample.query })
+    t.same(r.body, ALLOW, `${i}: ${sample.body.op}`)
+    const got = down.requests[i]
+    t.equal(got.url, `/handler?${sample.query}`, `${i}: query`)
+    t.equal(got.body, JSON.stringify(sample.body), `${i}: body`)
+    for (const [name, value] of Object.entries(sample.headers ?? {})) t.equal(got.headers[name], value, `${i}: ${name}`)
+  }
+  const mislabelled = samples.filter(s => s.body.op === 'Ping' && 'run_id' in s.body.content)
+  t.ok(mislabelled.length > 0, 'the 0.41 NewWorkConn sent as Ping is among them, forwarded with the op frps put on the wire')
+  const workConns = mislabelled.length + samples.filter(s => s.body.op === 'NewWorkConn').length
+  t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewWorkConn', step: 'fw', decision: 'allow' }), workConns)
+  t.equal(down.connections, 1, 'one keep-alive connection served every call')
+})
+
+t.test('answers: forgiving parse, exact results', async t => {
+  const content = { user: 'alice', pool_count: 1, metas: { team: 'blue' } }
+  const down = await startDownstream(t, () => ({}))
+  const gw = await startGateway(t, { chain: [{ name: 'fw', plugin: 'forward', ops: ['Login'], options: { url: down.url } }] })
+  const cases: Array<[string, unknown, unknown]> = [
+    ['{}', {}, ALLOW],
+    ['reject false only', { reject: false }, ALLOW],
+    ['unchange false without content', { unchange: false }, ALLOW],
+    ['unchange "false" without content', { reject: 'false', unchange: 'false' }, ALLOW],
+    ['content null', { unchange: false, content: null }, ALLOW],
+    ['unchange true with content', { unchange: true, content: { user: 'bob' } }, ALLOW],
+    ['unchange "true" with content', { unchange: 'true', content: { user: 'bob' } }, ALLOW],
+    ['reject', { reject: true, reject_reason: 'no entry' }, rejected('no entry')],
+    ['reject "true"', { reject: 'true', reject_reason: 'no entry', unchange: 'true' }, rejected('no entry')],
+    ['reject without reason', { reject: true }, rejected('rejected by fw')],
+    ['reject with content', { reject: true, reject_reason: 'no', unchange: false, content: { user: 'bob' } }, rejected('no')],
+    ['whole content back', { unchange: false, content: { ...content, user: 'bob' } }, modified({ ...content, user: 'bob' })],
+    ['strings for booleans', { reject: 'false', unchange: 'false', content: { ...content, user: 'bob' } }, modified({ ...content, user: 'bob' })],
+    ['the same content in another key order', { unchange: false, content: { metas: { team: 'blue' }, pool_count: 1, user: 'alice' } }, ALLOW]
+  ]
+  for (const [name, answer, expected] of cases) {
+    down.handler = () => answer
+    t.same((await gw.call('Login', content)).body, expected, name)
+  }
+  t.equal(await gw.metric('frp_gateway_forward_requests_total', { step: 'fw', result: 'ok' }), cases.length)
+
+  const failed = rejected('frp-plugin-gateway: step fw failed')
+  const invalid: Array<[string, unknown, string]> = [
+    ['reject 1', { reject: 1 }, '"reject" is a number, not a boolean'],
+    ['unchange "no"', { unchange: 'no', content: {} }, '"unchange" is a string, not a boolean'],
+    ['content not an object', { unchange: false, content: ['x'] }, '"content" is not a JSON object'],
+    ['wrong types', { unchange: false, content: { ...content, pool_count: 'five' } },
+      'the answer makes invalid Login content: content.pool_count: Invalid input: expected number, received string']
+  ]
+  for (const [name, answer, message] of invalid) {
+    down.handler = () => answer
+    t.same((await gw.call('Login', content)).body, failed, name)
+    t.equal(gw.logs.filter(l => l.msg === 'step failed').at(-1)?.err.message, message, `${name}: logged`)
+  }
+  t.equal(await gw.metric('frp_gateway_forward_requests_total', { step: 'fw', result: 'invalid_response' }), invalid.length)
+})
+
+t.test('a downstream reject ends the chain', async t => {
+  const first = await startDownstream(t, () => ({ reject: true, reject_reason: 'user alice is suspended' }))
+  const second = await startDownstream(t, () => ({}))
+  const gw = await startGateway(t, {
+    chain: [
+      { name: 'first', plugin: 'forward', options: { url: first.url } },
+      { name: 'second', plugin: 'forward', options: { url: second.url } }
+    ]
+  })
+  t.same((await gw.call('NewProxy', { proxy_name: 'alice.ssh' })).body, rejected('user alice is suspended'))
+  t.equal(second.requests.length, 0)
+  t.same((await gw.call('CloseProxy', { proxy_name: 'alice.ssh' })).body, ALLOW, 'CloseProxy: every step runs, the answer is allow')
+  t.equal(second.requests.length, 1)
+})
+
+t.test('merge patch: RFC 7396, and no key reaches a prototype', async t => {
+  const down = await startDownstream(t, () => '{"unchange":false,"content":{"metas":{"b":null,"c":"3","__proto__":"m"},' +
+    '"locations":["/x"],"custom_domains":null,"__proto__":{"polluted":"yes"},"constructor":{"prototype":{"polluted":"yes"}},"prototype":"p"}}')
+  const gw = await startGateway(t, { chain: [{ name: 'fw', plugin: 'forward', ops: ['NewProxy'], options: { url: down.url, merge: 'patch' } }] })
+  const r = await gw.call('NewProxy', { proxy_name: 'web', metas: { a: '1', b: '2' }, locations: ['/a', '/b'], custom_domains: ['x.example'] })
+  t.equal(r.raw, '{"reject":false,"unchange":false,"content":{"proxy_name":"web","metas":{"a":"1","c":"3","__proto__":"m"},' +
+    '"locations":["/x"],"__proto__":{"polluted":"yes"},"constructor":{"prototype":{"polluted":"yes"}},"prototype":"p"}}')
+  t.equal(({} as Record<string, unknown>).polluted, undefined, 'Object.prototype untouched')
+
+  down.handler = () => '{"unchange":false,"content":{"__proto__":{"x":"1"}}}'
+  const body = '{"proxy_name":"web","__proto__":{"x":"1"}}'
+  const same = await gw.call('NewProxy', JSON.parse(body))
+  t.same(same.body, ALLOW, 'patching a value to what it is, through a __proto__ key, is no change')
+  t.equal(down.requests[1].body, `{"version":"0.1.0","op":"NewProxy","content":${body}}`, 'a __proto__ key is forwarded as a plain key')
+})
+
+t.test('partial content: replace takes it whole (as frps), patch merges it', async t => {
+  const content = { user: { user: 'alice' }, proxy_name: 'alice.ssh', proxy_type: 'tcp', remote_port: 6000 }
+  const down = await startDownstream(t, () => ({ unchange: false, content: { remote_port: 7000 } }))
+  const gw = await startGateway(t, {
+    chain: [
+      { name: 'replace', plugin: 'forward', ops: ['NewProxy'], when: { proxyNames: ['replace'] }, options: { url: down.url } },
+      { name: 'patch', plugin: 'forward', ops: ['NewProxy'], when: { proxyNames: ['alice.*'] }, options: { url: down.url, merge: 'patch' } }
+    ]
+  })
+  t.same((await gw.call('NewProxy', { ...content, proxy_name: 'replace' })).body, modified({ remote_port: 7000 }))
+  t.same((await gw.call('NewProxy', content)).body, modified({ ...content, remote_port: 7000 }))
+})
+
+t.test('closing the runtime closes the pool and its keep-alive connections', async t => {
+  const down = await startDownstream(t, () => ({}))
+  const gw = await startGateway(t, { chain: [{ name: 'fw', plugin: 'forward', options: { url: down.url } }] })
+  await gw.call('Ping', {})
+  t.equal(down.openSockets(), 1, 'kept alive')
+  await gw.ref.current.close()
+  t.ok(await until(() => down.openSockets() === 0), 'no connection left open')
+})
+
+t.test('bad options fail at start, naming the path', async t => {
+  const issues = async (options: unknown) => {
+    const err = await startGateway(t, { chain: [{ name: 'fw', plugin: 'forward', options }] }).then(() => undefined, (e: unknown) => e)
+    t.ok(err instanceof ConfigError, 'a ConfigError')
+    return (err as ConfigError).issues
+  }
+  const url = 'http://127.0.0.1:9100/handler'
+  t.same(await issues({ url: 'ftp://127.0.0.1/x' }), [{ path: 'chain[0].options.url', message: 'expected an http:// or https:// URL, got ftp:' }])
+  t.same(await issues({ url: '127.0.0.1:9100' }), [{ path: 'chain[0].options.url', message: 'Invalid URL' }])
+  t.same(await issues({ url: 'http://u:p@127.0.0.1/' }),
+    [{ path: 'chain[0].options.url', message: 'credentials in the URL are not sent: put an Authorization header in headers' }])
+  t.same(await issues({ url, headers: { 'X-Frp-Reqid': 'x' } }),
+    [{ path: 'chain[0].options.headers.X-Frp-Reqid', message: 'the gateway sets this header as frps does; it cannot be replaced' }])
+  t.same(await issues({ url, headers: { 'content-type': 'text/plain' } }),
+    [{ path: 'chain[0].options.headers.content-type', message: 'the gateway sets this header as frps does; it cannot be replaced' }])
+  t.same(await issues({ url, headers: { 'X Team': 'a' } }), [{ path: 'chain[0].options.headers.X Team', message: 'not a valid header name' }])
+  t.same(await issues({ url, headers: { 'X-Team': 'a\r\nHost: evil' } }),
+    [{ path: 'chain[0].options.headers.X-Team', message: 'the value holds a control character' }])
+  t.same(await issues({ url, tls: { verify: false } }), [{ path: 'chain[0].options.tls', message: 'tls applies to https:// URLs only' }])
+  t.same(await issues({ url: 'https://127.0.0.1/', tls: { ca: '/nonexistent/ca.pem' } }),
+    [{ path: 'chain[0].options.tls.ca', message: 'ENOENT: no such file or directory, open \'/nonexistent/ca.pem\'' }])
+  t.same(await issues({ url: 'https://127.0.0.1/', tls: { ca: new URL(import.meta.url).pathname } }),
+    [{ path: 'chain[0].options.tls.ca', message: `${new URL(import.meta.url).pathname} holds no PEM certificate` }])
+  t.match(await issues({ url, retries: 6, timeoutMs: 0 }), [{ path: 'chain[0].options.timeoutMs' }, { path: 'chain[0].options.retries' }])
+  t.match(await issues({ url, circuitBreaker: { failureThreshold: 0 } }),
+    [{ path: 'chain[0].options.circuitBreaker.failureThreshold' }, { path: 'chain[0].options.circuitBreaker.resetAfterMs' }])
+  t.same(await issues({ url, timeout: 5 }), [{ path: 'chain[0].options.timeout', message: 'unknown key' }])
+})
