@@ -39,7 +39,7 @@ export class MemoryStore implements RateLimitStore {
     }
     // delete + set moves the key to the end of the Map's order, so the first entries are the least recently used
     this.#buckets.delete(key)
-    this.#buckets.set(key, { tat: newTat, expiresAt: now + Math.ceil(ahead) })
+    this.#buckets.set(key, { tat: newTat, expiresAt: now + Math.max(1, Math.ceil(ahead)) })
     if (this.#buckets.size > this.#maxKeys) this.#evict(now)
     return { allowed: true, remaining: Math.floor((tolerance - ahead + GCRA_SLACK_MS) / interval), retryAfterMs: 0 }
   }

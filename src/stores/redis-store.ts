@@ -2,7 +2,8 @@ import type { Cluster, Redis } from 'ioredis'
 import { GCRA_SLACK_MS, type RateLimitStore, type RateRule, type TakeResult } from './store.js'
 
 // KEYS[1] bucket; ARGV windowMs, limit, burst. Time comes from Redis so every gateway agrees.
-// tat is stored with %.17g so the double survives the round trip exactly.
+// tat is stored with %.17g so the double survives the round trip exactly. A TTL of at least 1 ms:
+// an interval below a double's precision at today's timestamps (limit 1e9 per second) leaves ahead at 0.
 const GCRA_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -15,7 +16,7 @@ local ahead = newTat - now
 if ahead > tolerance + ${GCRA_SLACK_MS} then
   return {0, 0, math.max(1, math.ceil(ahead - tolerance))}
 end
-redis.call('SET', KEYS[1], string.format('%.17g', newTat), 'PX', math.ceil(ahead))
+redis.call('SET', KEYS[1], string.format('%.17g', newTat), 'PX', math.max(1, math.ceil(ahead)))
 return {1, math.floor((tolerance - ahead + ${GCRA_SLACK_MS}) / interval), 0}
 `
 

@@ -68,6 +68,18 @@ t.test('redis store: the same limits, keys under the prefix with a hash tag and 
   t.equal((await gw.app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
 })
 
+t.test('a limit so high its interval is below a double\'s precision still decides, never fails', async t => {
+  const redis = await startRedis(t)
+  for (const store of ['memory', 'redis']) {
+    const gw = await startGateway(t, loginLimit({ store, limit: 1_000_000_000, window: '1s' }, { redis: { url: redis.url } }))
+    const answers = []
+    for (let i = 0; i < 20; i++) answers.push((await gw.call('Login', { user: 'u' })).body)
+    t.same(verdicts(answers), Array(20).fill('allow'), store)
+    t.equal(await gw.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'store_error' }), undefined, `${store}: no store error`)
+    t.equal(await gw.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'allowed' }), 20, store)
+  }
+})
+
 t.test('two gateways on one Redis, hammered together, allow exactly the limit', async t => {
   const redis = await startRedis(t)
   const config = loginLimit({ key: 'everyone', limit: 25, window: '1h' }, { redis: { url: redis.url } })
