@@ -2,9 +2,10 @@ import Fastify, { LogController, type FastifyInstance, type FastifyReply, type F
 import type { Logger } from 'pino'
 import { runChain, type CallContext, type ChainResult } from './chain.js'
 import { GatewayError } from './errors.js'
-import type { Metrics, Outcome } from './metrics.js'
+import { lazyChild } from './log.js'
+import { OUTCOMES, type Metrics, type Outcome } from './metrics.js'
 import {
-  ALLOW_UNCHANGED, answerModified, answerReject, checkContent, effectiveOp, isOp, type Content, type Op
+  ALLOW_UNCHANGED, answerModified, answerReject, checkContent, effectiveOp, isOp, OPS, type Content, type Op
 } from './protocol.js'
 import type { Runtime } from './runtime.js'
 
@@ -75,6 +76,7 @@ function baseApp (opts: AppOptions, extra: object = {}): FastifyInstance {
     // fastify's two lines per request would double the cost of a call; the gateway logs one of its own
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqid' }),
     requestIdHeader: 'x-frp-reqid',
+    childLoggerFactory: (logger: unknown, bindings: Record<string, unknown>) => lazyChild(logger as Logger, bindings),
     ...extra
   }) as unknown as FastifyInstance
   app.setNotFoundHandler((req, reply) => {
@@ -89,13 +91,9 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
   const { metrics } = opts
   const app = baseApp(opts, { bodyLimit: opts.bodyLimitBytes, ...(opts.https !== undefined ? { https: opts.https } : {}) })
   const invalidCalls = metrics.requests.labels('invalid', 'error')
-  const requests = new Map<string, ReturnType<typeof metrics.requests.labels>>()
-  const counter = (op: Op, outcome: Outcome) => {
-    const key = op + outcome
-    let c = requests.get(key)
-    if (c === undefined) requests.set(key, c = metrics.requests.labels(op, outcome))
-    return c
-  }
+  const perOp = <T>(make: (op: Op) => T) => Object.fromEntries(OPS.map(op => [op, make(op)])) as Record<Op, T>
+  const requests = perOp(op => Object.fromEntries(OUTCOMES.map(o => [o, metrics.requests.labels(op, o)])) as Record<Outcome, ReturnType<typeof metrics.requests.labels>>)
+  const durations = perOp(op => metrics.requestDuration.labels(op))
 
   // frps sends only JSON; JSON.parse keeps a "__proto__" key as a plain own key (never a prototype),
   // where fastify's default parser would refuse the call.
@@ -121,12 +119,12 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
       ? answerModified(result.content as Content)
       : result.reason !== undefined ? answerReject(result.reason) : ALLOW_UNCHANGED
     const seconds = (performance.now() - started) / 1000
-    counter(op, result.outcome).inc()
-    metrics.requestDuration.labels(op).observe(seconds)
+    requests[op][result.outcome].inc()
+    durations[op].observe(seconds)
     const log = reply.request.log as unknown as Logger
     // allowed calls (modified or not) are the steady stream: one line each only at debug
     if (result.reason !== undefined) log.info({ op, outcome: result.outcome, step: result.step, reason: result.reason, ms: seconds * 1000 }, 'call')
-    else if (log.isLevelEnabled('debug')) log.debug({ op, outcome: result.outcome, ms: seconds * 1000, content }, 'call')
+    else if (opts.logger.isLevelEnabled('debug')) log.debug({ op, outcome: result.outcome, ms: seconds * 1000, content }, 'call')
     if (ref.stopping === true) reply.header('connection', 'close')
     return reply.type(JSON_TYPE).send(body)
   }

@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client'
 
 export const OUTCOMES = ['allow', 'modify', 'reject', 'error'] as const
 export type Outcome = (typeof OUTCOMES)[number]
@@ -11,49 +11,119 @@ export type RateLimitResult = (typeof RATELIMIT_RESULTS)[number]
 
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 
+type Labels = Record<string, string>
+interface MetricValue { labels: Labels, value: number, metricName?: string }
+
+/**
+ * The per-call metrics. prom-client hashes the label values on every inc() and observe(), even through
+ * labels(): with a counter and a histogram per step, that was the larger part of what the chain cost.
+ * Here a series is a plain object found once by labels() and kept by the caller; the registry formats
+ * it only when /metrics is scraped.
+ */
+abstract class FastMetric<S> {
+  abstract readonly type: 'counter' | 'histogram'
+  readonly aggregator = 'sum'
+  protected readonly series = new Map<string, { labels: Labels, state: S }>()
+
+  constructor (readonly name: string, readonly help: string, private readonly labelNames: readonly string[], register: Registry) {
+    register.registerMetric(this as unknown as Metric)
+  }
+
+  protected abstract fresh (): S
+
+  protected find (values: readonly string[]): S {
+    const key = values.join('\u0000')
+    let found = this.series.get(key)
+    if (found === undefined) {
+      const labels: Labels = {}
+      this.labelNames.forEach((name, i) => { labels[name] = values[i] })
+      found = { labels, state: this.fresh() }
+      this.series.set(key, found)
+    }
+    return found.state
+  }
+
+  reset (): void {
+    this.series.clear()
+  }
+}
+
+class CounterSeries {
+  value = 0
+  touched = false
+  inc (by = 1): void {
+    this.value += by
+    this.touched = true
+  }
+}
+
+export class FastCounter extends FastMetric<CounterSeries> {
+  readonly type = 'counter'
+  protected fresh (): CounterSeries { return new CounterSeries() }
+  labels (...values: string[]): CounterSeries { return this.find(values) }
+  async get (): Promise<{ name: string, help: string, type: string, aggregator: string, values: MetricValue[] }> {
+    const values = [...this.series.values()].filter(s => s.state.touched).map(s => ({ labels: s.labels, value: s.state.value }))
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
+  }
+}
+
+class HistogramSeries {
+  readonly counts: Float64Array
+  sum = 0
+  count = 0
+  constructor (private readonly buckets: readonly number[]) {
+    this.counts = new Float64Array(buckets.length)
+  }
+
+  observe (value: number): void {
+    const buckets = this.buckets
+    let i = 0
+    while (i < buckets.length && value > buckets[i]) i++
+    if (i < buckets.length) this.counts[i]++
+    this.sum += value
+    this.count++
+  }
+}
+
+export class FastHistogram extends FastMetric<HistogramSeries> {
+  readonly type = 'histogram'
+  constructor (name: string, help: string, labelNames: readonly string[], register: Registry, private readonly buckets: readonly number[]) {
+    super(name, help, labelNames, register)
+  }
+
+  protected fresh (): HistogramSeries { return new HistogramSeries(this.buckets) }
+  labels (...values: string[]): HistogramSeries { return this.find(values) }
+  async get (): Promise<{ name: string, help: string, type: string, aggregator: string, values: MetricValue[] }> {
+    const values: MetricValue[] = []
+    for (const { labels, state } of this.series.values()) {
+      if (state.count === 0) continue
+      let cumulative = 0
+      this.buckets.forEach((le, i) => {
+        cumulative += state.counts[i]
+        values.push({ labels: { ...labels, le: String(le) }, value: cumulative, metricName: `${this.name}_bucket` })
+      })
+      values.push({ labels: { ...labels, le: '+Inf' }, value: state.count, metricName: `${this.name}_bucket` })
+      values.push({ labels, value: state.sum, metricName: `${this.name}_sum` })
+      values.push({ labels, value: state.count, metricName: `${this.name}_count` })
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
+  }
+}
+
 /** Every metric the gateway exports, defined once per process and kept across config reloads. */
 export function createMetrics (register = new Registry()) {
   collectDefaultMetrics({ register })
   return {
     register,
-    requests: new Counter({
-      name: 'frp_gateway_requests_total',
-      help: 'Calls from frps by op and outcome (op="invalid" for calls without a known op)',
-      labelNames: ['op', 'outcome'] as const,
-      registers: [register]
-    }),
-    requestDuration: new Histogram({
-      name: 'frp_gateway_request_duration_seconds',
-      help: 'Time from receiving a call to answering it',
-      labelNames: ['op'] as const,
-      buckets: DURATION_BUCKETS,
-      registers: [register]
-    }),
-    stepDecisions: new Counter({
-      name: 'frp_gateway_step_decisions_total',
-      help: 'Decisions of each chain step',
-      labelNames: ['op', 'step', 'decision'] as const,
-      registers: [register]
-    }),
-    stepDuration: new Histogram({
-      name: 'frp_gateway_step_duration_seconds',
-      help: 'Time each chain step took',
-      labelNames: ['op', 'step'] as const,
-      buckets: DURATION_BUCKETS,
-      registers: [register]
-    }),
-    forwardRequests: new Counter({
-      name: 'frp_gateway_forward_requests_total',
-      help: 'Calls of forward steps to downstream plugins by result',
-      labelNames: ['step', 'result'] as const,
-      registers: [register]
-    }),
-    rateLimitDecisions: new Counter({
-      name: 'frp_gateway_ratelimit_decisions_total',
-      help: 'Rate-limit decisions by result',
-      labelNames: ['step', 'result'] as const,
-      registers: [register]
-    }),
+    requests: new FastCounter('frp_gateway_requests_total',
+      'Calls from frps by op and outcome (op="invalid" for calls without a known op)', ['op', 'outcome'], register),
+    requestDuration: new FastHistogram('frp_gateway_request_duration_seconds',
+      'Time from receiving a call to answering it', ['op'], register, DURATION_BUCKETS),
+    stepDecisions: new FastCounter('frp_gateway_step_decisions_total', 'Decisions of each chain step', ['op', 'step', 'decision'], register),
+    stepDuration: new FastHistogram('frp_gateway_step_duration_seconds', 'Time each chain step took', ['op', 'step'], register, DURATION_BUCKETS),
+    forwardRequests: new FastCounter('frp_gateway_forward_requests_total',
+      'Calls of forward steps to downstream plugins, one per attempt, by result', ['step', 'result'], register),
+    rateLimitDecisions: new FastCounter('frp_gateway_ratelimit_decisions_total', 'Rate-limit decisions by result', ['step', 'result'], register),
     redisUp: new Gauge({
       name: 'frp_gateway_redis_up',
       help: '1 when the configured Redis answers, 0 when it does not',
