@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { definePlugin, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
-import { checkContent, getIn, OPS, parsePath, setIn, type Content } from '../src/protocol.js'
+import { checkFields, getIn, OPS, parsePath, setIn, type Content } from '../src/protocol.js'
 import { compileTemplate, isConstantTemplate, type TemplateContext } from '../src/template.js'
 
 type Edit = (content: Content, ctx: TemplateContext) => Content
@@ -23,37 +23,44 @@ export default definePlugin({
   }),
   create (options, deps) {
     const edits: Edit[] = []
+    const touched = new Set<string>()
+    const pathOf = (where: string, raw: string): string[] => {
+      const path = compileAt(where, () => parsePath(raw))
+      touched.add(path[0])
+      return path
+    }
     const valueOf = (where: string, value: unknown): (content: Content, ctx: TemplateContext) => unknown => {
       if (typeof value !== 'string' || isConstantTemplate(value)) return () => value
       return compileAt(where, () => compileTemplate(value, { step: deps.name }))
     }
     for (const [raw, value] of Object.entries(options.set)) {
-      const path = compileAt(`set.${raw}`, () => parsePath(raw))
+      const path = pathOf(`set.${raw}`, raw)
       const get = valueOf(`set.${raw}`, value)
       edits.push((c, ctx) => setIn(c, path, get(c, ctx)))
     }
     for (const [raw, value] of Object.entries(options.default)) {
-      const path = compileAt(`default.${raw}`, () => parsePath(raw))
+      const path = pathOf(`default.${raw}`, raw)
       const get = valueOf(`default.${raw}`, value)
       edits.push((c, ctx) => getIn(c, path) == null ? setIn(c, path, get(c, ctx)) : c)
     }
     for (const [i, raw] of options.remove.entries()) {
-      const path = compileAt(`remove[${i}]`, () => parsePath(raw))
+      const path = pathOf(`remove[${i}]`, raw)
       edits.push(c => setIn(c, path, undefined))
     }
     for (const [i, rule] of options.replace.entries()) {
-      const path = compileAt(`replace[${i}].path`, () => parsePath(rule.path))
+      const path = pathOf(`replace[${i}].path`, rule.path)
       const re = compileAt(`replace[${i}].pattern`, () => new RegExp(rule.pattern, 'g'))
       edits.push(c => {
         const value = getIn(c, path)
         return typeof value === 'string' ? setIn(c, path, value.replace(re, rule.replacement)) : c
       })
     }
+    const fields = [...touched]
     return function rewrite (content, ctx): Verdict | undefined {
       let next = content
       for (const edit of edits) next = edit(next, ctx)
       if (next === content) return
-      const invalid = checkContent(ctx.op, next)
+      const invalid = checkFields(ctx.op, next, fields)
       if (invalid !== null) return { error: new Error(invalid), reject: `frp-plugin-gateway: step ${deps.name} made ${invalid}` }
       return { content: next }
     }
