@@ -31,3 +31,24 @@ export function createLogger (options: LogOptions, destination?: DestinationStre
     serializers: { content: redactContent, err: pino.stdSerializers.err }
   }, destination)
 }
+
+/**
+ * A child logger that is made on first use. fastify makes one per request to bind its reqid, but an
+ * allowed call logs nothing: pino's child (bindings serialized up front) would be made for nothing.
+ */
+export function lazyChild (parent: Logger, bindings: Record<string, unknown>): Logger {
+  let child: Logger | undefined
+  const log = (): Logger => (child ??= parent.child(bindings))
+  return {
+    trace: (...args: Parameters<Logger['trace']>) => log().trace(...args),
+    debug: (...args: Parameters<Logger['debug']>) => log().debug(...args),
+    info: (...args: Parameters<Logger['info']>) => log().info(...args),
+    warn: (...args: Parameters<Logger['warn']>) => log().warn(...args),
+    error: (...args: Parameters<Logger['error']>) => log().error(...args),
+    fatal: (...args: Parameters<Logger['fatal']>) => log().fatal(...args),
+    silent: () => {},
+    child: (more: Record<string, unknown>) => log().child(more),
+    isLevelEnabled: (level: string) => parent.isLevelEnabled(level),
+    get level () { return parent.level }
+  } as unknown as Logger
+}
