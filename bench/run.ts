@@ -12,12 +12,15 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const DIST = fileURLToPath(new URL('../', import.meta.url))
 const { values } = parseArgs({
   options: {
-    duration: { type: 'string', default: '5' },
+    duration: { type: 'string', default: '4' },
+    rounds: { type: 'string', default: '3' },
+    only: { type: 'string' },
     connections: { type: 'string', default: '10' },
     out: { type: 'string', default: join(ROOT, 'bench', 'results.json') }
   }
 })
 const duration = Number(values.duration)
+const rounds = Number(values.rounds)
 const connections = Number(values.connections)
 
 const children: ChildProcess[] = []
@@ -86,14 +89,16 @@ const requests = [login, newProxy].map(s => ({
   body: JSON.stringify(s.body)
 }))
 
-interface Row { scenario: string, connections: number, rps: number, p50: number, p99: number, ratio?: number, errors: number }
+interface Sample { rps: number, p50: number, p99: number, errors: number }
+interface Row extends Sample { scenario: string, connections: number, ratio: number }
 
 function percentile (sorted: Float64Array, p: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]
 }
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
 /** autocannon against url; latencies kept in full (autocannon's own histogram rounds to whole ms). */
-async function measure (scenario: string, url: string, conns = connections): Promise<Row> {
+async function measure (url: string, conns: number): Promise<Sample> {
   const opts = { url, connections: conns, pipelining: 1, requests }
   await new Promise((resolve, reject) => { autocannon({ ...opts, duration: 1 }, err => err ? reject(err) : resolve(null)) })
   const latencies: number[] = []
@@ -102,16 +107,12 @@ async function measure (scenario: string, url: string, conns = connections): Pro
     instance.on('response', (_client, _status, _bytes, responseTime) => { latencies.push(responseTime) })
   })
   const sorted = Float64Array.from(latencies).sort()
-  const row = {
-    scenario,
-    connections: conns,
-    rps: Math.round(result.requests.total / duration),
+  return {
+    rps: result.requests.total / duration,
     p50: percentile(sorted, 0.5),
     p99: percentile(sorted, 0.99),
     errors: result.errors + result.timeouts + result.non2xx
   }
-  process.stderr.write(`${scenario}: ${row.rps} req/s, p50 ${row.p50.toFixed(3)} ms, p99 ${row.p99.toFixed(3)} ms${row.errors > 0 ? `, ${row.errors} errors` : ''}\n`)
-  return row
 }
 
 const NO_LIMIT = { limit: 1_000_000_000, window: '1s' }
@@ -123,36 +124,66 @@ const typicalChain = [
   { name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', store: 'memory', ...NO_LIMIT } }
 ]
 
+const DIRECT = 'downstream plugin, called directly'
+const FORWARD = 'gateway, forward to that downstream'
+
+interface Scenario { name: string, url: string, connections: number }
+
 async function main (): Promise<void> {
-  const rows: Row[] = []
-  const baseline = await measure('baseline: bare fastify route', await server('baseline'))
-  rows.push(baseline)
-  rows.push(await measure('gateway, empty chain', (await gateway([])).url))
-  rows.push(await measure('gateway, typical chain (memory rate-limit)', (await gateway(typicalChain)).url))
+  const scenarios: Scenario[] = []
+  // --only keeps the baseline and the scenarios whose name contains it
+  const add = (name: string, url: string, conns = connections): void => {
+    if (scenarios.length === 0 || values.only === undefined || name.includes(values.only)) scenarios.push({ name, url, connections: conns })
+  }
+  add('baseline: bare fastify route', await server('baseline'))
+  add('gateway, empty chain', (await gateway([])).url)
+  add('gateway, typical chain (memory rate-limit)', (await gateway(typicalChain)).url)
   const redisUrl = await redis()
-  rows.push(await measure('gateway, Redis rate-limit', (await gateway([{ name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', ...NO_LIMIT } }], { redis: { url: redisUrl } })).url))
+  add('gateway, Redis rate-limit', (await gateway([{ name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', ...NO_LIMIT } }], { redis: { url: redisUrl } })).url)
   const downstream = await server('downstream')
   const forwarding = (await gateway([{ name: 'auth', plugin: 'forward', options: { url: `${downstream}/handler` } }])).url
-  rows.push(await measure('downstream plugin, called directly', downstream))
-  rows.push(await measure('gateway, forward to that downstream', forwarding))
-  const direct1 = await measure('downstream plugin, called directly', downstream, 1)
-  const forward1 = await measure('gateway, forward to that downstream', forwarding, 1)
-  rows.push(direct1, forward1)
-  for (const row of rows) row.ratio = row.rps / baseline.rps
+  add(DIRECT, downstream)
+  add(FORWARD, forwarding)
+  add(DIRECT, downstream, 1)
+  add(FORWARD, forwarding, 1)
 
+  // Rounds, each scenario once per round: this machine's speed drifts, so each ratio is taken
+  // against the baseline of its own round, and the median of the rounds is reported.
+  const samples = scenarios.map(() => [] as Array<Sample & { ratio: number }>)
+  for (let round = 0; round < rounds; round++) {
+    let baseline = 0
+    for (const [i, sc] of scenarios.entries()) {
+      const sample = await measure(sc.url, sc.connections)
+      if (i === 0) baseline = sample.rps
+      samples[i].push({ ...sample, ratio: sample.rps / baseline })
+      process.stderr.write(`round ${round + 1}: ${sc.name} (${sc.connections}): ${Math.round(sample.rps)} req/s, p50 ${sample.p50.toFixed(3)} ms\n`)
+    }
+  }
+  const rows: Row[] = scenarios.map((sc, i) => ({
+    scenario: sc.name,
+    connections: sc.connections,
+    rps: Math.round(median(samples[i].map(s => s.rps))),
+    p50: median(samples[i].map(s => s.p50)),
+    p99: median(samples[i].map(s => s.p99)),
+    ratio: median(samples[i].map(s => s.ratio)),
+    errors: samples[i].reduce((n, s) => n + s.errors, 0)
+  }))
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node.js ${process.version}`
-  const forwardAddedMs = forward1.p50 - direct1.p50
+  const at = (name: string): number => scenarios.findIndex(sc => sc.name === name && sc.connections === 1)
+  const direct = at(DIRECT)
+  const forward = at(FORWARD)
+  const forwardAddedMs = direct >= 0 && forward >= 0 ? median(samples[forward].map((s, r) => s.p50 - samples[direct][r].p50)) : undefined
   const table = [
-    `machine: ${machine}; ${duration} s per scenario after 1 s of warm-up`,
+    `machine: ${machine}; ${rounds} rounds of ${duration} s per scenario (after 1 s of warm-up), medians`,
     '',
     '| scenario | conns | req/s | p50 ms | p99 ms | ratio to baseline |',
     '|---|---:|---:|---:|---:|---:|',
-    ...rows.map(r => `| ${r.scenario} | ${r.connections} | ${r.rps} | ${r.p50.toFixed(3)} | ${r.p99.toFixed(3)} | ${(r.ratio ?? 0).toFixed(2)} |`),
+    ...rows.map(r => `| ${r.scenario} | ${r.connections} | ${r.rps} | ${r.p50.toFixed(3)} | ${r.p99.toFixed(3)} | ${r.ratio.toFixed(2)} |`),
     '',
-    `forward: p50 added over calling the downstream directly (1 connection): ${forwardAddedMs.toFixed(3)} ms`
+    forwardAddedMs !== undefined ? `forward: p50 added over calling the downstream directly (1 connection): ${forwardAddedMs.toFixed(3)} ms` : ''
   ].join('\n')
   process.stdout.write(`${table}\n`)
-  writeFileSync(values.out, `${JSON.stringify({ machine, duration, connections, rows, forwardAddedMs }, null, 2)}\n`)
+  writeFileSync(values.out, `${JSON.stringify({ machine, duration, rounds, connections, rows, forwardAddedMs, samples }, null, 2)}\n`)
   const failed = rows.filter(r => r.errors > 0)
   if (failed.length > 0) {
     process.stderr.write(`errors in: ${failed.map(r => r.scenario).join(', ')}\n`)
