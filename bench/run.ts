@@ -12,7 +12,7 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const DIST = fileURLToPath(new URL('../', import.meta.url))
 const { values } = parseArgs({
   options: {
-    duration: { type: 'string', default: '4' },
+    duration: { type: 'string', default: '3' },
     rounds: { type: 'string', default: '3' },
     only: { type: 'string' },
     connections: { type: 'string', default: '10' },
@@ -98,9 +98,14 @@ function percentile (sorted: Float64Array, p: number): number {
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
 /** autocannon against url; latencies kept in full (autocannon's own histogram rounds to whole ms). */
+const warmed = new Set<string>()
+
 async function measure (url: string, conns: number): Promise<Sample> {
   const opts = { url, connections: conns, pipelining: 1, requests }
-  await new Promise((resolve, reject) => { autocannon({ ...opts, duration: 1 }, err => err ? reject(err) : resolve(null)) })
+  if (!warmed.has(`${url} ${conns}`)) {
+    warmed.add(`${url} ${conns}`)
+    await new Promise((resolve, reject) => { autocannon({ ...opts, duration: 1 }, err => err ? reject(err) : resolve(null)) })
+  }
   const latencies: number[] = []
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon({ ...opts, duration }, (err, res) => err ? reject(err) : resolve(res))
@@ -147,16 +152,24 @@ async function main (): Promise<void> {
   add(DIRECT, downstream, 1)
   add(FORWARD, forwarding, 1)
 
-  // Rounds, each scenario once per round: this machine's speed drifts, so each ratio is taken
-  // against the baseline of its own round, and the median of the rounds is reported.
+  // This machine's speed drifts by tens of percent within a minute: the baseline runs again between
+  // every two scenarios, each ratio is taken against the mean of the baselines around it, and the
+  // median over the rounds is reported.
+  const [base, ...others] = scenarios
   const samples = scenarios.map(() => [] as Array<Sample & { ratio: number }>)
+  const log = (round: number, sc: Scenario, sample: Sample): void => {
+    process.stderr.write(`round ${round + 1}: ${sc.name} (${sc.connections}): ${Math.round(sample.rps)} req/s, p50 ${sample.p50.toFixed(3)} ms\n`)
+  }
   for (let round = 0; round < rounds; round++) {
-    let baseline = 0
-    for (const [i, sc] of scenarios.entries()) {
+    let before = await measure(base.url, base.connections)
+    samples[0].push({ ...before, ratio: 1 })
+    log(round, base, before)
+    for (const [i, sc] of others.entries()) {
       const sample = await measure(sc.url, sc.connections)
-      if (i === 0) baseline = sample.rps
-      samples[i].push({ ...sample, ratio: sample.rps / baseline })
-      process.stderr.write(`round ${round + 1}: ${sc.name} (${sc.connections}): ${Math.round(sample.rps)} req/s, p50 ${sample.p50.toFixed(3)} ms\n`)
+      const after = await measure(base.url, base.connections)
+      samples[i + 1].push({ ...sample, ratio: sample.rps / ((before.rps + after.rps) / 2) })
+      log(round, sc, sample)
+      before = after
     }
   }
   const rows: Row[] = scenarios.map((sc, i) => ({
@@ -174,7 +187,7 @@ async function main (): Promise<void> {
   const forward = at(FORWARD)
   const forwardAddedMs = direct >= 0 && forward >= 0 ? median(samples[forward].map((s, r) => s.p50 - samples[direct][r].p50)) : undefined
   const table = [
-    `machine: ${machine}; ${rounds} rounds of ${duration} s per scenario (after 1 s of warm-up), medians`,
+    `machine: ${machine}; medians of ${rounds} rounds of ${duration} s per scenario, the baseline measured again between every two`,
     '',
     '| scenario | conns | req/s | p50 ms | p99 ms | ratio to baseline |',
     '|---|---:|---:|---:|---:|---:|',
