@@ -33,22 +33,21 @@ export function createLogger (options: LogOptions, destination?: DestinationStre
 }
 
 /**
- * A child logger that is made on first use. fastify makes one per request to bind its reqid, but an
- * allowed call logs nothing: pino's child (bindings serialized up front) would be made for nothing.
+ * A call's logger, bound to its reqid, whose pino child is made on first use: an allowed call logs
+ * nothing, and pino serializes a child's bindings up front.
  */
-export function lazyChild (parent: Logger, bindings: Record<string, unknown>): Logger {
-  let child: Logger | undefined
-  const log = (): Logger => (child ??= parent.child(bindings))
-  return {
-    trace: (...args: Parameters<Logger['trace']>) => log().trace(...args),
-    debug: (...args: Parameters<Logger['debug']>) => log().debug(...args),
-    info: (...args: Parameters<Logger['info']>) => log().info(...args),
-    warn: (...args: Parameters<Logger['warn']>) => log().warn(...args),
-    error: (...args: Parameters<Logger['error']>) => log().error(...args),
-    fatal: (...args: Parameters<Logger['fatal']>) => log().fatal(...args),
-    silent: () => {},
-    child: (more: Record<string, unknown>) => log().child(more),
-    isLevelEnabled: (level: string) => parent.isLevelEnabled(level),
-    get level () { return parent.level }
-  } as unknown as Logger
+class CallLogger {
+  #child: Logger | undefined
+  constructor (private readonly parent: Logger, private readonly reqid: string) {}
+  get #log (): Logger { return (this.#child ??= this.parent.child({ reqid: this.reqid })) }
+  trace (...args: Parameters<Logger['trace']>): void { this.#log.trace(...args) }
+  debug (...args: Parameters<Logger['debug']>): void { this.#log.debug(...args) }
+  info (...args: Parameters<Logger['info']>): void { this.#log.info(...args) }
+  warn (...args: Parameters<Logger['warn']>): void { this.#log.warn(...args) }
+  error (...args: Parameters<Logger['error']>): void { this.#log.error(...args) }
+  fatal (...args: Parameters<Logger['fatal']>): void { this.#log.fatal(...args) }
+  child (bindings: Record<string, unknown>): Logger { return this.#log.child(bindings) }
+  isLevelEnabled (level: string): boolean { return this.parent.isLevelEnabled(level) }
 }
+
+export const callLogger = (parent: Logger, reqid: string): Logger => new CallLogger(parent, reqid) as unknown as Logger
