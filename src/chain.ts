@@ -80,7 +80,6 @@ export interface ChainResult {
 interface State { content: Content, changed: boolean, i: number, failure?: ChainResult }
 
 const isPromise = (v: unknown): v is Promise<unknown> => typeof (v as Promise<unknown> | undefined)?.then === 'function'
-const DEADLINE = Symbol('deadline')
 
 /**
  * Runs the steps of one op in order (chain semantics 1 to 7 of DESIGN.md). Stays synchronous while the
@@ -104,50 +103,54 @@ export function runChain (steps: readonly ChainStep[], original: Content, ctx: C
   return finish(original, state, ctx)
 }
 
-async function finishAsync (steps: readonly ChainStep[], original: Content, state: State, ctx: CallContext,
+/**
+ * The rest of the chain once a step went asynchronous: one promise and one deadline timer per call.
+ * A step still running at the deadline is abandoned: its late answer (or failure) is ignored.
+ */
+function finishAsync (steps: readonly ChainStep[], original: Content, state: State, ctx: CallContext,
   first: Promise<Verdict | undefined>, started: number): Promise<ChainResult> {
-  let timer: NodeJS.Timeout | undefined
-  const deadline = new Promise<typeof DEADLINE>(resolve => {
-    timer = setTimeout(resolve, Math.max(0, ctx.deadline - performance.now()), DEADLINE)
-  })
-  try {
-    let pending: Verdict | undefined | Promise<Verdict | undefined> = first
-    while (true) {
-      const step = steps[state.i]
-      let verdict: Verdict | undefined | typeof DEADLINE
-      if (isPromise(pending)) {
-        // a hung step is abandoned, not awaited: its late failure must not surface as unhandled
-        pending.catch(() => {})
-        verdict = await Promise.race([pending.catch(err => failed(step, err)), deadline])
-      } else {
-        verdict = pending
-      }
-      if (verdict === DEADLINE) {
-        const seconds = (performance.now() - started) / 1000
-        step.record('error', seconds)
-        ctx.trace?.({ step: step.name, decision: 'error', seconds, before: state.content, after: state.content, reason: 'deadline exceeded' })
-        const reason = `frp-plugin-gateway: deadline exceeded in step ${step.name}`
-        ctx.log.warn({ step: step.name }, 'deadline exceeded')
-        return ctx.op === 'CloseProxy' ? { outcome: 'allow' } : { outcome: 'error', reason, step: step.name }
-      }
-      if (settle(step, state, verdict, ctx, started)) return state.failure as ChainResult
-      pending = undefined
-      for (state.i++; state.i < steps.length; state.i++) {
-        const next = steps[state.i]
-        if (skip(next, state, ctx)) continue
-        started = performance.now()
-        try {
-          pending = next.run(state.content, ctx)
-        } catch (err) {
-          pending = failed(next, err)
-        }
-        break
-      }
-      if (state.i >= steps.length) return finish(original, state, ctx)
+  return new Promise(resolve => {
+    let done = false
+    const end = (result: ChainResult): void => {
+      done = true
+      clearTimeout(timer)
+      resolve(result)
     }
-  } finally {
-    clearTimeout(timer)
-  }
+    const timer = setTimeout(() => {
+      if (done) return
+      const step = steps[state.i]
+      const seconds = (performance.now() - started) / 1000
+      step.record('error', seconds)
+      ctx.trace?.({ step: step.name, decision: 'error', seconds, before: state.content, after: state.content, reason: 'deadline exceeded' })
+      ctx.log.warn({ step: step.name }, 'deadline exceeded')
+      const reason = `frp-plugin-gateway: deadline exceeded in step ${step.name}`
+      end(ctx.op === 'CloseProxy' ? { outcome: 'allow' } : { outcome: 'error', reason, step: step.name })
+    }, Math.max(0, ctx.deadline - performance.now()))
+
+    const follow = (step: ChainStep, pending: Promise<Verdict | undefined>): void => {
+      pending.then(verdict => advance(step, verdict), (err: unknown) => advance(step, failed(step, err)))
+    }
+    const advance = (step: ChainStep, verdict: Verdict | undefined): void => {
+      if (done) return
+      while (true) {
+        if (settle(step, state, verdict, ctx, started)) return end(state.failure as ChainResult)
+        do state.i++
+        while (state.i < steps.length && skip(steps[state.i], state, ctx))
+        if (state.i >= steps.length) return end(finish(original, state, ctx))
+        step = steps[state.i]
+        started = performance.now()
+        let next
+        try {
+          next = step.run(state.content, ctx)
+        } catch (err) {
+          next = failed(step, err)
+        }
+        if (isPromise(next)) return follow(step, next)
+        verdict = next
+      }
+    }
+    follow(steps[state.i], first)
+  })
 }
 
 function skip (step: ChainStep, state: State, ctx: CallContext): boolean {
