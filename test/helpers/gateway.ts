@@ -1,10 +1,12 @@
 import { Writable } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
+import type { Test } from 'tap'
 import { buildApp, type RuntimeRef } from '../../src/app.js'
 import { parseConfig } from '../../src/config.js'
 import { createLogger } from '../../src/log.js'
 import { createMetrics, type Metrics } from '../../src/metrics.js'
 import { createRuntime } from '../../src/runtime.js'
+import { ConfigError, type ConfigIssue } from '../../src/errors.js'
 
 interface Teardown { teardown: (fn: () => unknown) => void }
 
@@ -62,4 +64,21 @@ export async function startGateway (t: Teardown, rawConfig: unknown, opts: { lev
       return hit?.value
     }
   }
+}
+
+/** The issues of a config the gateway refuses to start with (asserting that it is refused with a ConfigError). */
+export async function configIssues (t: Test, rawConfig: unknown): Promise<readonly ConfigIssue[]> {
+  const err = await startGateway(t, rawConfig).then(() => undefined, (e: unknown) => e)
+  t.ok(err instanceof ConfigError, 'a ConfigError')
+  return (err as ConfigError).issues
+}
+
+const PROTO_KEYS = Object.getOwnPropertyNames(Object.prototype).sort()
+
+/** Object.prototype has exactly its own keys and a fresh object inherits none of the given names. */
+export function assertNoPollution (t: Test, names: readonly string[] = ['polluted']): void {
+  t.same(Object.getOwnPropertyNames(Object.prototype).sort(), PROTO_KEYS, 'Object.prototype keeps its keys')
+  t.equal(Object.prototype.constructor, Object)
+  const probe = {} as Record<string, unknown>
+  t.same(names.map(name => probe[name]), names.map(() => undefined), 'a fresh object inherits nothing new')
 }

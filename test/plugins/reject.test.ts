@@ -1,7 +1,6 @@
 import t from 'tap'
-import { ConfigError } from '../../src/errors.js'
 import { loadSamples } from '../helpers/fixtures.js'
-import { startGateway } from '../helpers/gateway.js'
+import { configIssues, startGateway } from '../helpers/gateway.js'
 
 const rejected = (reason: string) => ({ reject: true, reject_reason: reason, unchange: true })
 const ALLOW = { reject: false, unchange: true }
@@ -48,11 +47,7 @@ t.test('as an access-control list: when with not', async t => {
 })
 
 t.test('bad options fail at start, naming the path', async t => {
-  const issues = async (config: unknown) => {
-    const err = await startGateway(t, config).then(() => undefined, (e: unknown) => e)
-    t.ok(err instanceof ConfigError, 'a ConfigError')
-    return (err as ConfigError).issues
-  }
+  const issues = async (config: unknown) => await configIssues(t, config)
   const unknownName = (name: string) => `unknown template name {{${name}}}: expected one of op, reqid, user, run_id, client_ip, ` +
     'remote_ip, proxy_name, proxy_type, now, step, metas.KEY, proxy_metas.KEY, content.PATH'
   t.same(await issues({ chain: [{ name: 'r', plugin: 'reject', options: { reason: 'by {{who}}' } }] }),

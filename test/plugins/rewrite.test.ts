@@ -1,7 +1,6 @@
 import t, { type Test } from 'tap'
-import { ConfigError } from '../../src/errors.js'
 import { loadSamples } from '../helpers/fixtures.js'
-import { startGateway } from '../helpers/gateway.js'
+import { assertNoPollution, configIssues, startGateway } from '../helpers/gateway.js'
 
 const ALLOW = { reject: false, unchange: true }
 const modified = (content: unknown) => ({ reject: false, unchange: false, content })
@@ -124,12 +123,6 @@ t.test('a result that breaks the op\'s schema is an error reject naming the step
   ])
 })
 
-const PROTO_KEYS = Object.getOwnPropertyNames(Object.prototype).sort()
-function assertNoPollution (t: Test): void {
-  t.same(Object.getOwnPropertyNames(Object.prototype).sort(), PROTO_KEYS, 'Object.prototype keeps its keys')
-  t.equal(Object.prototype.constructor, Object)
-  t.equal(({} as Record<string, unknown>).polluted, undefined)
-}
 
 t.test('paths through __proto__, constructor and prototype set plain keys', async t => {
   const gw = await startGateway(t, rewrite({
@@ -157,11 +150,7 @@ t.test('incoming __proto__ keys are edited and removed as plain keys', async t =
 })
 
 t.test('bad options fail at start, naming the path', async t => {
-  const issues = async (options: Record<string, unknown>) => {
-    const err = await startGateway(t, rewrite(options)).then(() => undefined, (e: unknown) => e)
-    t.ok(err instanceof ConfigError, 'a ConfigError')
-    return (err as ConfigError).issues
-  }
+  const issues = async (options: Record<string, unknown>) => await configIssues(t, rewrite(options))
   const unknownName = (name: string) => `unknown template name {{${name}}}: expected one of op, reqid, user, run_id, client_ip, ` +
     'remote_ip, proxy_name, proxy_type, now, step, metas.KEY, proxy_metas.KEY, content.PATH'
   const notAPath = (path: string) => `"${path}" is not a dotted path like "user.metas.team"`
