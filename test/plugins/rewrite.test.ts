@@ -1,4 +1,4 @@
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { loadSamples } from '../helpers/fixtures.js'
 import { assertNoPollution, configIssues, startGateway } from '../helpers/gateway.js'
 
