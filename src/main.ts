@@ -102,8 +102,6 @@ async function serve (file: string, watch: boolean): Promise<void> {
     ...(tls !== undefined ? { https: { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } } : {})
   })
   const admin = config.admin !== undefined ? buildAdminApp(ref, { ...common, adminRoutes: true }) : undefined
-  await app.listen({ host: config.listen.host, port: config.listen.port })
-  if (admin !== undefined && config.admin !== undefined) await admin.listen({ host: config.admin.host, port: config.admin.port })
 
   let reloading = Promise.resolve()
   const reload = (why: string): void => {
@@ -135,6 +133,9 @@ async function serve (file: string, watch: boolean): Promise<void> {
       timer = setTimeout(() => reload('file changed'), 100)
     }).unref()
   }
+  // listening comes last: a reload asked for from the moment the port is up must be heard
+  await app.listen({ host: config.listen.host, port: config.listen.port })
+  if (admin !== undefined && config.admin !== undefined) await admin.listen({ host: config.admin.host, port: config.admin.port })
 
   let stopping = false
   const stop = async (signal: string): Promise<void> => {
