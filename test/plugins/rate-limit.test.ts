@@ -24,12 +24,13 @@ t.test('memory store: limit, burst, retry_after in the reason, keys apart, metri
 })
 
 t.test('burst above the limit, refill after the window passes', async t => {
-  const gw = await startGateway(t, loginLimit({ limit: 2, window: 400, burst: 4 }))
+  // one token a second: the calls of each burst have a whole second before the next token comes
+  const gw = await startGateway(t, loginLimit({ limit: 2, window: 2000, burst: 4 }))
   const first = []
   for (let i = 0; i < 5; i++) first.push((await gw.call('Login', { user: 'u' })).body)
   t.same(verdicts(first), ['allow', 'allow', 'allow', 'allow', 'reject'])
-  // 2 tokens per 400 ms: after 450 ms two are back, not three
-  await new Promise(resolve => setTimeout(resolve, 450))
+  // after 2.1 s two tokens are back, not three
+  await new Promise(resolve => setTimeout(resolve, 2100))
   const later = []
   for (let i = 0; i < 3; i++) later.push((await gw.call('Login', { user: 'u' })).body)
   t.same(verdicts(later), ['allow', 'allow', 'reject'])
