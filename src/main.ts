@@ -43,7 +43,7 @@ const configPath = (given: string | undefined): string => given ?? process.env.F
 
 async function check (file: string): Promise<number> {
   const config = await loadConfig(file)
-  const runtime = await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }) }, file)
+  const runtime = await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }), open: false }, file)
   try {
     process.stdout.write(`${file}: OK\n${describeChains(runtime)}\n`)
   } finally {

@@ -17,6 +17,8 @@ export interface RuntimeDeps {
   log: Logger
   /** process-wide, so buckets survive a reload; a runtime without one makes and closes its own */
   memoryStore?: MemoryStore
+  /** false for `check`: compile only, do not wait for Redis */
+  open?: boolean
 }
 
 const READY_TIMEOUT_MS = 1000
@@ -148,7 +150,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     await stores.close()
     throw new ConfigError(source, issues)
   }
-  await stores.open(STORE_OPEN_TIMEOUT_MS)
+  if (deps.open !== false) await stores.open(STORE_OPEN_TIMEOUT_MS)
   return new Runtime(config, chains, built, stores)
 }
 

@@ -47,6 +47,15 @@ t.test('check on a broken config exits 1 and names the JSON path of every error'
   t.match(compile.stderr, /chain\[1\]\.when\.remotePorts: "9-1" is not a port/)
 })
 
+t.test('check does not wait for Redis: it validates and compiles only', async t => {
+  const file = configFile({ redis: { url: 'redis://127.0.0.1:1' }, chain: [{ name: 'r', plugin: 'rate-limit', options: { limit: 1, window: '1s' } }] })
+  const started = performance.now()
+  const res = await runCli(['check', '--config', file])
+  t.equal(res.code, 0, res.stderr)
+  t.match(res.stdout, /^Login: +r \(rate-limit\)$/m)
+  t.ok(performance.now() - started < 1900, 'no 2 s wait for an unreachable Redis')
+})
+
 t.test('check names a missing file and bad JSON', async t => {
   const missing = await runCli(['check', '--config', '/nonexistent.json'])
   t.equal(missing.code, 1)
