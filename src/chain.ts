@@ -116,8 +116,14 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
       clearTimeout(timer)
       resolve(result)
     }
-    const timer = setTimeout(() => {
+    // timers may fire a little early against performance.now(): re-arm for what is left
+    const arm = (): NodeJS.Timeout => setTimeout(onDeadline, Math.max(0, Math.ceil(ctx.deadline - performance.now())))
+    const onDeadline = (): void => {
       if (done) return
+      if (performance.now() < ctx.deadline) {
+        timer = arm()
+        return
+      }
       const step = steps[state.i]
       const seconds = (performance.now() - started) / 1000
       step.record('error', seconds)
@@ -125,7 +131,8 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
       ctx.log.warn({ step: step.name }, 'deadline exceeded')
       const reason = `frp-plugin-gateway: deadline exceeded in step ${step.name}`
       end(ctx.op === 'CloseProxy' ? { outcome: 'allow' } : { outcome: 'error', reason, step: step.name })
-    }, Math.max(0, ctx.deadline - performance.now()))
+    }
+    let timer = arm()
 
     const follow = (step: ChainStep, pending: Promise<Verdict | undefined>): void => {
       pending.then(verdict => advance(step, verdict), (err: unknown) => advance(step, failed(step, err)))
