@@ -28,14 +28,15 @@ export interface AppOptions {
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8'
-const PROTO_ERRORS: Record<string, GatewayError | ((err: Error, opts: AppOptions) => GatewayError)> = {
+// fastify's own errors, answered with ours
+const FASTIFY_ERRORS: Record<string, GatewayError | ((err: Error, opts: AppOptions) => GatewayError)> = {
   FST_ERR_CTP_BODY_TOO_LARGE: (_, opts) => new GatewayError('FRPGW_ERR_BODY_TOO_LARGE', opts.bodyLimitBytes),
   FST_ERR_CTP_EMPTY_JSON_BODY: new GatewayError('FRPGW_ERR_INVALID_JSON', 'empty body')
 }
 
 function toGatewayError (err: Error & { code?: string, statusCode?: number }, req: FastifyRequest, opts: AppOptions): GatewayError {
   if (err instanceof GatewayError) return err
-  const known = err.code !== undefined ? PROTO_ERRORS[err.code] : undefined
+  const known = err.code !== undefined ? FASTIFY_ERRORS[err.code] : undefined
   if (known !== undefined) return typeof known === 'function' ? known(err, opts) : known
   if (err.statusCode === 415) return new GatewayError('FRPGW_ERR_UNSUPPORTED_MEDIA_TYPE', req.headers['content-type'] ?? 'none')
   return new GatewayError('FRPGW_ERR_INTERNAL', err.message)
