@@ -40,7 +40,7 @@ export class Runtime {
 
   /** null when every store the chain needs answers, else the reason. */
   async ready (): Promise<string | null> {
-    const redis = this.stores.redisUsed ? this.stores.redis : undefined
+    const redis = this.stores.redis
     if (redis === undefined) return null
     let timer: NodeJS.Timeout | undefined
     try {
@@ -63,7 +63,6 @@ export class Runtime {
 
 /** The rate-limit stores of one runtime: Redis is connected only when a step asks for it. */
 class Stores {
-  redisUsed = false
   redis: RedisStore | undefined
   private client: Redis | Cluster | undefined
   private closed = false
@@ -79,7 +78,6 @@ class Stores {
     if (kind === 'memory' || (kind === 'auto' && this.config.redis === undefined)) return this.memory
     const cfg = this.config.redis
     if (cfg === undefined) throw new Error('store "redis" needs the top-level "redis" block')
-    this.redisUsed = true
     if (this.redis === undefined) {
       const { redisUp } = this.deps.metrics
       redisUp.set(0)
