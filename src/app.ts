@@ -1,12 +1,12 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
-import { runChain, type CallContext, type ChainResult } from './chain.js'
+import type { ChainResult } from './chain.js'
 import { GatewayError } from './errors.js'
 import { callLogger } from './log.js'
 import { OUTCOMES, type Metrics, type Outcome } from './metrics.js'
 import {
-  ALLOW_UNCHANGED, answerModified, answerReject, checkContent, effectiveOp, isOp, OPS, type Content, type Op
+  answerFor, isOp, OPS, type Content, type Op
 } from './protocol.js'
 import type { Runtime } from './runtime.js'
 
@@ -124,9 +124,7 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
   })
 
   function respond (reply: FastifyReply, log: Logger, op: Op, content: Content, result: ChainResult, started: number): FastifyReply {
-    const body = result.outcome === 'modify'
-      ? answerModified(result.content as Content)
-      : result.reason !== undefined ? answerReject(result.reason) : ALLOW_UNCHANGED
+    const body = answerFor(result)
     const seconds = (performance.now() - started) / 1000
     requests[op][result.outcome].inc()
     durations[op].observe(seconds)
@@ -140,15 +138,8 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
   app.post(opts.path, (req, reply) => {
     const started = performance.now()
     const { wireOp, content } = envelope(req)
-    const runtime = ref.current
-    const op = effectiveOp(wireOp, content)
     const log = callLogger(opts.logger, req.id)
-    const invalid = checkContent(op, content)
-    if (invalid !== null) return respond(reply, log, op, content, { outcome: 'error', reason: invalid }, started)
-    const ctx: CallContext = {
-      op, wireOp, reqid: req.id, deadline: started + runtime.config.deadlineMs, log
-    }
-    const result = runChain(runtime.chains[op], content, ctx)
+    const { op, result } = ref.current.call(wireOp, content, started, req.id, log)
     if (result instanceof Promise) return result.then(r => respond(reply, log, op, content, r, started))
     return respond(reply, log, op, content, result, started)
   })

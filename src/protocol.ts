@@ -197,6 +197,11 @@ export const answerReject = (reason: string): string =>
 /** frps decodes the content into an empty struct and replaces its own: it must be whole. */
 export const answerModified = (content: Content): string =>
   `{"reject":false,"unchange":false,"content":${JSON.stringify(content)}}`
+/** The body frps gets for a chain's result: the whole content when modified, else reject or allow unchanged. */
+export const answerFor = (result: { outcome: string, reason?: string, content?: Content }): string =>
+  result.outcome === 'modify'
+    ? answerModified(result.content as Content)
+    : result.reason !== undefined ? answerReject(result.reason) : ALLOW_UNCHANGED
 
 /** Splits `user.metas.team` into keys; throws on an empty segment. */
 export function parsePath (path: string): string[] {

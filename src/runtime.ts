@@ -1,12 +1,12 @@
 import type { Cluster, Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { plugins, type PluginName } from '../plugins/index.js'
-import type { ChainStep, PluginDef, Step } from './chain.js'
+import { runChain, type CallContext, type ChainResult, type ChainStep, type PluginDef, type Step } from './chain.js'
 import type { Config, StepConfig } from './config.js'
 import { compileAt, ConfigError, type ConfigIssue, type OptionError } from './errors.js'
 import { compileWhen } from './match.js'
 import { DECISIONS, type Metrics } from './metrics.js'
-import { OPS, type Op } from './protocol.js'
+import { checkContent, effectiveOp, OPS, type Content, type Op } from './protocol.js'
 import { MemoryStore } from './stores/memory-store.js'
 import { createRedisClient } from './stores/redis-client.js'
 import { RedisStore } from './stores/redis-store.js'
@@ -36,6 +36,20 @@ export class Runtime {
     this.chains = chains
     this.steps = steps
     this.stores = stores
+  }
+
+  /**
+   * One call from frps, as the RPC route and `trace` both run it: the op whose steps run (a
+   * mislabelled NewWorkConn counts as NewWorkConn), content of the wrong type answered as an error,
+   * then the chain. The result is synchronous while the steps are.
+   */
+  call (wireOp: Op, content: Content, started: number, reqid: string, log: Logger, trace?: CallContext['trace']):
+  { op: Op, result: ChainResult | Promise<ChainResult> } {
+    const op = effectiveOp(wireOp, content)
+    const invalid = checkContent(op, content)
+    if (invalid !== null) return { op, result: { outcome: 'error', reason: invalid } }
+    const ctx: CallContext = { op, wireOp, reqid, deadline: started + this.config.deadlineMs, log, trace }
+    return { op, result: runChain(this.chains[op], content, ctx) }
   }
 
   /** null when every store the chain needs answers, else the reason. */

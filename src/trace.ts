@@ -1,23 +1,16 @@
 import type { Logger } from 'pino'
-import { runChain, type CallContext, type ChainResult, type TraceEntry } from './chain.js'
-import { ALLOW_UNCHANGED, answerModified, answerReject, checkContent, effectiveOp, type Content, type Op } from './protocol.js'
+import type { ChainResult, TraceEntry } from './chain.js'
+import { answerFor, type Content, type Op } from './protocol.js'
 import type { Runtime } from './runtime.js'
 
 export interface Trace { op: Op, wireOp: Op, entries: TraceEntry[], result: ChainResult, answer: string }
 
 /** Runs one call through the chain exactly as the RPC route does, recording every step. */
 export async function traceCall (runtime: Runtime, wireOp: Op, content: Content, log: Logger): Promise<Trace> {
-  const op = effectiveOp(wireOp, content)
   const entries: TraceEntry[] = []
-  const invalid = checkContent(op, content)
-  const ctx: CallContext = {
-    op, wireOp, reqid: 'trace', deadline: performance.now() + runtime.config.deadlineMs, log, trace: e => entries.push(e)
-  }
-  const result = invalid !== null ? { outcome: 'error' as const, reason: invalid } : await runChain(runtime.chains[op], content, ctx)
-  const answer = result.outcome === 'modify'
-    ? answerModified(result.content as Content)
-    : result.reason !== undefined ? answerReject(result.reason) : ALLOW_UNCHANGED
-  return { op, wireOp, entries, result, answer }
+  const { op, result } = runtime.call(wireOp, content, performance.now(), 'trace', log, e => entries.push(e))
+  const settled = await result
+  return { op, wireOp, entries, result: settled, answer: answerFor(settled) }
 }
 
 const show = (value: unknown): string => value === undefined ? '(absent)' : JSON.stringify(value)
