@@ -1,4 +1,4 @@
-import { clientIp, clientMetas, clientRunId, clientUser, own, remoteIp, type Content, type Op } from './protocol.js'
+import { clientIp, clientMetas, clientRunId, clientUser, getIn, own, remoteIp, type Content, type Op } from './protocol.js'
 
 /** What a template may read besides the content. */
 export interface TemplateContext { op: Op, reqid: string, retryAfter?: number }
@@ -21,14 +21,6 @@ const NAMES: Record<string, Getter> = {
   now: () => Math.floor(Date.now() / 1000)
 }
 
-function pathGetter (path: string[]): Getter {
-  return c => {
-    let value: unknown = c
-    for (const key of path) value = Array.isArray(value) && /^\d+$/.test(key) ? value[Number(key)] : own(value, key)
-    return value
-  }
-}
-
 function getterFor (name: string, step: string, extra: readonly string[]): Getter {
   if (Object.hasOwn(NAMES, name)) return NAMES[name]
   if (name === 'step') return () => step
@@ -39,7 +31,10 @@ function getterFor (name: string, step: string, extra: readonly string[]): Gette
   if (dot > 0 && rest !== '') {
     if (head === 'metas') return (c, ctx) => own(clientMetas(ctx.op, c), rest)
     if (head === 'proxy_metas') return (c, ctx) => ctx.op === 'NewProxy' ? own(own(c, 'metas'), rest) : undefined
-    if (head === 'content' && !rest.split('.').includes('')) return pathGetter(rest.split('.'))
+    if (head === 'content' && !rest.split('.').includes('')) {
+      const path = rest.split('.')
+      return c => getIn(c, path)
+    }
   }
   const known = [...Object.keys(NAMES), 'step', ...extra, 'metas.KEY', 'proxy_metas.KEY', 'content.PATH']
   throw new Error(`unknown template name {{${name}}}: expected one of ${known.join(', ')}`)
