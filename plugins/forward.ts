@@ -6,7 +6,7 @@ import { z } from 'zod'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import { FORWARD_RESULTS, type ForwardResult } from '../src/metrics.js'
-import { checkContent, copy, OPS, own, put, sameJson, type Content, type Op } from '../src/protocol.js'
+import { checkContent, copy, isObject, OPS, own, put, sameJson, type Content, type Op } from '../src/protocol.js'
 
 const MAX_ANSWER_BYTES = 1024 * 1024
 // Past the call's deadline the chain answers (DESIGN, chain semantics 6); the request is cancelled just after.
@@ -35,7 +35,6 @@ class ForwardError extends Error {
   }
 }
 
-const isObject = (value: unknown): value is Content => value !== null && typeof value === 'object' && !Array.isArray(value)
 const invalid = (message: string): ForwardError => new ForwardError('invalid_response', message)
 
 /** `true`/`"true"` and `false`/`"false"`/absent: plugins written from frp's doc send strings. */

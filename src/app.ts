@@ -6,7 +6,7 @@ import { GatewayError } from './errors.js'
 import { callLogger } from './log.js'
 import { OUTCOMES, type Metrics, type Outcome } from './metrics.js'
 import {
-  answerFor, isOp, OPS, type Content, type Op
+  answerFor, isObject, isOp, OPS, type Content, type Op
 } from './protocol.js'
 import type { Runtime } from './runtime.js'
 
@@ -46,15 +46,15 @@ function toGatewayError (err: Error & { code?: string, statusCode?: number }, re
 function envelope (req: FastifyRequest): { wireOp: Op, content: Content } {
   const body = req.body as { op?: unknown, content?: unknown } | null
   if (body === undefined) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', 'body is empty')
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', 'body is not an object')
+  if (!isObject(body)) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', 'body is not an object')
   if (typeof body.op !== 'string') throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', '"op" is missing or not a string')
   if (!isOp(body.op)) throw new GatewayError('FRPGW_ERR_UNKNOWN_OP', JSON.stringify(body.op))
   const queryOp = (req.query as Record<string, unknown>).op
   if (queryOp !== undefined && queryOp !== body.op) throw new GatewayError('FRPGW_ERR_OP_MISMATCH', JSON.stringify(queryOp), JSON.stringify(body.op))
   const content = body.content
   if (content === undefined) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', '"content" is missing')
-  if (content === null || typeof content !== 'object' || Array.isArray(content)) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', '"content" is not an object')
-  return { wireOp: body.op, content: content as Content }
+  if (!isObject(content)) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', '"content" is not an object')
+  return { wireOp: body.op, content }
 }
 
 /** /metrics, /healthz and /readyz, on the RPC listener or the admin one. */

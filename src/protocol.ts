@@ -12,7 +12,8 @@ export const isOp = (value: unknown): value is Op => typeof value === 'string' &
 // frps < 0.4x sends zero values and nil maps as null, newer frps omits them: every field is optional and nullable.
 const opt = <T extends z.ZodType>(type: T) => type.nullable().optional()
 const received = (v: unknown): string => v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v)
+/** A JSON object: not null, not an array. */
+export const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v)
 const isStrMap = (v: unknown): boolean => {
   if (!isObject(v)) return false
   for (const key in v) if (typeof v[key] !== 'string') return false
@@ -135,8 +136,8 @@ export function put (obj: Content, key: string, value: unknown): void {
  * object is copied by spread, which defines keys instead of assigning them.
  */
 export const copy = (obj: unknown): Content => {
-  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) return {}
-  return hasOwn(obj, '__proto__') ? { ...(obj as Content) } : Object.assign({}, obj as Content)
+  if (!isObject(obj)) return {}
+  return hasOwn(obj, '__proto__') ? { ...obj } : Object.assign({}, obj)
 }
 
 /** Login carries the client's own fields; every other op nests them under `user`. */

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { ChainResult, TraceEntry } from './chain.js'
-import { answerFor, type Content, type Op } from './protocol.js'
+import { answerFor, isObject, type Content, type Op } from './protocol.js'
 import type { Runtime } from './runtime.js'
 
 export interface Trace { op: Op, wireOp: Op, entries: TraceEntry[], result: ChainResult, answer: string }
@@ -18,8 +18,7 @@ const show = (value: unknown): string => value === undefined ? '(absent)' : JSON
 /** A readable diff of two contents: one line per changed leaf, by dotted path. */
 export function diffContent (before: unknown, after: unknown, path = ''): string[] {
   if (before === after) return []
-  const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v)
-  if (isObj(before) && isObj(after)) {
+  if (isObject(before) && isObject(after)) {
     const keys = [...Object.keys(before), ...Object.keys(after).filter(k => !Object.hasOwn(before, k))]
     return keys.flatMap(k => diffContent(Object.hasOwn(before, k) ? before[k] : undefined, Object.hasOwn(after, k) ? after[k] : undefined, path === '' ? k : `${path}.${k}`))
   }
