@@ -10,7 +10,7 @@ import { createMetrics } from './metrics.js'
 import { createRuntime, describeChains } from './runtime.js'
 import { MemoryStore } from './stores/memory-store.js'
 import { formatTrace, traceCall } from './trace.js'
-import { isOp, OPS, type Content } from './protocol.js'
+import { isObject, isOp, OPS } from './protocol.js'
 
 const USAGE = `usage: frp-plugin-gateway [run] [--config FILE] [--watch]
        frp-plugin-gateway check [--config FILE]
@@ -72,15 +72,14 @@ async function trace (file: string, opName: string | undefined, contentFile: str
     return 1
   }
   // a whole frps body is accepted too: {"version", "op", "content"}
-  const body = content as { op?: unknown, content?: unknown }
-  if (body !== null && typeof body === 'object' && typeof body.op === 'string' && typeof body.content === 'object') content = body.content
-  if (content === null || typeof content !== 'object' || Array.isArray(content)) {
+  if (isObject(content) && typeof content.op === 'string' && isObject(content.content)) content = content.content
+  if (!isObject(content)) {
     process.stderr.write(`content ${contentFile ?? '(stdin)'} must be a JSON object\n`)
     return 1
   }
   const runtime = await createRuntime(config, { metrics: createMetrics(), log }, file)
   try {
-    const result = await traceCall(runtime, opName, content as Content, log)
+    const result = await traceCall(runtime, opName, content, log)
     process.stdout.write(formatTrace(result, new Map(config.chain.map(s => [s.name, s.plugin]))))
   } finally {
     await runtime.close()
