@@ -72,7 +72,7 @@ async function trace (file: string, opName: string | undefined, contentFile: str
     return 1
   }
   // a whole frps body is accepted too: {"version", "op", "content"}
-  if (isObject(content) && typeof content.op === 'string' && isObject(content.content)) content = content.content
+  if (isObject(content) && typeof content.op === 'string' && typeof content.content === 'object') content = content.content
   if (!isObject(content)) {
     process.stderr.write(`content ${contentFile ?? '(stdin)'} must be a JSON object\n`)
     return 1
