@@ -46,7 +46,17 @@ const strMap = field(z.unknown().superRefine(checkStrMap), isStrMap)
 function object (fields: Record<string, Field>): Field {
   const entries = Object.entries(fields)
   const zod = z.looseObject(Object.fromEntries(entries.map(([key, f]) => [key, f.zod])))
-  return field(zod, v => isObject(v) && entries.every(([key, f]) => f.ok(hasOwn(v, key) ? v[key] : undefined)))
+  // walks the keys the content has (for...in: own keys of a JSON object), about half the time of
+  // looking up every known field; a Map, so a key such as "constructor" finds no field
+  const known = new Map(entries.map(([key, f]) => [key, f.ok]))
+  return field(zod, v => {
+    if (!isObject(v)) return false
+    for (const key in v) {
+      const ok = known.get(key)
+      if (ok !== undefined && !ok(v[key])) return false
+    }
+    return true
+  })
 }
 
 /**
