@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { definePlugin } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
-import { copy, getIn, OPS, own, put, setIn, stringRecord, type Op } from '../src/protocol.js'
+import { copy, getIn, OPS, own, put, sameJson, setIn, stringRecord, type Op } from '../src/protocol.js'
 import { compileTemplate, type Template } from '../src/template.js'
 
 const templates = stringRecord()
@@ -48,7 +48,9 @@ export default definePlugin({
       for (const key of remove) {
         if (own(next ?? current, key) !== undefined) delete (next ??= copy(current))[key]
       }
-      return next === undefined ? undefined : { content: setIn(content, path, next) }
+      // a key set and then removed again is no change
+      if (next === undefined || (remove.length > 0 && sameJson(next, current ?? {}))) return
+      return { content: setIn(content, path, next) }
     }
   }
 })

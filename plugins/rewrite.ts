@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { definePlugin, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
-import { checkFields, getIn, OPS, parsePath, setIn, type Content } from '../src/protocol.js'
+import { checkFields, getIn, OPS, parsePath, sameJson, setIn, type Content } from '../src/protocol.js'
 import { compileTemplate, isConstantTemplate, type TemplateContext } from '../src/template.js'
 
 type Edit = (content: Content, ctx: TemplateContext) => Content
@@ -59,7 +59,8 @@ export default definePlugin({
     return function rewrite (content, ctx): Verdict | undefined {
       let next = content
       for (const edit of edits) next = edit(next, ctx)
-      if (next === content) return
+      // the chain trusts a step's content to differ: edits that undo each other are no change
+      if (next === content || (edits.length > 1 && sameJson(next, content))) return
       const invalid = checkFields(ctx.op, next, fields)
       if (invalid !== null) return { error: new Error(invalid), reject: `frp-plugin-gateway: step ${deps.name} made ${invalid}` }
       return { content: next }

@@ -77,7 +77,7 @@ export interface ChainResult {
   step?: string
 }
 
-interface State { content: Content, changed: boolean, i: number, failure?: ChainResult }
+interface State { content: Content, modified: number, i: number, failure?: ChainResult }
 
 const isPromise = (v: unknown): v is Promise<unknown> => typeof (v as Promise<unknown> | undefined)?.then === 'function'
 
@@ -86,7 +86,7 @@ const isPromise = (v: unknown): v is Promise<unknown> => typeof (v as Promise<un
  * steps are; the deadline timer starts only when a step goes asynchronous.
  */
 export function runChain (steps: readonly ChainStep[], original: Content, ctx: CallContext): ChainResult | Promise<ChainResult> {
-  const state: State = { content: original, changed: false, i: 0 }
+  const state: State = { content: original, modified: 0, i: 0 }
   for (; state.i < steps.length; state.i++) {
     const step = steps[state.i]
     if (skip(step, state, ctx)) continue
@@ -189,7 +189,7 @@ function settle (step: ChainStep, state: State, verdict: Verdict | undefined, ct
     decision = step.shadow ? 'shadow_modify' : 'modify'
     if (!step.shadow) {
       state.content = verdict.content
-      state.changed = true
+      state.modified++
     }
   }
   step.record(failed ? 'error' : decision, seconds)
@@ -198,7 +198,8 @@ function settle (step: ChainStep, state: State, verdict: Verdict | undefined, ct
 }
 
 function finish (original: Content, state: State, ctx: CallContext): ChainResult {
-  // frps ignores the CloseProxy answer; content that came back to what frps sent is no change
-  if (ctx.op === 'CloseProxy' || !state.changed || sameJson(state.content, original)) return { outcome: 'allow' }
+  // frps ignores the CloseProxy answer. A step returns content only when a value differs, so only
+  // two or more modifications can have brought it back to what frps sent, which is no change.
+  if (ctx.op === 'CloseProxy' || state.modified === 0 || (state.modified > 1 && sameJson(state.content, original))) return { outcome: 'allow' }
   return { outcome: 'modify', content: state.content }
 }

@@ -35,6 +35,13 @@ t.test('remove', async t => {
   t.same((await gw.call('Login', { user: 'a' })).body, ALLOW)
 })
 
+t.test('a key set and removed again in one step is no change', async t => {
+  const gw = await startGateway(t, metasStep({ set: { tmp: 'x' }, remove: ['tmp'] }))
+  t.equal((await gw.call('Login', LOGIN)).raw, '{"reject":false,"unchange":true}')
+  t.equal((await gw.call('Login', { user: 'a' })).raw, '{"reject":false,"unchange":true}', 'no metas before, none after')
+  t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'Login', step: 'm', decision: 'allow' }), 2)
+})
+
 t.test('set, default and remove together: remove has the last word', async t => {
   const gw = await startGateway(t, metasStep({ set: { a: '1', b: '2' }, default: { c: '3' }, remove: ['b', 'token'] }))
   t.same((await gw.call('Login', LOGIN)).body, modified({ ...LOGIN, metas: { team: 'blue', a: '1', c: '3' } }))

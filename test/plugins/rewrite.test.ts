@@ -97,6 +97,18 @@ t.test('a value equal to what is there is no change', async t => {
   t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewProxy', step: 'rw', decision: 'allow' }), 1)
 })
 
+t.test('edits that undo each other are no change, and the step counts allow', async t => {
+  const gw = await startGateway(t, rewrite({
+    set: { bandwidth_limit: '1MB', proxy_name: 'alice.renamed' },
+    remove: ['bandwidth_limit'],
+    replace: [{ path: 'proxy_name', pattern: 'renamed$', replacement: 'ssh' }]
+  }))
+  t.equal(SSH.bandwidth_limit, undefined, 'the sample has no bandwidth_limit')
+  t.equal((await gw.call('NewProxy', SSH)).raw, '{"reject":false,"unchange":true}')
+  t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewProxy', step: 'rw', decision: 'allow' }), 1)
+  t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewProxy', step: 'rw', decision: 'modify' }), undefined)
+})
+
 t.test('a result that breaks the op\'s schema is an error reject naming the step', async t => {
   const gw = await startGateway(t, {
     chain: [
