@@ -1,7 +1,7 @@
 import { z } from 'zod'
-import { definePlugin, type Verdict } from '../src/chain.js'
+import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
-import { OPS } from '../src/protocol.js'
+import { OPS, type Content } from '../src/protocol.js'
 import type { TakeResult } from '../src/stores/store.js'
 import { compileTemplate } from '../src/template.js'
 
@@ -41,23 +41,23 @@ export default definePlugin({
         ? { error: err, reject: `frp-plugin-gateway: step ${deps.name} failed: rate-limit store unavailable` }
         : { error: err }
     }
+    const decide = (result: TakeResult, content: Content, ctx: CallContext): Verdict | undefined => {
+      if (result.allowed) {
+        allowed.inc()
+        return
+      }
+      limited.inc()
+      return { reject: reason(content, { op: ctx.op, reqid: ctx.reqid, retryAfter: Math.ceil(result.retryAfterMs / 1000) }) }
+    }
     const prefix = `${deps.name}:`
     return function rateLimit (content, ctx) {
-      const decide = (result: TakeResult): Verdict | undefined => {
-        if (result.allowed) {
-          allowed.inc()
-          return
-        }
-        limited.inc()
-        return { reject: reason(content, { op: ctx.op, reqid: ctx.reqid, retryAfter: Math.ceil(result.retryAfterMs / 1000) }) }
-      }
       let result
       try {
         result = store.take(prefix + key(content, ctx), rule)
       } catch (err) {
         return failed(err)
       }
-      return result instanceof Promise ? result.then(decide, failed) : decide(result)
+      return result instanceof Promise ? result.then(r => decide(r, content, ctx), failed) : decide(result, content, ctx)
     }
   }
 })

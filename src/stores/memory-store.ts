@@ -28,8 +28,7 @@ export class MemoryStore implements RateLimitStore {
     const now = this.#now()
     let tat = now
     const bucket = this.#buckets.get(key)
-    if (bucket && bucket.expiresAt > now) tat = Math.max(bucket.tat, now)
-    else if (bucket) this.#buckets.delete(key)
+    if (bucket !== undefined && bucket.expiresAt > now) tat = Math.max(bucket.tat, now)
     const interval = rule.windowMs / rule.limit
     const tolerance = interval * rule.burst
     const newTat = tat + interval
@@ -38,8 +37,13 @@ export class MemoryStore implements RateLimitStore {
       return { allowed: false, remaining: 0, retryAfterMs: Math.max(1, Math.ceil(ahead - tolerance)) }
     }
     // delete + set moves the key to the end of the Map's order, so the first entries are the least recently used
-    this.#buckets.delete(key)
-    this.#buckets.set(key, { tat: newTat, expiresAt: now + Math.max(1, Math.ceil(ahead)) })
+    const expiresAt = now + Math.max(1, Math.ceil(ahead))
+    if (bucket !== undefined) {
+      this.#buckets.delete(key)
+      bucket.tat = newTat
+      bucket.expiresAt = expiresAt
+    }
+    this.#buckets.set(key, bucket ?? { tat: newTat, expiresAt })
     if (this.#buckets.size > this.#maxKeys) this.#evict(now)
     return { allowed: true, remaining: Math.floor((tolerance - ahead + GCRA_SLACK_MS) / interval), retryAfterMs: 0 }
   }
