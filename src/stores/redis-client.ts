@@ -27,7 +27,7 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
     commandTimeout: opts.commandTimeoutMs ?? 300,
     maxRetriesPerRequest: 0,
   } satisfies RedisOptions
-  const common = { ...perConnection, enableOfflineQueue: false, enableAutoPipelining: true, lazyConnect: false, retryStrategy: retry } satisfies RedisOptions
+  const common = { ...perConnection, enableOfflineQueue: false, lazyConnect: false, retryStrategy: retry } satisfies RedisOptions
 
   let client: Redis | Cluster
   if ('cluster' in cfg) {
