@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -16,12 +16,21 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     only: { type: 'string' },
     connections: { type: 'string', default: '10' },
+    'no-pin': { type: 'boolean', default: false },
     out: { type: 'string', default: join(ROOT, 'bench', 'results.json') }
   }
 })
 const duration = Number(values.duration)
 const rounds = Number(values.rounds)
 const connections = Number(values.connections)
+
+// With two cores or more, the server under test gets a core of its own (1) and autocannon, Redis
+// and the downstream plugin share another (0): otherwise the load generator, the server and its GC
+// threads take turns on the same cores, and a ratio says as much about the scheduler as the server.
+const UNDER_TEST = '1'
+const BESIDE = '0'
+const pinned = !values['no-pin'] && cpus().length >= 2 &&
+  spawnSync('taskset', ['-a', '-cp', BESIDE, String(process.pid)], { stdio: 'ignore' }).status === 0
 
 const children: ChildProcess[] = []
 process.on('exit', () => { for (const c of children) c.kill('SIGKILL') })
@@ -42,8 +51,9 @@ async function waitUntil (what: string, ok: () => Promise<boolean>): Promise<voi
   throw new Error(`${what} did not come up`)
 }
 
-function start (args: string[]): ChildProcess {
-  const child = spawn(args[0], args.slice(1), { stdio: ['ignore', 'ignore', 'inherit'] })
+function start (args: string[], cpu: string): ChildProcess {
+  const argv = pinned ? ['taskset', '-c', cpu, ...args] : args
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'inherit'] })
   children.push(child)
   return child
 }
@@ -52,7 +62,7 @@ const answers = async (url: string) => (await fetch(url, { method: 'POST', heade
 
 async function server (kind: 'baseline' | 'downstream'): Promise<string> {
   const port = await freePort()
-  start([process.execPath, join(DIST, 'bench', 'servers.js'), kind, String(port)])
+  start([process.execPath, join(DIST, 'bench', 'servers.js'), kind, String(port)], kind === 'baseline' ? UNDER_TEST : BESIDE)
   const url = `http://127.0.0.1:${port}`
   await waitUntil(kind, async () => await answers(`${url}/handler?op=Ping`))
   return url
@@ -62,7 +72,7 @@ async function gateway (chain: unknown[], extra: Record<string, unknown> = {}): 
   const port = await freePort()
   const file = join(mkdtempSync(join(tmpdir(), 'frpgw-bench-')), 'gateway.json')
   writeFileSync(file, JSON.stringify({ listen: { port }, log: { level: 'info' }, chain, ...extra }))
-  const child = start([process.execPath, join(DIST, 'src', 'main.js'), '--config', file])
+  const child = start([process.execPath, join(DIST, 'src', 'main.js'), '--config', file], UNDER_TEST)
   const url = `http://127.0.0.1:${port}`
   await waitUntil('gateway', async () => (await fetch(`${url}/readyz`)).ok)
   return { url, child }
@@ -70,7 +80,7 @@ async function gateway (chain: unknown[], extra: Record<string, unknown> = {}): 
 
 async function redis (): Promise<string> {
   const port = await freePort()
-  start(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'])
+  start(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], BESIDE)
   const url = `redis://127.0.0.1:${port}`
   await waitUntil('redis-server', async () => await new Promise<boolean>(resolve => {
     spawn('redis-cli', ['-p', String(port), 'ping']).on('close', code => resolve(code === 0))
@@ -181,7 +191,9 @@ async function main (): Promise<void> {
     ratio: median(samples[i].map(s => s.ratio)),
     errors: samples[i].reduce((n, s) => n + s.errors, 0)
   }))
-  const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node.js ${process.version}`
+  const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node.js ${process.version}; ${pinned
+    ? `servers under test on cpu ${UNDER_TEST}, autocannon, Redis and the downstream on cpu ${BESIDE}`
+    : 'not pinned: every process on every cpu'}`
   const at = (name: string): number => scenarios.findIndex(sc => sc.name === name && sc.connections === 1)
   const direct = at(DIRECT)
   const forward = at(FORWARD)
