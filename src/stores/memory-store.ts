@@ -1,6 +1,7 @@
 import { GCRA_SLACK_MS, type RateLimitStore, type RateRule, type TakeResult } from './store.js'
 
-interface Bucket { tat: number; expiresAt: number }
+/** seq: the value of the store's move counter when the bucket last went to the end of the Map's order */
+interface Bucket { tat: number; expiresAt: number; seq: number }
 
 export interface MemoryStoreOptions {
   /** default 100_000 */
@@ -14,6 +15,7 @@ export class MemoryStore implements RateLimitStore {
   readonly #buckets = new Map<string, Bucket>()
   readonly #maxKeys: number
   readonly #now: () => number
+  #moves = 0
 
   constructor(opts: MemoryStoreOptions = {}) {
     this.#maxKeys = opts.maxKeys ?? 100_000
@@ -36,20 +38,27 @@ export class MemoryStore implements RateLimitStore {
     if (ahead > tolerance + GCRA_SLACK_MS) {
       return { allowed: false, remaining: 0, retryAfterMs: Math.max(1, Math.ceil(ahead - tolerance)) }
     }
-    // delete + set moves the key to the end of the Map's order, so the first entries are the least recently used
     const expiresAt = now + Math.max(1, Math.ceil(ahead))
-    if (bucket !== undefined) {
-      this.#buckets.delete(key)
+    if (bucket === undefined) {
+      this.#buckets.set(key, { tat: newTat, expiresAt, seq: this.#moves++ })
+      if (this.#buckets.size > this.#maxKeys) this.#evict(now)
+    } else {
       bucket.tat = newTat
       bucket.expiresAt = expiresAt
+      // delete + set moves a key to the end of the Map's order, which eviction reaches last. A bucket
+      // moved within the last maxKeys/2 moves is in the newer half already and stays put: a hot key
+      // costs no Map rewrite per call, and eviction (down to 90%) never reaches the newer half.
+      if (this.#moves - bucket.seq > this.#maxKeys / 2) {
+        this.#buckets.delete(key)
+        this.#buckets.set(key, bucket)
+        bucket.seq = this.#moves++
+      }
     }
-    this.#buckets.set(key, bucket ?? { tat: newTat, expiresAt })
-    if (this.#buckets.size > this.#maxKeys) this.#evict(now)
     return { allowed: true, remaining: Math.floor((tolerance - ahead + GCRA_SLACK_MS) / interval), retryAfterMs: 0 }
   }
 
   /**
-   * Drops every expired bucket, then the least recently used ones down to 90% of maxKeys,
+   * Drops every expired bucket, then the least recently used ones (oldest moved) down to 90% of maxKeys,
    * so the full scan runs at most once per maxKeys/10 new keys.
    */
   #evict(now: number): void {

@@ -84,6 +84,20 @@ t.test('least recently used live buckets go first when every bucket is live', as
   t.equal(store.take('k10', rule).allowed, false, 'k10 kept')
 })
 
+t.test('a bucket taken again is kept over ones not used since', async t => {
+  const store = new MemoryStore({ maxKeys: 10, now: () => 0 })
+  const rule = { limit: 2, windowMs: 60_000, burst: 2 }
+  for (let i = 0; i < 10; i++) store.take(`k${i}`, rule)
+  t.equal(store.take('k0', rule).allowed, true, 'k0 taken again: its second token')
+  store.take('k10', rule)
+  t.equal(store.size, 9)
+  t.equal(store.take('k0', rule).allowed, false, 'k0 kept: its bucket is empty')
+  t.equal(store.take('k3', rule).allowed, true, 'k3 kept, one token left')
+  t.equal(store.take('k3', rule).allowed, false, 'k3 kept: now empty')
+  t.equal(store.take('k2', rule).allowed, true, 'k2 evicted: a fresh bucket')
+  t.equal(store.take('k2', rule).allowed, true, 'k2: its second token')
+})
+
 t.test('memory stays bounded with 100,000 distinct keys', async t => {
   // a full GC before each reading makes heapUsed the retained size, not pending garbage
   v8.setFlagsFromString('--expose-gc')
