@@ -13,7 +13,7 @@ const DIST = fileURLToPath(new URL('../', import.meta.url))
 const { values } = parseArgs({
   options: {
     duration: { type: 'string', default: '3' },
-    rounds: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '5' },
     only: { type: 'string' },
     connections: { type: 'string', default: '10' },
     'no-pin': { type: 'boolean', default: false },
@@ -114,7 +114,7 @@ async function measure (url: string, conns: number): Promise<Sample> {
   const opts = { url, connections: conns, pipelining: 1, requests }
   if (!warmed.has(`${url} ${conns}`)) {
     warmed.add(`${url} ${conns}`)
-    await new Promise((resolve, reject) => { autocannon({ ...opts, duration: 1 }, err => err ? reject(err) : resolve(null)) })
+    await new Promise((resolve, reject) => { autocannon({ ...opts, duration: 2 }, err => err ? reject(err) : resolve(null)) })
   }
   const latencies: number[] = []
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
