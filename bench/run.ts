@@ -60,22 +60,37 @@ function start (args: string[], cpu: string): ChildProcess {
 
 const answers = async (url: string) => (await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"op":"Ping","content":{}}' })).ok
 
-async function server (kind: 'baseline' | 'downstream'): Promise<string> {
+interface Server { url: string, pid?: number }
+
+async function server (kind: 'baseline' | 'downstream'): Promise<Server> {
   const port = await freePort()
-  start([process.execPath, join(DIST, 'bench', 'servers.js'), kind, String(port)], kind === 'baseline' ? UNDER_TEST : BESIDE)
+  const child = start([process.execPath, join(DIST, 'bench', 'servers.js'), kind, String(port)], kind === 'baseline' ? UNDER_TEST : BESIDE)
   const url = `http://127.0.0.1:${port}`
   await waitUntil(kind, async () => await answers(`${url}/handler?op=Ping`))
-  return url
+  return { url, pid: child.pid }
 }
 
-async function gateway (chain: unknown[], extra: Record<string, unknown> = {}): Promise<{ url: string, child: ChildProcess }> {
+async function gateway (chain: unknown[], extra: Record<string, unknown> = {}): Promise<Server> {
   const port = await freePort()
   const file = join(mkdtempSync(join(tmpdir(), 'frpgw-bench-')), 'gateway.json')
   writeFileSync(file, JSON.stringify({ listen: { port }, log: { level: 'info' }, chain, ...extra }))
   const child = start([process.execPath, join(DIST, 'src', 'main.js'), '--config', file], UNDER_TEST)
   const url = `http://127.0.0.1:${port}`
   await waitUntil('gateway', async () => (await fetch(`${url}/readyz`)).ok)
-  return { url, child }
+  return { url, pid: child.pid }
+}
+
+// The server's own CPU time (user + system, all threads) from /proc: what one call costs it,
+// whatever the load generator and the machine's drift did to the req/s.
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100
+function cpuSeconds (pid: number | undefined): number {
+  if (pid === undefined) return NaN
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
+  } catch {
+    return NaN
+  }
 }
 
 async function redis (): Promise<string> {
@@ -99,7 +114,7 @@ const requests = [login, newProxy].map(s => ({
   body: JSON.stringify(s.body)
 }))
 
-interface Sample { rps: number, p50: number, p99: number, errors: number }
+interface Sample { rps: number, p50: number, p99: number, errors: number, cpuUs: number }
 interface Row extends Sample { scenario: string, connections: number, ratio: number }
 
 function percentile (sorted: Float64Array, p: number): number {
@@ -110,23 +125,26 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 /** autocannon against url; latencies kept in full (autocannon's own histogram rounds to whole ms). */
 const warmed = new Set<string>()
 
-async function measure (url: string, conns: number): Promise<Sample> {
+async function measure ({ url, pid }: Server, conns: number): Promise<Sample> {
   const opts = { url, connections: conns, pipelining: 1, requests }
   if (!warmed.has(`${url} ${conns}`)) {
     warmed.add(`${url} ${conns}`)
     await new Promise((resolve, reject) => { autocannon({ ...opts, duration: 2 }, err => err ? reject(err) : resolve(null)) })
   }
   const latencies: number[] = []
+  const cpuBefore = cpuSeconds(pid)
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon({ ...opts, duration }, (err, res) => err ? reject(err) : resolve(res))
     instance.on('response', (_client, _status, _bytes, responseTime) => { latencies.push(responseTime) })
   })
+  const cpuUs = (cpuSeconds(pid) - cpuBefore) * 1e6 / result.requests.total
   const sorted = Float64Array.from(latencies).sort()
   return {
     rps: result.requests.total / duration,
     p50: percentile(sorted, 0.5),
     p99: percentile(sorted, 0.99),
-    errors: result.errors + result.timeouts + result.non2xx
+    errors: result.errors + result.timeouts + result.non2xx,
+    cpuUs
   }
 }
 
@@ -142,21 +160,21 @@ const typicalChain = [
 const DIRECT = 'downstream plugin, called directly'
 const FORWARD = 'gateway, forward to that downstream'
 
-interface Scenario { name: string, url: string, connections: number }
+interface Scenario extends Server { name: string, connections: number }
 
 async function main (): Promise<void> {
   const scenarios: Scenario[] = []
   // --only keeps the baseline and the scenarios whose name contains it
-  const add = (name: string, url: string, conns = connections): void => {
-    if (scenarios.length === 0 || values.only === undefined || name.includes(values.only)) scenarios.push({ name, url, connections: conns })
+  const add = (name: string, at: Server, conns = connections): void => {
+    if (scenarios.length === 0 || values.only === undefined || name.includes(values.only)) scenarios.push({ name, ...at, connections: conns })
   }
   add('baseline: bare fastify route', await server('baseline'))
-  add('gateway, empty chain', (await gateway([])).url)
-  add('gateway, typical chain (memory rate-limit)', (await gateway(typicalChain)).url)
+  add('gateway, empty chain', await gateway([]))
+  add('gateway, typical chain (memory rate-limit)', await gateway(typicalChain))
   const redisUrl = await redis()
-  add('gateway, Redis rate-limit', (await gateway([{ name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', ...NO_LIMIT } }], { redis: { url: redisUrl } })).url)
+  add('gateway, Redis rate-limit', await gateway([{ name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', ...NO_LIMIT } }], { redis: { url: redisUrl } }))
   const downstream = await server('downstream')
-  const forwarding = (await gateway([{ name: 'auth', plugin: 'forward', options: { url: `${downstream}/handler` } }])).url
+  const forwarding = await gateway([{ name: 'auth', plugin: 'forward', options: { url: `${downstream.url}/handler` } }])
   add(DIRECT, downstream)
   add(FORWARD, forwarding)
   add(DIRECT, downstream, 1)
@@ -168,15 +186,15 @@ async function main (): Promise<void> {
   const [base, ...others] = scenarios
   const samples = scenarios.map(() => [] as Array<Sample & { ratio: number }>)
   const log = (round: number, sc: Scenario, sample: Sample): void => {
-    process.stderr.write(`round ${round + 1}: ${sc.name} (${sc.connections}): ${Math.round(sample.rps)} req/s, p50 ${sample.p50.toFixed(3)} ms\n`)
+    process.stderr.write(`round ${round + 1}: ${sc.name} (${sc.connections}): ${Math.round(sample.rps)} req/s, p50 ${sample.p50.toFixed(3)} ms, ${sample.cpuUs.toFixed(1)} us CPU/call\n`)
   }
   for (let round = 0; round < rounds; round++) {
-    let before = await measure(base.url, base.connections)
+    let before = await measure(base, base.connections)
     samples[0].push({ ...before, ratio: 1 })
     log(round, base, before)
     for (const [i, sc] of others.entries()) {
-      const sample = await measure(sc.url, sc.connections)
-      const after = await measure(base.url, base.connections)
+      const sample = await measure(sc, sc.connections)
+      const after = await measure(base, base.connections)
       samples[i + 1].push({ ...sample, ratio: sample.rps / ((before.rps + after.rps) / 2) })
       log(round, sc, sample)
       before = after
@@ -189,6 +207,7 @@ async function main (): Promise<void> {
     p50: median(samples[i].map(s => s.p50)),
     p99: median(samples[i].map(s => s.p99)),
     ratio: median(samples[i].map(s => s.ratio)),
+    cpuUs: median(samples[i].map(s => s.cpuUs)),
     errors: samples[i].reduce((n, s) => n + s.errors, 0)
   }))
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node.js ${process.version}; ${pinned
@@ -201,9 +220,9 @@ async function main (): Promise<void> {
   const table = [
     `machine: ${machine}; medians of ${rounds} rounds of ${duration} s per scenario, the baseline measured again between every two`,
     '',
-    '| scenario | conns | req/s | p50 ms | p99 ms | ratio to baseline |',
-    '|---|---:|---:|---:|---:|---:|',
-    ...rows.map(r => `| ${r.scenario} | ${r.connections} | ${r.rps} | ${r.p50.toFixed(3)} | ${r.p99.toFixed(3)} | ${r.ratio.toFixed(2)} |`),
+    '| scenario | conns | req/s | p50 ms | p99 ms | ratio to baseline | server CPU us/call |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+    ...rows.map(r => `| ${r.scenario} | ${r.connections} | ${r.rps} | ${r.p50.toFixed(3)} | ${r.p99.toFixed(3)} | ${r.ratio.toFixed(2)} | ${r.cpuUs.toFixed(1)} |`),
     '',
     forwardAddedMs !== undefined ? `forward: p50 added over calling the downstream directly (1 connection): ${forwardAddedMs.toFixed(3)} ms` : ''
   ].join('\n')
