@@ -91,12 +91,7 @@ export function runChain (steps: readonly ChainStep[], original: Content, ctx: C
     const step = steps[state.i]
     if (skip(step, state, ctx)) continue
     const started = performance.now()
-    let verdict
-    try {
-      verdict = step.run(state.content, ctx)
-    } catch (err) {
-      verdict = failed(step, err)
-    }
+    const verdict = run(step, state, ctx)
     if (isPromise(verdict)) return finishAsync(steps, original, state, ctx, verdict, started)
     if (settle(step, state, verdict, ctx, started)) return state.failure as ChainResult
   }
@@ -146,12 +141,7 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
         if (state.i >= steps.length) return end(finish(original, state, ctx))
         step = steps[state.i]
         started = performance.now()
-        let next
-        try {
-          next = step.run(state.content, ctx)
-        } catch (err) {
-          next = failed(step, err)
-        }
+        const next = run(step, state, ctx)
         if (isPromise(next)) return follow(step, next)
         verdict = next
       }
@@ -164,6 +154,15 @@ function skip (step: ChainStep, state: State, ctx: CallContext): boolean {
   const failed = step.when(ctx.op, state.content)
   if (failed !== null) ctx.trace?.({ step: step.name, skipped: failed })
   return failed !== null
+}
+
+/** Calls a step on the content as the chain has it; a step that throws gives the verdict of failed(). */
+function run (step: ChainStep, state: State, ctx: CallContext): ReturnType<Step> {
+  try {
+    return step.run(state.content, ctx)
+  } catch (err) {
+    return failed(step, err)
+  }
 }
 
 /** A step that threw: a bug in the step, never a reason to crash. Fails closed. */
