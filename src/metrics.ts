@@ -31,7 +31,8 @@ abstract class FastMetric<S> {
 
   protected abstract fresh (): S
 
-  protected find (values: readonly string[]): S {
+  /** The series of these label values, made on first use; callers keep it and inc/observe it directly. */
+  labels (...values: string[]): S {
     const key = values.join('\u0000')
     let found = this.series.get(key)
     if (found === undefined) {
@@ -60,7 +61,6 @@ class CounterSeries {
 export class FastCounter extends FastMetric<CounterSeries> {
   readonly type = 'counter'
   protected fresh (): CounterSeries { return new CounterSeries() }
-  labels (...values: string[]): CounterSeries { return this.find(values) }
   async get (): Promise<{ name: string, help: string, type: string, aggregator: string, values: MetricValue[] }> {
     const values = [...this.series.values()].filter(s => s.state.touched).map(s => ({ labels: s.labels, value: s.state.value }))
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
@@ -92,7 +92,6 @@ export class FastHistogram extends FastMetric<HistogramSeries> {
   }
 
   protected fresh (): HistogramSeries { return new HistogramSeries(this.buckets) }
-  labels (...values: string[]): HistogramSeries { return this.find(values) }
   async get (): Promise<{ name: string, help: string, type: string, aggregator: string, values: MetricValue[] }> {
     const values: MetricValue[] = []
     for (const { labels, state } of this.series.values()) {
