@@ -12,9 +12,10 @@ const tls = z.strictObject({
 })
 
 const keyPrefix = z.string().default('frpgw:').describe('prefix of every key the gateway writes')
+const redisUrl = z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL')
 const redis = z.union([
-  z.strictObject({ url: z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL'), keyPrefix }),
-  z.strictObject({ cluster: z.array(z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL')).min(1), keyPrefix }),
+  z.strictObject({ url: redisUrl, keyPrefix }),
+  z.strictObject({ cluster: z.array(redisUrl).min(1), keyPrefix }),
   z.strictObject({ sentinels: z.array(z.strictObject({ host: z.string(), port })).min(1), name: z.string(), keyPrefix })
 ], { error: 'expected {url}, {cluster: [urls]} or {sentinels: [{host, port}], name}' })
 
@@ -63,7 +64,6 @@ export type StepConfig = Config['chain'][number]
 
 const issuePath = (path: readonly PropertyKey[]): string => formatPath(path) || '(top level)'
 
-/** Validates a parsed config; every problem is reported with its JSON path. */
 // Checked on the raw input, so a duplicate is reported even when other parts of the file are wrong.
 function duplicateNames (raw: unknown): ConfigIssue[] {
   const chain = (raw as { chain?: unknown } | null)?.chain
@@ -77,6 +77,7 @@ function duplicateNames (raw: unknown): ConfigIssue[] {
   })
 }
 
+/** Validates a parsed config; every problem is reported with its JSON path. */
 export function parseConfig (raw: unknown, source = 'config'): Config {
   const result = configSchema.safeParse(raw)
   const duplicates = duplicateNames(raw)
