@@ -237,11 +237,12 @@ export function setIn (root: Content, path: readonly string[], value: unknown, a
   const current = own(root, key)
   let next = value
   if (at < path.length - 1) {
-    const isObject = current !== null && typeof current === 'object' && (!Array.isArray(current) || /^\d+$/.test(path[at + 1]))
-    if (!isObject && value === undefined) return root
-    next = setIn(isObject ? current as Content : {}, path, value, at + 1)
+    // an array is walked into only by a numeric key; anything else on the path becomes an object
+    const descend = current !== null && typeof current === 'object' && (!Array.isArray(current) || /^\d+$/.test(path[at + 1]))
+    if (!descend && value === undefined) return root
+    next = setIn(descend ? current as Content : {}, path, value, at + 1)
     if (next === current) return root
-  } else if (value === undefined ? !Object.hasOwn(root, key) : sameJson(value, current)) {
+  } else if (value === undefined ? !hasOwn(root, key) : sameJson(value, current)) {
     return root
   }
   if (Array.isArray(root)) {

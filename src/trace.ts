@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { ChainResult, TraceEntry } from './chain.js'
-import { answerFor, isObject, type Content, type Op } from './protocol.js'
+import { answerFor, isObject, own, type Content, type Op } from './protocol.js'
 import type { Runtime } from './runtime.js'
 
 export interface Trace { op: Op, wireOp: Op, entries: TraceEntry[], result: ChainResult, answer: string }
@@ -20,7 +20,7 @@ export function diffContent (before: unknown, after: unknown, path = ''): string
   if (before === after) return []
   if (isObject(before) && isObject(after)) {
     const keys = [...Object.keys(before), ...Object.keys(after).filter(k => !Object.hasOwn(before, k))]
-    return keys.flatMap(k => diffContent(Object.hasOwn(before, k) ? before[k] : undefined, Object.hasOwn(after, k) ? after[k] : undefined, path === '' ? k : `${path}.${k}`))
+    return keys.flatMap(k => diffContent(own(before, k), own(after, k), path === '' ? k : `${path}.${k}`))
   }
   if (JSON.stringify(before) === JSON.stringify(after)) return []
   if (before === undefined) return [`+ ${path} = ${show(after)}`]
