@@ -4,6 +4,8 @@ import https from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 
+import { freePort } from './redis.js'
+
 interface Teardown { teardown: (fn: () => unknown) => void }
 
 export interface ReceivedRequest {
@@ -82,18 +84,10 @@ export async function startDownstream (t: Teardown, handler: Handler, opts: { tl
 }
 
 /** A port on 127.0.0.1 that nothing listens on: connecting to it is refused. */
-export async function closedPort (): Promise<number> {
-  const server = http.createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  server.close()
-  await once(server, 'close')
-  return port
-}
+export const closedPort = freePort
 
-/** Polls (every 10 ms, for up to a second) until done() holds; answers whether it did. */
-export async function until (done: () => boolean): Promise<boolean> {
-  for (let i = 0; i < 100 && !done(); i++) await sleep(10)
+/** Polls (every 10 ms, for up to timeoutMs) until done() holds; answers whether it did. */
+export async function until (done: () => boolean, timeoutMs = 1000): Promise<boolean> {
+  for (let i = 0; i < timeoutMs / 10 && !done(); i++) await sleep(10)
   return done()
 }

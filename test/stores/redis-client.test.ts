@@ -3,15 +3,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Cluster, Redis } from 'ioredis'
 import t from 'tap'
 import { createRedisClient, type RedisConfig } from '../../src/stores/redis-client.js'
+import { until } from '../helpers/downstream.js'
 import { freePort, startRedis, startSentinel } from '../helpers/redis.js'
 
-async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
-  }
-}
 
 /** How long a PING takes to fail; throws if it is answered. */
 async function pingFailureMs(client: Redis | Cluster): Promise<number> {
@@ -30,16 +24,16 @@ function track(cfg: RedisConfig): { client: Redis | Cluster; ups: boolean[] } {
 t.test('onUp follows the server going away and coming back, on the same client', async t => {
   const server = await startRedis(t)
   const { client, ups } = track({ url: server.url })
-  await until('up', () => ups.at(-1) === true)
+  t.ok(await until(() => ups.at(-1) === true, 10_000), 'reported up')
   t.equal(await client.ping(), 'PONG')
 
   await server.stop()
-  await until('down', () => ups.at(-1) === false)
+  t.ok(await until(() => ups.at(-1) === false, 10_000), 'reported down')
   const ms = await pingFailureMs(client)
   t.ok(ms < 1000, `a command against the stopped server fails in ${ms} ms`)
 
   await server.start()
-  await until('up again', () => ups.at(-1) === true)
+  t.ok(await until(() => ups.at(-1) === true, 10_000), 'reported up again')
   t.equal(await client.ping(), 'PONG')
   t.same(ups, [true, false, true], 'one report per transition')
 })
@@ -64,7 +58,7 @@ t.test('sentinel config finds the master', async t => {
   const master = await startRedis(t)
   const sentinel = await startSentinel(t, master, 'gw')
   const { client, ups } = track({ sentinels: [{ host: '127.0.0.1', port: sentinel.port }], name: 'gw' })
-  await until('up', () => ups.at(-1) === true)
+  t.ok(await until(() => ups.at(-1) === true, 10_000), 'reported up')
   await client.set('via-sentinel', '1')
   const direct = createRedisClient({ url: master.url }) as Redis
   t.teardown(() => direct.disconnect())
