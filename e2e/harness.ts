@@ -1,0 +1,387 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import http from 'node:http'
+import https from 'node:https'
+import net, { type AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import { freePort } from '../test/helpers/redis.js'
+
+export { freePort }
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const MAIN = join(ROOT, 'dist/src/main.js')
+export const TOKEN = 'e2e-token'
+
+/** What one scenario starts; everything is stopped by close(), in reverse order. */
+export class Scope {
+  readonly dir = mkdtempSync(join(tmpdir(), 'frpgw-e2e-'))
+  readonly #cleanups: Array<() => unknown> = []
+  defer (fn: () => unknown): void { this.#cleanups.push(fn) }
+  file (name: string, text: string): string {
+    const path = join(this.dir, name)
+    writeFileSync(path, text)
+    return path
+  }
+
+  async close (): Promise<void> {
+    for (const fn of this.#cleanups.reverse()) await Promise.resolve().then(fn).catch(() => {})
+    rmSync(this.dir, { recursive: true, force: true })
+  }
+}
+
+// last resort when the run is interrupted: no frps, frpc or gateway outlives it
+const live = new Set<ChildProcess>()
+const killAll = (): void => { for (const child of live) child.kill('SIGKILL') }
+process.on('exit', killAll)
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => { killAll(); process.exit(130) })
+
+// eslint-disable-next-line no-control-regex
+const ANSI = /\x1b\[[0-9;]*m/g
+
+/** A child process whose output (stdout and stderr, colours stripped) is kept line by line. */
+export class Proc {
+  readonly lines: string[] = []
+  readonly child: ChildProcess
+  readonly exited: Promise<number | null>
+  #waiters = new Set<() => void>()
+
+  constructor (scope: Scope, readonly label: string, command: string, args: string[]) {
+    this.child = spawn(command, args, { cwd: scope.dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } })
+    live.add(this.child)
+    this.exited = new Promise(resolve => this.child.on('exit', code => { live.delete(this.child); this.#wake(); resolve(code) }))
+    let rest = ''
+    const onData = (chunk: Buffer): void => {
+      const parts = (rest + chunk.toString('utf8').replace(ANSI, '')).split('\n')
+      rest = parts.pop() ?? ''
+      this.lines.push(...parts)
+      this.#wake()
+    }
+    this.child.stdout?.on('data', onData)
+    this.child.stderr?.on('data', onData)
+    scope.defer(() => this.stop())
+  }
+
+  #wake (): void { for (const fn of this.#waiters) fn() }
+
+  get running (): boolean { return this.child.exitCode === null && this.child.signalCode === null }
+
+  /** The first line matching, waiting up to timeoutMs; undefined if none came (or the process exited first). */
+  async waitLine (pattern: RegExp, timeoutMs = 10_000, from = 0): Promise<string | undefined> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const found = this.lines.slice(from).find(line => pattern.test(line))
+      if (found !== undefined) return found
+      if (Date.now() >= deadline || !this.running) return undefined
+      await new Promise<void>(resolve => {
+        const wake = (): void => { clearTimeout(timer); this.#waiters.delete(wake); resolve() }
+        const timer = setTimeout(wake, Math.max(0, deadline - Date.now()))
+        this.#waiters.add(wake)
+      })
+    }
+  }
+
+  tail (n = 8): string { return this.lines.filter(Boolean).slice(-n).map(line => `      | ${this.label}: ${line}`).join('\n') }
+
+  async stop (): Promise<void> {
+    if (!this.running) return
+    this.child.kill('SIGTERM')
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 3000)
+    await this.exited
+    clearTimeout(timer)
+  }
+}
+
+async function waitPort (port: number, proc: Proc, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const open = await new Promise<boolean>(resolve => {
+      const socket = net.connect(port, '127.0.0.1', () => { socket.destroy(); resolve(true) })
+      socket.on('error', () => resolve(false))
+    })
+    if (open) return
+    if (!proc.running) throw new Error(`${proc.label} exited before listening on ${port}:\n${proc.tail()}`)
+    if (Date.now() > deadline) throw new Error(`${proc.label} did not listen on ${port} within ${timeoutMs} ms:\n${proc.tail()}`)
+    await sleep(50)
+  }
+}
+
+// ---- the gateway ----
+
+export interface Gateway { proc: Proc, port: number, path: string, addr: string }
+
+/** Starts the built CLI (dist/src/main.js) on a temporary copy of the config whose listen port is a free one. */
+export async function startGateway (scope: Scope, config: Record<string, any>): Promise<Gateway> {
+  const port = await freePort()
+  const listen = { ...(config.listen ?? {}), host: '127.0.0.1', port }
+  const file = scope.file('gateway.json', JSON.stringify({ ...config, listen }, null, 2))
+  const proc = new Proc(scope, 'gateway', process.execPath, [MAIN, '--config', file])
+  await waitPort(port, proc)
+  return { proc, port, path: listen.path ?? '/handler', addr: `127.0.0.1:${port}` }
+}
+
+// ---- frp ----
+
+export interface FrpVersion { dir: string, version: string, ini: boolean }
+
+export async function detectFrp (dir: string): Promise<FrpVersion> {
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn(join(dir, 'frps'), ['-v'])
+    let text = ''
+    child.stdout.on('data', d => { text += String(d) })
+    child.on('error', reject)
+    child.on('close', () => resolve(text.trim()))
+  })
+  const match = /^v?(\d+)\.(\d+)\.(\d+)/.exec(out)
+  if (match === null) throw new Error(`${join(dir, 'frps')} -v printed ${JSON.stringify(out)}, not a version`)
+  const [major, minor] = [Number(match[1]), Number(match[2])]
+  // frp 0.52 moved to TOML (INI still read, but deprecated)
+  return { dir, version: `${match[1]}.${match[2]}.${match[3]}`, ini: major === 0 && minor < 52 }
+}
+
+export interface PluginRef { name: string, addr: string, path: string, ops: string[] }
+
+export interface Frps { proc: Proc, bindPort: number, vhostHTTPPort: number, webPort: number, subdomainHost: string }
+
+/** frps on free ports, calling the plugins in the order given (INI: frps's own, random, order). */
+export async function startFrps (scope: Scope, frp: FrpVersion, plugins: PluginRef[]): Promise<Frps> {
+  const [bindPort, vhostHTTPPort, webPort] = [await freePort(), await freePort(), await freePort()]
+  const subdomainHost = 'frps.test'
+  const text = frp.ini
+    ? [
+        '[common]', 'bind_addr = 127.0.0.1', `bind_port = ${bindPort}`, `vhost_http_port = ${vhostHTTPPort}`,
+        `subdomain_host = ${subdomainHost}`, `token = ${TOKEN}`,
+        'dashboard_addr = 127.0.0.1', `dashboard_port = ${webPort}`, 'dashboard_user = admin', 'dashboard_pwd = e2e',
+        ...plugins.flatMap(p => ['', `[plugin.${p.name}]`, `addr = ${p.addr}`, `path = ${p.path}`, `ops = ${p.ops.join(',')}`])
+      ].join('\n')
+    : [
+        'bindAddr = "127.0.0.1"', `bindPort = ${bindPort}`, `vhostHTTPPort = ${vhostHTTPPort}`,
+        `subDomainHost = "${subdomainHost}"`, `auth.token = "${TOKEN}"`,
+        'webServer.addr = "127.0.0.1"', `webServer.port = ${webPort}`, 'webServer.user = "admin"', 'webServer.password = "e2e"',
+        ...plugins.flatMap(p => ['', '[[httpPlugins]]', `name = "${p.name}"`, `addr = "${p.addr}"`, `path = "${p.path}"`,
+          `ops = [${p.ops.map(op => `"${op}"`).join(', ')}]`])
+      ].join('\n')
+  const file = scope.file(frp.ini ? 'frps.ini' : 'frps.toml', text + '\n')
+  const proc = new Proc(scope, 'frps', join(frp.dir, 'frps'), ['-c', file])
+  await waitPort(bindPort, proc)
+  return { proc, bindPort, vhostHTTPPort, webPort, subdomainHost }
+}
+
+export interface ProxySpec {
+  name: string
+  type: 'tcp' | 'http'
+  localPort: number
+  remotePort?: number
+  encryption?: boolean
+  compression?: boolean
+  customDomains?: string[]
+  subdomain?: string
+  metas?: Record<string, string>
+}
+
+export interface ClientSpec { user?: string, metas?: Record<string, string>, proxies?: ProxySpec[] }
+
+const tomlValue = (v: unknown): string => Array.isArray(v) ? `[${v.map(tomlValue).join(', ')}]` : typeof v === 'string' ? JSON.stringify(v) : String(v)
+
+function clientConfig (frp: FrpVersion, frps: Frps, spec: ClientSpec): string {
+  const proxies = spec.proxies ?? []
+  if (frp.ini) {
+    const lines = ['[common]', 'server_addr = 127.0.0.1', `server_port = ${frps.bindPort}`, `token = ${TOKEN}`, 'login_fail_exit = true']
+    if (spec.user !== undefined) lines.push(`user = ${spec.user}`)
+    for (const [k, v] of Object.entries(spec.metas ?? {})) lines.push(`meta_${k} = ${v}`)
+    for (const p of proxies) {
+      lines.push('', `[${p.name}]`, `type = ${p.type}`, 'local_ip = 127.0.0.1', `local_port = ${p.localPort}`)
+      if (p.remotePort !== undefined) lines.push(`remote_port = ${p.remotePort}`)
+      if (p.encryption !== undefined) lines.push(`use_encryption = ${p.encryption}`)
+      if (p.compression !== undefined) lines.push(`use_compression = ${p.compression}`)
+      if (p.customDomains !== undefined) lines.push(`custom_domains = ${p.customDomains.join(',')}`)
+      if (p.subdomain !== undefined) lines.push(`subdomain = ${p.subdomain}`)
+      for (const [k, v] of Object.entries(p.metas ?? {})) lines.push(`meta_${k} = ${v}`)
+    }
+    return lines.join('\n') + '\n'
+  }
+  const lines = ['serverAddr = "127.0.0.1"', `serverPort = ${frps.bindPort}`, `auth.token = "${TOKEN}"`, 'loginFailExit = true']
+  if (spec.user !== undefined) lines.push(`user = ${tomlValue(spec.user)}`)
+  for (const [k, v] of Object.entries(spec.metas ?? {})) lines.push(`metadatas.${k} = ${tomlValue(v)}`)
+  for (const p of proxies) {
+    lines.push('', '[[proxies]]', `name = ${tomlValue(p.name)}`, `type = "${p.type}"`, 'localIP = "127.0.0.1"', `localPort = ${p.localPort}`)
+    if (p.remotePort !== undefined) lines.push(`remotePort = ${p.remotePort}`)
+    if (p.encryption !== undefined) lines.push(`transport.useEncryption = ${p.encryption}`)
+    if (p.compression !== undefined) lines.push(`transport.useCompression = ${p.compression}`)
+    if (p.customDomains !== undefined) lines.push(`customDomains = ${tomlValue(p.customDomains)}`)
+    if (p.subdomain !== undefined) lines.push(`subdomain = ${tomlValue(p.subdomain)}`)
+    for (const [k, v] of Object.entries(p.metas ?? {})) lines.push(`metadatas.${k} = ${tomlValue(v)}`)
+  }
+  return lines.join('\n') + '\n'
+}
+
+let clients = 0
+
+export class Frpc extends Proc {
+  constructor (scope: Scope, frp: FrpVersion, frps: Frps, readonly spec: ClientSpec) {
+    const n = ++clients
+    const file = scope.file(`frpc-${n}.${frp.ini ? 'ini' : 'toml'}`, clientConfig(frp, frps, spec))
+    super(scope, `frpc#${n}${spec.user !== undefined ? `(${spec.user})` : ''}`, join(frp.dir, 'frpc'), ['-c', file])
+  }
+
+  /** frps names a proxy `user.name` when the client has a user */
+  proxyName (name: string): string { return this.spec.user !== undefined ? `${this.spec.user}.${name}` : name }
+
+  /** 'ok', or the reason frpc printed for a refused login ('exited' / 'timeout' when it printed neither) */
+  async login (timeoutMs = 10_000): Promise<string> {
+    const line = await this.waitLine(/login to (the )?server (success|failed)|connect to server error/, timeoutMs)
+    if (line === undefined) return this.running ? 'timeout' : 'exited'
+    if (/login to (the )?server success/.test(line)) return 'ok'
+    return /(?:failed|error): (.*?)(?:\. With loginFailExit.*)?$/.exec(line)?.[1] ?? line
+  }
+
+  /** 'ok' for `start proxy success`, else the reason of `start error` ('timeout' when neither came) */
+  async proxy (name: string, timeoutMs = 10_000): Promise<string> {
+    const tag = `[${this.proxyName(name)}]`
+    const line = await this.waitLine(new RegExp(`${escape(tag)} (start proxy success|start error: )`), timeoutMs)
+    if (line === undefined) return 'timeout'
+    return line.includes('start proxy success') ? 'ok' : line.slice(line.indexOf('start error: ') + 'start error: '.length)
+  }
+}
+
+export const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+
+// ---- local services and visitors ----
+
+export interface Service { port: number, connections: () => number }
+
+export interface Echo extends Service {
+  /** how the bytes a visitor sent arrived at the service (on a connection after the first `since`): 'intact' or what arrived instead */
+  arrived: (sent: Buffer, since: number) => string
+}
+
+/**
+ * A TCP echo service on 127.0.0.1 that keeps what each connection received. An echo alone cannot show a stream
+ * that only frps encrypts: the ciphertext it echoes is decrypted again on the way back.
+ */
+export async function startEcho (scope: Scope): Promise<Echo> {
+  const sockets = new Set<net.Socket>()
+  const received: Buffer[][] = []
+  const server = net.createServer(socket => {
+    const chunks: Buffer[] = []
+    received.push(chunks)
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    socket.on('error', () => {})
+    socket.on('data', (chunk: Buffer) => { chunks.push(chunk); socket.write(chunk) })
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  scope.defer(() => { for (const s of sockets) s.destroy(); server.close() })
+  const arrived = (sent: Buffer, since: number): string => {
+    const data = received.slice(since).map(chunks => Buffer.concat(chunks))
+    if (data.some(d => d.equals(sent))) return 'intact'
+    const longest = data.reduce((a, b) => b.length > a.length ? b : a, Buffer.alloc(0))
+    return `the local service received ${longest.length} bytes for the ${sent.length} sent, ` +
+      `${differing(sent, longest)} of the first ${Math.min(sent.length, longest.length)} differing`
+  }
+  return { port: (server.address() as AddressInfo).port, connections: () => received.length, arrived }
+}
+
+/** An HTTP service on 127.0.0.1 answering every GET with `body` (a random page, so a page is known to have come from it). */
+export async function startWeb (scope: Scope): Promise<Service & { body: string }> {
+  const body = `<html><body>e2e page ${randomBytes(12).toString('hex')}</body></html>\n`.repeat(40)
+  let count = 0
+  const server = http.createServer((req, res) => { count++; res.writeHead(200, { 'content-type': 'text/html' }).end(body) })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  scope.defer(() => { server.closeAllConnections(); server.close() })
+  return { port: (server.address() as AddressInfo).port, connections: () => count, body }
+}
+
+/**
+ * What a visitor of a tcp proxy got back for random bytes sent to the echo service: 'intact' (back unchanged,
+ * and received unchanged by the service) or what went wrong.
+ */
+export async function echoThrough (port: number, echo?: Echo, size = 64 * 1024, timeoutMs = 5000): Promise<string> {
+  const sent = randomBytes(size)
+  const since = echo?.connections() ?? 0
+  return await new Promise<string>(resolve => {
+    const chunks: Buffer[] = []
+    let got = 0
+    const socket = net.connect(port, '127.0.0.1')
+    const finish = (why: string): void => {
+      clearTimeout(timer)
+      socket.destroy()
+      const received = Buffer.concat(chunks)
+      if (why === 'complete') {
+        const back = received.subarray(0, size).equals(sent) ? 'intact' : `${differing(sent, received)} of ${size} bytes back differ`
+        const there = echo?.arrived(sent, since) ?? 'intact'
+        resolve(back === 'intact' && there === 'intact' ? 'intact' : `${back === 'intact' ? 'the same bytes back' : back}; ${there}`)
+      } else {
+        resolve(`${why} after ${got} of ${size} bytes${got > 0 ? ` (${differing(sent, received)} of them differ)` : ''}`)
+      }
+    }
+    const timer = setTimeout(() => finish('timed out'), timeoutMs)
+    socket.on('connect', () => socket.write(sent))
+    socket.on('data', (chunk: Buffer) => { chunks.push(chunk); got += chunk.length; if (got >= size) finish('complete') })
+    socket.on('error', err => finish(`error ${(err as NodeJS.ErrnoException).code ?? err.message}`))
+    socket.on('close', () => finish('closed'))
+  })
+}
+
+function differing (a: Buffer, b: Buffer): number {
+  let n = 0
+  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) n++
+  return n
+}
+
+/** GET / through frps's vhost port with a Host header: the status and body a browser would see. */
+export async function getThrough (port: number, host: string, timeoutMs = 5000): Promise<{ status: number, body: string }> {
+  return await new Promise(resolve => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/', headers: { host }, timeout: timeoutMs, agent: false }, res => {
+      let body = ''
+      res.on('data', d => { body += String(d) })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+      res.on('error', err => resolve({ status: -1, body: err.message }))
+    })
+    req.on('timeout', () => req.destroy(new Error('timed out')))
+    req.on('error', err => resolve({ status: -1, body: err.message }))
+  })
+}
+
+// ---- downstream plugins (what `forward` recipes call) ----
+
+export interface Call { op: string, content: Record<string, any>, headers: http.IncomingHttpHeaders, url: string }
+export type Answer = (call: Call) => Record<string, unknown>
+
+export interface Plugin { url: string, addr: string, calls: Call[], answer: Answer }
+
+/** A real frps server plugin on 127.0.0.1 that records every call and answers with `answer` (default: unchanged). */
+export async function startPlugin (scope: Scope, path = '/handler', tls?: { cert: string, key: string }): Promise<Plugin> {
+  const calls: Call[] = []
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    let text = ''
+    req.on('data', d => { text += String(d) })
+    req.on('end', () => {
+      let call: Call
+      try {
+        const body = JSON.parse(text)
+        call = { op: body.op, content: body.content, headers: req.headers, url: req.url ?? '' }
+      } catch {
+        res.writeHead(400).end()
+        return
+      }
+      calls.push(call)
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(plugin.answer(call)))
+    })
+  }
+  const server = tls !== undefined ? https.createServer(tls, onRequest) : http.createServer(onRequest)
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  scope.defer(() => { server.closeAllConnections(); server.close() })
+  const origin = `${tls !== undefined ? 'https' : 'http'}://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const plugin: Plugin = { url: origin + path, addr: origin.replace('http://', ''), calls, answer: () => ({ reject: false, unchange: true }) }
+  return plugin
+}
+
+export { sleep }

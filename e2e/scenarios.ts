@@ -1,0 +1,360 @@
+import { readFileSync } from 'node:fs'
+import net from 'node:net'
+
+import { startRedis } from '../test/helpers/redis.js'
+import { makeCerts, type TestCerts } from '../test/helpers/tls.js'
+import {
+  echoThrough, freePort, Frpc, getThrough, startEcho, startFrps, startGateway, startPlugin, startWeb,
+  type ClientSpec, type Echo, type Frps, type FrpVersion, type Gateway, type Plugin, type Proc, type Scope
+} from './harness.js'
+import type { Recipe, Step } from './recipes.js'
+
+export interface Ctx {
+  frp: FrpVersion
+  scope: Scope
+  /** records one check; `procs` are the processes whose last log lines explain a failure */
+  check: (what: string, ok: boolean, detail?: string, procs?: Proc[]) => boolean
+  /** a check this frp version cannot run, said by name */
+  notRun: (what: string, why: string) => void
+  say: (text: string) => void
+}
+
+const ALL_OPS = ['Login', 'NewProxy', 'CloseProxy', 'Ping', 'NewWorkConn', 'NewUserConn']
+
+/** Every op some enabled step of the chain runs on: what frps must send the gateway. */
+const opsOf = (chain: Step[]): string[] => {
+  const used = new Set(chain.filter(s => s.enabled !== false).flatMap(s => (s.ops as string[] | undefined) ?? ALL_OPS))
+  return ALL_OPS.filter(op => used.has(op))
+}
+
+interface Env { gateway: Gateway, frps: Frps, recorder: Plugin, client: (spec: ClientSpec) => Frpc, procs: Proc[] }
+
+/**
+ * The gateway serving `config`, frps calling it for the ops its chain uses, then a recording plugin
+ * for NewProxy (what frps really sends after the gateway's Login answer: the metas it set).
+ */
+async function setUp (ctx: Ctx, config: Record<string, any>): Promise<Env> {
+  const gateway = await startGateway(ctx.scope, config)
+  const recorder = await startPlugin(ctx.scope)
+  const chain = (config.chain ?? []) as Step[]
+  const frps = await startFrps(ctx.scope, ctx.frp, [
+    { name: 'gateway', addr: gateway.addr, path: gateway.path, ops: opsOf(chain) },
+    { name: 'recorder', addr: recorder.addr, path: '/handler', ops: ['NewProxy'] }
+  ])
+  const procs: Proc[] = [gateway.proc, frps.proc]
+  const env: Env = {
+    gateway,
+    frps,
+    recorder,
+    procs,
+    client: spec => {
+      const c = new Frpc(ctx.scope, ctx.frp, frps, spec)
+      procs.push(c)
+      return c
+    }
+  }
+  return env
+}
+
+/** A free port in [lo, hi], for rules that only allow a range. */
+async function freePortIn (lo: number, hi: number): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const port = lo + Math.floor(Math.random() * (hi - lo + 1))
+    const free = await new Promise<boolean>(resolve => {
+      const server = net.createServer()
+      server.once('error', () => resolve(false))
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)))
+    })
+    if (free) return port
+  }
+  throw new Error(`no free port in ${lo}-${hi}`)
+}
+
+/** Renders the few template names a scenario can know in advance ({{user}}, {{client_ip}}, {{proxy_name}}, ...). */
+const render = (template: string, values: Record<string, string>): string =>
+  template.replace(/\{\{\s*([\w.]+)\s*\}\}/g, (whole, name: string) => values[name] ?? whole)
+
+const quote = (s: string): string => JSON.stringify(s)
+
+/** Checks a proxy the way a visitor sees it: started and carrying bytes intact, or refused with a reason; never garbage. */
+async function tcpIntactOrRefused (ctx: Ctx, env: Env, c: Frpc, name: string, remotePort: number, echo: Echo): Promise<void> {
+  const started = await c.proxy(name)
+  if (started !== 'ok') {
+    ctx.check(`tcp proxy ${c.proxyName(name)} is refused with a reason`, started !== 'timeout', `frpc: ${started}`, env.procs)
+    return
+  }
+  const got = await echoThrough(remotePort, echo)
+  ctx.check(`tcp proxy ${c.proxyName(name)} (started) carries random bytes intact`, got === 'intact', `visitor got: ${got}`, env.procs)
+}
+
+async function tcpIntact (ctx: Ctx, env: Env, c: Frpc, name: string, remotePort: number, echo: Echo): Promise<void> {
+  const started = await c.proxy(name)
+  if (!ctx.check(`frpc logs \`[${c.proxyName(name)}] start proxy success\``, started === 'ok', `frpc: ${started}`, env.procs)) return
+  const got = await echoThrough(remotePort, echo)
+  ctx.check(`a visitor of ${c.proxyName(name)} (port ${remotePort}) gets 64 KiB of random bytes back intact, and the local service got them intact`, got === 'intact', `visitor got: ${got}`, env.procs)
+}
+
+async function refused (ctx: Ctx, env: Env, what: string, got: string, expected: string | RegExp): Promise<void> {
+  const ok = typeof expected === 'string' ? got === expected : expected.test(got)
+  ctx.check(`${what}: frpc logs ${typeof expected === 'string' ? quote(expected) : String(expected)}`, ok, `frpc: ${got}`, env.procs)
+}
+
+async function pageIntact (ctx: Ctx, env: Env, host: string, body: string): Promise<void> {
+  const got = await getThrough(env.frps.vhostHTTPPort, host)
+  ctx.check(`GET http://${host}/ through frps's vhost port serves the local page intact`, got.status === 200 && got.body === body,
+    `status ${got.status}, ${got.body === body ? 'same body' : `body ${quote(got.body.slice(0, 120))}`}`, env.procs)
+}
+
+/**
+ * Starts clients one after another until one is refused (each stops after its login); answers how many got
+ * in and the refusal.
+ */
+async function loginUntilRefused (env: Env, user: string, max: number): Promise<{ ok: number, refusal?: string }> {
+  let ok = 0
+  for (let i = 0; i < max; i++) {
+    const c = env.client({ user })
+    const result = await c.login()
+    await c.stop()
+    if (result !== 'ok') return { ok, refusal: result }
+    ok++
+  }
+  return { ok }
+}
+
+// ---- the example config ----
+
+/** config/gateway.example.json (or $E2E_EXAMPLE) as it is, with its listen port replaced by a free one. */
+export async function exampleScenario (ctx: Ctx, file: string): Promise<void> {
+  const config = JSON.parse(readFileSync(file, 'utf8'))
+  const chain = config.chain as Step[]
+  const env = await setUp(ctx, config)
+  const echo = await startEcho(ctx.scope)
+  const web = await startWeb(ctx.scope)
+  let logins = 0
+
+  for (const user of ['admin', 'root']) {
+    const rule = chain.find(s => s.plugin === 'reject' && (s.when?.users as string[] | undefined)?.includes(user))
+    logins++
+    await refused(ctx, env, `login as ${user}`, await env.client({ user }).login(),
+      rule !== undefined ? render(rule.options?.reason ?? '', { user }) : /./)
+  }
+
+  const [plainPort, securePort, outsidePort] = [await freePortIn(6000, 7000), await freePortIn(6000, 7000), await freePortIn(7001, 7999)]
+  const alice = env.client({
+    user: 'alice',
+    proxies: [
+      { name: 'plain', type: 'tcp', localPort: echo.port, remotePort: plainPort },
+      { name: 'secure', type: 'tcp', localPort: echo.port, remotePort: securePort, encryption: true },
+      { name: 'outside', type: 'tcp', localPort: echo.port, remotePort: outsidePort, encryption: true },
+      { name: 'web', type: 'http', localPort: web.port, customDomains: ['web.e2e.test'] }
+    ]
+  })
+  logins++
+  if (!ctx.check('alice logs in', await alice.login() === 'ok', undefined, env.procs)) return
+
+  // the fixed example refuses a tcp proxy that does not ask for encryption; today's sets it on frps's side only
+  const plain = await alice.proxy('plain')
+  const needEncryption = chain.find(s => s.plugin === 'reject' && s.when?.fields !== undefined && 'use_encryption' in s.when.fields)
+  if (plain === 'ok') {
+    const got = await echoThrough(plainPort, echo)
+    ctx.check('tcp proxy alice.plain without encryption is refused, not served', false,
+      `frpc: start proxy success; a visitor sending 64 KiB of random bytes got: ${got}`, env.procs)
+  } else {
+    await refused(ctx, env, 'tcp proxy alice.plain without encryption', plain,
+      needEncryption !== undefined ? render(needEncryption.options?.reason ?? '', { proxy_name: 'alice.plain' }) : /./)
+  }
+  await tcpIntact(ctx, env, alice, 'secure', securePort, echo)
+  await refused(ctx, env, `tcp proxy alice.outside on port ${outsidePort}`, await alice.proxy('outside'),
+    new RegExp(`\\b${outsidePort}\\b.*outside 6000-7000`))
+
+  // metas set at Login reach later ops: the recording plugin behind the gateway sees them in NewProxy
+  if (ctx.check('http proxy alice.web starts', await alice.proxy('web') === 'ok', undefined, env.procs)) {
+    await pageIntact(ctx, env, 'web.e2e.test', web.body)
+    const seen = env.recorder.calls.find(c => c.content.proxy_name === 'alice.web')?.content.user?.metas ?? {}
+    for (const step of chain.filter(s => s.plugin === 'metas' && s.ops?.includes('Login'))) {
+      for (const [key, template] of Object.entries(step.options?.set ?? {}) as Array<[string, string]>) {
+        const expected = render(template, { client_ip: '127.0.0.1', user: 'alice' })
+        ctx.check(`NewProxy of alice.web carries user.metas.${key} = ${quote(expected)} (set by ${step.name} at Login)`,
+          seen[key] === expected, `frps sent user.metas ${JSON.stringify(seen)}`, env.procs)
+      }
+    }
+  }
+
+  // the login rate: every client here comes from 127.0.0.1, one bucket
+  const rate = chain.find(s => s.plugin === 'rate-limit' && s.ops?.includes('Login'))
+  if (rate !== undefined) {
+    const burst = Number(rate.options.burst ?? rate.options.limit)
+    const result = await loginUntilRefused(env, 'bob', burst + 3)
+    ctx.check(`logins from 127.0.0.1 beyond the burst of ${burst} are refused by ${rate.name}`,
+      result.refusal !== undefined && /rate limit/.test(result.refusal) && logins + result.ok >= burst && logins + result.ok <= burst + 1,
+      `${logins + result.ok} logins got in, then frpc: ${result.refusal ?? 'none refused'}`, env.procs)
+  }
+}
+
+// ---- README recipes ----
+
+interface Local { steps: Step[], plugins: Map<string, Plugin> }
+
+/** Points every forward step at a local downstream plugin (https with a CA made now when the URL is https), saying so. */
+async function localize (ctx: Ctx, steps: Step[]): Promise<Local> {
+  const plugins = new Map<string, Plugin>()
+  let certs: TestCerts | undefined
+  const out: Step[] = []
+  for (const step of steps) {
+    if (step.plugin !== 'forward') { out.push(step); continue }
+    const url = new URL(step.options.url)
+    const tls = url.protocol === 'https:'
+    if (tls) certs ??= await makeCerts({ teardown: fn => ctx.scope.defer(fn) })
+    const plugin = await startPlugin(ctx.scope, url.pathname, tls ? certs : undefined)
+    plugins.set(step.name, plugin)
+    const options = { ...step.options, url: plugin.url + url.search }
+    if (tls) options.tls = { ...(step.options.tls ?? {}), ca: certs?.caFile }
+    ctx.say(`${step.name}: ${step.options.url} replaced by a local downstream plugin at ${options.url}${tls ? ' (its CA as tls.ca)' : ''}`)
+    out.push({ ...step, options })
+  }
+  return { steps: out, plugins }
+}
+
+const saw = (plugin: Plugin | undefined, op: string): number => plugin?.calls.filter(c => c.op === op).length ?? 0
+
+type RecipeScenario = (ctx: Ctx, recipe: Recipe) => Promise<void>
+
+/** One scenario per README recipe name: a recipe without one fails the run. */
+export const recipeScenarios: Record<string, RecipeScenario> = {
+  // the configuration reference: a whole config (Redis, admin listener, forward)
+  'login-rate+region+force-encryption+auth': async (ctx, recipe) => {
+    const redis = await startRedis({ teardown: fn => ctx.scope.defer(fn) })
+    ctx.say(`redis ${recipe.config?.redis?.url} replaced by a redis-server of its own at ${redis.url}`)
+    const local = await localize(ctx, recipe.steps)
+    const config = { ...recipe.config, redis: { url: redis.url }, admin: { host: '127.0.0.1', port: await freePort() }, chain: local.steps }
+    const env = await setUp(ctx, config)
+    const echo = await startEcho(ctx.scope)
+    const [plainPort, securePort] = [await freePort(), await freePort()]
+    const c = env.client({
+      user: 'alice',
+      proxies: [
+        { name: 'plain', type: 'tcp', localPort: echo.port, remotePort: plainPort },
+        { name: 'secure', type: 'tcp', localPort: echo.port, remotePort: securePort, encryption: true }
+      ]
+    })
+    if (!ctx.check('alice logs in', await c.login() === 'ok', undefined, env.procs)) return
+    await tcpIntact(ctx, env, c, 'secure', securePort, echo)
+    await tcpIntactOrRefused(ctx, env, c, 'plain', plainPort, echo)
+    const auth = local.plugins.get('auth')
+    ctx.check('the auth plugin got Login and NewProxy', saw(auth, 'Login') >= 1 && saw(auth, 'NewProxy') >= 2,
+      `Login ${saw(auth, 'Login')}, NewProxy ${saw(auth, 'NewProxy')}`)
+    const metas = env.recorder.calls.find(call => call.content.proxy_name === 'alice.secure')?.content.user?.metas
+    ctx.check('NewProxy carries user.metas.region = "eu-1" and login_ip = "127.0.0.1" (set by region at Login)',
+      metas?.region === 'eu-1' && metas?.login_ip === '127.0.0.1', `frps sent user.metas ${JSON.stringify(metas)}`)
+  },
+
+  'office-only': async (ctx, recipe) => {
+    const env = await setUp(ctx, { chain: recipe.steps })
+    const step = recipe.steps[0]
+    await refused(ctx, env, 'login from 127.0.0.1', await env.client({ user: 'alice' }).login(),
+      render(step.options.reason, { client_ip: '127.0.0.1' }))
+    // the same step with loopback added to the office: the refusal came from the address
+    const office = { ...step, when: { not: { clientCidrs: [...step.when.not.clientCidrs, '127.0.0.0/8'] } } }
+    const env2 = await setUp(ctx, { chain: [office] })
+    ctx.check('with 127.0.0.0/8 added to clientCidrs, the same login gets in', await env2.client({ user: 'alice' }).login() === 'ok', undefined, env2.procs)
+  },
+
+  tag: async (ctx, recipe) => {
+    const env = await setUp(ctx, { chain: recipe.steps })
+    const web = await startWeb(ctx.scope)
+    const c = env.client({ user: 'alice', metas: { debug: '1', team: 'ops' }, proxies: [{ name: 'web', type: 'http', localPort: web.port, customDomains: ['tag.e2e.test'] }] })
+    if (!ctx.check('alice (metas debug=1, team=ops) logs in and starts an http proxy', await c.login() === 'ok' && await c.proxy('web') === 'ok', undefined, env.procs)) return
+    await pageIntact(ctx, env, 'tag.e2e.test', web.body)
+    const metas = env.recorder.calls.find(call => call.content.proxy_name === 'alice.web')?.content.user?.metas ?? {}
+    ctx.check('NewProxy carries user.metas region = "eu-1", login_ip = "127.0.0.1", team kept, debug removed',
+      metas.region === 'eu-1' && metas.login_ip === '127.0.0.1' && metas.team === 'ops' && !('debug' in metas), `frps sent user.metas ${JSON.stringify(metas)}`)
+  },
+
+  subdomains: async (ctx, recipe) => {
+    const env = await setUp(ctx, { chain: recipe.steps })
+    const web = await startWeb(ctx.scope)
+    const c = env.client({ user: 'alice', proxies: [{ name: 'web', type: 'http', localPort: web.port, subdomain: 'shop' }] })
+    if (!ctx.check('alice logs in', await c.login() === 'ok', undefined, env.procs)) return
+    const started = await c.proxy('web')
+    if (!ctx.check('http proxy alice.web (subdomain shop) starts', started === 'ok', `frpc: ${started}`, env.procs)) return
+    await pageIntact(ctx, env, `app-shop.${env.frps.subdomainHost}`, web.body)
+  },
+
+  // the forward option example: https with a CA, a header, retries and a breaker
+  auth: async (ctx, recipe) => {
+    const local = await localize(ctx, recipe.steps)
+    const auth = local.plugins.get('auth') as Plugin
+    auth.answer = call => call.op === 'Login' && call.content.user === 'mallory' ? { reject: true, reject_reason: 'mallory is not welcome' } : { reject: false, unchange: true }
+    const env = await setUp(ctx, { chain: local.steps })
+    const echo = await startEcho(ctx.scope)
+    await refused(ctx, env, 'login as mallory (the plugin rejects)', await env.client({ user: 'mallory' }).login(), 'mallory is not welcome')
+    const port = await freePort()
+    const c = env.client({ user: 'alice', proxies: [{ name: 'echo', type: 'tcp', localPort: echo.port, remotePort: port }] })
+    if (!ctx.check('alice logs in (the plugin allows)', await c.login() === 'ok', undefined, env.procs)) return
+    await tcpIntact(ctx, env, c, 'echo', port, echo)
+    const headers = recipe.steps[0].options.headers ?? {}
+    const sent = auth.calls.every(call => Object.entries(headers).every(([k, v]) => call.headers[k.toLowerCase()] === v) && /^[0-9a-f]{16}$/.test(String(call.headers['x-frp-reqid'])))
+    ctx.check(`the plugin got Login and NewProxy over https, each with the recipe's headers and frps's X-Frp-Reqid`,
+      saw(auth, 'Login') === 2 && saw(auth, 'NewProxy') === 1 && sent, `Login ${saw(auth, 'Login')}, NewProxy ${saw(auth, 'NewProxy')}, headers ${sent ? 'as set' : 'missing'}`)
+  },
+
+  // moving [[httpPlugins]] behind the gateway: the port manager moves the proxy to another port
+  'auth+port-manager': async (ctx, recipe) => {
+    const local = await localize(ctx, recipe.steps)
+    const movedTo = await freePort()
+    const ports = local.plugins.get('port-manager') as Plugin
+    ports.answer = (call): Record<string, unknown> => ({ reject: false, unchange: false, content: { ...call.content, remote_port: movedTo } })
+    const env = await setUp(ctx, { chain: local.steps })
+    const echo = await startEcho(ctx.scope)
+    const asked = await freePort()
+    const c = env.client({ user: 'alice', proxies: [{ name: 'echo', type: 'tcp', localPort: echo.port, remotePort: asked }] })
+    if (!ctx.check('alice logs in through auth', await c.login() === 'ok' && saw(local.plugins.get('auth'), 'Login') === 1, undefined, env.procs)) return
+    ctx.say(`port-manager answers remote_port ${movedTo} for the ${asked} frpc asked`)
+    await tcpIntact(ctx, env, c, 'echo', movedTo, echo)
+    const atAsked = await echoThrough(asked, undefined, 16, 2000)
+    ctx.check(`nothing listens on the port frpc asked (${asked})`, /ECONNREFUSED/.test(atAsked), `a visitor there got: ${atAsked}`)
+  },
+
+  'logins-per-ip': async (ctx, recipe) => {
+    const env = await setUp(ctx, { chain: recipe.steps })
+    const { burst, limit } = recipe.steps[0].options
+    const result = await loginUntilRefused(env, 'alice', Number(burst ?? limit) + 3)
+    const expected = Number(burst ?? limit)
+    ctx.check(`${expected} logins from 127.0.0.1 get in, the next is refused with the rate-limit reason`,
+      result.ok >= expected && result.ok <= expected + 1 && /^rate limit exceeded by logins-per-ip: retry in \d+s$/.test(result.refusal ?? ''),
+      `${result.ok} got in, then frpc: ${result.refusal ?? 'none refused'}`, env.procs)
+  },
+
+  'proxies-per-user': async (ctx, recipe) => {
+    const env = await setUp(ctx, { chain: recipe.steps })
+    const web = await startWeb(ctx.scope)
+    const burst = Number(recipe.steps[0].options.burst ?? recipe.steps[0].options.limit)
+    const names = Array.from({ length: burst + 2 }, (_, i) => `p${i}`)
+    const c = env.client({ user: 'alice', proxies: names.map(name => ({ name, type: 'http' as const, localPort: web.port, customDomains: [`${name}.e2e.test`] })) })
+    if (!ctx.check('alice logs in', await c.login() === 'ok', undefined, env.procs)) return
+    const results = await Promise.all(names.map(async name => await c.proxy(name, 20_000)))
+    const ok = results.filter(r => r === 'ok').length
+    const refusals = results.filter(r => r !== 'ok')
+    ctx.check(`of ${names.length} proxies of one client, ${burst} start and the rest are refused with the recipe's reason`,
+      ok === burst && refusals.length === 2 && refusals.every(r => /^too many new proxies for alice: retry in \d+s$/.test(r)),
+      `${ok} started, refused: ${JSON.stringify([...new Set(refusals)])}`, env.procs)
+  },
+
+  'visitors-per-ip': async (ctx, recipe) => {
+    const env = await setUp(ctx, { chain: recipe.steps })
+    const echo = await startEcho(ctx.scope)
+    const port = await freePort()
+    const c = env.client({ user: 'alice', proxies: [{ name: 'echo', type: 'tcp', localPort: echo.port, remotePort: port }] })
+    if (!ctx.check('alice starts a tcp proxy', await c.login() === 'ok' && await c.proxy('echo') === 'ok', undefined, env.procs)) return
+    const limit = Number(recipe.steps[0].options.burst ?? recipe.steps[0].options.limit)
+    const started = Date.now()
+    const results = await Promise.all(Array.from({ length: limit + 10 }, async () => await echoThrough(port, echo, 1024, 8000)))
+    const seconds = (Date.now() - started) / 1000
+    const intact = results.filter(r => r === 'intact').length
+    // the bucket refills limit per window while the connections are made
+    const refill = Math.ceil(seconds * limit / 10)
+    ctx.check(`of ${limit + 10} visitor connections at once, ${limit} (plus ${refill} refilled in ${seconds.toFixed(1)} s) carry bytes and the rest are closed`,
+      intact >= limit && intact <= limit + refill && results.filter(r => r !== 'intact').every(r => /^(closed|error \w+) after 0 /.test(r)),
+      `${intact} intact; others: ${JSON.stringify([...new Set(results.filter(r => r !== 'intact'))])}`, env.procs)
+  }
+}
