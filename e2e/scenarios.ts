@@ -154,14 +154,14 @@ export async function exampleScenario (ctx: Ctx, file: string): Promise<void> {
 
   // the fixed example refuses a tcp proxy that does not ask for encryption; today's sets it on frps's side only
   const plain = await alice.proxy('plain')
-  const needEncryption = chain.find(s => s.plugin === 'reject' && s.when?.fields !== undefined && 'use_encryption' in s.when.fields)
+  const needEncryption = chain.find(s => s.plugin === 'reject' && s.ops?.includes('NewProxy') && /encrypt/i.test(s.options?.reason ?? ''))
   if (plain === 'ok') {
     const got = await echoThrough(plainPort, echo)
     ctx.check('tcp proxy alice.plain without encryption is refused, not served', false,
       `frpc: start proxy success; a visitor sending 64 KiB of random bytes got: ${got}`, env.procs)
   } else {
     await refused(ctx, env, 'tcp proxy alice.plain without encryption', plain,
-      needEncryption !== undefined ? render(needEncryption.options?.reason ?? '', { proxy_name: 'alice.plain' }) : /./)
+      needEncryption !== undefined ? render(needEncryption.options.reason, { proxy_name: 'alice.plain' }) : /encrypt/i)
   }
   await tcpIntact(ctx, env, alice, 'secure', securePort, echo)
   await refused(ctx, env, `tcp proxy alice.outside on port ${outsidePort}`, await alice.proxy('outside'),
