@@ -114,11 +114,12 @@ async function waitPort (port: number, proc: Proc, timeoutMs = 15_000): Promise<
 
 export interface Gateway { proc: Proc, port: number, path: string, addr: string }
 
-/** Starts the built CLI (dist/src/main.js) on a temporary copy of the config whose listen port is a free one. */
+/** Starts the built CLI (dist/src/main.js) on a temporary copy of the config whose listen (and admin) ports are free ones. */
 export async function startGateway (scope: Scope, config: Record<string, any>): Promise<Gateway> {
   const port = await freePort()
   const listen = { ...(config.listen ?? {}), host: '127.0.0.1', port }
-  const file = scope.file('gateway.json', JSON.stringify({ ...config, listen }, null, 2))
+  const admin = config.admin !== undefined ? { ...config.admin, host: '127.0.0.1', port: await freePort() } : undefined
+  const file = scope.file('gateway.json', JSON.stringify({ ...config, listen, admin }, null, 2))
   const proc = new Proc(scope, 'gateway', process.execPath, [MAIN, '--config', file])
   await waitPort(port, proc)
   return { proc, port, path: listen.path ?? '/handler', addr: `127.0.0.1:${port}` }
@@ -183,14 +184,20 @@ export interface ProxySpec {
   metas?: Record<string, string>
 }
 
-export interface ClientSpec { user?: string, metas?: Record<string, string>, proxies?: ProxySpec[] }
+export interface ClientSpec {
+  user?: string
+  metas?: Record<string, string>
+  proxies?: ProxySpec[]
+  /** false: frpc retries a refused login (default here: true, frpc exits) */
+  loginFailExit?: boolean
+}
 
 const tomlValue = (v: unknown): string => Array.isArray(v) ? `[${v.map(tomlValue).join(', ')}]` : typeof v === 'string' ? JSON.stringify(v) : String(v)
 
 function clientConfig (frp: FrpVersion, frps: Frps, spec: ClientSpec): string {
   const proxies = spec.proxies ?? []
   if (frp.ini) {
-    const lines = ['[common]', 'server_addr = 127.0.0.1', `server_port = ${frps.bindPort}`, `token = ${TOKEN}`, 'login_fail_exit = true']
+    const lines = ['[common]', 'server_addr = 127.0.0.1', `server_port = ${frps.bindPort}`, `token = ${TOKEN}`, `login_fail_exit = ${spec.loginFailExit ?? true}`]
     if (spec.user !== undefined) lines.push(`user = ${spec.user}`)
     for (const [k, v] of Object.entries(spec.metas ?? {})) lines.push(`meta_${k} = ${v}`)
     for (const p of proxies) {
@@ -204,7 +211,7 @@ function clientConfig (frp: FrpVersion, frps: Frps, spec: ClientSpec): string {
     }
     return lines.join('\n') + '\n'
   }
-  const lines = ['serverAddr = "127.0.0.1"', `serverPort = ${frps.bindPort}`, `auth.token = "${TOKEN}"`, 'loginFailExit = true']
+  const lines = ['serverAddr = "127.0.0.1"', `serverPort = ${frps.bindPort}`, `auth.token = "${TOKEN}"`, `loginFailExit = ${spec.loginFailExit ?? true}`]
   if (spec.user !== undefined) lines.push(`user = ${tomlValue(spec.user)}`)
   for (const [k, v] of Object.entries(spec.metas ?? {})) lines.push(`metadatas.${k} = ${tomlValue(v)}`)
   for (const p of proxies) {
