@@ -8,7 +8,7 @@ import { exampleScenario, recipeScenarios, type Ctx } from './scenarios.js'
 
 const SCENARIO_TIMEOUT_MS = 90_000
 
-interface Outcome { name: string, failed: number, notRun: number }
+interface Outcome { name: string, failed: number, notRun: number, checks: number }
 
 async function scenario (frp: FrpVersion, name: string, body: (ctx: Ctx) => Promise<void>): Promise<Outcome> {
   const started = Date.now()
@@ -43,12 +43,12 @@ async function scenario (frp: FrpVersion, name: string, body: (ctx: Ctx) => Prom
     clearTimeout(timer)
     await scope.close()
   }
-  if (checks === 0 && failed === 0) {
+  if (checks === 0 && failed === 0 && notRun === 0) {
     failed++
     process.stdout.write('  FAILED the scenario checked nothing\n')
   }
-  process.stdout.write(`  ${failed === 0 ? 'passed' : 'failed'}: ${name} (${checks} checks, ${((Date.now() - started) / 1000).toFixed(1)} s)\n`)
-  return { name, failed, notRun }
+  process.stdout.write(`  ${failed > 0 ? 'failed' : checks === 0 ? 'not run' : 'passed'}: ${name} (${checks} checks, ${((Date.now() - started) / 1000).toFixed(1)} s)\n`)
+  return { name, failed, notRun, checks }
 }
 
 async function main (): Promise<number> {
@@ -73,7 +73,7 @@ async function main (): Promise<number> {
     const run = recipeScenarios[recipe.name]
     if (run === undefined) {
       process.stdout.write(`\n# ${name}\n  FAILED no e2e scenario covers this recipe: add one to e2e/scenarios.ts\n`)
-      outcomes.push({ name, failed: 1, notRun: 0 })
+      outcomes.push({ name, failed: 1, notRun: 0, checks: 0 })
       continue
     }
     outcomes.push(await scenario(frp, name, async ctx => await run(ctx, recipe)))
@@ -84,14 +84,15 @@ async function main (): Promise<number> {
   if (only === undefined) {
     for (const name of Object.keys(recipeScenarios).filter(n => !names.has(n))) {
       process.stdout.write(`\n# scenario ${name}\n  FAILED no README recipe is named ${name} any more: update or remove its scenario in e2e/scenarios.ts\n`)
-      outcomes.push({ name: `scenario ${name} (no recipe)`, failed: 1, notRun: 0 })
+      outcomes.push({ name: `scenario ${name} (no recipe)`, failed: 1, notRun: 0, checks: 0 })
     }
   }
 
   const failed = outcomes.filter(o => o.failed > 0)
   const notRun = outcomes.reduce((n, o) => n + o.notRun, 0)
-  process.stdout.write(`\ne2e frp ${frp.version}: ${outcomes.length - failed.length} scenarios passed, ${failed.length} failed` +
-    `${notRun > 0 ? `, ${notRun} checks not run on this version` : ''} in ${((Date.now() - started) / 1000).toFixed(0)} s\n`)
+  const passed = outcomes.filter(o => o.failed === 0 && o.checks > 0).length
+  process.stdout.write(`\ne2e frp ${frp.version}: ${passed} scenarios passed, ${failed.length} failed` +
+    `${notRun > 0 ? `, ${notRun} checks not run on this version (named above)` : ''} in ${((Date.now() - started) / 1000).toFixed(0)} s\n`)
   for (const o of failed) process.stdout.write(`  failed: ${o.name}\n`)
   return failed.length > 0 ? 1 : 0
 }
