@@ -172,6 +172,13 @@ export async function startFrps (scope: Scope, frp: FrpVersion, plugins: PluginR
   return { proc, bindPort, vhostHTTPPort, webPort, subdomainHost }
 }
 
+/** The proxies frps's own dashboard API lists as online, by type: what is really open. */
+export async function onlineProxies (frps: Frps, type: string): Promise<string[]> {
+  const res = await fetch(`http://127.0.0.1:${frps.webPort}/api/proxy/${type}`, { headers: { authorization: `Basic ${Buffer.from('admin:e2e').toString('base64')}` } })
+  const body = await res.json() as { proxies?: Array<{ name: string, status: string }> | null }
+  return (body.proxies ?? []).filter(p => p.status === 'online').map(p => p.name).sort()
+}
+
 export interface ProxySpec {
   name: string
   type: 'tcp' | 'http'
@@ -361,7 +368,7 @@ export async function getThrough (port: number, host: string, timeoutMs = 5000):
 export interface Call { op: string, content: Record<string, any>, headers: http.IncomingHttpHeaders, url: string }
 export type Answer = (call: Call) => Record<string, unknown>
 
-export interface Plugin { url: string, addr: string, calls: Call[], answer: Answer }
+export interface Plugin { url: string, addr: string, calls: Call[], answer: Answer, close: () => void }
 
 /** A real frps server plugin on 127.0.0.1 that records every call and answers with `answer` (default: unchanged). */
 export async function startPlugin (scope: Scope, path = '/handler', tls?: { cert: string, key: string }): Promise<Plugin> {
@@ -385,9 +392,10 @@ export async function startPlugin (scope: Scope, path = '/handler', tls?: { cert
   const server = tls !== undefined ? https.createServer(tls, onRequest) : http.createServer(onRequest)
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
-  scope.defer(() => { server.closeAllConnections(); server.close() })
+  const close = (): void => { server.closeAllConnections(); server.close() }
+  scope.defer(close)
   const origin = `${tls !== undefined ? 'https' : 'http'}://127.0.0.1:${(server.address() as AddressInfo).port}`
-  const plugin: Plugin = { url: origin + path, addr: origin.replace('http://', ''), calls, answer: () => ({ reject: false, unchange: true }) }
+  const plugin: Plugin = { url: origin + path, addr: origin.replace('http://', ''), calls, answer: () => ({ reject: false, unchange: true }), close }
   return plugin
 }
 

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs'
 import net from 'node:net'
 
-import { startRedis } from '../test/helpers/redis.js'
+import { redisCli, startRedis } from '../test/helpers/redis.js'
 import { makeCerts, type TestCerts } from '../test/helpers/tls.js'
 import {
-  echoThrough, freePort, Frpc, getThrough, startEcho, startFrps, startGateway, startPlugin, startWeb,
+  echoThrough, freePort, Frpc, getThrough, onlineProxies, startEcho, startFrps, startGateway, startPlugin, startWeb,
   type ClientSpec, type Echo, type Frps, type FrpVersion, type Gateway, type Plugin, type Proc, type Scope
 } from './harness.js'
 import type { Recipe, Step } from './recipes.js'
@@ -183,6 +183,10 @@ export async function exampleScenario (ctx: Ctx, file: string): Promise<void> {
   await refused(ctx, env, `tcp proxy alice.outside on port ${outsidePort}`, await alice.proxy('outside'),
     new RegExp(`\\b${outsidePort}\\b.*outside 6000-7000`))
 
+  const online = await onlineProxies(env.frps, 'tcp')
+  ctx.check(`frps's dashboard lists exactly the tcp proxies frpc says started (${plain === 'ok' ? 'alice.plain, ' : ''}alice.secure)`,
+    online.join() === (plain === 'ok' ? ['alice.plain', 'alice.secure'] : ['alice.secure']).join(), `frps lists ${JSON.stringify(online)}`)
+
   // metas set at Login reach later ops: the recording plugin behind the gateway sees them in NewProxy
   if (ctx.check('http proxy alice.web starts', await alice.proxy('web') === 'ok', undefined, env.procs)) {
     await pageIntact(ctx, env, 'web.e2e.test', web.body)
@@ -266,6 +270,15 @@ export const recipeScenarios: Record<string, RecipeScenario> = {
     const metas = env.recorder.calls.find(call => call.content.proxy_name === 'alice.secure')?.content.user?.metas
     ctx.check('NewProxy carries user.metas.region = "eu-1" and login_ip = "127.0.0.1" (set by region at Login)',
       metas?.region === 'eu-1' && metas?.login_ip === '127.0.0.1', `frps sent user.metas ${JSON.stringify(metas)}`)
+    const rate = local.steps.find(s => s.plugin === 'rate-limit' && s.ops?.includes('Login'))
+    if (rate !== undefined) {
+      const burst = Number(rate.options.burst ?? rate.options.limit)
+      const result = await loginUntilRefused(env, 'bob', burst + 2)
+      const keys = (await redisCli(redis.port, 'KEYS', '*')).trim().split('\n').filter(Boolean)
+      ctx.check(`${rate.name} in Redis: ${burst} logins from 127.0.0.1 take a token (alice's included), the next is refused; the bucket is a key in that Redis`,
+        1 + result.ok === burst && /rate limit exceeded by login-rate/.test(result.refusal ?? '') && keys.length > 0,
+        `${1 + result.ok} logins in, then frpc: ${result.refusal ?? 'none refused'}; Redis keys ${JSON.stringify(keys)}`, env.procs)
+    }
   },
 
   'office-only': async (ctx, recipe) => {
@@ -318,6 +331,9 @@ export const recipeScenarios: Record<string, RecipeScenario> = {
     const sent = auth.calls.every(call => Object.entries(headers).every(([k, v]) => call.headers[k.toLowerCase()] === v) && /^[0-9a-f]{16}$/.test(String(call.headers['x-frp-reqid'])))
     ctx.check(`the plugin got Login and NewProxy over https, each with the recipe's headers and frps's X-Frp-Reqid`,
       saw(auth, 'Login') === 2 && saw(auth, 'NewProxy') === 1 && sent, `Login ${saw(auth, 'Login')}, NewProxy ${saw(auth, 'NewProxy')}, headers ${sent ? 'as set' : 'missing'}`)
+    // onError reject (the default): with the plugin gone, frpc sees the step named, not frps's generic error
+    auth.close()
+    await refused(ctx, env, 'login with the plugin down', await env.client({ user: 'carol' }).login(), `frp-plugin-gateway: step ${recipe.steps[0].name} failed`)
   },
 
   // moving [[httpPlugins]] behind the gateway: the port manager moves the proxy to another port
