@@ -256,19 +256,20 @@ export class Frpc extends Proc {
   /** 'ok' for `start proxy success`, else the reason of `start error` ('timeout' when neither came) */
   async proxy (name: string, timeoutMs = 10_000): Promise<string> {
     const tag = `[${this.proxyName(name)}]`
-    const line = await this.waitLine(new RegExp(`${escape(tag)} (start proxy success|start error: )`), timeoutMs)
+    const line = await this.waitLine(new RegExp(`${escapeRegExp(tag)} (start proxy success|start error: )`), timeoutMs)
     if (line === undefined) return 'timeout'
     return line.includes('start proxy success') ? 'ok' : line.slice(line.indexOf('start error: ') + 'start error: '.length)
   }
 }
 
-export const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 
 // ---- local services and visitors ----
 
-export interface Service { port: number, connections: () => number }
-
-export interface Echo extends Service {
+export interface Echo {
+  port: number
+  /** connections accepted so far */
+  connections: () => number
   /** how the bytes a visitor sent arrived at the service (on a connection after the first `since`): 'intact' or what arrived instead */
   arrived: (sent: Buffer, since: number) => string
 }
@@ -302,14 +303,13 @@ export async function startEcho (scope: Scope): Promise<Echo> {
 }
 
 /** An HTTP service on 127.0.0.1 answering every GET with `body` (a random page, so a page is known to have come from it). */
-export async function startWeb (scope: Scope): Promise<Service & { body: string }> {
+export async function startWeb (scope: Scope): Promise<{ port: number, body: string }> {
   const body = `<html><body>e2e page ${randomBytes(12).toString('hex')}</body></html>\n`.repeat(40)
-  let count = 0
-  const server = http.createServer((req, res) => { count++; res.writeHead(200, { 'content-type': 'text/html' }).end(body) })
+  const server = http.createServer((req, res) => { res.writeHead(200, { 'content-type': 'text/html' }).end(body) })
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
   scope.defer(() => { server.closeAllConnections(); server.close() })
-  return { port: (server.address() as AddressInfo).port, connections: () => count, body }
+  return { port: (server.address() as AddressInfo).port, body }
 }
 
 /**
@@ -399,4 +399,3 @@ export async function startPlugin (scope: Scope, path = '/handler', tls?: { cert
   return plugin
 }
 
-export { sleep }

@@ -38,7 +38,7 @@ async function scenario (frp: FrpVersion, name: string, body: (ctx: Ctx) => Prom
     ])
   } catch (err) {
     failed++
-    process.stdout.write(`  FAILED ${(err as Error).stack ?? String(err)}\n`)
+    process.stdout.write(`  FAILED ${process.env.E2E_VERBOSE !== undefined ? (err as Error).stack : (err as Error).message}\n`)
   } finally {
     clearTimeout(timer)
     await scope.close()

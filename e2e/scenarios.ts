@@ -110,7 +110,7 @@ async function tcpIntact (ctx: Ctx, env: Env, c: Frpc, name: string, remotePort:
   ctx.check(`a visitor of ${c.proxyName(name)} (port ${remotePort}) gets 64 KiB of random bytes back intact, and the local service got them intact`, got === 'intact', `visitor got: ${got}`, env.procs)
 }
 
-async function refused (ctx: Ctx, env: Env, what: string, got: string, expected: string | RegExp): Promise<void> {
+function refused (ctx: Ctx, env: Env, what: string, got: string, expected: string | RegExp): void {
   const ok = typeof expected === 'string' ? got === expected : expected.test(got)
   ctx.check(`${what}: frpc logs ${typeof expected === 'string' ? quote(expected) : String(expected)}`, ok, `frpc: ${got}`, env.procs)
 }
@@ -151,7 +151,7 @@ export async function exampleScenario (ctx: Ctx, file: string): Promise<void> {
   for (const user of ['admin', 'root']) {
     const rule = chain.find(s => s.plugin === 'reject' && (s.when?.users as string[] | undefined)?.includes(user))
     logins++
-    await refused(ctx, env, `login as ${user}`, await env.client({ user }).login(),
+    refused(ctx, env, `login as ${user}`, await env.client({ user }).login(),
       rule !== undefined ? render(rule.options?.reason ?? '', { user }) : /./)
   }
 
@@ -176,11 +176,11 @@ export async function exampleScenario (ctx: Ctx, file: string): Promise<void> {
     ctx.check('tcp proxy alice.plain without encryption is refused, not served', false,
       `frpc: start proxy success; a visitor sending 64 KiB of random bytes got: ${got}`, env.procs)
   } else {
-    await refused(ctx, env, 'tcp proxy alice.plain without encryption', plain,
+    refused(ctx, env, 'tcp proxy alice.plain without encryption', plain,
       needEncryption !== undefined ? render(needEncryption.options.reason, { proxy_name: 'alice.plain' }) : /encrypt/i)
   }
   await tcpIntact(ctx, env, alice, 'secure', securePort, echo)
-  await refused(ctx, env, `tcp proxy alice.outside on port ${outsidePort}`, await alice.proxy('outside'),
+  refused(ctx, env, `tcp proxy alice.outside on port ${outsidePort}`, await alice.proxy('outside'),
     new RegExp(`\\b${outsidePort}\\b.*outside 6000-7000`))
 
   const online = await onlineProxies(env.frps, 'tcp')
@@ -285,7 +285,7 @@ export const recipeScenarios: Record<string, RecipeScenario> = {
     if (!sends(ctx, 'client_address', 'logins refused by address')) return
     const env = await setUp(ctx, { chain: recipe.steps })
     const step = recipe.steps[0]
-    await refused(ctx, env, 'login from 127.0.0.1', await env.client({ user: 'alice' }).login(),
+    refused(ctx, env, 'login from 127.0.0.1', await env.client({ user: 'alice' }).login(),
       render(step.options.reason, { client_ip: '127.0.0.1' }))
     // the same step with loopback added to the office: the refusal came from the address
     const office = { ...step, when: { not: { clientCidrs: [...step.when.not.clientCidrs, '127.0.0.0/8'] } } }
@@ -322,7 +322,7 @@ export const recipeScenarios: Record<string, RecipeScenario> = {
     auth.answer = call => call.op === 'Login' && call.content.user === 'mallory' ? { reject: true, reject_reason: 'mallory is not welcome' } : { reject: false, unchange: true }
     const env = await setUp(ctx, { chain: local.steps })
     const echo = await startEcho(ctx.scope)
-    await refused(ctx, env, 'login as mallory (the plugin rejects)', await env.client({ user: 'mallory' }).login(), 'mallory is not welcome')
+    refused(ctx, env, 'login as mallory (the plugin rejects)', await env.client({ user: 'mallory' }).login(), 'mallory is not welcome')
     const port = await freePort()
     const c = env.client({ user: 'alice', proxies: [{ name: 'echo', type: 'tcp', localPort: echo.port, remotePort: port }] })
     if (!ctx.check('alice logs in (the plugin allows)', await c.login() === 'ok', undefined, env.procs)) return
@@ -333,7 +333,7 @@ export const recipeScenarios: Record<string, RecipeScenario> = {
       saw(auth, 'Login') === 2 && saw(auth, 'NewProxy') === 1 && sent, `Login ${saw(auth, 'Login')}, NewProxy ${saw(auth, 'NewProxy')}, headers ${sent ? 'as set' : 'missing'}`)
     // onError reject (the default): with the plugin gone, frpc sees the step named, not frps's generic error
     auth.close()
-    await refused(ctx, env, 'login with the plugin down', await env.client({ user: 'carol' }).login(), `frp-plugin-gateway: step ${recipe.steps[0].name} failed`)
+    refused(ctx, env, 'login with the plugin down', await env.client({ user: 'carol' }).login(), `frp-plugin-gateway: step ${recipe.steps[0].name} failed`)
   },
 
   // moving [[httpPlugins]] behind the gateway: the port manager moves the proxy to another port
