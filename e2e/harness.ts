@@ -96,7 +96,8 @@ export class Proc {
   }
 }
 
-async function waitPort (port: number, proc: Proc, timeoutMs = 15_000): Promise<void> {
+/** Resolves once something listens on 127.0.0.1:port; throws with the process's last lines if it exits or times out first. */
+export async function waitPort (port: number, proc: Proc, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const open = await new Promise<boolean>(resolve => {
@@ -181,8 +182,10 @@ export async function onlineProxies (frps: Frps, type: string): Promise<string[]
 
 export interface ProxySpec {
   name: string
-  type: 'tcp' | 'http'
+  type: 'tcp' | 'http' | 'stcp'
   localPort: number
+  /** stcp: the secret a visitor presents */
+  sk?: string
   remotePort?: number
   encryption?: boolean
   compression?: boolean
@@ -195,6 +198,8 @@ export interface ClientSpec {
   user?: string
   metas?: Record<string, string>
   proxies?: ProxySpec[]
+  /** stcp visitors: a local port that reaches the client's own user's proxy `serverName` */
+  visitors?: Array<{ name: string, serverName: string, sk: string, bindPort: number, encryption?: boolean }>
   /** false: frpc retries a refused login (default here: true, frpc exits) */
   loginFailExit?: boolean
 }
@@ -214,7 +219,13 @@ function clientConfig (frp: FrpVersion, frps: Frps, spec: ClientSpec): string {
       if (p.compression !== undefined) lines.push(`use_compression = ${p.compression}`)
       if (p.customDomains !== undefined) lines.push(`custom_domains = ${p.customDomains.join(',')}`)
       if (p.subdomain !== undefined) lines.push(`subdomain = ${p.subdomain}`)
+      if (p.sk !== undefined) lines.push(`sk = ${p.sk}`)
       for (const [k, v] of Object.entries(p.metas ?? {})) lines.push(`meta_${k} = ${v}`)
+    }
+    for (const v of spec.visitors ?? []) {
+      lines.push('', `[${v.name}]`, 'type = stcp', 'role = visitor', `server_name = ${v.serverName}`, `sk = ${v.sk}`,
+        'bind_addr = 127.0.0.1', `bind_port = ${v.bindPort}`)
+      if (v.encryption !== undefined) lines.push(`use_encryption = ${v.encryption}`)
     }
     return lines.join('\n') + '\n'
   }
@@ -228,7 +239,13 @@ function clientConfig (frp: FrpVersion, frps: Frps, spec: ClientSpec): string {
     if (p.compression !== undefined) lines.push(`transport.useCompression = ${p.compression}`)
     if (p.customDomains !== undefined) lines.push(`customDomains = ${tomlValue(p.customDomains)}`)
     if (p.subdomain !== undefined) lines.push(`subdomain = ${tomlValue(p.subdomain)}`)
+    if (p.sk !== undefined) lines.push(`secretKey = ${tomlValue(p.sk)}`)
     for (const [k, v] of Object.entries(p.metas ?? {})) lines.push(`metadatas.${k} = ${tomlValue(v)}`)
+  }
+  for (const v of spec.visitors ?? []) {
+    lines.push('', '[[visitors]]', `name = ${tomlValue(v.name)}`, 'type = "stcp"', `serverName = ${tomlValue(v.serverName)}`,
+      `secretKey = ${tomlValue(v.sk)}`, 'bindAddr = "127.0.0.1"', `bindPort = ${v.bindPort}`)
+    if (v.encryption !== undefined) lines.push(`transport.useEncryption = ${v.encryption}`)
   }
   return lines.join('\n') + '\n'
 }

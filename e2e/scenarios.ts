@@ -4,7 +4,7 @@ import net from 'node:net'
 import { redisCli, startRedis } from '../test/helpers/redis.js'
 import { makeCerts, type TestCerts } from '../test/helpers/tls.js'
 import {
-  echoThrough, freePort, Frpc, getThrough, onlineProxies, startEcho, startFrps, startGateway, startPlugin, startWeb,
+  echoThrough, freePort, Frpc, getThrough, onlineProxies, startEcho, startFrps, startGateway, startPlugin, startWeb, waitPort,
   type ClientSpec, type Echo, type Frps, type FrpVersion, type Gateway, type Plugin, type Proc, type Scope
 } from './harness.js'
 import type { Recipe, Step } from './recipes.js'
@@ -162,7 +162,9 @@ export async function exampleScenario (ctx: Ctx, file: string): Promise<void> {
       { name: 'plain', type: 'tcp', localPort: echo.port, remotePort: plainPort },
       { name: 'secure', type: 'tcp', localPort: echo.port, remotePort: securePort, encryption: true },
       { name: 'outside', type: 'tcp', localPort: echo.port, remotePort: outsidePort, encryption: true },
-      { name: 'web', type: 'http', localPort: web.port, customDomains: ['web.e2e.test'] }
+      { name: 'web', type: 'http', localPort: web.port, customDomains: ['web.e2e.test'] },
+      { name: 'splain', type: 'stcp', localPort: echo.port, sk: 'e2e-sk' },
+      { name: 'ssecure', type: 'stcp', localPort: echo.port, sk: 'e2e-sk', encryption: true }
     ]
   })
   logins++
@@ -182,6 +184,34 @@ export async function exampleScenario (ctx: Ctx, file: string): Promise<void> {
   await tcpIntact(ctx, env, alice, 'secure', securePort, echo)
   refused(ctx, env, `tcp proxy alice.outside on port ${outsidePort}`, await alice.proxy('outside'),
     new RegExp(`\\b${outsidePort}\\b.*outside 6000-7000`))
+
+  // stcp: the visitor is another frpc of the same user, its local port reaching the proxy through frps
+  const [plainVisitor, secureVisitor] = [await freePort(), await freePort()]
+  const visitor = env.client({
+    user: 'alice',
+    visitors: [
+      { name: 'v-plain', serverName: 'splain', sk: 'e2e-sk', bindPort: plainVisitor },
+      { name: 'v-secure', serverName: 'ssecure', sk: 'e2e-sk', bindPort: secureVisitor, encryption: true }
+    ]
+  })
+  logins++
+  ctx.check('a visitor frpc of alice logs in', await visitor.login() === 'ok', undefined, env.procs)
+  const splain = await alice.proxy('splain')
+  if (needEncryption?.when?.proxyTypes?.includes('stcp') === true) {
+    refused(ctx, env, 'stcp proxy alice.splain without encryption', splain, render(needEncryption.options.reason, { proxy_name: 'alice.splain' }))
+  } else if (splain === 'ok') {
+    await waitPort(plainVisitor, visitor)
+    const got = await echoThrough(plainVisitor, echo)
+    ctx.check('stcp proxy alice.splain (started) carries bytes intact to a visitor', got === 'intact', `visitor got: ${got}`, env.procs)
+  } else {
+    refused(ctx, env, 'stcp proxy alice.splain without encryption', splain, /encrypt/i)
+  }
+  if (ctx.check('frpc logs `[alice.ssecure] start proxy success`', await alice.proxy('ssecure') === 'ok', undefined, env.procs)) {
+    await waitPort(secureVisitor, visitor)
+    const got = await echoThrough(secureVisitor, echo)
+    ctx.check('an stcp visitor (useEncryption) of alice.ssecure gets 64 KiB of random bytes back intact, and the local service got them intact',
+      got === 'intact', `visitor got: ${got}`, env.procs)
+  }
 
   const online = await onlineProxies(env.frps, 'tcp')
   ctx.check(`frps's dashboard lists exactly the tcp proxies frpc says started (${plain === 'ok' ? 'alice.plain, ' : ''}alice.secure)`,
