@@ -5,7 +5,7 @@ import { redisCli, startRedis } from '../test/helpers/redis.js'
 import { makeCerts, type TestCerts } from '../test/helpers/tls.js'
 import {
   echoThrough, freePort, Frpc, getThrough, onlineProxies, startEcho, startFrps, startGateway, startPlugin, startWeb, waitPort,
-  type ClientSpec, type Echo, type Frps, type FrpVersion, type Gateway, type Plugin, type Proc, type Scope
+  type ClientSpec, type Echo, type ProxySpec, type Frps, type FrpVersion, type Gateway, type Plugin, type Proc, type Scope
 } from './harness.js'
 import type { Recipe, Step } from './recipes.js'
 
@@ -272,6 +272,55 @@ const parseWindow = (window: string | number): number =>
 const saw = (plugin: Plugin | undefined, op: string): number => plugin?.calls.filter(c => c.op === op).length ?? 0
 
 type RecipeScenario = (ctx: Ctx, recipe: Recipe) => Promise<void>
+
+/** The client settings behind the content fields a `when.fields` rule can ask for. */
+const FIELD_SETTING: Record<string, 'encryption' | 'compression'> = { use_encryption: 'encryption', use_compression: 'compression' }
+
+/**
+ * A NewProxy reject whose `when.fields` asks about use_encryption / use_compression: a proxy of each listed type
+ * whose settings match is refused with the rendered reason; the same proxy with the settings flipped serves
+ * intact (bytes through tcp, a page through http).
+ */
+export const fieldsReject: RecipeScenario = async (ctx, recipe) => {
+  const step = recipe.steps[0]
+  const fields = Object.entries(step.when?.fields ?? {}) as Array<[string, unknown]>
+  const unknown = fields.filter(([path]) => FIELD_SETTING[path] === undefined).map(([path]) => path)
+  if (!ctx.check(`the rule asks only about ${Object.keys(FIELD_SETTING).join(', ')}`, fields.length > 0 && unknown.length === 0, `fields ${JSON.stringify(unknown)}`)) return
+  const matching: Partial<Record<'encryption' | 'compression', boolean>> = {}
+  const other: Partial<Record<'encryption' | 'compression', boolean>> = {}
+  for (const [path, value] of fields) {
+    const values = Array.isArray(value) ? value : [value]
+    // absent (null) or false ask for a client that leaves the setting off; true for one that turns it on
+    const on = values.includes(true)
+    matching[FIELD_SETTING[path]] = on ? true : undefined
+    other[FIELD_SETTING[path]] = !on
+  }
+  const said = (settings: typeof matching): string => fields.map(([path]) => `${FIELD_SETTING[path]} ${settings[FIELD_SETTING[path]] === true ? 'on' : 'off'}`).join(', ')
+  const env = await setUp(ctx, { chain: recipe.steps })
+  const echo = await startEcho(ctx.scope)
+  const web = await startWeb(ctx.scope)
+  const types = ((step.when?.proxyTypes as string[] | undefined) ?? ['tcp', 'http']).filter(type => type === 'tcp' || type === 'http')
+  const proxies: ProxySpec[] = []
+  for (const type of types) {
+    for (const [kind, settings] of [['match', matching], ['other', other]] as const) {
+      const base = type === 'tcp'
+        ? { type: 'tcp' as const, localPort: echo.port, remotePort: await freePort() }
+        : { type: 'http' as const, localPort: web.port, customDomains: [`${kind}.e2e.test`] }
+      proxies.push({ name: `${type}-${kind}`, ...base, ...settings })
+    }
+  }
+  const c = env.client({ user: 'alice', proxies })
+  if (!ctx.check('alice logs in', await c.login() === 'ok', undefined, env.procs)) return
+  for (const p of proxies) {
+    if (p.name.endsWith('-match')) {
+      refused(ctx, env, `${p.type} proxy ${c.proxyName(p.name)} (${said(matching)})`, await c.proxy(p.name), render(step.options?.reason ?? '', { proxy_name: c.proxyName(p.name), proxy_type: p.type }))
+    } else if (p.type === 'tcp') {
+      await tcpIntact(ctx, env, c, p.name, p.remotePort as number, echo)
+    } else if (ctx.check(`http proxy ${c.proxyName(p.name)} (${said(other)}) starts`, await c.proxy(p.name) === 'ok', undefined, env.procs)) {
+      await pageIntact(ctx, env, 'other.e2e.test', web.body)
+    }
+  }
+}
 
 /** One scenario per README recipe name: a recipe without one fails the run. */
 export const recipeScenarios: Record<string, RecipeScenario> = {
