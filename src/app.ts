@@ -39,7 +39,10 @@ function toGatewayError (err: Error & { code?: string, statusCode?: number }, re
   if (err instanceof GatewayError) return err
   const known = err.code !== undefined ? FASTIFY_ERRORS[err.code] : undefined
   if (known !== undefined) return typeof known === 'function' ? known(err, opts) : known
-  if (err.statusCode === 415) return new GatewayError('FRPGW_ERR_UNSUPPORTED_MEDIA_TYPE', (req.headers['content-type'] !== undefined ? quote(req.headers['content-type']) : 'none'))
+  if (err.statusCode === 415) {
+    const type = req.headers['content-type']
+    return new GatewayError('FRPGW_ERR_UNSUPPORTED_MEDIA_TYPE', type !== undefined ? quote(type) : 'none')
+  }
   return new GatewayError('FRPGW_ERR_INTERNAL', err.message)
 }
 

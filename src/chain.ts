@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
-import { warnRepeated } from './log.js'
 import type { z } from 'zod'
+import { warnRepeated } from './log.js'
 import type { Matcher } from './match.js'
 import type { Decision, Metrics, Outcome } from './metrics.js'
 import type { RateLimitStore } from './stores/store.js'
