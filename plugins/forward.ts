@@ -5,6 +5,7 @@ import { Pool, type Dispatcher } from 'undici'
 import { z } from 'zod'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
+import { describeJsonError } from '../src/json-error.js'
 import { FORWARD_RESULTS, type ForwardResult } from '../src/metrics.js'
 import { checkContent, copy, isObject, OPS, own, put, sameJson, type Content, type Op } from '../src/protocol.js'
 
@@ -187,8 +188,8 @@ export default definePlugin({
       }
       try {
         return JSON.parse(text)
-      } catch (err) {
-        throw invalid(`answer is not JSON: ${(err as Error).message}`)
+      } catch {
+        throw invalid(`answer is not JSON: ${describeJsonError(text)}`)
       }
     }
 

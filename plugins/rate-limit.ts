@@ -47,7 +47,8 @@ export default definePlugin({
         return
       }
       limited.inc()
-      return { reject: reason(content, { op: ctx.op, reqid: ctx.reqid, retryAfter: Math.ceil(result.retryAfterMs / 1000) }) }
+      const at = { op: ctx.op, reqid: ctx.reqid, retryAfter: Math.ceil(result.retryAfterMs / 1000) }
+      return { reject: reason(content, at), loggedReason: reason.masked?.(content, at) }
     }
     const prefix = `${deps.name}:`
     return function rateLimit (content, ctx) {

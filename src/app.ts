@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import type { ChainResult } from './chain.js'
 import { GatewayError } from './errors.js'
-import { callLogger } from './log.js'
+import { describeJsonError } from './json-error.js'
+import { callLogger, quote, reqidOf } from './log.js'
 import { OUTCOMES, type Metrics, type Outcome } from './metrics.js'
 import {
   answerFor, isObject, isOp, OPS, type Content, type Op
@@ -38,7 +39,10 @@ function toGatewayError (err: Error & { code?: string, statusCode?: number }, re
   if (err instanceof GatewayError) return err
   const known = err.code !== undefined ? FASTIFY_ERRORS[err.code] : undefined
   if (known !== undefined) return typeof known === 'function' ? known(err, opts) : known
-  if (err.statusCode === 415) return new GatewayError('FRPGW_ERR_UNSUPPORTED_MEDIA_TYPE', req.headers['content-type'] ?? 'none')
+  if (err.statusCode === 415) {
+    const type = req.headers['content-type']
+    return new GatewayError('FRPGW_ERR_UNSUPPORTED_MEDIA_TYPE', type !== undefined ? quote(type) : 'none')
+  }
   return new GatewayError('FRPGW_ERR_INTERNAL', err.message)
 }
 
@@ -48,9 +52,9 @@ function envelope (req: FastifyRequest): { wireOp: Op, content: Content } {
   if (body === undefined) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', 'body is empty')
   if (!isObject(body)) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', 'body is not an object')
   if (typeof body.op !== 'string') throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', '"op" is missing or not a string')
-  if (!isOp(body.op)) throw new GatewayError('FRPGW_ERR_UNKNOWN_OP', JSON.stringify(body.op))
+  if (!isOp(body.op)) throw new GatewayError('FRPGW_ERR_UNKNOWN_OP', quote(body.op))
   const queryOp = (req.query as Record<string, unknown>).op
-  if (queryOp !== undefined && queryOp !== body.op) throw new GatewayError('FRPGW_ERR_OP_MISMATCH', JSON.stringify(queryOp), JSON.stringify(body.op))
+  if (queryOp !== undefined && queryOp !== body.op) throw new GatewayError('FRPGW_ERR_OP_MISMATCH', quote(queryOp), quote(body.op))
   const content = body.content
   if (content === undefined) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', '"content" is missing')
   if (!isObject(content)) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', '"content" is not an object')
@@ -78,7 +82,8 @@ function baseApp (opts: AppOptions, extra: object = {}): FastifyInstance {
   // one line per call, through a per-call logger bound to frps's reqid.
   const app = Fastify({
     logger: false,
-    requestIdHeader: 'x-frp-reqid',
+    requestIdHeader: false,
+    genReqId: (req: { headers: Record<string, string | string[] | undefined> }) => reqidOf(req.headers['x-frp-reqid']),
     ...extra
   }) as unknown as FastifyInstance
   app.addHook('onListen', async function () {
@@ -88,7 +93,7 @@ function baseApp (opts: AppOptions, extra: object = {}): FastifyInstance {
     }
   })
   app.setNotFoundHandler((req, reply) => {
-    const err = new GatewayError('FRPGW_ERR_NOT_FOUND', `${req.method} ${req.url.split('?')[0]}`)
+    const err = new GatewayError('FRPGW_ERR_NOT_FOUND', `${req.method} ${quote(req.url.split('?')[0])}`)
     void reply.code(err.statusCode).send(err.toJSON())
   })
   return app
@@ -109,8 +114,9 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
     try {
       done(null, JSON.parse(body as string))
-    } catch (err) {
-      done(new GatewayError('FRPGW_ERR_INVALID_JSON', (err as Error).message), undefined)
+    } catch {
+      // JSON.parse's message quotes the body, which may hold a secret: say only what and where
+      done(new GatewayError('FRPGW_ERR_INVALID_JSON', describeJsonError(body as string)), undefined)
     }
   })
 
@@ -129,7 +135,7 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
     requests[op][result.outcome].inc()
     durations[op].observe(seconds)
     // allowed calls (modified or not) are the steady stream: one line each only at debug
-    if (result.reason !== undefined) log.info({ op, outcome: result.outcome, step: result.step, reason: result.reason, ms: seconds * 1000 }, 'call')
+    if (result.reason !== undefined) log.info({ op, outcome: result.outcome, step: result.step, reason: result.loggedReason ?? result.reason, ms: seconds * 1000 }, 'call')
     else if (opts.logger.isLevelEnabled('debug')) log.debug({ op, outcome: result.outcome, ms: seconds * 1000, content }, 'call')
     if (ref.stopping === true) reply.header('connection', 'close')
     return reply.type(JSON_TYPE).send(body)

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import type { z } from 'zod'
+import { warnRepeated } from './log.js'
 import type { Matcher } from './match.js'
 import type { Decision, Metrics, Outcome } from './metrics.js'
 import type { RateLimitStore } from './stores/store.js'
@@ -29,7 +30,13 @@ export type TraceEntry =
  * A step's answer. Nothing (or `{}`) allows unchanged; `content` (a new object, only when a value really
  * differs) modifies; `reject` rejects with that reason; `error` marks a decision taken by a failure policy.
  */
-export interface Verdict { reject?: string, content?: Content, error?: unknown }
+export interface Verdict {
+  reject?: string
+  /** the reason as log lines show it, when it renders a secret (Template.masked) */
+  loggedReason?: string
+  content?: Content
+  error?: unknown
+}
 
 /** A compiled step: validated and compiled once, called per call. `close` frees what it holds. */
 export interface Step {
@@ -71,6 +78,8 @@ export interface ChainResult {
   outcome: Outcome
   /** the rejection reason (reject and error outcomes) */
   reason?: string
+  /** the reason as log lines show it, when it differs */
+  loggedReason?: string
   /** the whole final content (modify outcome) */
   content?: Content
   /** the step that rejected or failed */
@@ -123,7 +132,7 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
       const seconds = (performance.now() - started) / 1000
       step.record('error', seconds)
       ctx.trace?.({ step: step.name, decision: 'error', seconds, before: state.content, after: state.content, reason: 'deadline exceeded' })
-      ctx.log.warn({ step: step.name }, 'deadline exceeded')
+      warnRepeated(ctx.log, `${step.name}\ndeadline`, { step: step.name }, { step: step.name }, 'deadline exceeded')
       const reason = `frp-plugin-gateway: deadline exceeded in step ${step.name}`
       end(ctx.op === 'CloseProxy' ? { outcome: 'allow' } : { outcome: 'error', reason, step: step.name })
     }
@@ -174,14 +183,14 @@ function failed (step: ChainStep, err: unknown): Verdict {
 function settle (step: ChainStep, state: State, verdict: Verdict | undefined, ctx: CallContext, started: number): boolean {
   const seconds = (performance.now() - started) / 1000
   const failed = verdict?.error !== undefined
-  if (failed) ctx.log.warn({ step: step.name, err: verdict.error }, 'step failed')
+  if (failed) logFailure(step, verdict.error, ctx)
   const before = state.content
   let decision: Decision = 'allow'
   let ends = false
   if (verdict?.reject !== undefined) {
     decision = step.shadow ? 'shadow_reject' : 'reject'
     if (!step.shadow && ctx.op !== 'CloseProxy') {
-      state.failure = { outcome: failed ? 'error' : 'reject', reason: verdict.reject, step: step.name }
+      state.failure = { outcome: failed ? 'error' : 'reject', reason: verdict.reject, loggedReason: verdict.loggedReason, step: step.name }
       ends = true
     }
   } else if (verdict?.content !== undefined && verdict.content !== state.content) {
@@ -194,6 +203,14 @@ function settle (step: ChainStep, state: State, verdict: Verdict | undefined, ct
   step.record(failed ? 'error' : decision, seconds)
   ctx.trace?.({ step: step.name, decision: failed ? 'error' : decision, seconds, before, after: verdict?.content ?? before, reason: verdict?.reject, error: verdict?.error })
   return ends
+}
+
+/** A failing store or downstream fails every call: its stack is logged once, then the repeats counted (log.ts). */
+function logFailure (step: ChainStep, err: unknown, ctx: CallContext): void {
+  const { code, result, name, message } = (err ?? {}) as Record<string, unknown>
+  // result: a forward failure's kind (http_status, invalid_response...), when no code says more
+  const kind = [code, result, name].find(k => typeof k === 'string') as string | undefined ?? typeof err
+  warnRepeated(ctx.log, `${step.name}\n${kind}`, { step: step.name, err }, { step: step.name, code: kind, error: message ?? String(err) }, 'step failed')
 }
 
 function finish (original: Content, state: State, ctx: CallContext): ChainResult {

@@ -1,10 +1,26 @@
+import { isSecretName, redactContent } from './log.js'
 import { clientIp, clientMetas, clientRunId, clientUser, getIn, own, remoteIp, type Content, type Op } from './protocol.js'
 
 /** What a template may read besides the content. */
 export interface TemplateContext { op: Op, reqid: string, retryAfter?: number }
-export type Template = (content: Content, ctx: TemplateContext) => string
+/**
+ * `masked`, present when the template reads a value that may be a secret (a secret-named meta or
+ * field, or an object), renders it for a log line: secret values masked, objects as redactContent.
+ */
+export type Template = ((content: Content, ctx: TemplateContext) => string) & { masked?: (content: Content, ctx: TemplateContext) => string }
 
-type Getter = (content: Content, ctx: TemplateContext) => unknown
+type Getter = ((content: Content, ctx: TemplateContext) => unknown) & { masked?: Getter }
+
+const maskAll = (get: Getter): Getter => (c, ctx) => {
+  const value = get(c, ctx)
+  return value === undefined || value === null || value === '' ? value : '[redacted]'
+}
+/** The getter of a name that reads `key` (or a path of keys), with its masked form when it needs one. */
+function guarded (get: Getter, keys: readonly string[], object: boolean): Getter {
+  if (keys.some(isSecretName)) get.masked = maskAll(get)
+  else if (object) get.masked = (c, ctx) => redactContent(get(c, ctx))
+  return get
+}
 
 const text = (value: unknown): string =>
   value === undefined || value === null ? '' : typeof value === 'object' ? JSON.stringify(value) : String(value)
@@ -29,11 +45,11 @@ function getterFor (name: string, step: string, extra: readonly string[]): Gette
   const head = dot === -1 ? name : name.slice(0, dot)
   const rest = name.slice(dot + 1)
   if (dot > 0 && rest !== '') {
-    if (head === 'metas') return (c, ctx) => own(clientMetas(ctx.op, c), rest)
-    if (head === 'proxy_metas') return (c, ctx) => ctx.op === 'NewProxy' ? own(own(c, 'metas'), rest) : undefined
+    if (head === 'metas') return guarded((c, ctx) => own(clientMetas(ctx.op, c), rest), [rest], false)
+    if (head === 'proxy_metas') return guarded((c, ctx) => ctx.op === 'NewProxy' ? own(own(c, 'metas'), rest) : undefined, [rest], false)
     if (head === 'content' && !rest.split('.').includes('')) {
       const path = rest.split('.')
-      return c => getIn(c, path)
+      return guarded(c => getIn(c, path), path, true)
     }
   }
   const known = [...Object.keys(NAMES), 'step', ...extra, 'metas.KEY', 'proxy_metas.KEY', 'content.PATH']
@@ -56,6 +72,14 @@ export function compileTemplate (source: string, opts: { step: string, extra?: r
     parts.push(getterFor(source.slice(open + 2, close).trim(), opts.step, opts.extra ?? []))
     at = close + 2
   }
+  const template: Template = render(parts)
+  if (parts.some(p => typeof p !== 'string' && p.masked !== undefined)) {
+    template.masked = render(parts.map(p => typeof p === 'string' ? p : p.masked ?? p))
+  }
+  return template
+}
+
+function render (parts: ReadonlyArray<string | Getter>): Template {
   if (parts.length === 0) return () => ''
   if (parts.length === 1) {
     const only = parts[0]

@@ -16,6 +16,8 @@ export interface TestGateway {
   metrics: Metrics
   /** every log line written so far, parsed */
   logs: Array<Record<string, any>>
+  /** the same lines as written */
+  lines: string[]
   /** POSTs an frps-shaped call; answers the status and the parsed body */
   call: (op: string, content: unknown, opts?: { reqid?: string, query?: string, wireOp?: string }) => Promise<{ status: number, body: any, raw: string }>
   /** the value of one series in /metrics, or undefined when it is absent */
@@ -23,16 +25,22 @@ export interface TestGateway {
 }
 
 /** A gateway built from a config object, answering through fastify.inject; closed in teardown. */
-export async function startGateway (t: Teardown, rawConfig: unknown, opts: { level?: string } = {}): Promise<TestGateway> {
+/** repeatIntervalMs: 0 (the default here) logs every repeated warning in full; tests of the repeat limit set one. */
+export async function startGateway (t: Teardown, rawConfig: unknown, opts: { level?: string, repeatIntervalMs?: number } = {}): Promise<TestGateway> {
   const config = parseConfig(rawConfig)
   const logs: Array<Record<string, any>> = []
+  const lines: string[] = []
   const sink = new Writable({
     write (chunk, _enc, done) {
-      for (const line of String(chunk).split('\n')) if (line !== '') logs.push(JSON.parse(line))
+      for (const line of String(chunk).split('\n')) {
+        if (line === '') continue
+        lines.push(line)
+        logs.push(JSON.parse(line))
+      }
       done()
     }
   })
-  const logger = createLogger({ level: opts.level ?? 'debug', redact: config.log.redact }, sink)
+  const logger = createLogger({ level: opts.level ?? 'debug', redact: config.log.redact, repeatIntervalMs: opts.repeatIntervalMs ?? 0 }, sink)
   const metrics = createMetrics()
   const ref: RuntimeRef = { current: await createRuntime(config, { metrics, log: logger }) }
   const app = buildApp(ref, { metrics, logger, path: config.listen.path, bodyLimitBytes: config.listen.bodyLimitBytes, adminRoutes: true })
@@ -46,6 +54,7 @@ export async function startGateway (t: Teardown, rawConfig: unknown, opts: { lev
     ref,
     metrics,
     logs,
+    lines,
     async call (op, content, o = {}) {
       const res = await app.inject({
         method: 'POST',

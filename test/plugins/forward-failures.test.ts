@@ -48,7 +48,7 @@ const cases: Case[] = [
     slow: true
   },
   { name: 'answering 500', handler: (_, res) => { res.writeHead(500).end('boom') }, answer: FAILED, result: 'http_status', err: { status: 500, message: 'downstream answered HTTP 500' } },
-  { name: 'answering non-JSON', handler: () => '<html>bad gateway</html>', answer: FAILED, result: 'invalid_response', err: { message: /^answer is not JSON: Unexpected token/ } },
+  { name: 'answering non-JSON', handler: () => '<html>bad gateway</html>', answer: FAILED, result: 'invalid_response', err: { message: /^answer is not JSON: unexpected character at position 0$/ } },
   { name: 'answering JSON that is not an object', handler: () => '[true]', answer: FAILED, result: 'invalid_response', err: { message: 'answer is not a JSON object' } },
   {
     name: 'answering more than 1 MiB',

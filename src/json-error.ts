@@ -1,0 +1,93 @@
+/**
+ * Why and where `text` is not JSON, e.g. `unexpected character at position 12`, never quoting it:
+ * JSON.parse's own message quotes the text, and a body may hold a secret. Runs only after JSON.parse
+ * failed; iterative, so any nesting depth is fine.
+ */
+export function describeJsonError (text: string): string {
+  const found = findJsonError(text)
+  return found === null ? 'syntax error' : `${found.kind} at position ${found.at}`
+}
+
+const WHITESPACE = new Set([' ', '\t', '\n', '\r'])
+const ESCAPES = new Set(['"', '\\', '/', 'b', 'f', 'n', 'r', 't'])
+const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y
+const HEX4 = /[0-9a-fA-F]{4}/y
+const LITERALS = ['true', 'false', 'null']
+
+interface Found { kind: string, at: number }
+
+export function findJsonError (s: string): Found | null {
+  const closers: string[] = []
+  let state: 'value' | 'first value' | 'after' | 'key' | 'first key' | 'colon' = 'value'
+  let i = 0
+  const fail = (kind: string): Found => ({ kind, at: i })
+  /** i is at the opening quote; on success, just past the closing one */
+  const string = (): Found | null => {
+    for (i++; i < s.length; i++) {
+      const c = s[i]
+      if (c === '"') {
+        i++
+        return null
+      }
+      if (c < ' ') return fail('control character in string')
+      if (c !== '\\') continue
+      i++
+      if (s[i] === 'u') {
+        HEX4.lastIndex = i + 1
+        if (!HEX4.test(s)) return fail('bad unicode escape in string')
+        i += 4
+      } else if (!ESCAPES.has(s[i])) return fail(i < s.length ? 'bad escape in string' : 'unterminated string')
+    }
+    return fail('unterminated string')
+  }
+  while (true) {
+    while (WHITESPACE.has(s[i])) i++
+    if (i >= s.length) return state === 'after' && closers.length === 0 ? null : fail('unexpected end of input')
+    const c = s[i]
+    const closer = closers[closers.length - 1]
+    if (state === 'after') {
+      if (closer === undefined) return fail('unexpected data after the JSON value')
+      if (c === ',') state = closer === '}' ? 'key' : 'value'
+      else if (c === closer) closers.pop()
+      else return fail(`expected "," or "${closer}"`)
+      i++
+    } else if (state === 'colon') {
+      if (c !== ':') return fail('expected ":"')
+      state = 'value'
+      i++
+    } else if (state === 'key' || state === 'first key') {
+      if (c === '}' && state === 'first key') {
+        closers.pop()
+        i++
+        state = 'after'
+      } else if (c !== '"') return fail('expected a property name in double quotes')
+      else {
+        const bad = string()
+        if (bad !== null) return bad
+        state = 'colon'
+      }
+    } else if (c === ']' && state === 'first value') {
+      closers.pop()
+      i++
+      state = 'after'
+    } else if (c === '{' || c === '[') {
+      closers.push(c === '{' ? '}' : ']')
+      i++
+      state = c === '{' ? 'first key' : 'first value'
+    } else if (c === '"') {
+      const bad = string()
+      if (bad !== null) return bad
+      state = 'after'
+    } else if (c === '-' || (c >= '0' && c <= '9')) {
+      NUMBER.lastIndex = i
+      if (!NUMBER.test(s)) return fail('invalid number')
+      i = NUMBER.lastIndex
+      state = 'after'
+    } else {
+      const literal = LITERALS.find(l => s.startsWith(l, i))
+      if (literal === undefined) return fail('unexpected character')
+      i += literal.length
+      state = 'after'
+    }
+  }
+}
