@@ -190,9 +190,11 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
     requestIdHeader: 'x-frp-reqid',
     ...serverOptions(listener.deadlineMs, opts.https),
     clientErrorHandler (err: Error & { code?: string }, socket: Socket) {
-      if (err.code === 'ECONNRESET' || socket.destroyed) return
-      // a connection that never sent a byte is closed as an idle kept-alive one is: no call, no answer
-      if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && socket.bytesRead === 0) return socket.destroy()
+      if (socket.destroyed) return
+      // a reset, or TLS that failed or never began (on https): there is no HTTP to answer in.
+      // A connection that never sent a byte is closed as an idle kept-alive one is: no call, no answer.
+      const http = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code?.startsWith('HPE_') === true
+      if (!http || (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && socket.bytesRead === 0)) return socket.destroy()
       const gwErr = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? new GatewayError('FRPGW_ERR_REQUEST_TIMEOUT', timeouts.request)
         : err.code === 'HPE_HEADER_OVERFLOW'

@@ -53,3 +53,39 @@ export function frpsRequest (body: string, { path = '/handler?version=0.1.0&op=L
   return `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Go-http-client/1.1\r\nContent-Type: application/json\r\n` +
     `X-Frp-Reqid: 00000000000000ab\r\n${headers}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
 }
+
+/** A kept-alive connection: one request at a time, each answer read whole. */
+export class RawConnection {
+  private buffered = ''
+  private waiting: (() => void) | undefined
+  closedAt: number | undefined
+  readonly socket: Socket
+
+  private constructor (socket: Socket) {
+    this.socket = socket
+    socket.on('data', chunk => { this.buffered += chunk.toString('latin1'); this.waiting?.() })
+    socket.on('error', () => {})
+    socket.on('close', () => { this.closedAt = performance.now(); this.waiting?.() })
+  }
+
+  static async open (port: number): Promise<RawConnection> {
+    const socket = net.connect(port, '127.0.0.1')
+    await new Promise(resolve => socket.once('connect', resolve))
+    return new RawConnection(socket)
+  }
+
+  /** Writes a request and resolves with its whole answer (or what came before the connection closed). */
+  async request (data: string): Promise<Omit<RawAnswer, 'closedAfterMs'>> {
+    this.socket.write(data)
+    while (true) {
+      const answer = parseResponse(this.buffered)
+      const end = this.buffered.indexOf('\r\n\r\n')
+      if (answer.status !== 0 && this.buffered.length - end - 4 >= Number(answer.headers['content-length'] ?? 0)) {
+        this.buffered = ''
+        return answer
+      }
+      if (this.closedAt !== undefined) return answer
+      await new Promise<void>(resolve => { this.waiting = resolve })
+    }
+  }
+}
