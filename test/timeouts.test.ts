@@ -3,11 +3,14 @@ import type { Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import tls from 'node:tls'
 import t, { type Test } from 'tap'
-import { buildApp, KEEP_ALIVE_TIMEOUT_MS, serverTimeouts } from '../src/app.js'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { buildApp, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, serverTimeouts } from '../src/app.js'
 import { parseConfig } from '../src/config.js'
 import { createLogger } from '../src/log.js'
 import { createMetrics } from '../src/metrics.js'
 import { createRuntime } from '../src/runtime.js'
+import { configFile, serveCli } from './helpers/cli.js'
 import { startDownstream } from './helpers/downstream.js'
 import { startGateway, type TestGateway } from './helpers/gateway.js'
 import { frpsRequest, RawConnection, rawExchange } from './helpers/raw-http.js'
@@ -113,4 +116,14 @@ t.test('https: a connection that never starts its TLS handshake is closed in tim
   await new Promise(resolve => socket.once('close', resolve))
   const after = performance.now() - started
   t.ok(after >= DEADLINE_MS - 50 && after <= DEADLINE_MS + SLACK_MS, `after the handshake, an idle connection is closed after ${after.toFixed(0)} ms`)
+})
+
+t.test('the RPC listener queues a burst of connections (its accept backlog, as ss shows it)', async t => {
+  const gw = await serveCli(['--config', configFile({ listen: { port: 0 } })], t)
+  const port = new URL(gw.url).port
+  const { stdout } = await promisify(execFile)('ss', ['-Hltn', `sport = :${port}`])
+  // a listening socket's Send-Q is its backlog, clamped by net.core.somaxconn (4096 by default since Linux 5.4)
+  t.equal(Number(stdout.trim().split(/\s+/)[2]), LISTEN_BACKLOG, stdout.trim())
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
 })
