@@ -116,6 +116,7 @@ const BODY_CASES: BodyCase[] = [
   { name: 'encoding named __proto__', body: envelope('Login', { user: 'alice' }), headers: { 'content-encoding': '__proto__' }, status: 415, code: 'FRPGW_ERR_UNSUPPORTED_ENCODING' },
   // deep nesting
   { name: 'unknown field nested 5000 deep', body: envelope('Login', `{"user":"alice","future":${nest(5000)}}`), status: 400, code: 'FRPGW_ERR_TOO_DEEP', message: /^content\.future nests objects and arrays deeper than 32 levels$/ },
+  { name: 'unknown field nested 5000 deep in a call allowed unchanged (logged with its content at debug)', body: envelope('Ping', `{"user":{"user":"a"},"future":${nest(5000)}}`), url: '/handler?op=Ping', status: 400, code: 'FRPGW_ERR_TOO_DEEP' },
   { name: 'unknown field under user nested 5000 deep', body: envelope('NewProxy', `{"user":{"user":"a","x":${nest(5000)}}}`), url: '/handler?op=NewProxy', status: 400, code: 'FRPGW_ERR_TOO_DEEP', message: /^content\.user\.x / },
   { name: 'unknown field under client_spec nested deep', body: envelope('Login', `{"client_spec":{"x":${nest(40)}}}`), status: 400, code: 'FRPGW_ERR_TOO_DEEP', message: /^content\.client_spec\.x / },
   { name: `content nested exactly ${MAX_CONTENT_DEPTH} deep`, body: envelope('Login', `{"user":"alice","deep":${nest(MAX_CONTENT_DEPTH - 1)}}`), status: 200, answer: `{"reject":false,"unchange":false,"content":{"user":"alice","deep":${nest(MAX_CONTENT_DEPTH - 1)},"metas":{"tagged":"yes"}}}` },
