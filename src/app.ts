@@ -9,7 +9,7 @@ import { GatewayError } from './errors.js'
 import { callLogger } from './log.js'
 import { OUTCOMES, type Metrics, type Outcome } from './metrics.js'
 import {
-  answerFor, isObject, isOp, OPS, type Content, type Op
+  answerFor, clip, isObject, isOp, OPS, type Content, type Op
 } from './protocol.js'
 import type { Runtime } from './runtime.js'
 
@@ -114,7 +114,7 @@ function decodeBody (req: FastifyRequest, payload: Readable, limit: number): Rea
   const encoding = header.trim().toLowerCase()
   if (encoding === '' || encoding === 'identity') return payload
   const make = Object.hasOwn(DECODERS, encoding) ? DECODERS[encoding] : undefined
-  if (make === undefined) throw new GatewayError('FRPGW_ERR_UNSUPPORTED_ENCODING', JSON.stringify(header.length > 64 ? `${header.slice(0, 64)}...` : header))
+  if (make === undefined) throw new GatewayError('FRPGW_ERR_UNSUPPORTED_ENCODING', JSON.stringify(clip(header)))
   const decoder = make()
   let decoded = 0
   const out = new Transform({
@@ -215,7 +215,7 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
   }) as unknown as FastifyInstance
   // CONNECT is handed to a 'connect' listener, or the socket is closed without a word
   app.server.on('connect', (req: IncomingMessage, socket: Socket) => {
-    const err = new GatewayError('FRPGW_ERR_METHOD_NOT_ALLOWED', 'CONNECT', JSON.stringify(shortUrl(req.url ?? '')))
+    const err = new GatewayError('FRPGW_ERR_METHOD_NOT_ALLOWED', 'CONNECT', JSON.stringify(clip(req.url ?? '', 128)))
     refused(err, opts.logger)
     answerRaw(socket, err)
   })
@@ -228,8 +228,8 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
   const noRoute = (req: FastifyRequest, reply: FastifyReply): FastifyReply => {
     const path = req.url.split('?')[0]
     const err = path === listener.rpc?.path && req.method !== 'POST'
-      ? new GatewayError('FRPGW_ERR_METHOD_NOT_ALLOWED', req.method, JSON.stringify(shortUrl(path)))
-      : new GatewayError('FRPGW_ERR_NOT_FOUND', `${req.method} ${JSON.stringify(shortUrl(path))}`)
+      ? new GatewayError('FRPGW_ERR_METHOD_NOT_ALLOWED', req.method, JSON.stringify(clip(path, 128)))
+      : new GatewayError('FRPGW_ERR_NOT_FOUND', `${req.method} ${JSON.stringify(clip(path, 128))}`)
     refused(err, callLogger(opts.logger, req.id))
     if (err.statusCode === 405) reply.header('allow', 'POST')
     return reply.code(err.statusCode).type(JSON_TYPE).send(JSON.stringify(err.toJSON()))
@@ -254,8 +254,6 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
   })
   return app
 }
-
-const shortUrl = (url: string): string => url.length > 128 ? `${url.slice(0, 128)}...` : url
 
 /** The fastify instance serving frps. It never listens by itself. */
 export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {

@@ -72,13 +72,14 @@ function object (fields: Record<string, Field>, path: string, level: number): Fi
     for (const key in v) {
       const ok = known.get(key)
       if (ok === undefined) {
-        if (nestsDeeper(v[key], MAX_CONTENT_DEPTH - level)) throw new GatewayError('FRPGW_ERR_TOO_DEEP', `${path}.${shortKey(key)}`, MAX_CONTENT_DEPTH)
+        if (nestsDeeper(v[key], MAX_CONTENT_DEPTH - level)) throw new GatewayError('FRPGW_ERR_TOO_DEEP', `${path}.${clip(key)}`, MAX_CONTENT_DEPTH)
       } else if (!ok(v[key])) return false
     }
     return true
   })
 }
-const shortKey = (key: string): string => key.length > 64 ? `${key.slice(0, 64)}...` : key
+/** A caller's string as an error message quotes it: at most `max` characters. */
+export const clip = (text: string, max = 64): string => text.length > max ? `${text.slice(0, max)}...` : text
 
 /**
  * A string -> string map in the config (metas) that keeps a `__proto__` key as a plain own key, where
