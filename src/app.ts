@@ -109,8 +109,7 @@ const DECODERS: Readonly<Record<string, () => Transform>> = {
  * receivedEncodedLength, the bytes that came in.
  */
 function decodeBody (req: FastifyRequest, payload: Readable, limit: number): Readable {
-  const header = req.headers['content-encoding']
-  if (header === undefined) return payload
+  const header = req.headers['content-encoding'] ?? ''
   const encoding = header.trim().toLowerCase()
   if (encoding === '' || encoding === 'identity') return payload
   const make = Object.hasOwn(DECODERS, encoding) ? DECODERS[encoding] : undefined
@@ -291,7 +290,9 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
     return reply.type(JSON_TYPE).send(body)
   }
 
+  // a call without Content-Encoding (every call frps makes) hands fastify no new stream to keep
   const preParsing = (req: FastifyRequest, _reply: FastifyReply, payload: Readable, done: (err: Error | null, payload?: Readable) => void): void => {
+    if (req.headers['content-encoding'] === undefined) return done(null)
     try {
       done(null, decodeBody(req, payload, opts.bodyLimitBytes))
     } catch (err) {
