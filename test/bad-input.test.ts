@@ -166,6 +166,7 @@ t.test('bad bodies, envelopes, types, encodings, depths and keys: exact status a
       t.same(Object.keys(res.json()), ['error'], `${c.name}: the error shape`)
       t.equal(res.json().error.code, c.code, `${c.name}: code`)
       if (c.message !== undefined) t.match(res.json().error.message, c.message, `${c.name}: message`)
+      if (c.status === 405) t.equal(res.headers.allow, 'POST', `${c.name}: Allow`)
       t.equal(after[0] - before[0], 1, `${c.name}: counted as op="invalid"`)
       t.equal(gw.logs.at(-1)?.code, c.code, `${c.name}: logged`)
     } else {
