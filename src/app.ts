@@ -1,5 +1,8 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import type { AddressInfo } from 'node:net'
+import { STATUS_CODES, type IncomingMessage } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import { Transform, type Readable } from 'node:stream'
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
 import type { Logger } from 'pino'
 import type { ChainResult } from './chain.js'
 import { GatewayError } from './errors.js'
@@ -32,7 +35,9 @@ const JSON_TYPE = 'application/json; charset=utf-8'
 // fastify's own errors, answered with ours
 const FASTIFY_ERRORS: Record<string, GatewayError | ((err: Error, opts: AppOptions) => GatewayError)> = {
   FST_ERR_CTP_BODY_TOO_LARGE: (_, opts) => new GatewayError('FRPGW_ERR_BODY_TOO_LARGE', opts.bodyLimitBytes),
-  FST_ERR_CTP_EMPTY_JSON_BODY: new GatewayError('FRPGW_ERR_INVALID_JSON', 'empty body')
+  FST_ERR_CTP_EMPTY_JSON_BODY: new GatewayError('FRPGW_ERR_INVALID_JSON', 'empty body'),
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: new GatewayError('FRPGW_ERR_BAD_REQUEST', 'the body is not as long as Content-Length says'),
+  FST_ERR_BAD_URL: new GatewayError('FRPGW_ERR_BAD_REQUEST', 'the URL has a malformed %-escape')
 }
 
 function toGatewayError (err: Error & { code?: string, statusCode?: number }, req: FastifyRequest, opts: AppOptions): GatewayError {
@@ -43,7 +48,93 @@ function toGatewayError (err: Error & { code?: string, statusCode?: number }, re
     const type = req.headers['content-type']
     return new GatewayError('FRPGW_ERR_UNSUPPORTED_MEDIA_TYPE', type !== undefined ? quote(type) : 'none')
   }
+  // a client gone mid-body (aborted), or another of fastify's refusals of what was sent
+  if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) return new GatewayError('FRPGW_ERR_BAD_REQUEST', err.message)
   return new GatewayError('FRPGW_ERR_INTERNAL', err.message)
+}
+
+/** Node's limit on the request line and headers together (its default, stated). */
+export const MAX_HEADER_BYTES = 16384
+/**
+ * frps's Go client keeps an idle connection up to 90 s and does not retry a POST it wrote on a
+ * connection the server closed meanwhile: the server must never be the one to close first.
+ */
+export const KEEP_ALIVE_TIMEOUT_MS = 95_000
+/** Pending connections the kernel may queue for a burst of calls (as frpc clients log in again after an frps restart). */
+export const LISTEN_BACKLOG = 4096
+const MIN_REQUEST_TIMEOUT_MS = 1000
+const TIMEOUT_CHECK_INTERVAL_MS = 500
+
+/**
+ * The server's time limits, from the call deadline: a request (line, headers and body) arrives within
+ * `request` ms or gets a 408; a connection on which nothing moves for `idle` ms while a call is open is
+ * closed; a kept-alive connection with no call is closed after keepAlive ms.
+ */
+export function serverTimeouts (deadlineMs: number): { request: number, idle: number, keepAlive: number } {
+  const request = Math.max(deadlineMs, MIN_REQUEST_TIMEOUT_MS)
+  return { request, idle: 2 * request, keepAlive: KEEP_ALIVE_TIMEOUT_MS }
+}
+
+function serverOptions (deadlineMs: number, https: AppOptions['https']): object {
+  const t = serverTimeouts(deadlineMs)
+  const node = {
+    headersTimeout: t.request,
+    connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
+    maxHeaderSize: MAX_HEADER_BYTES,
+    // Node answers a request without Host by itself, outside the error contract; frps always sends it
+    requireHostHeader: false
+  }
+  return {
+    requestTimeout: t.request,
+    connectionTimeout: t.idle,
+    keepAliveTimeout: t.keepAlive,
+    ...(https !== undefined ? { https: { ...https, ...node, handshakeTimeout: t.request } } : { http: node })
+  }
+}
+
+/** An error answer written straight to a socket the HTTP parser gave up on; the connection is closed after it. */
+function answerRaw (socket: Socket, err: GatewayError): void {
+  const body = JSON.stringify(err.toJSON())
+  socket.end(`HTTP/1.1 ${err.statusCode} ${STATUS_CODES[err.statusCode] ?? ''}\r\nContent-Type: ${JSON_TYPE}\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+  socket.destroySoon()
+}
+
+const parserError = (err: Error & { code?: string, reason?: string }): string =>
+  `${err.reason ?? err.message} (${err.code ?? 'unknown'})`
+
+const DECODERS: Readonly<Record<string, () => Transform>> = {
+  gzip: createGunzip, 'x-gzip': createGunzip, deflate: createInflate, br: createBrotliDecompress
+}
+
+/**
+ * The body as its Content-Encoding says. The decoded size is held to the body limit as it is produced,
+ * so a small bomb stops decompressing at the limit; fastify checks Content-Length against
+ * receivedEncodedLength, the bytes that came in.
+ */
+function decodeBody (req: FastifyRequest, payload: Readable, limit: number): Readable {
+  const header = req.headers['content-encoding'] ?? ''
+  const encoding = header.trim().toLowerCase()
+  if (encoding === '' || encoding === 'identity') return payload
+  const make = Object.hasOwn(DECODERS, encoding) ? DECODERS[encoding] : undefined
+  if (make === undefined) throw new GatewayError('FRPGW_ERR_UNSUPPORTED_ENCODING', quote(header))
+  const decoder = make()
+  let decoded = 0
+  const out = new Transform({
+    transform (chunk: Buffer, _encoding, done) {
+      decoded += chunk.length
+      if (decoded <= limit) return done(null, chunk)
+      payload.unpipe(decoder)
+      decoder.destroy()
+      done(new GatewayError('FRPGW_ERR_BODY_TOO_LARGE', limit))
+    }
+  }) as Transform & { receivedEncodedLength: number }
+  out.receivedEncodedLength = 0
+  // fastify may answer without reading the body (a 415, say): a decoding error must not go unhandled then
+  out.on('error', () => {})
+  payload.on('data', (chunk: Buffer) => { out.receivedEncodedLength += chunk.length })
+  decoder.on('error', err => out.destroy(new GatewayError('FRPGW_ERR_BAD_ENCODING', encoding, err.message)))
+  return payload.pipe(decoder).pipe(out)
 }
 
 /** Reads the envelope frps sends; every way it can be wrong is a 400 with its own code. */
@@ -76,7 +167,24 @@ export function registerAdminRoutes (app: FastifyInstance, ref: RuntimeRef, metr
   })
 }
 
-function baseApp (opts: AppOptions, extra: object = {}): FastifyInstance {
+/**
+ * What a listener needs besides AppOptions: the call deadline its timeouts derive from; on the RPC
+ * listener, its path and the counter of refused calls.
+ */
+interface Listener { deadlineMs: number, rpc?: { path: string, invalid: { inc: () => void } } }
+
+/**
+ * A fastify instance whose every answer, down to what Node's HTTP parser refuses and what times out,
+ * is an FRPGW_ERR_ error that is logged and (on the RPC listener) counted as op="invalid".
+ */
+function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): FastifyInstance {
+  const timeouts = serverTimeouts(listener.deadlineMs)
+  // sockets answered by the parser's error path: the request fastify may still hold on them is not answered twice
+  const answered = new WeakSet<Socket>()
+  const refused = (err: GatewayError, log: Logger): void => {
+    log.info({ code: err.code, message: err.message }, 'bad request')
+    listener.rpc?.invalid.inc()
+  }
   // No fastify logger: with one, fastify makes a child logger and runs its logging hooks on every
   // request (measured: 10 to 15% of an empty chain's throughput). The gateway logs for itself,
   // one line per call, through a per-call logger bound to frps's reqid.
@@ -84,17 +192,69 @@ function baseApp (opts: AppOptions, extra: object = {}): FastifyInstance {
     logger: false,
     requestIdHeader: false,
     genReqId: (req: { headers: Record<string, string | string[] | undefined> }) => reqidOf(req.headers['x-frp-reqid']),
+    ...serverOptions(listener.deadlineMs, opts.https),
+    clientErrorHandler (err: Error & { code?: string }, socket: Socket) {
+      if (socket.destroyed) return
+      // a reset, or TLS that failed or never began (on https): there is no HTTP to answer in.
+      // A connection that never sent a byte is closed as an idle kept-alive one is: no call, no answer.
+      const http = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code?.startsWith('HPE_') === true
+      if (!http || (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && socket.bytesRead === 0)) return socket.destroy()
+      const gwErr = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new GatewayError('FRPGW_ERR_REQUEST_TIMEOUT', timeouts.request)
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? new GatewayError('FRPGW_ERR_HEADERS_TOO_LARGE', MAX_HEADER_BYTES)
+          : new GatewayError('FRPGW_ERR_BAD_REQUEST', parserError(err))
+      answered.add(socket)
+      refused(gwErr, opts.logger)
+      const pending = (socket as Socket & { _httpMessage?: { headersSent: boolean } })._httpMessage
+      if (socket.writable && pending?.headersSent !== true) answerRaw(socket, gwErr)
+      else socket.destroy()
+    },
+    frameworkErrors (err: Error, req: FastifyRequest, reply: FastifyReply) {
+      const gwErr = toGatewayError(err, req, opts)
+      refused(gwErr, callLogger(opts.logger, req.id))
+      void reply.code(gwErr.statusCode).type(JSON_TYPE).send(JSON.stringify(gwErr.toJSON()))
+    },
     ...extra
   }) as unknown as FastifyInstance
+  // CONNECT is handed to a 'connect' listener, or the socket is closed without a word
+  app.server.on('connect', (req: IncomingMessage, socket: Socket) => {
+    const err = new GatewayError('FRPGW_ERR_METHOD_NOT_ALLOWED', 'CONNECT', quote(req.url ?? ''))
+    refused(err, opts.logger)
+    answerRaw(socket, err)
+  })
   app.addHook('onListen', async function () {
     for (const address of app.addresses() as AddressInfo[]) {
       const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
       opts.logger.info(`Server listening at ${opts.https !== undefined ? 'https' : 'http'}://${host}:${address.port}`)
     }
   })
-  app.setNotFoundHandler((req, reply) => {
-    const err = new GatewayError('FRPGW_ERR_NOT_FOUND', `${req.method} ${quote(req.url.split('?')[0])}`)
-    void reply.code(err.statusCode).send(err.toJSON())
+  const noRoute = (req: FastifyRequest, reply: FastifyReply): FastifyReply => {
+    const path = req.url.split('?')[0]
+    const err = path === listener.rpc?.path && req.method !== 'POST'
+      ? new GatewayError('FRPGW_ERR_METHOD_NOT_ALLOWED', req.method, quote(path))
+      : new GatewayError('FRPGW_ERR_NOT_FOUND', `${req.method} ${quote(path)}`)
+    refused(err, callLogger(opts.logger, req.id))
+    if (err.statusCode === 405) reply.header('allow', 'POST')
+    return reply.code(err.statusCode).type(JSON_TYPE).send(JSON.stringify(err.toJSON()))
+  }
+  app.setNotFoundHandler(noRoute)
+  // the common other methods on the RPC path are answered before their body is read (or refused)
+  if (listener.rpc !== undefined) {
+    app.route({ method: ['GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'], url: listener.rpc.path, onRequest: async (req, reply) => noRoute(req, reply), handler: async () => {} })
+  }
+  app.setErrorHandler((err, req, reply) => {
+    const gwErr = toGatewayError(err as Error, req, opts)
+    // the parser's error path answered this socket already (a body that stopped coming, say)
+    if (answered.has(req.raw.socket)) return reply.code(gwErr.statusCode).send()
+    const log = callLogger(opts.logger, req.id)
+    if (gwErr.statusCode >= 500) {
+      log.error({ err }, 'request failed')
+      listener.rpc?.invalid.inc()
+    } else {
+      refused(gwErr, log)
+    }
+    void reply.code(gwErr.statusCode).type(JSON_TYPE).send(JSON.stringify(gwErr.toJSON()))
   })
   return app
 }
@@ -102,8 +262,8 @@ function baseApp (opts: AppOptions, extra: object = {}): FastifyInstance {
 /** The fastify instance serving frps. It never listens by itself. */
 export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
   const { metrics } = opts
-  const app = baseApp(opts, { bodyLimit: opts.bodyLimitBytes, ...(opts.https !== undefined ? { https: opts.https } : {}) })
-  const invalidCalls = metrics.requests.labels('invalid', 'error')
+  const rpc = { path: opts.path, invalid: metrics.requests.labels('invalid', 'error') }
+  const app = baseApp(opts, { deadlineMs: ref.current.config.deadlineMs, rpc }, { bodyLimit: opts.bodyLimitBytes })
   const perOp = <T>(make: (op: Op) => T) => Object.fromEntries(OPS.map(op => [op, make(op)])) as Record<Op, T>
   const requests = perOp(op => Object.fromEntries(OUTCOMES.map(o => [o, metrics.requests.labels(op, o)])) as Record<Outcome, ReturnType<typeof metrics.requests.labels>>)
   const durations = perOp(op => metrics.requestDuration.labels(op))
@@ -120,28 +280,32 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
     }
   })
 
-  app.setErrorHandler((err, req, reply) => {
-    const gwErr = toGatewayError(err as Error, req, opts)
-    const log = callLogger(opts.logger, req.id)
-    if (gwErr.statusCode >= 500) log.error({ err }, 'request failed')
-    else log.info({ code: gwErr.code, message: gwErr.message }, 'bad request')
-    if (req.routeOptions.url === opts.path) invalidCalls.inc()
-    void reply.code(gwErr.statusCode).type(JSON_TYPE).send(JSON.stringify(gwErr.toJSON()))
-  })
-
+  /**
+   * Counted last, once all that can throw (the answer, the log line) is done: a call that fails before
+   * is answered and counted by the error handler instead, so no call is counted twice.
+   */
   function respond (reply: FastifyReply, log: Logger, op: Op, content: Content, result: ChainResult, started: number): FastifyReply {
     const body = answerFor(result)
     const seconds = (performance.now() - started) / 1000
-    requests[op][result.outcome].inc()
-    durations[op].observe(seconds)
     // allowed calls (modified or not) are the steady stream: one line each only at debug
     if (result.reason !== undefined) log.info({ op, outcome: result.outcome, step: result.step, reason: result.loggedReason ?? result.reason, ms: seconds * 1000 }, 'call')
     else if (opts.logger.isLevelEnabled('debug')) log.debug({ op, outcome: result.outcome, ms: seconds * 1000, content }, 'call')
+    requests[op][result.outcome].inc()
+    durations[op].observe(seconds)
     if (ref.stopping === true) reply.header('connection', 'close')
     return reply.type(JSON_TYPE).send(body)
   }
 
-  app.post(opts.path, (req, reply) => {
+  // a call without Content-Encoding (every call frps makes) hands fastify no new stream to keep
+  const preParsing = (req: FastifyRequest, _reply: FastifyReply, payload: Readable, done: (err: Error | null, payload?: Readable) => void): void => {
+    if (req.headers['content-encoding'] === undefined) return done(null)
+    try {
+      done(null, decodeBody(req, payload, opts.bodyLimitBytes))
+    } catch (err) {
+      done(err as Error)
+    }
+  }
+  app.post(opts.path, { preParsing }, (req, reply) => {
     const started = performance.now()
     const { wireOp, content } = envelope(req)
     const log = callLogger(opts.logger, req.id)
@@ -156,7 +320,7 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
 
 /** The admin listener: metrics and health apart from the RPC port. */
 export function buildAdminApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
-  const app = baseApp(opts)
+  const app = baseApp(opts, { deadlineMs: ref.current.config.deadlineMs })
   registerAdminRoutes(app, ref, opts.metrics)
   return app
 }

@@ -6,7 +6,14 @@ export const ERRORS = {
   FRPGW_ERR_OP_MISMATCH: { status: 400, message: 'op in the query (%s) differs from op in the body (%s)' },
   FRPGW_ERR_BODY_TOO_LARGE: { status: 413, message: 'body is larger than listen.bodyLimitBytes (%s bytes)' },
   FRPGW_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'content-type must be application/json, got %s' },
+  FRPGW_ERR_TOO_DEEP: { status: 400, message: '%s nests objects and arrays deeper than %s levels' },
+  FRPGW_ERR_BAD_ENCODING: { status: 400, message: 'body does not decode as content-encoding %s: %s' },
+  FRPGW_ERR_UNSUPPORTED_ENCODING: { status: 415, message: 'content-encoding %s is not supported: expected gzip, deflate, br or identity' },
+  FRPGW_ERR_BAD_REQUEST: { status: 400, message: 'malformed HTTP request: %s' },
+  FRPGW_ERR_HEADERS_TOO_LARGE: { status: 431, message: 'request line and headers are larger than %s bytes' },
+  FRPGW_ERR_REQUEST_TIMEOUT: { status: 408, message: 'request not received within %s ms' },
   FRPGW_ERR_NOT_FOUND: { status: 404, message: 'no route %s' },
+  FRPGW_ERR_METHOD_NOT_ALLOWED: { status: 405, message: '%s %s: the plugin RPC takes POST only' },
   FRPGW_ERR_INTERNAL: { status: 500, message: 'internal error: %s' },
   FRPGW_ERR_CONFIG: { status: 500, message: 'invalid config %s' }
 } as const satisfies Record<string, { status: number, message: string }>

@@ -2,7 +2,7 @@
 import { readFileSync, watch as watchFs } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import { parseArgs } from 'node:util'
-import { buildAdminApp, buildApp, type RuntimeRef } from './app.js'
+import { buildAdminApp, buildApp, LISTEN_BACKLOG, type RuntimeRef } from './app.js'
 import { configJsonSchema, loadConfig, type Config } from './config.js'
 import { ConfigError } from './errors.js'
 import { createLogger } from './log.js'
@@ -133,7 +133,7 @@ async function serve (file: string, watch: boolean): Promise<void> {
     }).unref()
   }
   // listening comes last: a reload asked for from the moment the port is up must be heard
-  await app.listen({ host: config.listen.host, port: config.listen.port })
+  await app.listen({ host: config.listen.host, port: config.listen.port, backlog: LISTEN_BACKLOG })
   if (admin !== undefined && config.admin !== undefined) await admin.listen({ host: config.admin.host, port: config.admin.port })
 
   let stopping = false

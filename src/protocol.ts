@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { GatewayError } from './errors.js'
 
 /** The six operations frps sends to a server plugin. */
 export const OPS = ['Login', 'NewProxy', 'CloseProxy', 'Ping', 'NewWorkConn', 'NewUserConn'] as const
@@ -43,7 +44,24 @@ const int = field(z.number().int(), v => Number.isSafeInteger(v))
 const bool = field(z.boolean(), v => typeof v === 'boolean')
 const strList = field(z.array(z.string()), v => Array.isArray(v) && v.every(item => typeof item === 'string'))
 const strMap = field(z.unknown().superRefine(checkStrMap), isStrMap)
-function object (fields: Record<string, Field>): Field {
+
+/** How deep objects and arrays may nest in content, content itself being level 1 (frps sends 3). */
+export const MAX_CONTENT_DEPTH = 32
+/** True when value nests more than `room` levels of objects and arrays; recurses at most room + 1 deep. */
+function nestsDeeper (value: unknown, room: number): boolean {
+  if (value === null || typeof value !== 'object') return false
+  if (room === 0) return true
+  if (Array.isArray(value)) return value.some(item => nestsDeeper(item, room - 1))
+  for (const key in value) if (nestsDeeper((value as Content)[key], room - 1)) return true
+  return false
+}
+
+/**
+ * A content object of known fields at `path` (level `level`). Known fields are shallow and typed, so
+ * only an unknown field can nest deep enough to overflow the stack of whatever serializes or walks
+ * the content later: its depth is checked where it is met, which ordinary calls never reach.
+ */
+function object (fields: Record<string, Field>, path: string, level: number): Field {
   const entries = Object.entries(fields)
   const zod = z.looseObject(Object.fromEntries(entries.map(([key, f]) => [key, f.zod])))
   // walks the keys the content has (for...in: own keys of a JSON object), about half the time of
@@ -53,11 +71,15 @@ function object (fields: Record<string, Field>): Field {
     if (!isObject(v)) return false
     for (const key in v) {
       const ok = known.get(key)
-      if (ok !== undefined && !ok(v[key])) return false
+      if (ok === undefined) {
+        if (nestsDeeper(v[key], MAX_CONTENT_DEPTH - level)) throw new GatewayError('FRPGW_ERR_TOO_DEEP', `${path}.${clip(key)}`, MAX_CONTENT_DEPTH)
+      } else if (!ok(v[key])) return false
     }
     return true
   })
 }
+/** A caller's string as an error message quotes it: at most `max` characters. */
+export const clip = (text: string, max = 64): string => text.length > max ? `${text.slice(0, max)}...` : text
 
 /**
  * A string -> string map in the config (metas) that keeps a `__proto__` key as a plain own key, where
@@ -67,27 +89,28 @@ export const stringRecord = (): z.ZodType<Record<string, string>> => z.any().sup
   .meta({ type: 'object', propertyNames: { type: 'string' }, additionalProperties: { type: 'string' } })
 
 const userInfo = { user: str, metas: strMap, run_id: str }
+const user = object(userInfo, 'content.user', 2)
 
 /** Content fields per op, with their types; unknown fields pass through (newer frps adds fields). */
 const CONTENT: Record<Op, Record<string, Field>> = {
   Login: {
     version: str, hostname: str, os: str, arch: str, user: str, privilege_key: str, timestamp: int,
-    run_id: str, client_id: str, metas: strMap, client_spec: object({ type: str, always_auth_pass: bool }),
+    run_id: str, client_id: str, metas: strMap, client_spec: object({ type: str, always_auth_pass: bool }, 'content.client_spec', 2),
     pool_count: int, client_address: str
   },
   NewProxy: {
-    user: object(userInfo), proxy_name: str, proxy_type: str, use_encryption: bool, use_compression: bool,
+    user, proxy_name: str, proxy_type: str, use_encryption: bool, use_compression: bool,
     bandwidth_limit: str, bandwidth_limit_mode: str, group: str, group_key: str, metas: strMap,
     annotations: strMap, remote_port: int, custom_domains: strList, subdomain: str, locations: strList,
     http_user: str, http_pwd: str, host_header_rewrite: str, headers: strMap, response_headers: strMap,
     route_by_http_user: str, sk: str, allow_users: strList, multiplexer: str
   },
-  CloseProxy: { user: object(userInfo), proxy_name: str },
-  Ping: { user: object(userInfo), privilege_key: str, timestamp: int },
-  NewWorkConn: { user: object(userInfo), run_id: str, privilege_key: str, timestamp: int },
-  NewUserConn: { user: object(userInfo), proxy_name: str, proxy_type: str, remote_addr: str }
+  CloseProxy: { user, proxy_name: str },
+  Ping: { user, privilege_key: str, timestamp: int },
+  NewWorkConn: { user, run_id: str, privilege_key: str, timestamp: int },
+  NewUserConn: { user, proxy_name: str, proxy_type: str, remote_addr: str }
 }
-const contents = Object.fromEntries(OPS.map(op => [op, object(CONTENT[op])])) as Record<Op, Field>
+const contents = Object.fromEntries(OPS.map(op => [op, object(CONTENT[op], 'content', 1)])) as Record<Op, Field>
 
 /** Content schemas per op (zod): field types only; unknown fields pass through. */
 export const contentSchemas = Object.fromEntries(OPS.map(op => [op, contents[op].zod])) as Record<Op, z.ZodType>
@@ -104,8 +127,19 @@ export function formatPath (path: readonly PropertyKey[]): string {
 /**
  * Checks content against the op's schema. Returns null when it fits, else a reason naming the field.
  * The parsed copy zod builds is thrown away: the original object (and its key order) is what travels on.
+ * Content nested deeper than MAX_CONTENT_DEPTH is a reason too (a downstream's answer, say).
  */
 export function checkContent (op: Op, content: unknown): string | null {
+  try {
+    return checkCall(op, content)
+  } catch (err) {
+    if (err instanceof GatewayError) return `invalid ${op} content: ${err.message}`
+    throw err
+  }
+}
+
+/** checkContent for a call from frps: content nested too deep throws FRPGW_ERR_TOO_DEEP (a 400, not a reject). */
+export function checkCall (op: Op, content: unknown): string | null {
   if (!isObject(content)) return 'content must be a JSON object'
   return contents[op].ok(content) ? null : reason(op, contentSchemas[op].safeParse(content), [])
 }

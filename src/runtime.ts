@@ -6,7 +6,7 @@ import type { Config, StepConfig } from './config.js'
 import { compileAt, ConfigError, type ConfigIssue, type OptionError } from './errors.js'
 import { compileWhen } from './match.js'
 import { DECISIONS, type Metrics } from './metrics.js'
-import { checkContent, effectiveOp, OPS, type Content, type Op } from './protocol.js'
+import { checkCall, effectiveOp, OPS, type Content, type Op } from './protocol.js'
 import { MemoryStore } from './stores/memory-store.js'
 import { createRedisClient } from './stores/redis-client.js'
 import { RedisStore } from './stores/redis-store.js'
@@ -46,7 +46,7 @@ export class Runtime {
   call (wireOp: Op, content: Content, started: number, reqid: string, log: Logger, trace?: CallContext['trace']):
   { op: Op, result: ChainResult | Promise<ChainResult> } {
     const op = effectiveOp(wireOp, content)
-    const invalid = checkContent(op, content)
+    const invalid = checkCall(op, content)
     if (invalid !== null) return { op, result: { outcome: 'error', reason: invalid } }
     const ctx: CallContext = { op, wireOp, reqid, deadline: started + this.config.deadlineMs, log, trace }
     return { op, result: runChain(this.chains[op], content, ctx) }

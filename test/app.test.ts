@@ -1,4 +1,10 @@
 import t from 'tap'
+import { buildApp } from '../src/app.js'
+import { parseConfig } from '../src/config.js'
+import { createLogger } from '../src/log.js'
+import { createMetrics } from '../src/metrics.js'
+import { createRuntime } from '../src/runtime.js'
+import { startDownstream } from './helpers/downstream.js'
 import { startGateway } from './helpers/gateway.js'
 
 const post = (payload: string, headers: Record<string, string> = { 'content-type': 'application/json' }, url = '/handler?version=0.1.0&op=Login') =>
@@ -135,4 +141,33 @@ t.test('logs: one line per call with reqid, allowed calls at debug, secrets reda
   }
   t.equal(calls[0].content.metas.team, 'blue', 'other metas stay readable')
   t.equal(calls[0].content.privilege_key, '[redacted]')
+})
+
+t.test('a call that fails after its chain decided (here: its log line) is answered 500 and counted once, as op="invalid"', async t => {
+  const downstream = await startDownstream(t, () => ({ reject: false, unchange: true }))
+  const config = parseConfig({
+    chain: [
+      { name: 'tag', plugin: 'metas', ops: ['Login'], options: { set: { a: 'b' } } },
+      { name: 'ask', plugin: 'forward', ops: ['NewProxy'], options: { url: downstream.url } }
+    ]
+  })
+  const metrics = createMetrics()
+  const lines: string[] = []
+  const logger = createLogger({ level: 'debug', redact: [] }, {
+    write (line: string) {
+      if (line.includes('"msg":"call"')) throw new Error('log sink failed')
+      lines.push(line)
+    }
+  })
+  const ref = { current: await createRuntime(config, { metrics, log: logger }) }
+  const app = buildApp(ref, { metrics, logger, path: '/handler', bodyLimitBytes: 4096, adminRoutes: true })
+  t.teardown(async () => { await app.close(); await ref.current.close() })
+  for (const op of ['Login', 'NewProxy']) {
+    const res = await app.inject(post(`{"op":"${op}","content":{"user":"alice"}}`, undefined, `/handler?op=${op}`))
+    t.equal(res.statusCode, 500, `${op} (the chain ${op === 'Login' ? 'synchronous' : 'asynchronous'})`)
+    t.equal(res.json().error.code, 'FRPGW_ERR_INTERNAL')
+  }
+  const series = (await metrics.register.getSingleMetric('frp_gateway_requests_total')?.get())?.values.map(v => [v.labels.op, v.labels.outcome, v.value])
+  t.same(series, [['invalid', 'error', 2]], 'each call counted once')
+  t.same(lines.map(l => JSON.parse(l).msg), ['request failed', 'request failed'])
 })
