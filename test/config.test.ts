@@ -84,7 +84,7 @@ t.test('compile errors (templates, CIDRs, regexes) name their path, all of them 
     .then(() => undefined, (e: unknown) => e)
   t.ok(err instanceof ConfigError)
   const issues = (err as ConfigError).issues
-  t.same(issues.map(i => i.path), ['chain[0].options.reason', 'chain[1].when.not.clientCidrs', 'chain[2].options.replace[0].pattern', 'chain[3].options.default.k'])
+  t.same(issues.map(i => i.path), ['chain[0].options.reason', 'chain[1].when.not.clientCidrs[0]', 'chain[2].options.replace[0].pattern', 'chain[3].options.default.k'])
   t.match(issues[0].message, /unknown template name \{\{usr\}\}/)
   t.match(issues[1].message, /"10\.0\.0\.0\/33"/)
   t.match(issues[2].message, /Invalid regular expression/)

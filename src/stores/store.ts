@@ -24,3 +24,16 @@ export interface RateLimitStore {
  * fills the tolerance could otherwise be refused by rounding noise.
  */
 export const GCRA_SLACK_MS = 0.01
+
+/**
+ * The fastest refill a rule may ask for (window / limit): GCRA_SLACK_MS stays a tenth of an
+ * interval, so a burst is counted as given (below it, remaining drifts past burst).
+ */
+export const MIN_INTERVAL_MS = 0.1
+
+/**
+ * The longest a whole bucket may take to refill (burst × interval, in ms): a year keeps tat a double
+ * with a ulp far below GCRA_SLACK_MS and the Lua script's TTL (PX) an integer Redis accepts; 1e-300
+ * tokens per hour made the script fail on every call.
+ */
+export const MAX_BUCKET_MS = 365 * 24 * 3_600_000
