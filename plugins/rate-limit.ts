@@ -29,10 +29,11 @@ function checkRule ({ limit, window, burst }: { limit: number, window: number, b
   }
   const size = burst ?? defaultBurst(limit)
   if (interval * size > MAX_BUCKET_MS) {
+    const days = interval * size / 86_400_000
     ctx.addIssue({
       code: 'custom',
       path: [burst === undefined ? 'limit' : 'burst'],
-      message: `a bucket of ${size} at ${limit} per ${window} ms refills in ${Math.round(interval * size / 86_400_000)} days: expected at most 365 (a larger limit or a smaller burst)`
+      message: `a bucket of ${size} at ${limit} per ${window} ms refills in ${days < 1e9 ? Math.ceil(days) : days.toExponential(1)} days: expected at most 365 (a larger limit or a smaller burst)`
     })
   }
 }

@@ -142,3 +142,21 @@ t.test('run with a broken config exits 1 before listening', async t => {
   t.equal(res.code, 1)
   t.match(res.stderr, /chain\[0\]\.plugin: unknown plugin/)
 })
+
+t.test("README's check samples are what check prints", async t => {
+  const readme = readFileSync(`${ROOT}README.md`, 'utf8')
+  // each sample: the command line, then its output up to the end of the text block or the next command
+  const sample = (command: string): string => {
+    const at = readme.indexOf(`$ ${command}\n`)
+    t.not(at, -1, command)
+    return readme.slice(at + command.length + 3).split(/\n```|\n\$ /)[0] + '\n'
+  }
+  const example = await runCli(['check', '--config', 'config/gateway.example.json'])
+  t.equal(example.code, 0)
+  t.equal(example.stdout, sample('frp-plugin-gateway check --config config/gateway.example.json'))
+  const broken = readme.slice(readme.indexOf('for this `broken.json`:')).split('```json\n')[1].split('\n```')[0]
+  const file = configFile(broken, 'broken.json')
+  const res = await runCli(['check', '--config', file])
+  t.equal(res.code, 1)
+  t.equal(res.stderr.replace(file, 'broken.json'), sample('frp-plugin-gateway check --config broken.json'))
+})
