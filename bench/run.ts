@@ -148,7 +148,7 @@ async function measure ({ url, pid }: Server, conns: number): Promise<Sample> {
   }
 }
 
-const NO_LIMIT = { limit: 10_000, window: '1s', burst: 1_000_000 }
+const NO_LIMIT = { limit: 2, window: '1s', burst: 1_000_000 } // a bucket no bench run empties
 const typicalChain = [
   { name: 'deny', plugin: 'reject', ops: ['Login', 'NewProxy'], when: { users: ['eve', 'mallory'] } },
   { name: 'ports', plugin: 'reject', ops: ['NewProxy'], when: { proxyTypes: ['tcp', 'udp'], not: { remotePorts: [0, '1024-65535'] } } },

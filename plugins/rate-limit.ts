@@ -3,7 +3,7 @@ import { intIn } from '../src/bounds.js'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import { OPS, type Content } from '../src/protocol.js'
-import { MAX_BUCKET_MS, MIN_INTERVAL_MS, type TakeResult } from '../src/stores/store.js'
+import { countsExactly, GCRA_ROUNDING_MS, GCRA_SLACK_MS, MAX_BUCKET_MS, MIN_INTERVAL_MS, type TakeResult } from '../src/stores/store.js'
 import { compileTemplate } from '../src/template.js'
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
@@ -28,7 +28,14 @@ function checkRule ({ limit, window, burst }: { limit: number, window: number, b
     return
   }
   const size = burst ?? defaultBurst(limit)
-  if (interval * size > MAX_BUCKET_MS) {
+  if (!countsExactly(interval, size)) {
+    const most = Math.ceil((interval - GCRA_SLACK_MS - GCRA_ROUNDING_MS) / (2 * GCRA_ROUNDING_MS)) - 1
+    ctx.addIssue({
+      code: 'custom',
+      path: [burst === undefined ? 'limit' : 'burst'],
+      message: `a bucket of ${size} at one token per ${interval} ms: expected a burst of at most ${most} (what both stores count exactly at this rate), or a lower limit`
+    })
+  } else if (interval * size > MAX_BUCKET_MS) {
     const days = interval * size / 86_400_000
     ctx.addIssue({
       code: 'custom',

@@ -121,10 +121,12 @@ t.test('every number has a bound the code honours: past it, the error names the 
     ['window max (string)', rate({ window: '8760h' }), rate({ window: '100000000000000000000h' }), 'chain[0].options.window', /from 1 ms to 8760h/],
     ['window max (ms)', rate({ window: 31_536_000_000 }), rate({ window: 31_536_000_001 }), 'chain[0].options.window', /from 1 to 31536000000/],
     ['window min', rate({ window: 1, limit: 10 }), rate({ window: 0 }), 'chain[0].options.window', /from 1 ms to 8760h|from 1 to/],
-    ['limit: one token per 0.1 ms at most', rate({ limit: 10_000 }), rate({ limit: 10_001 }), 'chain[0].options.limit', /at most 10000 per window of 1000 ms/],
+    ['limit: one token per 0.1 ms at most', rate({ limit: 10_000, burst: 1 }), rate({ limit: 10_001, burst: 1 }), 'chain[0].options.limit', /at most 10000 per window of 1000 ms/],
     ['limit: a bucket refills within 365 days', rate({ limit: 1, window: '8760h' }), rate({ limit: 1e-300, window: '1h' }), 'chain[0].options.limit', /expected at most 365/],
     ['limit above 0', rate({ limit: 0.5 }), rate({ limit: 0 }), 'chain[0].options.limit', /above 0/],
     ['burst: a bucket refills within 365 days', rate({ window: '24h', burst: 365 }), rate({ window: '24h', burst: 366 }), 'chain[0].options.burst', /refills in 366 days: expected at most 365/],
+    ['burst: counted exactly at one instant', rate({ limit: 1000, burst: 2027 }), rate({ limit: 1000, burst: 2028 }), 'chain[0].options.burst', /expected a burst of at most 2027 /],
+    ['burst: counted exactly (default burst)', rate({ limit: 1420 }), rate({ limit: 1421 }), 'chain[0].options.limit', /a bucket of 1421 .* at most 1420 /],
     ['burst min', rate({ burst: 1 }), rate({ burst: 0 }), 'chain[0].options.burst', /from 1 to 1000000000/],
     ['remotePorts entries', step('reject', {}), { chain: [{ name: 's', plugin: 'reject', when: { remotePorts: [65536] } }] }, 'chain[0].when.remotePorts[0]', /within 0-65535/]
   ]
