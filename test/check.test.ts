@@ -40,7 +40,7 @@ t.test('check reports every error of every step in one run, each with its JSON p
     'chain[5].options.set.a..b',
     'chain[5].options.set.x',
     'chain[5].options.replace[0].pattern'
-  ], res.stderr)
+  ], 'every path, in order')
   t.match(res.stderr, /deadlineMs: expected an integer from 1 to 10000\n/)
   t.match(res.stderr, /chain\[2\]\.when\.remotePorts\[1\]: "70000" is not a port/)
   t.match(res.stderr, /chain\[3\]\.name: duplicate step name "b"/)
@@ -66,4 +66,11 @@ t.test("README's check samples are what check prints", async t => {
   const res = await runCli(['check', '--config', file])
   t.equal(res.code, 1)
   t.equal(res.stderr.replace(file, 'broken.json'), sample('frp-plugin-gateway check --config broken.json'))
+})
+
+t.test('run refuses to start with the same complete list', async t => {
+  const res = await runCli(['--config', configFile({ chain: [{ name: 'x', plugin: 'nope' }, { name: 'y', plugin: 'reject', when: { remoteCidrs: ['1.2.3.4/40'] } }] })])
+  t.equal(res.code, 1)
+  t.match(res.stderr, /chain\[0\]\.plugin: unknown plugin/)
+  t.match(res.stderr, /chain\[1\]\.when\.remoteCidrs\[0\]: "1\.2\.3\.4\/40" is not/)
 })
