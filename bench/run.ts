@@ -148,7 +148,7 @@ async function measure ({ url, pid }: Server, conns: number): Promise<Sample> {
   }
 }
 
-const NO_LIMIT = { limit: 1_000_000_000, window: '1s' }
+const NO_LIMIT = { limit: 1, window: '4s', burst: 7_800_000 } // a bucket no bench run empties (near the largest the bounds allow)
 const typicalChain = [
   { name: 'deny', plugin: 'reject', ops: ['Login', 'NewProxy'], when: { users: ['eve', 'mallory'] } },
   { name: 'ports', plugin: 'reject', ops: ['NewProxy'], when: { proxyTypes: ['tcp', 'udp'], not: { remotePorts: [0, '1024-65535'] } } },

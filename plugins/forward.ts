@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import { Pool, type Dispatcher } from 'undici'
 import { z } from 'zod'
+import { intIn, MAX_DEADLINE_MS } from '../src/bounds.js'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import { describeJsonError } from '../src/json-error.js'
@@ -131,8 +132,8 @@ export default definePlugin({
   ops: OPS,
   options: z.strictObject({
     url: z.string().describe('http:// or https:// URL of the plugin, path (and query) included; frps\'s addr + path'),
-    timeoutMs: z.number().int().positive().default(1000).describe('bound of the whole call, retries included (never past deadlineMs)'),
-    retries: z.number().int().min(0).max(5).default(0)
+    timeoutMs: intIn(1, MAX_DEADLINE_MS).default(1000).describe('bound of the whole call, retries included (never past deadlineMs)'),
+    retries: intIn(0, 5).default(0)
       .describe('further attempts after a connection that could not be opened (never once a request was sent)'),
     onError: z.enum(['reject', 'allow']).default('reject').describe('what a failed call decides'),
     merge: z.enum(['replace', 'patch']).default('replace')
@@ -143,13 +144,13 @@ export default definePlugin({
       ca: z.string().optional().describe('path of a PEM file of the CA certificates to trust instead of the system ones')
     }).prefault({}),
     circuitBreaker: z.strictObject({
-      failureThreshold: z.number().int().positive().describe('consecutive failed calls that open the breaker'),
-      resetAfterMs: z.number().int().positive().describe('how long calls fail fast before one trial call')
+      failureThreshold: intIn(1, 1000).describe('consecutive failed calls that open the breaker'),
+      resetAfterMs: intIn(1, 3_600_000).describe('how long calls fail fast before one trial call (ms, at most 1 h)')
     }).optional()
   }),
   create (options, deps) {
     const url = compileAt('url', () => parseUrl(options.url))
-    if (url.protocol === 'http:' && (options.tls.ca !== undefined || !options.tls.verify)) compileAt('tls', () => { throw new Error('tls applies to https:// URLs only') })
+    if (url?.protocol === 'http:' && (options.tls.ca !== undefined || !options.tls.verify)) compileAt('tls', () => { throw new Error('tls applies to https:// URLs only') })
     const ca = options.tls.ca !== undefined ? compileAt('tls.ca', () => readCa(options.tls.ca as string)) : undefined
     const extra = Object.entries(options.headers).flatMap(([name, value]) => {
       compileAt(`headers.${name}`, () => checkHeader(name, value))

@@ -25,7 +25,7 @@ export default definePlugin({
     const edits: Edit[] = []
     const touched = new Set<string>()
     const pathOf = (where: string, raw: string): string[] => {
-      const path = compileAt(where, () => parsePath(raw))
+      const path = compileAt(where, () => parsePath(raw)) ?? [] // [] stands in for a bad path: other options are still checked
       touched.add(path[0])
       return path
     }

@@ -1,11 +1,15 @@
 import { readFile } from 'node:fs/promises'
 import { z } from 'zod'
 import { plugins } from '../plugins/index.js'
+import { intIn, MAX_DEADLINE_MS } from './bounds.js'
 import { ConfigError, type ConfigIssue } from './errors.js'
+import { createLogger } from './log.js'
 import { whenSchema } from './match.js'
+import { createMetrics } from './metrics.js'
 import { formatPath } from './protocol.js'
+import { createRuntime } from './runtime.js'
 
-const port = z.number().int().min(0).max(65535)
+const port = intIn(0, 65535)
 const tls = z.strictObject({
   cert: z.string().describe('path of the PEM certificate (chain)'),
   key: z.string().describe('path of the PEM private key')
@@ -16,7 +20,7 @@ const redisUrl = z.string().regex(/^rediss?:\/\//, 'expected a redis:// or redis
 const redis = z.union([
   z.strictObject({ url: redisUrl, keyPrefix }),
   z.strictObject({ cluster: z.array(redisUrl).min(1), keyPrefix }),
-  z.strictObject({ sentinels: z.array(z.strictObject({ host: z.string(), port })).min(1), name: z.string(), keyPrefix })
+  z.strictObject({ sentinels: z.array(z.strictObject({ host: z.string(), port: intIn(1, 65535) })).min(1), name: z.string(), keyPrefix })
 ], { error: 'expected {url}, {cluster: [urls]} or {sentinels: [{host, port}], name}' })
 
 const stepBase = {
@@ -42,8 +46,10 @@ export const configSchema = z.strictObject({
   listen: z.strictObject({
     host: z.string().default('127.0.0.1'),
     port: port.default(9000),
-    path: z.string().startsWith('/').default('/handler').describe('path of the plugin RPC (frps httpPlugins.path)'),
-    bodyLimitBytes: z.number().int().positive().default(1024 * 1024), // 1 MiB
+    // a pattern, not zod's startsWith: that becomes "format": "starts_with", which no JSON Schema validator knows
+    path: z.string().regex(/^\//, 'expected a path starting with /').default('/handler').describe('path of the plugin RPC (frps httpPlugins.path)'),
+    // frp's control messages are at most 10 KiB each, so a call from frps is a few tens of KiB at most
+    bodyLimitBytes: intIn(1024, 16 * 1024 * 1024).default(1024 * 1024).describe('larger bodies get 413 (bytes)'), // 1 MiB
     tls: tls.optional().describe('serve https (frps: addr = "https://...")')
   }).prefault({}),
   admin: z.strictObject({
@@ -51,7 +57,7 @@ export const configSchema = z.strictObject({
     port: port.default(9001)
   }).optional().describe('serve /metrics, /healthz and /readyz on their own listener instead of on listen'),
   redis: redis.optional(),
-  deadlineMs: z.number().int().positive().default(3000).describe('no answer to frps takes longer (ms)'),
+  deadlineMs: intIn(1, MAX_DEADLINE_MS).default(3000).describe('no answer to frps takes longer (ms; frpc waits 10 s for a Login answer)'),
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     redact: z.array(z.string()).default([]).describe('extra pino redact paths')
@@ -63,31 +69,62 @@ export type Config = z.output<typeof configSchema>
 export type StepConfig = Config['chain'][number]
 
 const issuePath = (path: readonly PropertyKey[]): string => formatPath(path) || '(top level)'
+const issuesOf = (error: z.ZodError, at: readonly PropertyKey[] = []): ConfigIssue[] => error.issues.flatMap(issue => issue.code === 'unrecognized_keys'
+  ? issue.keys.map(key => ({ path: issuePath([...at, ...issue.path, key]), message: 'unknown key' }))
+  : [{ path: issuePath([...at, ...issue.path]), message: issue.message }])
 
 // Checked on the raw input, so a duplicate is reported even when other parts of the file are wrong.
-function duplicateNames (raw: unknown): ConfigIssue[] {
-  const chain = (raw as { chain?: unknown } | null)?.chain
-  if (!Array.isArray(chain)) return []
+function duplicateNames (chain: readonly unknown[]): ConfigIssue[] {
   const seen = new Set<unknown>()
-  return chain.flatMap((s: { name?: unknown } | null, i) => {
-    const name = s?.name
+  return chain.flatMap((s, i) => {
+    const name = (s as { name?: unknown } | null)?.name
     if (typeof name !== 'string') return []
     if (!seen.has(name)) { seen.add(name); return [] }
     return [{ path: `chain[${i}].name`, message: `duplicate step name "${name}"` }]
   })
 }
 
-/** Validates a parsed config; every problem is reported with its JSON path. */
-export function parseConfig (raw: unknown, source = 'config'): Config {
-  const result = configSchema.safeParse(raw)
-  const duplicates = duplicateNames(raw)
-  if (result.success && duplicates.length === 0) return result.data
-  const issues: ConfigIssue[] = (result.error?.issues ?? []).flatMap(issue => issue.code === 'unrecognized_keys'
-    ? issue.keys.map(key => ({ path: issuePath([...issue.path, key]), message: 'unknown key' }))
-    : [{ path: issuePath(issue.path), message: issue.message }])
-  throw new ConfigError(source, [...issues, ...duplicates])
+// The top level without the steps, which are parsed one by one: one bad step hides nothing of the others.
+const topLevel = configSchema.extend({ chain: z.array(z.unknown()).default([]) })
+const stepBaseSchema = z.object(stepBase)
+
+/**
+ * Every schema problem of the file, and the config as far as it parsed: a chain with holes where
+ * steps did not parse, so the steps that did can still be compiled for their own problems.
+ */
+function parseParts (raw: unknown): { config: Config, issues: ConfigIssue[] } {
+  const top = topLevel.safeParse(raw)
+  const rawChain = (raw as { chain?: unknown } | null)?.chain
+  const steps = Array.isArray(rawChain) ? rawChain : []
+  const issues = top.success ? [] : issuesOf(top.error)
+  const chain: StepConfig[] = []
+  chain.length = steps.length
+  steps.forEach((s, i) => {
+    const parsed = step.safeParse(s)
+    if (parsed.success) chain[i] = parsed.data
+    else issues.push(...issuesOf(parsed.error, ['chain', i]), ...unknownPluginBase(s, parsed.error, i))
+  })
+  issues.push(...duplicateNames(steps))
+  const base = top.success ? top.data : topLevel.parse({})
+  const redisBlock = top.success ? top.data.redis : redis.optional().safeParse((raw as { redis?: unknown } | null)?.redis).data
+  return { config: { ...base, redis: redisBlock, chain }, issues }
 }
 
+// A step of an unknown plugin still has its name, when, mode and enabled checked.
+function unknownPluginBase (s: unknown, error: z.ZodError, i: number): ConfigIssue[] {
+  if (!error.issues.some(issue => issue.code === 'invalid_union' && issue.path.length === 1 && issue.path[0] === 'plugin')) return []
+  const base = stepBaseSchema.safeParse(s)
+  return base.success ? [] : issuesOf(base.error, ['chain', i])
+}
+
+/** Validates a parsed config; every schema problem is reported with its JSON path. */
+export function parseConfig (raw: unknown, source = 'config'): Config {
+  const { config, issues } = parseParts(raw)
+  if (issues.length > 0) throw new ConfigError(source, issues)
+  return config
+}
+
+/** The file's config; else a ConfigError with every problem: schema, and compile problems of each step that parsed. */
 export async function loadConfig (file: string): Promise<Config> {
   let text: string
   try {
@@ -101,7 +138,11 @@ export async function loadConfig (file: string): Promise<Config> {
   } catch (err) {
     throw new ConfigError(file, [{ path: '(file)', message: `not valid JSON: ${(err as Error).message}` }])
   }
-  return parseConfig(raw, file)
+  const { config, issues } = parseParts(raw)
+  if (issues.length === 0) return config
+  // compile what did parse, for every problem in one report (createRuntime throws them all)
+  await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }), open: false }, file, issues)
+  throw new ConfigError(file, issues)
 }
 
 /** The JSON Schema of the config file (config/gateway.schema.json is this, generated). */

@@ -39,9 +39,13 @@ export class GatewayError extends Error {
 /** One problem in a config file, located by its JSON path. */
 export interface ConfigIssue { path: string, message: string }
 
+// Top-level problems first, then step by step in file order (a stable sort keeps each step's own order).
+const stepOf = (issue: ConfigIssue): number => Number(/^chain\[(\d+)\]/.exec(issue.path)?.[1] ?? -1)
+
 export class ConfigError extends GatewayError {
   readonly issues: readonly ConfigIssue[]
-  constructor (source: string, issues: readonly ConfigIssue[]) {
+  constructor (source: string, unordered: readonly ConfigIssue[]) {
+    const issues = [...unordered].sort((a, b) => stepOf(a) - stepOf(b))
     super('FRPGW_ERR_CONFIG', `${source}:\n${issues.map(i => `  ${i.path}: ${i.message}`).join('\n')}`)
     this.name = 'ConfigError'
     this.issues = issues
@@ -58,12 +62,56 @@ export class OptionError extends Error {
   }
 }
 
-/** Runs a compile step, blaming `path` for whatever it throws. */
+const joinPath = (outer: string, path: string): string => outer === '' || path.startsWith('[') ? `${outer}${path}` : `${outer}.${path}`
+
+// The step being compiled under collectIssues: compile errors land here and compiling goes on.
+let collecting: { issues: ConfigIssue[], at: string } | undefined
+
+/**
+ * Runs a compile step, blaming `path` (relative to the enclosing compileAt) for whatever it throws.
+ * Under collectIssues the problem is recorded and compiling goes on: the value is then undefined,
+ * a placeholder in a step that will never run (a throw it causes later is not recorded again).
+ * Elsewhere it throws an OptionError.
+ */
 export function compileAt<T> (path: string, compile: () => T): T {
+  if (collecting === undefined) {
+    try {
+      return compile()
+    } catch (err) {
+      if (err instanceof OptionError) throw new OptionError(joinPath(path, err.path), err.message)
+      throw new OptionError(path, (err as Error).message)
+    }
+  }
+  const state = collecting
+  const outer = state.at
+  const recorded = state.issues.length
+  state.at = joinPath(outer, path)
   try {
     return compile()
   } catch (err) {
-    if (err instanceof OptionError) throw new OptionError(`${path}.${err.path}`, err.message)
-    throw new OptionError(path, (err as Error).message)
+    if (state.issues.length === recorded) state.issues.push({ path: state.at, message: (err as Error).message })
+    return undefined as T
+  } finally {
+    state.at = outer
+  }
+}
+
+/**
+ * Compiles one step, gathering every problem its compileAt calls record under `path`. A throw after
+ * a recorded problem is that problem's placeholder at work, not news; a throw alone is the step's.
+ * The value comes back even with problems, so whatever it holds can be closed.
+ */
+export function collectIssues<T> (path: string, compile: () => T): { value?: T, issues: readonly ConfigIssue[] } {
+  const outer = collecting
+  const state = { issues: [] as ConfigIssue[], at: path }
+  collecting = state
+  try {
+    const value = compile()
+    return { value, issues: state.issues }
+  } catch (err) {
+    if (state.issues.length === 0) state.issues.push({ path, message: (err as Error).message })
+    return { issues: state.issues }
+  } finally {
+    collecting = outer
   }
 }

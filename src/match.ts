@@ -31,17 +31,20 @@ export type Matcher = (op: Op, content: Content) => string | null
 
 type Check = (op: Op, content: Content) => boolean
 
+function addCidr (block: BlockList, cidr: string): void {
+  const [addr, bits, extra] = cidr.split('/')
+  const family = isIP(addr)
+  const prefix = bits === undefined ? (family === 6 ? 128 : 32) : /^\d+$/.test(bits) ? Number(bits) : NaN
+  if (family === 0 || extra !== undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > (family === 6 ? 128 : 32) || bits === '') {
+    throw new Error(`"${cidr}" is not an IPv4 or IPv6 address or CIDR`)
+  }
+  block.addSubnet(addr, prefix, family === 6 ? 'ipv6' : 'ipv4')
+}
+
+// Each entry is checked on its own, so one bad entry hides none of the others.
 function cidrList (cidrs: string[]): (ip: string) => boolean {
   const block = new BlockList()
-  for (const cidr of cidrs) {
-    const [addr, bits, extra] = cidr.split('/')
-    const family = isIP(addr)
-    const prefix = bits === undefined ? (family === 6 ? 128 : 32) : /^\d+$/.test(bits) ? Number(bits) : NaN
-    if (family === 0 || extra !== undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > (family === 6 ? 128 : 32) || bits === '') {
-      throw new Error(`"${cidr}" is not an IPv4 or IPv6 address or CIDR`)
-    }
-    block.addSubnet(addr, prefix, family === 6 ? 'ipv6' : 'ipv4')
-  }
+  cidrs.forEach((cidr, i) => { compileAt(`[${i}]`, () => addCidr(block, cidr)) })
   return ip => {
     const family = isIP(ip)
     if (family === 0) return false
@@ -52,14 +55,16 @@ function cidrList (cidrs: string[]): (ip: string) => boolean {
   }
 }
 
+function portRange (p: number | string): [number, number] {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(String(p))
+  const lo = m ? Number(m[1]) : NaN
+  const hi = m?.[2] !== undefined ? Number(m[2]) : lo
+  if (!(lo >= 0 && hi <= 65535 && lo <= hi)) throw new Error(`"${p}" is not a port or a "low-high" range within 0-65535`)
+  return [lo, hi]
+}
+
 function portRanges (ports: Array<number | string>): (port: number) => boolean {
-  const ranges = ports.map(p => {
-    const m = /^(\d+)(?:-(\d+))?$/.exec(String(p))
-    const lo = m ? Number(m[1]) : NaN
-    const hi = m?.[2] !== undefined ? Number(m[2]) : lo
-    if (!(lo >= 0 && hi <= 65535 && lo <= hi)) throw new Error(`"${p}" is not a port or a "low-high" range within 0-65535`)
-    return [lo, hi] as const
-  })
+  const ranges = ports.flatMap((p, i) => compileAt(`[${i}]`, () => [portRange(p)]) ?? [])
   return port => ranges.some(([lo, hi]) => port >= lo && port <= hi)
 }
 

@@ -3,7 +3,7 @@ import type { Logger } from 'pino'
 import { plugins, type PluginName } from '../plugins/index.js'
 import { runChain, type CallContext, type ChainResult, type ChainStep, type PluginDef, type Step } from './chain.js'
 import type { Config, StepConfig } from './config.js'
-import { compileAt, ConfigError, type ConfigIssue, type OptionError } from './errors.js'
+import { collectIssues, compileAt, ConfigError, type ConfigIssue } from './errors.js'
 import { compileWhen } from './match.js'
 import { DECISIONS, type Metrics } from './metrics.js'
 import { checkCall, effectiveOp, OPS, type Content, type Op } from './protocol.js'
@@ -132,27 +132,31 @@ function recorder (metrics: Metrics, op: Op, step: string): ChainStep['record'] 
   }
 }
 
-/** Compiles every step once; all problems are gathered, each with its JSON path, before anything throws. */
-export async function createRuntime (config: Config, deps: RuntimeDeps, source = 'config'): Promise<Runtime> {
-  const issues: ConfigIssue[] = []
+/**
+ * Compiles every step once; all problems are gathered, each with its JSON path, before anything throws
+ * (`known`: the problems parseConfig found, reported with these).
+ */
+export async function createRuntime (config: Config, deps: RuntimeDeps, source = 'config', known: readonly ConfigIssue[] = []): Promise<Runtime> {
+  const issues: ConfigIssue[] = [...known]
   const chains = Object.fromEntries(OPS.map(op => [op, [] as ChainStep[]])) as Record<Op, ChainStep[]>
   const built: Step[] = []
   const stores = new Stores(config, deps)
+  // a chain with holes: the steps that did not parse (parseConfig), whose problems are known already
   config.chain.forEach((sc: StepConfig, i) => {
     if (!sc.enabled) return
     const def = plugins[sc.plugin as PluginName] as PluginDef
-    let run: Step
-    let when
-    try {
-      when = compileAt(`chain[${i}].when`, () => compileWhen(sc.when))
-      run = compileAt(`chain[${i}].options`, () => def.create(sc.options, {
+    const { value, issues: found } = collectIssues(`chain[${i}]`, () => ({
+      when: compileAt('when', () => compileWhen(sc.when)),
+      run: compileAt('options', () => def.create(sc.options, {
         name: sc.name, log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind)
       }))
-    } catch (err) {
-      issues.push({ path: (err as OptionError).path, message: (err as Error).message })
+    }))
+    if (value?.run !== undefined) built.push(value.run)
+    if (found.length > 0 || value === undefined) {
+      issues.push(...found)
       return
     }
-    built.push(run)
+    const { when, run } = value
     for (const op of (sc.ops ?? def.ops) as Op[]) {
       chains[op].push({ name: sc.name, shadow: sc.mode === 'shadow', when, run, record: recorder(deps.metrics, op, sc.name) })
     }

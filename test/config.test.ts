@@ -84,7 +84,7 @@ t.test('compile errors (templates, CIDRs, regexes) name their path, all of them 
     .then(() => undefined, (e: unknown) => e)
   t.ok(err instanceof ConfigError)
   const issues = (err as ConfigError).issues
-  t.same(issues.map(i => i.path), ['chain[0].options.reason', 'chain[1].when.not.clientCidrs', 'chain[2].options.replace[0].pattern', 'chain[3].options.default.k'])
+  t.same(issues.map(i => i.path), ['chain[0].options.reason', 'chain[1].when.not.clientCidrs[0]', 'chain[2].options.replace[0].pattern', 'chain[3].options.default.k'])
   t.match(issues[0].message, /unknown template name \{\{usr\}\}/)
   t.match(issues[1].message, /"10\.0\.0\.0\/33"/)
   t.match(issues[2].message, /Invalid regular expression/)
@@ -97,4 +97,53 @@ t.test('loadConfig names unreadable files and JSON syntax errors', async t => {
   t.match((missing as ConfigError).issues[0].message, /cannot read/)
   const broken = await loadConfig(configFile('{"chain": [')).catch((e: unknown) => e)
   t.match((broken as ConfigError).issues[0].message, /not valid JSON/)
+})
+
+t.test('every number has a bound the code honours: past it, the error names the path and the range', async t => {
+  const step = (plugin: string, options: unknown): unknown => ({ chain: [{ name: 's', plugin, options }] })
+  const forward = (options: object): unknown => step('forward', { url: 'http://127.0.0.1:1/', ...options })
+  const rate = (options: object): unknown => step('rate-limit', { limit: 1, window: '1s', ...options })
+  const cases: Array<[string, unknown, unknown, string, RegExp]> = [
+    // [what, at the bound (valid), past it, path, message]
+    ['deadlineMs max', { deadlineMs: 10000 }, { deadlineMs: 2 ** 31 }, 'deadlineMs', /from 1 to 10000/],
+    ['deadlineMs min', { deadlineMs: 1 }, { deadlineMs: 0 }, 'deadlineMs', /from 1 to 10000/],
+    ['bodyLimitBytes max', { listen: { bodyLimitBytes: 16777216 } }, { listen: { bodyLimitBytes: 1e15 } }, 'listen.bodyLimitBytes', /from 1024 to 16777216/],
+    ['bodyLimitBytes min', { listen: { bodyLimitBytes: 1024 } }, { listen: { bodyLimitBytes: 1023 } }, 'listen.bodyLimitBytes', /from 1024 to 16777216/],
+    ['listen.port', { listen: { port: 65535 } }, { listen: { port: 65536 } }, 'listen.port', /from 0 to 65535/],
+    ['admin.port', { admin: { port: 0 } }, { admin: { port: -1 } }, 'admin.port', /from 0 to 65535/],
+    ['forward timeoutMs max', forward({ timeoutMs: 10000 }), forward({ timeoutMs: 1e15 }), 'chain[0].options.timeoutMs', /from 1 to 10000/],
+    ['forward timeoutMs min', forward({ timeoutMs: 1 }), forward({ timeoutMs: 0 }), 'chain[0].options.timeoutMs', /from 1 to 10000/],
+    ['forward retries', forward({ retries: 5 }), forward({ retries: 6 }), 'chain[0].options.retries', /from 0 to 5/],
+    ['failureThreshold', forward({ circuitBreaker: { failureThreshold: 1000, resetAfterMs: 1 } }),
+      forward({ circuitBreaker: { failureThreshold: 1001, resetAfterMs: 1 } }), 'chain[0].options.circuitBreaker.failureThreshold', /from 1 to 1000/],
+    ['resetAfterMs', forward({ circuitBreaker: { failureThreshold: 1, resetAfterMs: 3_600_000 } }),
+      forward({ circuitBreaker: { failureThreshold: 1, resetAfterMs: 1e15 } }), 'chain[0].options.circuitBreaker.resetAfterMs', /from 1 to 3600000/],
+    ['window max (string)', rate({ window: '8760h' }), rate({ window: '100000000000000000000h' }), 'chain[0].options.window', /from 1 ms to 8760h/],
+    ['window max (ms)', rate({ window: 31_536_000_000 }), rate({ window: 31_536_000_001 }), 'chain[0].options.window', /from 1 to 31536000000/],
+    ['window min', rate({ window: 1, limit: 10 }), rate({ window: 0 }), 'chain[0].options.window', /from 1 ms to 8760h|from 1 to/],
+    ['limit: one token per 0.1 ms at most', rate({ limit: 10_000, burst: 1 }), rate({ limit: 10_001, burst: 1 }), 'chain[0].options.limit', /at most 10000 per window of 1000 ms/],
+    ['limit: a bucket refills within 365 days', rate({ limit: 1, window: '8760h' }), rate({ limit: 1e-300, window: '1h' }), 'chain[0].options.limit', /expected at most 365/],
+    ['limit above 0', rate({ limit: 0.5 }), rate({ limit: 0 }), 'chain[0].options.limit', /above 0/],
+    ['burst: a bucket refills within 365 days', rate({ window: '24h', burst: 365 }), rate({ window: '24h', burst: 366 }), 'chain[0].options.burst', /refills in 366 days: expected at most 365/],
+    ['burst: counted exactly at one instant', rate({ limit: 1000, burst: 2027 }), rate({ limit: 1000, burst: 2028 }), 'chain[0].options.burst', /expected a burst of at most 2027 /],
+    ['burst: counted exactly (default burst)', rate({ limit: 1420 }), rate({ limit: 1421 }), 'chain[0].options.limit', /a bucket of 1421 .* at most 1420 /],
+    ['burst min', rate({ burst: 1 }), rate({ burst: 0 }), 'chain[0].options.burst', /from 1 to 1000000000/],
+    ['remotePorts entries', step('reject', {}), { chain: [{ name: 's', plugin: 'reject', when: { remotePorts: [65536] } }] }, 'chain[0].when.remotePorts[0]', /within 0-65535/]
+  ]
+  // what check does: load (schema), then compile
+  const problems = async (raw: unknown): Promise<Array<{ path: string, message: string }>> => {
+    try {
+      const config = await loadConfig(configFile(raw))
+      await (await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }), open: false })).close()
+      return []
+    } catch (err) {
+      return [...(err as ConfigError).issues]
+    }
+  }
+  for (const [what, ok, bad, path, message] of cases) {
+    t.same(await problems(ok), [], `${what}: the bound itself is accepted`)
+    const issues = await problems(bad)
+    t.same(issues.map(i => i.path), [path], what)
+    t.match(issues[0]?.message, message, what)
+  }
 })

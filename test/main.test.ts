@@ -27,26 +27,6 @@ t.test('check on a good config prints, per op, the steps that will run', async t
   ].join('\n'))
 })
 
-t.test('check on a broken config exits 1 and names the JSON path of every error', async t => {
-  const file = configFile({
-    deadlineMs: 0,
-    chain: [
-      { name: 'a', plugin: 'reject', options: { reason: '{{nope}}' } },
-      { name: 'b', plugin: 'teleport' },
-      { name: 'c', plugin: 'metas', ops: ['Login'], extra: 1 }
-    ]
-  })
-  const res = await runCli(['check', '--config', file])
-  t.equal(res.code, 1)
-  t.equal(res.stdout, '')
-  for (const path of ['deadlineMs', 'chain[1].plugin', 'chain[2].extra']) t.match(res.stderr, `  ${path}: `, path)
-  // compile errors come once the schema holds
-  const compile = await runCli(['check', '--config', configFile({ chain: [{ name: 'a', plugin: 'reject', options: { reason: '{{nope}}' } }, { name: 'b', plugin: 'reject', when: { remotePorts: ['9-1'] } }] })])
-  t.equal(compile.code, 1)
-  t.match(compile.stderr, /chain\[0\]\.options\.reason: unknown template name \{\{nope\}\}/)
-  t.match(compile.stderr, /chain\[1\]\.when\.remotePorts: "9-1" is not a port/)
-})
-
 t.test('check does not wait for Redis: it validates and compiles only', async t => {
   const chain = [{ name: 'r', plugin: 'rate-limit', options: { limit: 1, window: '1s' } }]
   const timed = async (config: unknown) => {

@@ -180,14 +180,14 @@ t.test('bad CIDRs and port ranges throw at compile, naming the value and its key
   for (const cidr of ['10.0.0.0/33', '10.0.0.0/', '10.0.0/8', 'example.com', '2001:db8::/129', '10.0.0.0/8/1', '10.0.0.0/x', '',
     '10.0.0.0/1e1', '10.0.0.0/0x8', '10.0.0.0/ 8', '10.0.0.0/8.0', '10.0.0.0/+8']) {
     t.throws(() => compileWhen({ clientCidrs: ['10.0.0.0/8', cidr] }),
-      { name: 'OptionError', path: 'clientCidrs', message: `"${cidr}" is not an IPv4 or IPv6 address or CIDR` }, cidr)
+      { name: 'OptionError', path: 'clientCidrs[1]', message: `"${cidr}" is not an IPv4 or IPv6 address or CIDR` }, cidr)
   }
   t.throws(() => compileWhen({ not: { remoteCidrs: ['1.2.3.4/-1'] } }),
-    { name: 'OptionError', path: 'not.remoteCidrs', message: '"1.2.3.4/-1" is not an IPv4 or IPv6 address or CIDR' })
+    { name: 'OptionError', path: 'not.remoteCidrs[0]', message: '"1.2.3.4/-1" is not an IPv4 or IPv6 address or CIDR' })
   for (const range of ['7000-6000', '65536', '1-70000', 'x', '6000-', '-1', -1, 1.5, '']) {
     t.throws(() => compileWhen({ remotePorts: [range] }),
-      { name: 'OptionError', path: 'remotePorts', message: `"${range}" is not a port or a "low-high" range within 0-65535` }, String(range))
+      { name: 'OptionError', path: 'remotePorts[0]', message: `"${range}" is not a port or a "low-high" range within 0-65535` }, String(range))
   }
   t.throws(() => compileWhen({ not: { not: { remotePorts: ['9-8'] } } }),
-    { name: 'OptionError', path: 'not.not.remotePorts', message: '"9-8" is not a port or a "low-high" range within 0-65535' })
+    { name: 'OptionError', path: 'not.not.remotePorts[0]', message: '"9-8" is not a port or a "low-high" range within 0-65535' })
 })

@@ -90,7 +90,7 @@ t.test('SIGHUP with a broken file: every call keeps the old behaviour, the error
   t.same([...new Set(calls.sent.map(c => c.version))], ['a'], 'every call kept the old chain')
   const failures = gw.lines.filter(l => l.msg === 'config reload failed: the previous chain keeps serving')
   t.equal(failures.length, 2)
-  t.same(failures[0].issues.map((i: { path: string }) => i.path), ['chain[1].plugin'])
+  t.same(failures[0].issues.map((i: { path: string }) => i.path), ['chain[0].options.set.x', 'chain[1].plugin'], 'an unknown plugin hides no other error')
   t.match(failures[1].issues[0].message, /not valid JSON/)
   const metrics = await (await fetch(`${gw.url}/metrics`)).text()
   t.match(metrics, /frp_gateway_config_reloads_total\{result="failure"\} 2/)

@@ -1,4 +1,4 @@
-import { GCRA_SLACK_MS, type RateLimitStore, type RateRule, type TakeResult } from './store.js'
+import { gcraSlack, type RateLimitStore, type RateRule, type TakeResult } from './store.js'
 
 /** seq: the value of the store's move counter when the bucket last went to the end of the Map's order */
 interface Bucket { tat: number; expiresAt: number; seq: number }
@@ -33,9 +33,10 @@ export class MemoryStore implements RateLimitStore {
     if (bucket !== undefined && bucket.expiresAt > now) tat = Math.max(bucket.tat, now)
     const interval = rule.windowMs / rule.limit
     const tolerance = interval * rule.burst
+    const slack = gcraSlack(rule.burst)
     const newTat = tat + interval
     const ahead = newTat - now
-    if (ahead > tolerance + GCRA_SLACK_MS) {
+    if (ahead > tolerance + slack) {
       return { allowed: false, remaining: 0, retryAfterMs: Math.max(1, Math.ceil(ahead - tolerance)) }
     }
     const expiresAt = now + Math.max(1, Math.ceil(ahead))
@@ -54,7 +55,7 @@ export class MemoryStore implements RateLimitStore {
         bucket.seq = this.#moves++
       }
     }
-    return { allowed: true, remaining: Math.floor((tolerance - ahead + GCRA_SLACK_MS) / interval), retryAfterMs: 0 }
+    return { allowed: true, remaining: Math.floor((tolerance - ahead + slack) / interval), retryAfterMs: 0 }
   }
 
   /**

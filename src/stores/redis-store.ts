@@ -1,7 +1,8 @@
 import type { Cluster, Redis } from 'ioredis'
-import { GCRA_SLACK_MS, type RateLimitStore, type RateRule, type TakeResult } from './store.js'
+import { GCRA_ROUNDING_MS, GCRA_SLACK_MS, type RateLimitStore, type RateRule, type TakeResult } from './store.js'
 
 // KEYS[1] bucket; ARGV windowMs, limit, burst. Time comes from Redis so every gateway agrees.
+// The arithmetic is the memory store's, to the slack (see store.ts).
 // tat is stored with %.17g so the double survives the round trip exactly. A TTL of at least 1 ms:
 // an interval below a double's precision at today's timestamps (limit 1e9 per second) leaves ahead at 0.
 const GCRA_LUA = `
@@ -9,15 +10,16 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local interval = tonumber(ARGV[1]) / tonumber(ARGV[2])
 local tolerance = interval * tonumber(ARGV[3])
+local slack = ${GCRA_SLACK_MS} + tonumber(ARGV[3]) * ${GCRA_ROUNDING_MS}
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local newTat = tat + interval
 local ahead = newTat - now
-if ahead > tolerance + ${GCRA_SLACK_MS} then
+if ahead > tolerance + slack then
   return {0, 0, math.max(1, math.ceil(ahead - tolerance))}
 end
 redis.call('SET', KEYS[1], string.format('%.17g', newTat), 'PX', math.max(1, math.ceil(ahead)))
-return {1, math.floor((tolerance - ahead + ${GCRA_SLACK_MS}) / interval), 0}
+return {1, math.floor((tolerance - ahead + slack) / interval), 0}
 `
 
 interface GcraCommand {

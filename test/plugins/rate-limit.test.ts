@@ -69,16 +69,25 @@ t.test('redis store: the same limits, keys under the prefix with a hash tag and 
   t.equal((await gw.app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
 })
 
-t.test('a limit so high its interval is below a double\'s precision still decides, never fails', async t => {
+t.test('at the bounds of limit, window and burst both stores decide exactly, and Redis never fails', async t => {
   const redis = await startRedis(t)
   for (const store of ['memory', 'redis']) {
-    const gw = await startGateway(t, loginLimit({ store, limit: 1_000_000_000, window: '1s' }, { redis: { url: redis.url } }))
+    // the fastest refill allowed: one token per 0.1 ms
+    const fast = await startGateway(t, loginLimit({ store, limit: 10_000, window: '1s', burst: 100 }, { redis: { url: redis.url } }))
     const answers = []
-    for (let i = 0; i < 20; i++) answers.push((await gw.call('Login', { user: 'u' })).body)
-    t.same(verdicts(answers), Array(20).fill('allow'), store)
-    t.equal(await gw.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'store_error' }), undefined, `${store}: no store error`)
-    t.equal(await gw.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'allowed' }), 20, store)
+    for (let i = 0; i < 20; i++) answers.push((await fast.call('Login', { user: 'u' })).body)
+    t.same(verdicts(answers), Array(20).fill('allow'), `${store}: a token every 0.1 ms`)
+    t.equal(await fast.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'store_error' }), undefined, `${store}: no store error`)
+    // the slowest: a bucket of 3 refilled in 365 days
+    const slow = await startGateway(t, loginLimit({ store, key: store, limit: 3, window: '8760h', burst: 3 }, { redis: { url: redis.url } }))
+    const slowAnswers = []
+    for (let i = 0; i < 4; i++) slowAnswers.push((await slow.call('Login', { user: 'u' })).body)
+    t.same(verdicts(slowAnswers), ['allow', 'allow', 'allow', 'reject'], `${store}: exactly the burst`)
+    t.equal(slowAnswers[3].reject_reason, 'rate limit exceeded by login-rate: retry in 10512000s', `${store}: a third of 365 days`)
+    t.equal(await slow.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'store_error' }), undefined, `${store}: no store error`)
   }
+  const ttl = Number(await redisCli(redis.port, 'PTTL', 'frpgw:rl:{login-rate:redis}'))
+  t.ok(ttl > 365 * 86_400_000 - 60_000 && ttl <= 365 * 86_400_000, `a full bucket's key lives 365 days (${ttl} ms)`)
 })
 
 t.test('two gateways on one Redis, hammered together, allow exactly the limit', async t => {

@@ -2,6 +2,7 @@ import v8 from 'node:v8'
 import vm from 'node:vm'
 import t from 'tap'
 import { MemoryStore } from '../../src/stores/memory-store.js'
+import { countsExactly } from '../../src/stores/store.js'
 import { runStoreContract } from './contract.js'
 
 runStoreContract(t, 'memory', async () => ({ store: new MemoryStore() }))
@@ -125,4 +126,27 @@ t.test('close clears every bucket', async t => {
   await store.ping()
   await store.close()
   t.equal(store.size, 0)
+})
+
+t.test('a burst at one instant is counted exactly up to the largest burst the config accepts', async t => {
+  // float drift of tat grows with the burst: with a fixed slack, a burst of 105 at 105/s lost its last token
+  const now = 1_764_000_000_123.456
+  for (const windowMs of [1000, 60_000, 3_600_000]) {
+    for (const limit of [3, 7, 53.846, 105, 1000, 1420]) {
+      const interval = windowMs / limit
+      let most = 1
+      while (countsExactly(interval, most + 1) && most < 5000) most++
+      for (const burst of [...new Set([1, 99, 100, 105, 137, 1000, most])].filter(b => b <= most)) {
+        const store = new MemoryStore({ now: () => now })
+        const rule = { limit, windowMs, burst }
+        const results = Array.from({ length: burst + 1 }, () => store.take('k', rule))
+        const allowed = results.filter(r => r.allowed).length
+        const remaining = results.slice(0, burst).map(r => r.remaining)
+        if (allowed !== burst || remaining.some((r, i) => r !== burst - 1 - i)) {
+          t.fail(`${limit} per ${windowMs} ms, burst ${burst}: ${allowed} allowed, remaining ${remaining.slice(-3).join(',')}`)
+        }
+      }
+    }
+  }
+  t.pass('every burst counted exactly')
 })
