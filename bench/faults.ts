@@ -98,3 +98,27 @@ export function faultWindows<K> (random: () => number, kinds: readonly K[], span
     }
   }
 }
+
+export interface FaultChainOptions { authUrl: string, auditUrl: string, authTimeoutMs: number, resetAfterMs: number }
+
+/**
+ * The chain both runs put under faults: two Redis rate limits that never limit (one failing open, one
+ * closed), built-in steps, a forward failing closed behind a circuit breaker, and one failing open whose
+ * timeout lies past the deadline (a hanging audit is answered by the deadline).
+ */
+export function faultChain (o: FaultChainOptions): unknown[] {
+  const noLimit = { limit: 100_000, window: '1s', store: 'redis' }
+  return [
+    { name: 'rl-open', plugin: 'rate-limit', options: { ...noLimit, onStoreError: 'allow' } },
+    { name: 'tag', plugin: 'metas', ops: ['Login'], options: { set: { region: 'eu-1' } } },
+    { name: 'rl-closed', plugin: 'rate-limit', ops: ['Login', 'NewProxy'], options: { ...noLimit, onStoreError: 'reject' } },
+    { name: 'no-udp', plugin: 'reject', ops: ['NewProxy'], when: { proxyTypes: ['udp'] }, options: { reason: 'no udp proxies' } },
+    {
+      name: 'auth',
+      plugin: 'forward',
+      ops: ['Login', 'NewProxy', 'NewUserConn'],
+      options: { url: o.authUrl, timeoutMs: o.authTimeoutMs, circuitBreaker: { failureThreshold: 3, resetAfterMs: o.resetAfterMs } }
+    },
+    { name: 'audit', plugin: 'forward', options: { url: o.auditUrl, timeoutMs: 5000, onError: 'allow' } }
+  ]
+}
