@@ -38,11 +38,17 @@ export class RedisProcess {
     await waitUntil('redis-server', async () => await redisAnswers(this.port))
   }
 
+  /** SIGSTOP (true) or SIGCONT (false): a Redis that holds its connections and answers nothing */
+  pause (paused: boolean): void {
+    this.child?.kill(paused ? 'SIGSTOP' : 'SIGCONT')
+  }
+
   async stop (): Promise<void> {
     const child = this.child
     this.child = undefined
     if (child === undefined || child.exitCode !== null) return
     const exited = once(child, 'exit')
+    child.kill('SIGCONT')
     child.kill('SIGTERM')
     await exited
   }

@@ -79,11 +79,12 @@ async function main (): Promise<number> {
     const pid = gateway.pid as number
     const rss = { start: rssBytes(pid), warm: NaN, end: NaN, max: 0 }
 
-    // faults: every downstream fault on each plugin over and over, a Redis outage every 10 s or so
+    // faults: every downstream fault on each plugin over and over; every 10 s or so Redis is stopped
+    // (connections refused) or paused (connections held, no answer)
     const plan = {
       auth: faultWindows(random, DOWNSTREAM_FAULTS, durationMs, [300, 1500], [500, 3000]),
       audit: faultWindows(random, DOWNSTREAM_FAULTS, durationMs, [300, 1500], [500, 3000]),
-      redis: faultWindows(random, ['down'], durationMs - 3000, [500, 2000], [5000, 10_000])
+      redis: faultWindows(random, ['stop', 'pause'] as const, durationMs - 3000, [500, 2000], [5000, 10_000])
     }
     const started = performance.now()
     const timers: NodeJS.Timeout[] = []
@@ -92,12 +93,14 @@ async function main (): Promise<number> {
         timers.push(setTimeout(() => { down.fault = w.kind }, w.from), setTimeout(() => { down.fault = undefined }, w.to))
       }
     }
-    const outages = (async (windows: Array<FaultWindow<string>>) => {
+    const outages = (async (windows: Array<FaultWindow<'stop' | 'pause'>>) => {
       for (const w of windows) {
         await sleep(started + w.from - performance.now())
-        await redis.stop()
+        if (w.kind === 'pause') redis.pause(true)
+        else await redis.stop()
         await sleep(started + w.to - performance.now())
-        await redis.start()
+        if (w.kind === 'pause') redis.pause(false)
+        else await redis.start()
       }
     })(plan.redis)
     const sampler = setInterval(() => {
@@ -152,7 +155,7 @@ async function main (): Promise<number> {
     const growth = rss.end - rss.warm
     const lines = [
       `calls: ${sent} in ${(elapsed / 1000).toFixed(1)} s (${Math.round(sent / elapsed * 1000)}/s), counted by the gateway: ${counted}`,
-      `faults: ${plan.auth.length} on auth, ${plan.audit.length} on audit, ${plan.redis.length} Redis outages`,
+      `faults: ${plan.auth.length} on auth, ${plan.audit.length} on audit, Redis ${plan.redis.map(w => `${w.kind === 'stop' ? 'stopped' : 'paused'} for ${w.to - w.from} ms`).join(', ')}`,
       `latency ms: p50 ${at(0.5)}, p99 ${at(0.99)}, max ${at(1)}`,
       'answers:',
       ...[...kinds].sort((a, b) => b[1] - a[1]).map(([kind, n]) => `  ${String(n).padStart(8)}  ${kind}`),

@@ -26,6 +26,8 @@ const BREAKER_MS = AUTH_TIMEOUT_MS + RESET_AFTER_MS + 500
 const RL_CLOSED = 'frp-plugin-gateway: step rl-closed failed: rate-limit store unavailable'
 const AUTH_FAILED = 'frp-plugin-gateway: step auth failed'
 const AUDIT_DEADLINE = 'frp-plugin-gateway: deadline exceeded in step audit'
+const RL_DEADLINE = 'frp-plugin-gateway: deadline exceeded in step rl-closed'
+const AUTH_DEADLINE = 'frp-plugin-gateway: deadline exceeded in step auth'
 const NO_UDP = 'no udp proxies'
 const AUTH_OPS: readonly Op[] = ['Login', 'NewProxy', 'NewUserConn']
 const LIMITED_OPS: readonly Op[] = ['Login', 'NewProxy']
@@ -35,13 +37,26 @@ const samples = ['frps-0.33.0-requests.jsonl', 'frps-0.41.0-requests.jsonl', 'fr
 type Outcome = 'allow' | 'modify' | 'reject' | 'error'
 interface Expected { outcome: Outcome, body: unknown }
 /** What the chain below promises for one call in one state of the world. */
-interface World { redisDown: boolean, authFails: boolean, audit: 'ok' | 'deadline' }
+interface World { redis: 'up' | 'down' | 'paused', authFails: boolean, audit: 'ok' | 'deadline' }
 
 const reject = (outcome: Outcome, reason: string): Expected => ({ outcome, body: { reject: true, reject_reason: reason, unchange: true } })
 
-function promised (op: Op, content: Record<string, any>, w: World): Expected {
-  if (op === 'CloseProxy') return { outcome: 'allow', body: { reject: false, unchange: true } }
-  if (w.redisDown && LIMITED_OPS.includes(op)) return reject('error', RL_CLOSED)
+function promised (op: Op, content: Record<string, any>, w: World): Expected[] {
+  if (op === 'CloseProxy') return [{ outcome: 'allow', body: { reject: false, unchange: true } }]
+  if (w.redis === 'down' && LIMITED_OPS.includes(op)) return [reject('error', RL_CLOSED)]
+  if (w.redis !== 'paused') return [promisedPast(op, content, w)]
+  // Paused, each Redis step waits out the client's 300 ms command timeout, leaving the steps after it
+  // less of the deadline, or none; a Redis that comes back within a call lets it on.
+  return [
+    ...LIMITED_OPS.includes(op) ? [reject('error', RL_CLOSED), reject('error', RL_DEADLINE)] : [],
+    ...AUTH_OPS.includes(op) ? [reject('error', AUTH_DEADLINE)] : [],
+    reject('error', AUDIT_DEADLINE),
+    promisedPast(op, content, w)
+  ]
+}
+
+/** What the steps after the rate limits promise. */
+function promisedPast (op: Op, content: Record<string, any>, w: World): Expected {
   if (op === 'NewProxy' && content.proxy_type === 'udp') return reject('reject', NO_UDP)
   if (w.authFails && AUTH_OPS.includes(op)) return reject('error', AUTH_FAILED)
   if (w.audit === 'deadline') return reject('error', AUDIT_DEADLINE)
@@ -100,20 +115,21 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
   const status = async (path: string): Promise<number> => await request(`${gw.url}${path}`, { dispatcher: agent })
     .then(async res => { await res.body.dump(); return res.statusCode }, () => 0)
 
-  // the schedule: every downstream fault on each plugin, two Redis outages
+  // the schedule: every downstream fault on each plugin; Redis stopped (connections refused) once and
+  // paused (connections held, nothing answered) once
   const downstreamWindows = () => faultWindows(random, DOWNSTREAM_FAULTS, RUN_MS - 500, [300, 700], [200, 900])
   const plan = {
     auth: downstreamWindows(),
     audit: downstreamWindows(),
-    redis: faultWindows(random, ['down'], RUN_MS - 2500, [600, 1500], [1000, 3000]).slice(0, 2)
+    redis: faultWindows(random, ['stop', 'pause'] as const, RUN_MS - 2500, [600, 1500], [1000, 3000]).slice(0, 2)
   }
   t.comment(`faults: ${JSON.stringify(plan)}`)
   t.same(new Set(plan.auth.map(w => w.kind)), new Set(DOWNSTREAM_FAULTS), 'every downstream fault is in the schedule')
   t.same(new Set(plan.audit.map(w => w.kind)), new Set(DOWNSTREAM_FAULTS))
-  t.equal(plan.redis.length, 2, 'two Redis outages')
+  t.same(new Set(plan.redis.map(w => w.kind)), new Set(['stop', 'pause']), 'Redis stopped once and paused once')
 
   const start = performance.now()
-  const spans = { auth: [] as Array<Span<boolean>>, audit: [] as Array<Span<'deadline'>>, redis: [] as Array<Span<boolean>> }
+  const spans = { auth: [] as Array<Span<boolean>>, audit: [] as Array<Span<'deadline'>>, redis: [] as Array<Span<World['redis']>> }
   // each downstream fault is switched on and off at its moment, and recorded with when it really was
   const timers: NodeJS.Timeout[] = []
   const inject = (down: FaultyDownstream, windows: typeof plan.auth, record: (kind: DownstreamFault, from: number, to: number) => void): void => {
@@ -136,16 +152,19 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
     for (const w of plan.redis) {
       await sleep(start + w.from - performance.now())
       const stopping = performance.now()
-      await redis.stop()
+      const state = w.kind === 'stop' ? 'down' : 'paused'
+      if (state === 'paused') redis.pause(true)
+      else await redis.stop()
       const stopped = performance.now()
-      spans.redis.push({ from: stopping, to: stopped, states: [true, false] })
+      spans.redis.push({ from: stopping, to: stopped, states: [state, 'up'] })
       await sleep(start + w.to - performance.now())
       const restarting = performance.now()
-      spans.redis.push({ from: stopped, to: restarting, states: [true] })
-      await redis.start()
+      spans.redis.push({ from: stopped, to: restarting, states: [state] })
+      if (state === 'paused') redis.pause(false)
+      else await redis.start()
       // back once the gateway has reconnected (its retry waits up to 1 s)
       for (const until = performance.now() + 10_000; await status('/readyz') !== 200 && performance.now() < until;) await sleep(25)
-      spans.redis.push({ from: restarting, to: performance.now(), states: [true, false] })
+      spans.redis.push({ from: restarting, to: performance.now(), states: [state, 'up'] })
     }
   })()
 
@@ -186,10 +205,10 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
     }
     if (ms > DEADLINE_MS + SLACK_MS) wrong.push(`${at}: later than deadlineMs + ${SLACK_MS} ms`)
     const candidates: Expected[] = []
-    for (const redisDown of statesDuring(spans.redis, false, call.sent, call.answered)) {
+    for (const redis of statesDuring<World['redis']>(spans.redis, 'up', call.sent, call.answered)) {
       for (const authFails of statesDuring(spans.auth, false, call.sent, call.answered)) {
         for (const audit of statesDuring<World['audit']>(spans.audit, 'ok', call.sent, call.answered)) {
-          candidates.push(promised(call.op, call.sample.body.content, { redisDown, authFails, audit }))
+          candidates.push(...promised(call.op, call.sample.body.content, { redis, authFails, audit }))
         }
       }
     }
@@ -223,15 +242,16 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
   const decisions = (step: string, decision?: string): number =>
     sum('frp_gateway_step_decisions_total', decision !== undefined ? { step, decision } : { step })
   t.equal(decisions('rl-open', 'reject') + decisions('rl-open', 'modify'), 0, 'rl-open only allows')
-  t.equal(decisions('rl-open', 'error'), sum('frp_gateway_ratelimit_decisions_total', { step: 'rl-open', result: 'store_error' }))
-  t.ok(decisions('rl-open', 'error') > 0, 'rl-open let calls on with Redis down')
-  t.equal(decisions('rl-open', 'allow'), sum('frp_gateway_ratelimit_decisions_total', { step: 'rl-open', result: 'allowed' }))
+  for (const step of ['rl-open', 'rl-closed']) {
+    t.equal(sum('frp_gateway_ratelimit_decisions_total', { step }), decisions(step), `one store result per ${step} decision`)
+    t.equal(decisions(step, 'allow'), sum('frp_gateway_ratelimit_decisions_total', { step, result: 'allowed' }))
+  }
+  t.ok(decisions('rl-open', 'error') > 0, 'rl-open let calls on with Redis away')
   t.equal(sum('frp_gateway_ratelimit_decisions_total', { result: 'limited' }), 0, 'nothing was over its limit')
   t.equal(decisions('tag', 'modify'), calls.filter(c => c.op === 'Login').length, 'tag modified every Login')
-  t.equal(decisions('rl-closed', 'error'), count(RL_CLOSED), 'rl-closed failed exactly the calls answered with its reason')
-  t.equal(decisions('rl-closed', 'error'), sum('frp_gateway_ratelimit_decisions_total', { step: 'rl-closed', result: 'store_error' }))
+  t.equal(decisions('rl-closed', 'error'), count(RL_CLOSED) + count(RL_DEADLINE), 'rl-closed failed exactly the calls answered with its reason or the deadline')
   t.equal(decisions('no-udp', 'reject'), count(NO_UDP))
-  t.equal(decisions('auth', 'error'), count(AUTH_FAILED), 'auth failed exactly the calls answered with its reason')
+  t.equal(decisions('auth', 'error'), count(AUTH_FAILED) + count(AUTH_DEADLINE), 'auth failed exactly the calls answered with its reason or the deadline')
   t.equal(decisions('auth'), sum('frp_gateway_forward_requests_total', { step: 'auth' }), 'one forward result per auth decision')
   t.equal(decisions('auth', 'error'), decisions('auth') - sum('frp_gateway_forward_requests_total', { step: 'auth', result: 'ok' }))
   t.ok(sum('frp_gateway_forward_requests_total', { step: 'auth', result: 'circuit_open' }) > 0, 'the breaker opened')
@@ -249,6 +269,6 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
   for (const sample of ['Login', 'NewUserConn'].map(op => samples.find(s => s.body.op === op) as (typeof samples)[number])) {
     const res = await request(`${gw.url}/handler?${sample.query}`, { method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/json' }, body: JSON.stringify(sample.body) })
     const op = sample.body.op as Op
-    t.same(await res.body.json(), promised(op, sample.body.content, { redisDown: false, authFails: false, audit: 'ok' }).body, `a clean ${op} call is answered as normal`)
+    t.same(await res.body.json(), promisedPast(op, sample.body.content, { redis: 'up', authFails: false, audit: 'ok' }).body, `a clean ${op} call is answered as normal`)
   }
 })
