@@ -16,18 +16,19 @@ const CALLS_PER_SECOND = 80
 const DEADLINE_MS = 600
 const AUTH_TIMEOUT_MS = 250
 const RESET_AFTER_MS = 400
-// What a loaded machine may add to deadlineMs. Generous, yet a call held by a dead Redis or a hanging
-// downstream (whose only other bounds are undici's 300 s or none) is caught.
-const SLACK_MS = 1500
+// What a loaded machine may add to deadlineMs. Generous, yet a call held by a paused Redis (no bound
+// but the client's command timeout) or by the hanging audit (timeoutMs 5000) past the deadline is caught.
+const SLACK_MS = 3000
+// the gateway's Redis client gives up on a command after this long (src/stores/redis-client.ts)
+const REDIS_COMMAND_TIMEOUT_MS = 300
 // How long after a downstream fault ends auth's breaker may still fail calls fast: a request that
 // arrived during the fault times out, the breaker opens for resetAfterMs, then the next call is its trial.
 const BREAKER_MS = AUTH_TIMEOUT_MS + RESET_AFTER_MS + 500
 
 const RL_CLOSED = 'frp-plugin-gateway: step rl-closed failed: rate-limit store unavailable'
 const AUTH_FAILED = 'frp-plugin-gateway: step auth failed'
-const AUDIT_DEADLINE = 'frp-plugin-gateway: deadline exceeded in step audit'
-const RL_DEADLINE = 'frp-plugin-gateway: deadline exceeded in step rl-closed'
-const AUTH_DEADLINE = 'frp-plugin-gateway: deadline exceeded in step auth'
+const deadlineIn = (step: string): string => `frp-plugin-gateway: deadline exceeded in step ${step}`
+const AUDIT_DEADLINE = deadlineIn('audit')
 const NO_UDP = 'no udp proxies'
 const AUTH_OPS: readonly Op[] = ['Login', 'NewProxy', 'NewUserConn']
 const LIMITED_OPS: readonly Op[] = ['Login', 'NewProxy']
@@ -41,27 +42,30 @@ interface World { redis: 'up' | 'down' | 'paused', authFails: boolean, audit: 'o
 
 const reject = (outcome: Outcome, reason: string): Expected => ({ outcome, body: { reject: true, reject_reason: reason, unchange: true } })
 
-function promised (op: Op, content: Record<string, any>, w: World): Expected[] {
-  if (op === 'CloseProxy') return [{ outcome: 'allow', body: { reject: false, unchange: true } }]
-  if (w.redis === 'down' && LIMITED_OPS.includes(op)) return [reject('error', RL_CLOSED)]
-  if (w.redis !== 'paused') return [promisedPast(op, content, w)]
-  // Paused, each Redis step waits out the client's 300 ms command timeout, leaving the steps after it
-  // less of the deadline, or none; a Redis that comes back within a call lets it on.
-  return [
-    ...LIMITED_OPS.includes(op) ? [reject('error', RL_CLOSED), reject('error', RL_DEADLINE)] : [],
-    ...AUTH_OPS.includes(op) ? [reject('error', AUTH_DEADLINE)] : [],
-    reject('error', AUDIT_DEADLINE),
-    promisedPast(op, content, w)
-  ]
-}
-
-/** What the steps after the rate limits promise. */
-function promisedPast (op: Op, content: Record<string, any>, w: World): Expected {
+function promised (op: Op, content: Record<string, any>, w: World): Expected {
+  if (op === 'CloseProxy') return { outcome: 'allow', body: { reject: false, unchange: true } }
+  // paused, a Redis step first waits out the command timeout (which lateOutcomes allows for)
+  if (w.redis !== 'up' && LIMITED_OPS.includes(op)) return reject('error', RL_CLOSED)
   if (op === 'NewProxy' && content.proxy_type === 'udp') return reject('reject', NO_UDP)
   if (w.authFails && AUTH_OPS.includes(op)) return reject('error', AUTH_FAILED)
   if (w.audit === 'deadline') return reject('error', AUDIT_DEADLINE)
   if (op === 'Login') return { outcome: 'modify', body: { reject: false, unchange: false, content: { ...content, metas: { ...content.metas, region: 'eu-1' } } } }
   return { outcome: 'allow', body: { reject: false, unchange: true } }
+}
+
+/**
+ * The answers a call may also get once it has waited long enough for a timeout to decide it, whatever
+ * the faults: a paused Redis leaves the steps after it less of the deadline, and on a loaded machine a
+ * healthy Redis or downstream can be late too. A timeout's answer before its time is never allowed.
+ */
+function lateOutcomes (op: Op, ms: number): Expected[] {
+  if (op === 'CloseProxy') return []
+  const steps = ['rl-open', ...LIMITED_OPS.includes(op) ? ['rl-closed'] : [], ...AUTH_OPS.includes(op) ? ['auth'] : [], 'audit']
+  return [
+    ...ms >= REDIS_COMMAND_TIMEOUT_MS && LIMITED_OPS.includes(op) ? [reject('error', RL_CLOSED)] : [],
+    ...ms >= AUTH_TIMEOUT_MS && AUTH_OPS.includes(op) ? [reject('error', AUTH_FAILED)] : [],
+    ...ms >= DEADLINE_MS ? steps.map(step => reject('error', deadlineIn(step))) : []
+  ]
 }
 
 /** Over [from, to] (ms of performance.now()) a call may have met any of these states. */
@@ -109,7 +113,7 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
     chain: faultChain({ authUrl: auth.url, auditUrl: audit.url, authTimeoutMs: AUTH_TIMEOUT_MS, resetAfterMs: RESET_AFTER_MS })
   }
   const gw = await serveCli(['--config', configFile(config)], t)
-  const agent = new Agent({ connections: 256, headersTimeout: DEADLINE_MS + SLACK_MS + 2000, bodyTimeout: DEADLINE_MS + SLACK_MS + 2000 })
+  const agent = new Agent({ connections: 256, headersTimeout: DEADLINE_MS + SLACK_MS + 5000, bodyTimeout: DEADLINE_MS + SLACK_MS + 5000 })
   t.teardown(async () => { await agent.destroy() })
   // the status of an admin route; 0 when it does not answer
   const status = async (path: string): Promise<number> => await request(`${gw.url}${path}`, { dispatcher: agent })
@@ -127,6 +131,23 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
   t.same(new Set(plan.auth.map(w => w.kind)), new Set(DOWNSTREAM_FAULTS), 'every downstream fault is in the schedule')
   t.same(new Set(plan.audit.map(w => w.kind)), new Set(DOWNSTREAM_FAULTS))
   t.same(new Set(plan.redis.map(w => w.kind)), new Set(['stop', 'pause']), 'Redis stopped once and paused once')
+
+  const calls: Call[] = []
+  const send = async (sample: (typeof samples)[number]): Promise<void> => {
+    const call: Call = { op: effectiveOp(sample.body.op as Op, sample.body.content), sample, sent: performance.now(), answered: 0 }
+    calls.push(call)
+    await request(`${gw.url}/handler?${sample.query}`, {
+      method: 'POST',
+      dispatcher: agent,
+      headers: { ...sample.headers, 'content-type': 'application/json', 'x-frp-reqid': calls.length.toString(16).padStart(16, '0') },
+      body: JSON.stringify(sample.body)
+    }).then(async res => {
+      call.status = res.statusCode
+      call.body = await res.body.json()
+    }).catch((err: Error) => { call.error = `${(err as { code?: string }).code ?? ''} ${err.message}` }).finally(() => { call.answered = performance.now() })
+  }
+  // every sample once before the faults: code paths compiled, connections open
+  for (const sample of samples) await send(sample)
 
   const start = performance.now()
   const spans = { auth: [] as Array<Span<boolean>>, audit: [] as Array<Span<'deadline'>>, redis: [] as Array<Span<World['redis']>> }
@@ -168,23 +189,11 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
     }
   })()
 
-  const calls: Call[] = []
   const pending: Array<Promise<void>> = []
   for (let i = 0; performance.now() - start < RUN_MS; i++) {
     const wait = start + i * 1000 / CALLS_PER_SECOND - performance.now()
     if (wait > 0) await sleep(wait)
-    const sample = samples[Math.floor(random() * samples.length)]
-    const call: Call = { op: effectiveOp(sample.body.op as Op, sample.body.content), sample, sent: performance.now(), answered: 0 }
-    calls.push(call)
-    pending.push(request(`${gw.url}/handler?${sample.query}`, {
-      method: 'POST',
-      dispatcher: agent,
-      headers: { ...sample.headers, 'content-type': 'application/json', 'x-frp-reqid': i.toString(16).padStart(16, '0') },
-      body: JSON.stringify(sample.body)
-    }).then(async res => {
-      call.status = res.statusCode
-      call.body = await res.body.json()
-    }).catch((err: Error) => { call.error = `${(err as { code?: string }).code ?? ''} ${err.message}` }).finally(() => { call.answered = performance.now() }))
+    pending.push(send(samples[Math.floor(random() * samples.length)]))
   }
   await Promise.all(pending)
   await outages
@@ -195,6 +204,7 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
   const count = (key: string): number => seen.get(key) ?? 0
   const wrong: string[] = []
   let slowest = 0
+  let late = 0
   for (const call of calls) {
     const ms = call.answered - call.sent
     slowest = Math.max(slowest, ms)
@@ -208,11 +218,12 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
     for (const redis of statesDuring<World['redis']>(spans.redis, 'up', call.sent, call.answered)) {
       for (const authFails of statesDuring(spans.auth, false, call.sent, call.answered)) {
         for (const audit of statesDuring<World['audit']>(spans.audit, 'ok', call.sent, call.answered)) {
-          candidates.push(...promised(call.op, call.sample.body.content, { redis, authFails, audit }))
+          candidates.push(promised(call.op, call.sample.body.content, { redis, authFails, audit }))
         }
       }
     }
-    const hit = candidates.find(c => isDeepStrictEqual(c.body, call.body))
+    let hit = candidates.find(c => isDeepStrictEqual(c.body, call.body))
+    if (hit === undefined && (hit = lateOutcomes(call.op, ms).find(c => isDeepStrictEqual(c.body, call.body))) !== undefined) late++
     if (hit === undefined) {
       wrong.push(`${at}: ${JSON.stringify(call.body)} is none of ${JSON.stringify([...new Set(candidates.map(c => JSON.stringify(c.body)))])}`)
       continue
@@ -221,6 +232,7 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
     const reason = (call.body as { reject_reason?: string }).reject_reason
     if (reason !== undefined) seen.set(reason, count(reason) + 1)
   }
+  t.comment(`${late} calls answered by a timeout that no fault explains (a loaded machine)`)
   t.same(wrong.slice(0, 10), [], `${wrong.length} wrong: every call answered as promised, within ${DEADLINE_MS} + ${SLACK_MS} ms (slowest ${Math.round(slowest)} ms; seed ${SEED})`)
   t.ok(count(RL_CLOSED) > 0 && count(AUTH_FAILED) > 0 && count(AUDIT_DEADLINE) > 0 && count(NO_UDP) > 0, 'every policy was exercised')
 
@@ -249,9 +261,9 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
   t.ok(decisions('rl-open', 'error') > 0, 'rl-open let calls on with Redis away')
   t.equal(sum('frp_gateway_ratelimit_decisions_total', { result: 'limited' }), 0, 'nothing was over its limit')
   t.equal(decisions('tag', 'modify'), calls.filter(c => c.op === 'Login').length, 'tag modified every Login')
-  t.equal(decisions('rl-closed', 'error'), count(RL_CLOSED) + count(RL_DEADLINE), 'rl-closed failed exactly the calls answered with its reason or the deadline')
+  t.equal(decisions('rl-closed', 'error'), count(RL_CLOSED) + count(deadlineIn('rl-closed')), 'rl-closed failed exactly the calls answered with its reason or the deadline')
   t.equal(decisions('no-udp', 'reject'), count(NO_UDP))
-  t.equal(decisions('auth', 'error'), count(AUTH_FAILED) + count(AUTH_DEADLINE), 'auth failed exactly the calls answered with its reason or the deadline')
+  t.equal(decisions('auth', 'error'), count(AUTH_FAILED) + count(deadlineIn('auth')), 'auth failed exactly the calls answered with its reason or the deadline')
   t.equal(decisions('auth'), sum('frp_gateway_forward_requests_total', { step: 'auth' }), 'one forward result per auth decision')
   t.equal(decisions('auth', 'error'), decisions('auth') - sum('frp_gateway_forward_requests_total', { step: 'auth', result: 'ok' }))
   t.ok(sum('frp_gateway_forward_requests_total', { step: 'auth', result: 'circuit_open' }) > 0, 'the breaker opened')
@@ -269,6 +281,6 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
   for (const sample of ['Login', 'NewUserConn'].map(op => samples.find(s => s.body.op === op) as (typeof samples)[number])) {
     const res = await request(`${gw.url}/handler?${sample.query}`, { method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/json' }, body: JSON.stringify(sample.body) })
     const op = sample.body.op as Op
-    t.same(await res.body.json(), promisedPast(op, sample.body.content, { redis: 'up', authFails: false, audit: 'ok' }).body, `a clean ${op} call is answered as normal`)
+    t.same(await res.body.json(), promised(op, sample.body.content, { redis: 'up', authFails: false, audit: 'ok' }).body, `a clean ${op} call is answered as normal`)
   }
 })
