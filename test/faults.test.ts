@@ -114,8 +114,7 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
     deadlineMs: DEADLINE_MS,
     chain: faultChain({ authUrl: auth.url, auditUrl: audit.url, authTimeoutMs: AUTH_TIMEOUT_MS, resetAfterMs: RESET_AFTER_MS })
   }
-  // from dist, as users run it; its log goes nowhere, so a test process slow to read it (a pipe
-  // full) can never hold it up. Without tap's NODE_OPTIONS (coverage hooks).
+  // from dist, as users run it, without tap's NODE_OPTIONS (coverage hooks); nothing here reads its log
   const env = { ...process.env }
   delete env.NODE_OPTIONS
   const child = spawn(process.execPath, [MAIN, '--config', configFile(config)], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'inherit'] })
