@@ -2,10 +2,10 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
+import { freePort, redisAnswers, redisArgs, waitUntil } from './procs.js'
 
 // npm run bench: every scenario side by side in one run, on this machine, each server in its own process.
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -34,22 +34,6 @@ const pinned = !values['no-pin'] && cpus().length >= 2 &&
 
 const children: ChildProcess[] = []
 process.on('exit', () => { for (const c of children) c.kill('SIGKILL') })
-
-async function freePort (): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1')
-  await new Promise(resolve => server.once('listening', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise(resolve => server.close(resolve))
-  return port
-}
-
-async function waitUntil (what: string, ok: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (await ok().catch(() => false)) return
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
-  throw new Error(`${what} did not come up`)
-}
 
 function start (args: string[], cpu: string): ChildProcess {
   const argv = pinned ? ['taskset', '-c', cpu, ...args] : args
@@ -95,12 +79,9 @@ function cpuSeconds (pid: number | undefined): number {
 
 async function redis (): Promise<string> {
   const port = await freePort()
-  start(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], BESIDE)
-  const url = `redis://127.0.0.1:${port}`
-  await waitUntil('redis-server', async () => await new Promise<boolean>(resolve => {
-    spawn('redis-cli', ['-p', String(port), 'ping']).on('close', code => resolve(code === 0))
-  }))
-  return url
+  start(redisArgs(port), BESIDE)
+  await waitUntil('redis-server', async () => await redisAnswers(port))
+  return `redis://127.0.0.1:${port}`
 }
 
 // Realistic frps bodies: a Login and a NewProxy recorded from frps 0.41.

@@ -15,6 +15,8 @@ export interface RedisServer {
   stop(): Promise<void>
   /** restart on the same port and wait until it answers PING */
   start(): Promise<void>
+  /** SIGSTOP (true) or SIGCONT (false): connections stay open and nothing is answered */
+  pause(paused: boolean): void
 }
 
 export interface RedisClusterHandle {
@@ -76,11 +78,16 @@ class RedisProcess implements RedisServer {
     })
   }
 
+  pause(paused: boolean): void {
+    this.#child?.kill(paused ? 'SIGSTOP' : 'SIGCONT')
+  }
+
   async stop(): Promise<void> {
     const child = this.#child
     this.#child = undefined
     if (!child || child.exitCode !== null || child.signalCode !== null) return
     const exited = once(child, 'exit')
+    child.kill('SIGCONT')
     child.kill('SIGTERM')
     const killer = setTimeout(() => child.kill('SIGKILL'), 3000)
     await exited

@@ -1,0 +1,55 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer } from 'node:net'
+
+// Child processes and ports for `npm run bench` and `npm run soak`.
+
+export async function freePort (): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1')
+  await new Promise(resolve => server.once('listening', resolve))
+  const { port } = server.address() as { port: number }
+  await new Promise(resolve => server.close(resolve))
+  return port
+}
+
+export async function waitUntil (what: string, ok: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (await ok().catch(() => false)) return
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  throw new Error(`${what} did not come up`)
+}
+
+export const redisArgs = (port: number): string[] =>
+  ['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
+
+export const redisAnswers = async (port: number): Promise<boolean> => await new Promise<boolean>(resolve => {
+  spawn('redis-cli', ['-p', String(port), 'ping']).on('close', code => resolve(code === 0))
+})
+
+/** A redis-server on one port that can be stopped and started again (the soak's outages). */
+export class RedisProcess {
+  child: ChildProcess | undefined
+  constructor (readonly port: number) {}
+
+  async start (): Promise<void> {
+    const [cmd, ...args] = redisArgs(this.port)
+    this.child = spawn(cmd, args, { stdio: 'ignore' })
+    await waitUntil('redis-server', async () => await redisAnswers(this.port))
+  }
+
+  /** SIGSTOP (true) or SIGCONT (false): a Redis that holds its connections and answers nothing */
+  pause (paused: boolean): void {
+    this.child?.kill(paused ? 'SIGSTOP' : 'SIGCONT')
+  }
+
+  async stop (): Promise<void> {
+    const child = this.child
+    this.child = undefined
+    if (child === undefined || child.exitCode !== null) return
+    const exited = once(child, 'exit')
+    child.kill('SIGCONT')
+    child.kill('SIGTERM')
+    await exited
+  }
+}
