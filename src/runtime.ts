@@ -146,7 +146,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     try {
       when = compileAt(`chain[${i}].when`, () => compileWhen(sc.when))
       run = compileAt(`chain[${i}].options`, () => def.create(sc.options, {
-        name: sc.name, log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind)
+        name: sc.name, ops: (sc.ops ?? def.ops) as Op[], log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind)
       }))
     } catch (err) {
       issues.push({ path: (err as OptionError).path, message: (err as Error).message })
