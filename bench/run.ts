@@ -134,7 +134,7 @@ const typicalChain = [
   { name: 'deny', plugin: 'reject', ops: ['Login', 'NewProxy'], when: { users: ['eve', 'mallory'] } },
   { name: 'ports', plugin: 'reject', ops: ['NewProxy'], when: { proxyTypes: ['tcp', 'udp'], not: { remotePorts: [0, '1024-65535'] } } },
   { name: 'tag', plugin: 'metas', ops: ['Login'], options: { set: { region: 'eu-1', login_ip: '{{client_ip}}' } } },
-  { name: 'encrypt', plugin: 'rewrite', ops: ['NewProxy'], when: { proxyTypes: ['tcp'] }, options: { set: { use_encryption: true } } },
+  { name: 'server-limit', plugin: 'rewrite', ops: ['NewProxy'], when: { proxyTypes: ['tcp'] }, options: { set: { bandwidth_limit_mode: 'server' } } },
   { name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', store: 'memory', ...NO_LIMIT } }
 ]
 

@@ -8,7 +8,9 @@ import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import { describeJsonError } from '../src/json-error.js'
 import { FORWARD_RESULTS, type ForwardResult } from '../src/metrics.js'
-import { checkContent, copy, isObject, OPS, own, put, sameJson, type Content, type Op } from '../src/protocol.js'
+import {
+  AGREED_FIELDS, AGREED_OP, changedAgreedField, checkContent, copy, isObject, OPS, own, put, sameJson, type Content, type Op
+} from '../src/protocol.js'
 
 const MAX_ANSWER_BYTES = 1024 * 1024
 // Past the call's deadline the chain answers (DESIGN, chain semantics 6); the request is cancelled just after.
@@ -206,6 +208,10 @@ export default definePlugin({
       const next = merge === 'patch' ? mergePatch(content, returned) as Content : returned
       const problem = checkContent(op, next)
       if (problem !== null) throw invalid(`the answer makes ${problem}`)
+      const changed = op === AGREED_OP ? changedAgreedField(content, next) : undefined
+      if (changed !== undefined) {
+        throw invalid(`the answer changes ${changed}, which frpc and frps must agree on (${AGREED_FIELDS.get(changed) as string})`)
+      }
       return sameJson(next, content) ? undefined : { content: next }
     }
 

@@ -1,64 +1,104 @@
+import safeRegex from 'safe-regex2'
 import { z } from 'zod'
 import { definePlugin, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
-import { checkFields, getIn, OPS, parsePath, sameJson, setIn, type Content } from '../src/protocol.js'
+import {
+  AGREED_FIELDS, AGREED_OP, checkFields, getIn, jsonRecord, OPS, parsePath, pathTarget, sameJson, setIn, type Content
+} from '../src/protocol.js'
 import { compileTemplate, isConstantTemplate, type TemplateContext } from '../src/template.js'
 
 type Edit = (content: Content, ctx: TemplateContext) => Content
+type Use = 'set' | 'default' | 'remove' | 'replace'
 
-const json = z.json().describe('any JSON value; a string with {{...}} is a template')
+/** The longest string a `replace` pattern runs on: frpc controls the content, and a regex run cannot be interrupted. */
+export const MAX_REPLACE_INPUT = 1024
+
+/** A value that makes the step fail (the call is rejected naming the step), thrown out of an edit. */
+class EditError extends Error {}
 
 export default definePlugin({
   description: 'sets, defaults, removes and regex-replaces content fields by dotted path',
   ops: OPS,
   options: z.strictObject({
-    set: z.record(z.string(), json).default({}).describe('dotted.path -> value or template'),
-    default: z.record(z.string(), json).default({}).describe('dotted.path -> value, set only when absent or null'),
+    set: jsonRecord().default({}).describe('dotted.path -> value or template'),
+    default: jsonRecord().default({}).describe('dotted.path -> value, set only when absent or null'),
     remove: z.array(z.string()).default([]).describe('dotted paths to remove'),
     replace: z.array(z.strictObject({
       path: z.string(),
-      pattern: z.string().describe('JavaScript regular expression, applied to every match'),
+      pattern: z.string().describe(`JavaScript regular expression, applied to every match (of a value up to ${MAX_REPLACE_INPUT} characters)`),
       replacement: z.string().describe('replacement text; $1 and $<name> refer to groups')
     })).default([])
   }),
   create (options, deps) {
     const edits: Edit[] = []
     const touched = new Set<string>()
-    const pathOf = (where: string, raw: string): string[] => {
-      const path = compileAt(where, () => parsePath(raw)) ?? [] // [] stands in for a bad path: other options are still checked
+    // every path must be one the step's ops can hold, and none may change what frpc must agree on
+    const pathOf = (where: string, raw: string, use: Use): string[] => compileAt(where, () => {
+      const path = parsePath(raw)
+      const why = AGREED_FIELDS.get(path[0])
+      if (why !== undefined && deps.ops.includes(AGREED_OP)) {
+        throw new Error(`${path[0]} cannot be rewritten: frpc and frps must agree on it and frpc would never learn of the change ` +
+          `(${why}); reject instead, with when.fields`)
+      }
+      for (const op of deps.ops) {
+        const { field, inList } = pathTarget(op, path)
+        if (inList && (use === 'set' || use === 'default')) {
+          throw new Error(`${raw} is an element of a list in ${op} content: where the list is absent or null the result would be ` +
+            `an object {"${path[path.length - 1]}": ...}, which frps refuses; set the whole list`)
+        }
+        if (use === 'replace' && field !== undefined && field.kind !== 'a string') {
+          throw new Error(`${raw} is ${field.kind} in ${op} content: replace applies to strings`)
+        }
+      }
       touched.add(path[0])
       return path
-    }
+    }) ?? [] // [] stands in for a bad path: the other options are still checked
     const valueOf = (where: string, value: unknown): (content: Content, ctx: TemplateContext) => unknown => {
       if (typeof value !== 'string' || isConstantTemplate(value)) return () => value
       return compileAt(where, () => compileTemplate(value, { step: deps.name }))
     }
     for (const [raw, value] of Object.entries(options.set)) {
-      const path = pathOf(`set.${raw}`, raw)
+      const path = pathOf(`set.${raw}`, raw, 'set')
       const get = valueOf(`set.${raw}`, value)
       edits.push((c, ctx) => setIn(c, path, get(c, ctx)))
     }
     for (const [raw, value] of Object.entries(options.default)) {
-      const path = pathOf(`default.${raw}`, raw)
+      const path = pathOf(`default.${raw}`, raw, 'default')
       const get = valueOf(`default.${raw}`, value)
       edits.push((c, ctx) => getIn(c, path) == null ? setIn(c, path, get(c, ctx)) : c)
     }
     for (const [i, raw] of options.remove.entries()) {
-      const path = pathOf(`remove[${i}]`, raw)
+      const path = pathOf(`remove[${i}]`, raw, 'remove')
       edits.push(c => setIn(c, path, undefined))
     }
     for (const [i, rule] of options.replace.entries()) {
-      const path = pathOf(`replace[${i}].path`, rule.path)
-      const re = compileAt(`replace[${i}].pattern`, () => new RegExp(rule.pattern, 'g'))
+      const path = pathOf(`replace[${i}].path`, rule.path, 'replace')
+      const re = compileAt(`replace[${i}].pattern`, () => {
+        const re = new RegExp(rule.pattern, 'g')
+        if (!safeRegex(re)) {
+          throw new Error('unsafe pattern: nested quantifiers (like (a+)+) or a large repetition can take exponential time ' +
+            'on a value frpc sends; simplify it')
+        }
+        return re
+      })
       edits.push(c => {
         const value = getIn(c, path)
-        return typeof value === 'string' ? setIn(c, path, value.replace(re, rule.replacement)) : c
+        if (typeof value !== 'string') return c
+        if (value.length > MAX_REPLACE_INPUT) {
+          throw new EditError(`${rule.path} is ${value.length} characters long: replace runs on at most ${MAX_REPLACE_INPUT}`)
+        }
+        return setIn(c, path, value.replace(re, rule.replacement))
       })
     }
     const fields = [...touched]
     return function rewrite (content, ctx): Verdict | undefined {
       let next = content
-      for (const edit of edits) next = edit(next, ctx)
+      try {
+        for (const edit of edits) next = edit(next, ctx)
+      } catch (err) {
+        if (!(err instanceof EditError)) throw err
+        return { error: err, reject: `frp-plugin-gateway: step ${deps.name} failed: ${err.message}` }
+      }
       // the chain trusts a step's content to differ: edits that undo each other are no change
       if (next === content || (edits.length > 1 && sameJson(next, content))) return
       const invalid = checkFields(ctx.op, next, fields)

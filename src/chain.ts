@@ -48,6 +48,8 @@ export interface Step {
 export interface PluginDeps {
   /** the step's name (logs, metric labels, reasons) */
   name: string
+  /** the ops the step runs on */
+  ops: readonly Op[]
   log: Logger
   metrics: Metrics
   /** the rate-limit store of that kind ('auto': Redis when configured, else memory); throws when it cannot be had */

@@ -1,7 +1,10 @@
 import { BlockList, isIP } from 'node:net'
 import { z } from 'zod'
 import { compileAt } from './errors.js'
-import { clientIp, clientMetas, clientUser, own, remoteIp, stringRecord, type Content, type Op } from './protocol.js'
+import {
+  carries, clientIp, clientMetas, clientUser, getIn, jsonRecord, OPS, own, parsePath, pathTarget, remoteIp, sameJson,
+  stringRecord, type Content, type Op
+} from './protocol.js'
 
 export interface When {
   users?: string[]
@@ -11,15 +14,20 @@ export interface When {
   clientCidrs?: string[]
   remoteCidrs?: string[]
   remotePorts?: Array<number | string>
+  fields?: Record<string, unknown>
   not?: When
 }
 
 const list = z.array(z.string()).min(1)
+// frps omits an empty value (0.4x+), so "" would match only what frps 0.33 sends for a missing one
+const names = z.array(z.string().min(1, 'an empty name never matches: frps omits empty values')).min(1)
 export const whenSchema: z.ZodType<When> = z.lazy(() => z.strictObject({
-  users: list.optional().describe('client user names (Login: user; other ops: user.user)'),
-  proxyTypes: list.optional().describe('proxy types: tcp, udp, http, https, stcp, xtcp, sudp, tcpmux'),
-  proxyNames: list.optional().describe('globs against proxy_name (* and ?); frps prefixes it with "user."'),
+  users: names.optional().describe('client user names (Login: user; other ops: user.user)'),
+  proxyTypes: names.optional().describe('proxy types: tcp, udp, http, https, stcp, xtcp, sudp, tcpmux'),
+  proxyNames: names.optional().describe('globs against proxy_name (* and ?); frps prefixes it with "user."'),
   metas: stringRecord().optional().describe('client metas that must have these exact values'),
+  fields: jsonRecord().optional().describe('content fields by dotted path -> a JSON value or a list of values (any of them); ' +
+    'null: absent or null; a list field is matched by a list of lists'),
   clientCidrs: list.optional().describe("CIDRs or addresses against Login's client_address"),
   remoteCidrs: list.optional().describe("CIDRs or addresses against NewUserConn's remote_addr"),
   remotePorts: z.array(z.union([z.number().int(), z.string()])).min(1).optional().describe('ports or "low-high" ranges against NewProxy\'s remote_port'),
@@ -68,10 +76,82 @@ function portRanges (ports: Array<number | string>): (port: number) => boolean {
   return port => ranges.some(([lo, hi]) => port >= lo && port <= hi)
 }
 
-function glob (pattern: string): RegExp {
-  const body = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')
-  // s: * and ? match line breaks too; u: ? is one character, not one UTF-16 unit
-  return new RegExp(`^${body}$`, 'su')
+// A glob piece between two `*`: literal runs and `?` (null), each `?` one character (a surrogate pair is one).
+type Piece = Array<string | null>
+const isHigh = (c: number): boolean => c >= 0xd800 && c <= 0xdbff
+const isLow = (c: number): boolean => c >= 0xdc00 && c <= 0xdfff
+const nextChar = (s: string, i: number): number => isHigh(s.charCodeAt(i)) && isLow(s.charCodeAt(i + 1)) ? i + 2 : i + 1
+const prevChar = (s: string, i: number): number => isLow(s.charCodeAt(i - 1)) && isHigh(s.charCodeAt(i - 2)) ? i - 2 : i - 1
+
+/** End of the piece matched at `at`, or -1. */
+function matchAt (s: string, piece: Piece, at: number): number {
+  for (const part of piece) {
+    if (part === null) {
+      if (at >= s.length) return -1
+      at = nextChar(s, at)
+    } else {
+      if (!s.startsWith(part, at)) return -1
+      at += part.length
+    }
+  }
+  return at
+}
+
+/** End of the leftmost match of the piece at or after `from`, or -1. */
+function find (s: string, piece: Piece, from: number): number {
+  const head = piece[0]
+  for (let at = from; at <= s.length; at = typeof head === 'string' ? at + 1 : nextChar(s, at)) {
+    if (typeof head === 'string' && (at = s.indexOf(head, at)) === -1) return -1
+    const end = matchAt(s, piece, at)
+    if (end !== -1) return end
+  }
+  return -1
+}
+
+/**
+ * Compiles a glob (`*` any run, `?` one character). A regex of `.*` per `*` backtracks polynomially on a
+ * long name; here the first piece is anchored at the start, the last at the end, and each piece between
+ * takes its leftmost match (which never loses a match): time linear in the name for a given glob.
+ */
+export function compileGlob (glob: string): (name: string) => boolean {
+  const pieces: Piece[] = glob.split('*').map(text => text.split(/(\?)/).filter(p => p !== '').map(p => p === '?' ? null : p))
+  const first = pieces[0]
+  if (pieces.length === 1) return name => matchAt(name, first, 0) === name.length
+  const last = pieces[pieces.length - 1]
+  const middle = pieces.slice(1, -1).filter(p => p.length > 0)
+  const lastChars = last.reduce((n, p) => n + (p === null ? 1 : [...p].length), 0)
+  return name => {
+    let at = matchAt(name, first, 0)
+    for (let i = 0; i < middle.length && at !== -1; i++) at = find(name, middle[i], at)
+    if (at === -1) return false
+    let start = name.length
+    for (let i = 0; i < lastChars && start >= at; i++) start = prevChar(name, start)
+    return start >= at && matchAt(name, last, start) === name.length
+  }
+}
+
+/** One `when.fields` entry: the ops whose content can hold the path, and a test of its value. */
+function fieldCheck (raw: string, wanted: unknown): Check {
+  const path = parsePath(raw)
+  const values = Array.isArray(wanted) ? wanted : [wanted]
+  if (values.length === 0) throw new Error('an empty list matches nothing')
+  const ops = new Set(OPS.filter(op => carries(op, path)))
+  // a value the field can never hold is a mistake, most often a list meant as the value of a list field
+  for (const value of values) {
+    if (value === null) continue
+    const fits = [...ops].some(op => pathTarget(op, path).field?.ok(value) ?? true)
+    if (!fits) {
+      const kind = [...ops].map(op => pathTarget(op, path).field?.kind)[0]
+      const hint = Array.isArray(wanted) && kind?.startsWith('a list') === true ? ' (a list of values matches any of them: match a list with [[...]])' : ''
+      throw new Error(`${JSON.stringify(value)} can never match: ${ops.size === 0 ? 'no op carries this field' : `${raw} is ${kind}`}${hint}`)
+    }
+  }
+  return (op, c) => {
+    if (!ops.has(op)) return false
+    const value = getIn(c, path)
+    for (const w of values) if (w === null ? value == null : sameJson(value, w)) return true
+    return false
+  }
 }
 
 const inSet = (values: string[]) => {
@@ -92,10 +172,10 @@ export function compileWhen (when: When | undefined): Matcher {
     checks.push(['proxyTypes', (_, c) => has(own(c, 'proxy_type'))])
   }
   if (when.proxyNames) {
-    const res = when.proxyNames.map(glob)
+    const globs = when.proxyNames.map(compileGlob)
     checks.push(['proxyNames', (_, c) => {
       const name = own(c, 'proxy_name')
-      return typeof name === 'string' && res.some(re => re.test(name))
+      return typeof name === 'string' && globs.some(match => match(name))
     }])
   }
   if (when.metas) {
@@ -120,6 +200,10 @@ export function compileWhen (when: When | undefined): Matcher {
       const port = own(c, 'remote_port') ?? 0
       return op === 'NewProxy' && typeof port === 'number' && inside(port)
     }])
+  }
+  if (when.fields) {
+    const fields = Object.entries(when.fields).map(([raw, wanted]) => compileAt(`fields.${raw}`, () => fieldCheck(raw, wanted)))
+    checks.push(['fields', (op, c) => fields.every(check => check(op, c))])
   }
   if (when.not) {
     const inner = compileAt('not', () => compileWhen(when.not))

@@ -35,15 +35,25 @@ const checkStrMap = (value: unknown, ctx: z.RefinementCtx): void => {
  * A content field: its zod schema, which names what is wrong, and the same rule as a plain test, which
  * answers the common case (all is well) in a fraction of the time.
  */
-interface Field { zod: z.ZodType, ok: (value: unknown) => boolean }
-const field = (zod: z.ZodType, test: (value: unknown) => boolean): Field =>
-  ({ zod: opt(zod), ok: value => value === undefined || value === null || test(value) })
+interface Field {
+  zod: z.ZodType
+  ok: (value: unknown) => boolean
+  /** what it is, for config errors: "a string", "a list of strings" */
+  kind: string
+  /** what lies below it (checked when the config is compiled): an element, a map value or the fields of an object */
+  item?: Field
+  list?: boolean
+  fields?: Record<string, Field>
+}
+const field = (kind: string, zod: z.ZodType, test: (value: unknown) => boolean, below: Partial<Field> = {}): Field =>
+  ({ zod: opt(zod), ok: value => value === undefined || value === null || test(value), kind, ...below })
 
-const str = field(z.string(), v => typeof v === 'string')
-const int = field(z.number().int(), v => Number.isSafeInteger(v))
-const bool = field(z.boolean(), v => typeof v === 'boolean')
-const strList = field(z.array(z.string()), v => Array.isArray(v) && v.every(item => typeof item === 'string'))
-const strMap = field(z.unknown().superRefine(checkStrMap), isStrMap)
+const str = field('a string', z.string(), v => typeof v === 'string')
+const int = field('a number', z.number().int(), v => Number.isSafeInteger(v))
+const bool = field('a boolean', z.boolean(), v => typeof v === 'boolean')
+const strList = field('a list of strings', z.array(z.string()), v => Array.isArray(v) && v.every(item => typeof item === 'string'),
+  { item: str, list: true })
+const strMap = field('a map of strings', z.unknown().superRefine(checkStrMap), isStrMap, { item: str })
 
 /** How deep objects and arrays may nest in content, content itself being level 1 (frps sends 3). */
 export const MAX_CONTENT_DEPTH = 32
@@ -67,7 +77,7 @@ function object (fields: Record<string, Field>, path: string, level: number): Fi
   // walks the keys the content has (for...in: own keys of a JSON object), about half the time of
   // looking up every known field; a Map, so a key such as "constructor" finds no field
   const known = new Map(entries.map(([key, f]) => [key, f.ok]))
-  return field(zod, v => {
+  return field('an object', zod, v => {
     if (!isObject(v)) return false
     for (const key in v) {
       const ok = known.get(key)
@@ -76,7 +86,7 @@ function object (fields: Record<string, Field>, path: string, level: number): Fi
       } else if (!ok(v[key])) return false
     }
     return true
-  })
+  }, { fields })
 }
 /** A caller's string as an error message quotes it: at most `max` characters. */
 export const clip = (text: string, max = 64): string => text.length > max ? `${text.slice(0, max)}...` : text
@@ -87,6 +97,11 @@ export const clip = (text: string, max = 64): string => text.length > max ? `${t
  */
 export const stringRecord = (): z.ZodType<Record<string, string>> => z.any().superRefine(checkStrMap)
   .meta({ type: 'object', propertyNames: { type: 'string' }, additionalProperties: { type: 'string' } })
+
+/** An object of JSON values in the config that keeps a `__proto__` key as a plain own key (see stringRecord). */
+export const jsonRecord = (): z.ZodType<Record<string, unknown>> => z.any().superRefine((value, ctx) => {
+  if (!isObject(value)) ctx.addIssue({ code: 'custom', message: `Invalid input: expected record, received ${received(value)}` })
+}).meta({ type: 'object', propertyNames: { type: 'string' } })
 
 const userInfo = { user: str, metas: strMap, run_id: str }
 const user = object(userInfo, 'content.user', 2)
@@ -110,6 +125,33 @@ const CONTENT: Record<Op, Record<string, Field>> = {
   NewWorkConn: { user, run_id: str, privilege_key: str, timestamp: int },
   NewUserConn: { user, proxy_name: str, proxy_type: str, remote_addr: str }
 }
+/**
+ * NewProxy fields that frpc and frps must agree on, each with what breaks when only frps sees a change
+ * (frp: server/proxy/proxy.go wraps a work connection by the proxy's transport flags; frpc finds its
+ * proxy by the name in NewProxyResp and StartWorkConn; visitors and xtcp peers prove themselves with sk).
+ * A plugin may reject on them; it must never change them.
+ */
+export const AGREED_FIELDS: ReadonlyMap<string, string> = new Map([
+  ['proxy_name', 'frpc finds its proxy by the name frps answers with (NewProxyResp, StartWorkConn): a renamed proxy never starts'],
+  ['proxy_type', 'frps would serve another kind of proxy than the one frpc runs'],
+  ['use_encryption', 'frps would encrypt (or not) the stream to frpc where frpc does the opposite: every connection breaks'],
+  ['use_compression', 'frps would compress (or not) the stream to frpc where frpc does the opposite: every connection breaks'],
+  ['sk', "visitors present the secret key the proxy's owner gave them (xtcp peers also encrypt with it): they would be refused"]
+])
+/** The op whose answer frps acts on with these fields (CloseProxy and NewUserConn answers are ignored). */
+export const AGREED_OP: Op = 'NewProxy'
+
+/** The agreed field an answer changed (absent, null and the zero value are equal: frps 0.4x+ omits zero values), or undefined. */
+export function changedAgreedField (before: Content, after: Content): string | undefined {
+  for (const key of AGREED_FIELDS.keys()) {
+    const a = own(before, key)
+    const b = own(after, key)
+    if (a !== b && !(isZero(a) && isZero(b)) && !sameJson(a, b)) return key
+  }
+  return undefined
+}
+const isZero = (v: unknown): boolean => v === undefined || v === null || v === false || v === '' || v === 0
+
 const contents = Object.fromEntries(OPS.map(op => [op, object(CONTENT[op], 'content', 1)])) as Record<Op, Field>
 
 /** Content schemas per op (zod): field types only; unknown fields pass through. */
@@ -248,11 +290,58 @@ export const answerFor = (result: { outcome: string, reason?: string, content?: 
     ? answerModified(result.content as Content)
     : result.reason !== undefined ? answerReject(result.reason) : ALLOW_UNCHANGED
 
-/** Splits `user.metas.team` into keys; throws on an empty segment. */
+const PROTO_NAMES = new Set(['__proto__', 'constructor', 'prototype'])
+
+/** Splits `user.metas.team` into keys; throws on an empty segment and on a prototype name (no content field is called so). */
 export function parsePath (path: string): string[] {
   const keys = path.split('.')
   if (keys.some(k => k === '')) throw new Error(`"${path}" is not a dotted path like "user.metas.team"`)
+  const proto = keys.find(k => PROTO_NAMES.has(k))
+  if (proto !== undefined) throw new Error(`"${path}" goes through "${proto}": no frp field is named so, and a path must never reach a prototype`)
   return keys
+}
+
+/** Where a path leads in an op's content: a known field (`field`), or somewhere frps has no type for (`field` undefined). */
+export interface PathTarget { field?: { kind: string, ok: (value: unknown) => boolean }, inList: boolean }
+
+/**
+ * Walks a parsed path through the op's field table. Throws, naming the field, when the path cannot exist in
+ * that op's content (it descends into a string, number or boolean, or names a list element by a non-number);
+ * below a field frps does not know anything goes (newer frps adds fields, and they pass through).
+ */
+export function pathTarget (op: Op, path: readonly string[]): PathTarget {
+  let table: Record<string, Field> | undefined = CONTENT[op]
+  let f: Field | undefined
+  let inList = false
+  for (let i = 0; i < path.length; i++) {
+    const key = path[i]
+    if (table !== undefined) {
+      f = hasOwn(table, key) ? table[key] : undefined
+      if (f === undefined) return { inList }
+    } else if (f?.item !== undefined && (f.list !== true || /^\d+$/.test(key))) {
+      inList ||= f.list === true
+      f = f.item
+    } else {
+      const why = f?.list === true ? 'only a number names one of its elements' : 'nothing is inside it'
+      throw new Error(`${path.slice(0, i).join('.')} is ${f?.kind ?? 'a value'} in ${op} content: ${why}`)
+    }
+    table = f.fields
+  }
+  return { field: f, inList }
+}
+
+/**
+ * Whether the op's content can hold the path: false when the path cannot exist there (see pathTarget), or when
+ * its field belongs to other ops only (`use_encryption` in a Login); a field no op knows may be anywhere.
+ */
+export function carries (op: Op, path: readonly string[]): boolean {
+  if (!hasOwn(CONTENT[op], path[0]) && OPS.some(o => hasOwn(CONTENT[o], path[0]))) return false
+  try {
+    pathTarget(op, path)
+    return true
+  } catch {
+    return false
+  }
 }
 
 export function getIn (root: unknown, path: readonly string[]): unknown {

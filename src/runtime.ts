@@ -148,7 +148,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     const { value, issues: found } = collectIssues(`chain[${i}]`, () => ({
       when: compileAt('when', () => compileWhen(sc.when)),
       run: compileAt('options', () => def.create(sc.options, {
-        name: sc.name, log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind)
+        name: sc.name, ops: (sc.ops ?? def.ops) as Op[], log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind)
       }))
     }))
     if (value?.run !== undefined) built.push(value.run)

@@ -112,19 +112,19 @@ t.test('a reject ends the chain', async t => {
 
 t.test('modify answers the whole content, in the order frps sent it', async t => {
   const gw = await startGateway(t, {
-    chain: [{ name: 'enc', plugin: 'rewrite', ops: ['NewProxy'], when: { proxyTypes: ['tcp'] }, options: { set: { use_encryption: true } } }]
+    chain: [{ name: 'grp', plugin: 'rewrite', ops: ['NewProxy'], when: { proxyTypes: ['tcp'] }, options: { set: { group: 'ssh' } } }]
   })
   const { op, content } = sample('frps-0.41.0-requests.jsonl', 2)
   const r = await gw.call(op, content)
-  t.equal(r.raw, JSON.stringify({ reject: false, unchange: false, content: { ...content, use_encryption: true } }))
-  t.equal(r.body.content.use_encryption, true)
-  t.equal(content.use_encryption, false, 'the sample was false')
+  t.equal(r.raw, JSON.stringify({ reject: false, unchange: false, content: { ...content, group: 'ssh' } }))
+  t.equal(r.body.content.group, 'ssh')
+  t.equal(content.group, '', 'the sample was empty')
 })
 
 t.test('content that ends equal to what frps sent answers unchanged', async t => {
   const gw = await startGateway(t, {
     chain: [
-      { name: 'same', plugin: 'rewrite', options: { set: { proxy_type: 'tcp', 'user.metas.team': 'blue', remote_port: 6000 } } },
+      { name: 'same', plugin: 'rewrite', ops: ['NewProxy'], options: { set: { 'user.metas.team': 'blue', remote_port: 6000 } } },
       { name: 'same-meta', plugin: 'metas', options: { scope: 'user', set: { team: 'blue' }, default: { team: 'red' } } },
       { name: 'change', plugin: 'rewrite', ops: ['NewProxy'], options: { set: { remote_port: 7000 } } },
       { name: 'back', plugin: 'rewrite', ops: ['NewProxy'], options: { set: { remote_port: 6000 } } }

@@ -147,3 +147,41 @@ t.test('every number has a bound the code honours: past it, the error names the 
     t.match(issues[0]?.message, message, what)
   }
 })
+
+t.test('empty names in when and bad when.fields paths are config errors with their path', async t => {
+  t.same(issuesOf(() => parseConfig({
+    chain: [{ name: 'a', plugin: 'reject', when: { users: ['root', ''], proxyNames: [''], not: { proxyTypes: ['tcp', ''] } } }]
+  })), [
+    { path: 'chain[0].when.users[1]', message: 'an empty name never matches: frps omits empty values' },
+    { path: 'chain[0].when.proxyNames[0]', message: 'an empty name never matches: frps omits empty values' },
+    { path: 'chain[0].when.not.proxyTypes[1]', message: 'an empty name never matches: frps omits empty values' }
+  ])
+  const config = parseConfig(JSON.parse(`{ "chain": [
+    { "name": "a", "plugin": "reject", "when": { "fields": { "__proto__.x": 1 } } },
+    { "name": "b", "plugin": "reject", "when": { "not": { "fields": { "use_encryption": "no" } } } }
+  ] }`))
+  const err = await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }) })
+    .then(() => undefined, (e: unknown) => e)
+  t.ok(err instanceof ConfigError)
+  t.same((err as ConfigError).issues, [
+    { path: 'chain[0].when.fields.__proto__.x', message: '"__proto__.x" goes through "__proto__": no frp field is named so, and a path must never reach a prototype' },
+    { path: 'chain[1].when.not.fields.use_encryption', message: '"no" can never match: use_encryption is a boolean' }
+  ])
+})
+
+t.test('the example config rejects proxies that do not ask for encryption, and changes none', async t => {
+  const config = parseConfig(JSON.parse(readFileSync(`${ROOT}config/gateway.example.json`, 'utf8')))
+  const runtime = await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }), open: false })
+  t.teardown(async () => { await runtime.close() })
+  const call = async (content: Record<string, unknown>) => await runtime.call('NewProxy', content, performance.now(), 'r', createLogger({ level: 'silent', redact: [] })).result
+  const proxy = { user: { user: 'alice' }, proxy_name: 'alice.ssh', remote_port: 6000 }
+  for (const type of ['tcp', 'udp', 'stcp']) {
+    for (const flag of [false, null, undefined]) {
+      t.same(await call({ ...proxy, proxy_type: type, use_encryption: flag }),
+        { outcome: 'reject', reason: 'set transport.useEncryption = true on alice.ssh', step: 'need-encryption' }, `${type}, use_encryption ${String(flag)}`)
+    }
+    t.same(await call({ ...proxy, proxy_type: type, use_encryption: true }), { outcome: 'allow' }, `${type} with encryption`)
+  }
+  t.same(await call({ ...proxy, proxy_type: 'xtcp' }), { outcome: 'allow' }, 'xtcp streams never pass frps')
+  t.notMatch(readFileSync(`${ROOT}config/gateway.example.json`, 'utf8'), /"rewrite"/, 'no rewrite step in the example')
+})

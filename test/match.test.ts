@@ -191,3 +191,127 @@ t.test('bad CIDRs and port ranges throw at compile, naming the value and its key
   t.throws(() => compileWhen({ not: { not: { remotePorts: ['9-8'] } } }),
     { name: 'OptionError', path: 'not.not.remotePorts[0]', message: '"9-8" is not a port or a "low-high" range within 0-65535' })
 })
+
+t.test('fields: a value, a list of values, null for absent or null', async t => {
+  const enc: When = { fields: { use_encryption: [false, null] } }
+  t.same(run(enc, [
+    proxy({ use_encryption: true }),
+    proxy({ use_encryption: false }),
+    proxy({ use_encryption: null }),
+    proxy({}),
+    proxy({ use_encryption: 'false' }),
+    proxy({ use_encryption: 0 })
+  ]), ['fields', null, null, null, 'fields', 'fields'], 'false, null and absent match; a string or 0 does not')
+  t.same(run({ fields: { use_encryption: false } }, [proxy({ use_encryption: false }), proxy({}), proxy({ use_encryption: null })]),
+    [null, 'fields', 'fields'], 'false alone is false only')
+  t.same(run({ fields: { use_encryption: null } }, [proxy({}), proxy({ use_encryption: null }), proxy({ use_encryption: false })]),
+    [null, null, 'fields'], 'null alone: absent or null, not false')
+  t.same(run({ fields: { remote_port: [0, null], proxy_type: 'tcp' } }, [
+    proxy({ proxy_type: 'tcp' }),
+    proxy({ proxy_type: 'tcp', remote_port: 0 }),
+    proxy({ proxy_type: 'tcp', remote_port: 6000 }),
+    proxy({ proxy_type: 'udp' })
+  ]), [null, null, 'fields', 'fields'], 'every path must match')
+})
+
+t.test('fields: nested paths, list elements, whole lists and objects compared as JSON', async t => {
+  t.same(run({ fields: { 'user.metas.plan': ['pro', 'team'] } }, [
+    proxy({ user: { user: 'a', metas: { plan: 'pro' } } }),
+    proxy({ user: { user: 'a', metas: { plan: 'free' } } }),
+    proxy({ user: { user: 'a', metas: null } }),
+    ['Ping', { user: { metas: { plan: 'team' } } }]
+  ]), [null, 'fields', 'fields', null])
+  t.same(run({ fields: { custom_domains: [['a.example', 'b.example'], null] } }, [
+    proxy({ custom_domains: ['a.example', 'b.example'] }),
+    proxy({ custom_domains: ['b.example', 'a.example'] }),
+    proxy({ custom_domains: ['a.example'] }),
+    proxy({})
+  ]), [null, 'fields', 'fields', null], 'a list of lists matches a whole list, in order')
+  t.same(run({ fields: { 'custom_domains.0': 'a.example' } }, [
+    proxy({ custom_domains: ['a.example', 'x'] }), proxy({ custom_domains: ['x', 'a.example'] })
+  ]), [null, 'fields'])
+  t.same(run({ fields: { headers: [{ 'X-A': '1', 'X-B': '2' }] } }, [
+    proxy({ headers: JSON.parse('{"X-B":"2","X-A":"1"}') }), proxy({ headers: { 'X-A': '1' } })
+  ]), [null, 'fields'], 'objects compare by value, not key order')
+  t.same(run({ fields: { 'x_future.deep': 1 } }, [proxy({ x_future: { deep: 1 } }), ['Login', { x_future: { deep: 1 } }], proxy({})]),
+    [null, null, 'fields'], 'a field frps does not know yet matches in any op')
+  const when = JSON.parse('{"fields":{"metas.__x":"1"}}') as When
+  t.same(run(when, [['Login', { metas: { __x: '1' } }]]), [null])
+})
+
+t.test('fields on ops that do not carry the field are false, null included', async t => {
+  t.same(run({ fields: { use_encryption: [false, null] } }, [
+    ['Login', { user: 'a' }],
+    ['Ping', user('a')],
+    ['CloseProxy', { ...user('a'), proxy_name: 'p' }],
+    ['NewUserConn', { ...user('a'), proxy_name: 'p' }],
+    ['NewWorkConn', user('a')]
+  ]), ['fields', 'fields', 'fields', 'fields', 'fields'])
+  t.same(run({ fields: { proxy_name: 'a.ssh' } }, [
+    ['CloseProxy', { proxy_name: 'a.ssh' }], ['NewUserConn', { proxy_name: 'a.ssh' }], ['Login', { proxy_name: 'a.ssh' }]
+  ]), [null, null, 'fields'], 'proxy_name is in CloseProxy and NewUserConn too')
+  t.same(run({ fields: { 'user.metas.plan': null } }, [['Login', { user: 'a' }], ['Ping', user('a')]]), ['fields', null],
+    "Login's user is a string: it has no metas")
+  t.same(run({ fields: { run_id: null } }, [['Login', {}], ['NewWorkConn', {}], ['NewProxy', {}]]), [null, null, 'fields'])
+  t.same(run({ not: { fields: { use_encryption: true } } }, [['Login', { user: 'a' }], proxy({ use_encryption: true })]), [null, 'not'])
+})
+
+t.test('fields: bad paths and values that can never match are errors naming the path', async t => {
+  for (const [fields, path, message] of [
+    [{ 'a..b': 1 }, 'fields.a..b', '"a..b" is not a dotted path like "user.metas.team"'],
+    [JSON.parse('{"__proto__.x": 1}'), 'fields.__proto__.x', '"__proto__.x" goes through "__proto__": no frp field is named so, and a path must never reach a prototype'],
+    [{ 'metas.constructor': 'x' }, 'fields.metas.constructor', '"metas.constructor" goes through "constructor": no frp field is named so, and a path must never reach a prototype'],
+    [{ 'x.prototype': 'x' }, 'fields.x.prototype', '"x.prototype" goes through "prototype": no frp field is named so, and a path must never reach a prototype'],
+    [{ use_encryption: [] }, 'fields.use_encryption', 'an empty list matches nothing'],
+    [{ use_encryption: 'false' }, 'fields.use_encryption', '"false" can never match: use_encryption is a boolean'],
+    [{ remote_port: [6000, '6001'] }, 'fields.remote_port', '"6001" can never match: remote_port is a number'],
+    [{ custom_domains: ['a.example'] }, 'fields.custom_domains',
+      '"a.example" can never match: custom_domains is a list of strings (a list of values matches any of them: match a list with [[...]])'],
+    [{ 'proxy_name.x': 'y' }, 'fields.proxy_name.x', '"y" can never match: no op carries this field']
+  ] as Array<[Record<string, unknown>, string, string]>) {
+    t.throws(() => compileWhen({ fields }), { name: 'OptionError', path, message }, path)
+  }
+  t.throws(() => compileWhen({ not: { fields: { sk: 1 } } }), { name: 'OptionError', path: 'not.fields.sk', message: '1 can never match: sk is a string' })
+  t.equal(typeof compileWhen({ fields: { 'proxy_name.x': null } }), 'function', 'null can always match: absent')
+})
+
+t.test('a when parsed from config keeps a fields path named __proto__, and refuses it', async t => {
+  const when = whenSchema.parse(JSON.parse('{"fields":{"__proto__":1}}'))
+  t.equal(JSON.stringify(when), '{"fields":{"__proto__":1}}')
+  t.throws(() => compileWhen(when), { name: 'OptionError', path: 'fields.__proto__' })
+})
+
+t.test('empty names and globs are config errors with their path', async t => {
+  const r = whenSchema.safeParse({ users: ['a', ''], proxyTypes: [''], proxyNames: ['x*', ''], not: { users: [''] } })
+  t.notOk(r.success)
+  t.same(r.error?.issues.map(i => [i.path.join('.'), i.message]), [
+    ['users.1', 'an empty name never matches: frps omits empty values'],
+    ['proxyTypes.0', 'an empty name never matches: frps omits empty values'],
+    ['proxyNames.1', 'an empty name never matches: frps omits empty values'],
+    ['not.users.0', 'an empty name never matches: frps omits empty values']
+  ])
+})
+
+t.test('proxyNames globs match in time linear in the name: no backtracking on a long hostile name', async t => {
+  const hostile = ['*a*a*a*b', '*a*a*a*a*a*a*a*a*a*a*b', '?*?*?*?*?*b', 'a*a*a*a*a*?b', '*aa*aa*aa*aaa*b']
+  for (const length of [300, 100_000]) {
+    const m = compileWhen({ proxyNames: hostile })
+    const c = { ...user('a'), proxy_name: 'a'.repeat(length) }
+    const started = performance.now()
+    t.equal(m('NewProxy', c), 'proxyNames')
+    const ms = performance.now() - started
+    t.ok(ms < 100, `${length} characters against ${hostile.length} globs: ${ms.toFixed(2)} ms`)
+  }
+  t.same(run({ proxyNames: hostile }, [proxy({ proxy_name: 'a'.repeat(5000) + 'b' })]), [null], 'and they still match')
+})
+
+t.test('proxyNames globs agree with a regex of .* and . on many names', async t => {
+  const globs = ['*', '?', 'a*', '*a', 'a*b', '*a*', 'a?b*', '*?', '**', 'a**b', '*ab*ab', '?*?', 'ab*ba*ab', '*\u{1F600}?', 'x.*', '']
+  const names = ['', 'a', 'b', 'ab', 'ba', 'aab', 'abab', 'abba', 'abbaab', 'ababab', 'x.y', 'xay', '\u{1F600}', 'a\u{1F600}', '\u{1F600}\u{1F600}',
+    'a\nb', 'ab\u{1F600}b', '\ud800', 'a\udc00b']
+  for (const glob of globs) {
+    const re = new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'su')
+    const m = compileWhen({ proxyNames: [glob] })
+    for (const name of names) t.equal(m('NewProxy', { proxy_name: name }) === null, re.test(name), `${JSON.stringify(glob)} ~ ${JSON.stringify(name)}`)
+  }
+})

@@ -167,6 +167,10 @@ t.test('getIn and parsePath', async t => {
   for (const bad of ['', 'a.', '.a', 'a..b']) {
     t.throws(() => parsePath(bad), { message: `"${bad}" is not a dotted path like "user.metas.team"` })
   }
+  for (const [bad, name] of [['__proto__', '__proto__'], ['a.constructor', 'constructor'], ['a.prototype.b', 'prototype']]) {
+    t.throws(() => parsePath(bad), { message: `"${bad}" goes through "${name}": no frp field is named so, and a path must never reach a prototype` })
+  }
+  t.same(parsePath('metas.toString'), ['metas', 'toString'], 'other Object.prototype names are plain keys')
 })
 
 t.test('hostOf', async t => {

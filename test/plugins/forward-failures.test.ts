@@ -60,10 +60,20 @@ const cases: Case[] = [
   { name: 'resetting the connection once the request arrived', handler: (_, res) => { res.socket?.destroy() }, answer: FAILED, result: 'connect_error', err: { code: 'UND_ERR_SOCKET' } },
   { name: 'answering "unchange": "false" without content', handler: () => ({ reject: 'false', unchange: 'false' }), answer: ALLOW, result: 'ok' },
   {
-    name: 'answering partial content under replace',
+    name: 'answering partial content under replace (it drops proxy_name)',
     handler: () => ({ unchange: 'false', content: { remote_port: 7000 } }),
-    answer: { reject: false, unchange: false, content: { remote_port: 7000 } },
-    result: 'ok'
+    answer: FAILED,
+    result: 'invalid_response',
+    err: { message: 'the answer changes proxy_name, which frpc and frps must agree on (frpc finds its proxy by the name frps answers ' +
+      'with (NewProxyResp, StartWorkConn): a renamed proxy never starts)' }
+  },
+  {
+    name: 'answering a changed use_encryption',
+    handler: req => ({ unchange: false, content: { ...JSON.parse(req.body).content, use_encryption: true } }),
+    answer: FAILED,
+    result: 'invalid_response',
+    err: { message: 'the answer changes use_encryption, which frpc and frps must agree on (frps would encrypt (or not) the stream ' +
+      'to frpc where frpc does the opposite: every connection breaks)' }
   },
   {
     name: 'answering partial content under patch',

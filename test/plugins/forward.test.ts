@@ -157,15 +157,73 @@ t.test('merge patch: RFC 7396, and no key reaches a prototype', async t => {
 
 t.test('partial content: replace takes it whole (as frps), patch merges it', async t => {
   const content = { user: { user: 'alice' }, proxy_name: 'alice.ssh', proxy_type: 'tcp', remote_port: 6000 }
-  const down = await startDownstream(t, () => ({ unchange: false, content: { remote_port: 7000 } }))
+  const down = await startDownstream(t, req => {
+    const { proxy_name: name, proxy_type: type } = contentOf(req)
+    return { unchange: false, content: { proxy_name: name, proxy_type: type, remote_port: 7000 } }
+  })
   const gw = await startGateway(t, {
     chain: [
       { name: 'replace', plugin: 'forward', ops: ['NewProxy'], when: { proxyNames: ['replace'] }, options: { url: down.url } },
       { name: 'patch', plugin: 'forward', ops: ['NewProxy'], when: { proxyNames: ['alice.*'] }, options: { url: down.url, merge: 'patch' } }
     ]
   })
-  t.same((await gw.call('NewProxy', { ...content, proxy_name: 'replace' })).body, modified({ remote_port: 7000 }))
+  t.same((await gw.call('NewProxy', { ...content, proxy_name: 'replace' })).body, modified({ proxy_name: 'replace', proxy_type: 'tcp', remote_port: 7000 }))
   t.same((await gw.call('NewProxy', content)).body, modified({ ...content, remote_port: 7000 }))
+})
+
+t.test('an answer that changes a field frpc and frps must agree on is an invalid_response naming the field', async t => {
+  const sent = { user: { user: 'alice' }, proxy_name: 'alice.db', proxy_type: 'stcp', use_encryption: true, sk: 'k1' }
+  let answer: (content: any) => unknown = () => ({})
+  const down = await startDownstream(t, req => answer(contentOf(req)))
+  const gw = await startGateway(t, {
+    chain: [
+      { name: 'fw', plugin: 'forward', when: { not: { fields: { group: 'patch' } } }, options: { url: down.url } },
+      { name: 'patch', plugin: 'forward', ops: ['NewProxy'], when: { fields: { group: 'patch' } }, options: { url: down.url, merge: 'patch' } }
+    ]
+  })
+  const why = {
+    use_encryption: 'frps would encrypt (or not) the stream to frpc where frpc does the opposite: every connection breaks',
+    use_compression: 'frps would compress (or not) the stream to frpc where frpc does the opposite: every connection breaks',
+    proxy_type: 'frps would serve another kind of proxy than the one frpc runs',
+    proxy_name: 'frpc finds its proxy by the name frps answers with (NewProxyResp, StartWorkConn): a renamed proxy never starts',
+    sk: "visitors present the secret key the proxy's owner gave them (xtcp peers also encrypt with it): they would be refused"
+  }
+  const changes: Array<[string, (c: any) => unknown, keyof typeof why]> = [
+    ['use_encryption false', c => ({ ...c, use_encryption: false }), 'use_encryption'],
+    ['use_encryption dropped', ({ use_encryption: _, ...c }) => c, 'use_encryption'],
+    ['use_compression set', c => ({ ...c, use_compression: true }), 'use_compression'],
+    ['proxy_type', c => ({ ...c, proxy_type: 'tcp' }), 'proxy_type'],
+    ['proxy_name', c => ({ ...c, proxy_name: 'alice.other' }), 'proxy_name'],
+    ['sk', c => ({ ...c, sk: 'k2' }), 'sk']
+  ]
+  for (const [name, change, field] of changes) {
+    answer = c => ({ unchange: false, content: change(c) })
+    t.same((await gw.call('NewProxy', sent)).body, rejected('frp-plugin-gateway: step fw failed'), name)
+    t.match(gw.logs.filter(l => l.msg === 'step failed').at(-1), { step: 'fw', err: { result: 'invalid_response',
+      message: `the answer changes ${field}, which frpc and frps must agree on (${why[field]})` } }, `${name}: logged, naming ${field}`)
+  }
+  t.equal(await gw.metric('frp_gateway_forward_requests_total', { step: 'fw', result: 'invalid_response' }), changes.length)
+  t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewProxy', step: 'fw', decision: 'error' }), changes.length)
+
+  answer = c => ({ unchange: false, content: { ...c, use_compression: false, proxy_type: 'stcp', group: '', remote_port: 6000 } })
+  t.same((await gw.call('NewProxy', sent)).body, modified({ ...sent, use_compression: false, group: '', remote_port: 6000 }),
+    'false for an absent flag is no change: frps 0.4x+ omits zero values')
+  answer = c => ({ unchange: false, content: { ...c, proxy_name: null, use_encryption: false, sk: '' } })
+  t.same((await gw.call('NewProxy', { proxy_name: '', proxy_type: 'tcp' })).body,
+    modified({ proxy_name: null, proxy_type: 'tcp', use_encryption: false, sk: '' }), 'nor null for "", or "" for absent')
+  answer = c => ({ unchange: false, content: { ...c, use_encryption: true } })
+  t.same((await gw.call('NewProxy', { proxy_name: 'p', proxy_type: 'tcp' })).body, rejected('frp-plugin-gateway: step fw failed'),
+    'true for an absent use_encryption is a change')
+
+  answer = () => ({ content: { use_encryption: null, remote_port: 7000 } })
+  t.same((await gw.call('NewProxy', { ...sent, group: 'patch' })).body, rejected('frp-plugin-gateway: step patch failed'), 'patch: null removes it')
+  t.match(gw.logs.filter(l => l.msg === 'step failed').at(-1), { step: 'patch', err: { result: 'invalid_response', message: /^the answer changes use_encryption,/ } })
+  answer = () => ({ content: { use_compression: false, remote_port: 7000 } })
+  t.same((await gw.call('NewProxy', { ...sent, group: 'patch' })).body, modified({ ...sent, group: 'patch', use_compression: false, remote_port: 7000 }))
+
+  answer = c => ({ unchange: false, content: { ...c, proxy_name: 'renamed' } })
+  t.same((await gw.call('NewUserConn', { proxy_name: 'alice.db', proxy_type: 'stcp' })).body, modified({ proxy_name: 'renamed', proxy_type: 'stcp' }),
+    'frps ignores the content of a NewUserConn answer: no rule there')
 })
 
 t.test('closing the runtime closes the pool and its keep-alive connections', async t => {
