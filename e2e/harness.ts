@@ -320,13 +320,17 @@ export async function startEcho (scope: Scope): Promise<Echo> {
 }
 
 /** An HTTP service on 127.0.0.1 answering every GET with `body` (a random page, so a page is known to have come from it). */
-export async function startWeb (scope: Scope): Promise<{ port: number, body: string }> {
+export async function startWeb (scope: Scope): Promise<{ port: number, body: string, requests: http.IncomingHttpHeaders[] }> {
   const body = `<html><body>e2e page ${randomBytes(12).toString('hex')}</body></html>\n`.repeat(40)
-  const server = http.createServer((req, res) => { res.writeHead(200, { 'content-type': 'text/html' }).end(body) })
+  const requests: http.IncomingHttpHeaders[] = []
+  const server = http.createServer((req, res) => {
+    requests.push(req.headers)
+    res.writeHead(200, { 'content-type': 'text/html' }).end(body)
+  })
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
   scope.defer(() => { server.closeAllConnections(); server.close() })
-  return { port: (server.address() as AddressInfo).port, body }
+  return { port: (server.address() as AddressInfo).port, body, requests }
 }
 
 /**

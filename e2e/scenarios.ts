@@ -325,7 +325,7 @@ export const fieldsReject: RecipeScenario = async (ctx, recipe) => {
 /** One scenario per README recipe name: a recipe without one fails the run. */
 export const recipeScenarios: Record<string, RecipeScenario> = {
   // the configuration reference: a whole config (Redis, admin listener, forward)
-  'login-rate+region+force-encryption+auth': async (ctx, recipe) => {
+  'login-rate+region+need-encryption+auth': async (ctx, recipe) => {
     const redis = await startRedis({ teardown: fn => ctx.scope.defer(fn) })
     ctx.say(`redis ${recipe.config?.redis?.url} replaced by a redis-server of its own at ${redis.url}`)
     const local = await localize(ctx, recipe.steps)
@@ -384,14 +384,16 @@ export const recipeScenarios: Record<string, RecipeScenario> = {
       metas.region === 'eu-1' && (metas.login_ip === '127.0.0.1' || !loginIp) && metas.team === 'ops' && !('debug' in metas), `frps sent user.metas ${JSON.stringify(metas)}`)
   },
 
-  subdomains: async (ctx, recipe) => {
+  'http-names': async (ctx, recipe) => {
     const env = await setUp(ctx, { chain: recipe.steps })
     const web = await startWeb(ctx.scope)
-    const c = env.client({ user: 'alice', proxies: [{ name: 'web', type: 'http', localPort: web.port, subdomain: 'shop' }] })
+    const c = env.client({ user: 'alice', proxies: [{ name: 'web', type: 'http', localPort: web.port, subdomain: 'my_app' }] })
     if (!ctx.check('alice logs in', await c.login() === 'ok', undefined, env.procs)) return
     const started = await c.proxy('web')
-    if (!ctx.check('http proxy alice.web (subdomain shop) starts', started === 'ok', `frpc: ${started}`, env.procs)) return
-    await pageIntact(ctx, env, `app-shop.${env.frps.subdomainHost}`, web.body)
+    if (!ctx.check('http proxy alice.web (subdomain my_app) starts', started === 'ok', `frpc: ${started}`, env.procs)) return
+    await pageIntact(ctx, env, `my-app.${env.frps.subdomainHost}`, web.body)
+    const header = web.requests.at(-1)?.['x-frp-proxy']
+    ctx.check('the local service got X-Frp-Proxy = alice.web (set by frps from the rewritten headers)', header === 'alice.web', `x-frp-proxy ${String(header)}`)
   },
 
   // the forward option example: https with a CA, a header, retries and a breaker
