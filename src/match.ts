@@ -1,7 +1,7 @@
 import { BlockList, isIP } from 'node:net'
 import { z } from 'zod'
 import { compileAt } from './errors.js'
-import { clientIp, clientMetas, clientUser, own, remoteIp, stringRecord, type Content, type Op } from './protocol.js'
+import { carries, clientIp, clientMetas, clientUser, own, remoteIp, stringRecord, type Content, type Op } from './protocol.js'
 
 export interface When {
   users?: string[]
@@ -84,13 +84,13 @@ export function compileWhen (when: When | undefined): Matcher {
   }
   if (when.proxyTypes) {
     const has = inSet(when.proxyTypes)
-    checks.push(['proxyTypes', (_, c) => has(own(c, 'proxy_type'))])
+    checks.push(['proxyTypes', (op, c) => carries(op, 'proxy_type') && has(own(c, 'proxy_type'))])
   }
   if (when.proxyNames) {
     const res = when.proxyNames.map(glob)
-    checks.push(['proxyNames', (_, c) => {
+    checks.push(['proxyNames', (op, c) => {
       const name = own(c, 'proxy_name')
-      return typeof name === 'string' && res.some(re => re.test(name))
+      return carries(op, 'proxy_name') && typeof name === 'string' && res.some(re => re.test(name))
     }])
   }
   if (when.metas) {

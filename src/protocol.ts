@@ -87,6 +87,8 @@ const CONTENT: Record<Op, Record<string, Field>> = {
   NewWorkConn: { user: object(userInfo), run_id: str, privilege_key: str, timestamp: int },
   NewUserConn: { user: object(userInfo), proxy_name: str, proxy_type: str, remote_addr: str }
 }
+/** Whether the op's content has the field in the table above (an unknown field of the same name is not it). */
+export const carries = (op: Op, field: string): boolean => hasOwn(CONTENT[op], field)
 const contents = Object.fromEntries(OPS.map(op => [op, object(CONTENT[op])])) as Record<Op, Field>
 
 /** Content schemas per op (zod): field types only; unknown fields pass through. */
