@@ -41,7 +41,12 @@ const field = (zod: z.ZodType, test: (value: unknown) => boolean): Field =>
 const str = field(z.string(), v => typeof v === 'string')
 const int = field(z.number().int(), v => Number.isSafeInteger(v))
 const bool = field(z.boolean(), v => typeof v === 'boolean')
-const strList = field(z.array(z.string()), v => Array.isArray(v) && v.every(item => typeof item === 'string'))
+// every index, not every(), which skips holes: a rewrite past a list's end leaves them, and JSON sends them as null
+const strList = field(z.array(z.string()), v => {
+  if (!Array.isArray(v)) return false
+  for (let i = 0; i < v.length; i++) if (typeof v[i] !== 'string') return false
+  return true
+})
 const strMap = field(z.unknown().superRefine(checkStrMap), isStrMap)
 function object (fields: Record<string, Field>): Field {
   const entries = Object.entries(fields)

@@ -135,6 +135,14 @@ t.test('a result that breaks the op\'s schema is an error reject naming the step
   ])
 })
 
+t.test('setting past the end of a list is an error reject naming the step, not a list with holes (null to frps)', async t => {
+  const gw = await startGateway(t, rewrite({ set: { 'locations.3': '/x', 'allow_users.1': 'bob' } }))
+  t.same((await gw.call('NewProxy', WEB)).body, { reject: true, unchange: true,
+    reject_reason: 'frp-plugin-gateway: step rw made invalid NewProxy content: content.locations[2]: Invalid input: expected string, received undefined' })
+  t.same((await gw.call('NewProxy', { locations: ['/a', '/b', '/c'], allow_users: ['alice'] })).body,
+    modified({ locations: ['/a', '/b', '/c', '/x'], allow_users: ['alice', 'bob'] }), 'the next index appends')
+})
+
 
 t.test('paths through __proto__, constructor and prototype set plain keys', async t => {
   const gw = await startGateway(t, rewrite({
