@@ -46,7 +46,7 @@ function flag (answer: Content, key: string): boolean {
 }
 
 /** RFC 7396 merge patch; copies only the objects it changes, and every key stays a plain key. */
-function mergePatch (target: unknown, patch: unknown): unknown {
+export function mergePatch (target: unknown, patch: unknown): unknown {
   if (!isObject(patch)) return patch
   const base = isObject(target) ? target : {}
   let out: Content | undefined

@@ -157,6 +157,7 @@ export async function holds (t: Test, name: string, property: fc.IProperty<any> 
   const seed = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : undefined
   const path = process.env.FC_PATH
   const details = await fc.check(property as fc.IAsyncProperty<any>, { numRuns, seed, path, endOnFailure: path !== undefined })
-  const report = fc.defaultReportMessage(details)
-  t.ok(!details.failed, details.failed ? `${name}\n${report ?? ''}\nreplay: FC_SEED=${details.seed} FC_PATH=${details.counterexamplePath ?? ''}` : name)
+  // escaped to ASCII: a raw U+2028 or NUL of a counterexample in an assertion's name breaks the TAP stream (the failure vanished)
+  const report = (fc.defaultReportMessage(details) ?? '').replace(/[^\n\x20-\x7e]/g, c => `\\u{${c.codePointAt(0)?.toString(16) ?? ''}}`)
+  t.ok(!details.failed, details.failed ? `${name}\n${report}\nreplay: FC_SEED=${details.seed} FC_PATH=${details.counterexamplePath ?? ''}` : name)
 }

@@ -50,7 +50,7 @@ t.test('a template of known names renders, for any content of any op, what the n
     deepFreeze(c)
     const out = render(c, { op, reqid: REQID })
     return out === tpl.expect(op, c) && render(c, { op, reqid: REQID }) === out && JSON.stringify(c) === before
-  }), 400)
+  }), 300)
 })
 
 t.test('inherited names render empty: hostile keys read from content that lacks them', async t => {
@@ -74,7 +74,7 @@ t.test('any source either fails to compile with a message or renders a string; {
     }
     const out = render(c, { op, reqid: REQID })
     return typeof out === 'string'
-  }), 300)
+  }), 200)
   const from = Math.floor(Date.now() / 1000)
   const now = Number(compileTemplate('{{now}}', { step: STEP })({}, { op: OPS[0], reqid: REQID }))
   t.ok(now >= from && now <= Math.floor(Date.now() / 1000), 'now')
