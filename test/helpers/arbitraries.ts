@@ -151,13 +151,14 @@ export function pollution (value?: unknown): string | null {
 
 /**
  * Checks a property and asserts it held, with fast-check's report (seed, path, counterexample) on failure.
- * FC_SEED and FC_PATH replay a reported failure: `FC_SEED=… FC_PATH=… npx tap test/properties/x.test.ts`.
+ * FC_PROPERTY, FC_SEED and FC_PATH replay a reported failure (the line `replay:` of the report gives them).
  */
 export async function holds (t: Test, name: string, property: fc.IProperty<any> | fc.IAsyncProperty<any>, numRuns: number): Promise<void> {
-  const seed = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : undefined
-  const path = process.env.FC_PATH
+  const replay = process.env.FC_PROPERTY === undefined || process.env.FC_PROPERTY === name
+  const seed = replay && process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : undefined
+  const path = replay ? process.env.FC_PATH : undefined
   const details = await fc.check(property as fc.IAsyncProperty<any>, { numRuns, seed, path, endOnFailure: path !== undefined })
   // escaped to ASCII: a raw U+2028 or NUL of a counterexample in an assertion's name breaks the TAP stream (the failure vanished)
   const report = (fc.defaultReportMessage(details) ?? '').replace(/[^\n\x20-\x7e]/g, c => `\\u{${c.codePointAt(0)?.toString(16) ?? ''}}`)
-  t.ok(!details.failed, details.failed ? `${name}\n${report}\nreplay: FC_SEED=${details.seed} FC_PATH=${details.counterexamplePath ?? ''}` : name)
+  t.ok(!details.failed, details.failed ? `${name}\n${report}\nreplay: FC_PROPERTY='${name}' FC_SEED=${details.seed} FC_PATH=${details.counterexamplePath ?? ''}` : name)
 }
