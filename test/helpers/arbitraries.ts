@@ -119,6 +119,13 @@ export const content = (op: Op, opts: ContentOptions = {}): fc.Arbitrary<Content
 export const opContent = (opts: ContentOptions = {}): fc.Arbitrary<[Op, Content]> =>
   fc.constantFrom(...OPS).chain(op => content(op, opts).map(c => [op, c] as [Op, Content]))
 
+/** How deeply a JSON value nests (a scalar is 0). */
+export const depthOf = (value: unknown): number => value !== null && typeof value === 'object'
+  ? 1 + Math.max(0, ...Object.values(value).map(depthOf))
+  : 0
+/** Deep enough to need care, well under any bound the gateway sets on nesting (issue 10, defect 5). */
+export const HTTP_DEPTH = 20
+
 /** Freezes a value and everything in it: a write to it then throws (test files are strict-mode modules). */
 export function deepFreeze<T> (value: T): T {
   if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
