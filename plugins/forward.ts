@@ -50,7 +50,7 @@ function flag (answer: Content, key: string): boolean {
 }
 
 /** RFC 7396 merge patch; copies only the objects it changes, and every key stays a plain key. */
-function mergePatch (target: unknown, patch: unknown): unknown {
+export function mergePatch (target: unknown, patch: unknown): unknown {
   if (!isObject(patch)) return patch
   const base = isObject(target) ? target : {}
   let out: Content | undefined
@@ -258,7 +258,8 @@ export default definePlugin({
         breaker?.succeeded()
         return verdict
       } catch (err) {
-        return fail(err as ForwardError, started, attempts)
+        // anything else thrown on the way (an answer too deep to merge, say) is the answer's fault too
+        return fail(err instanceof ForwardError ? err : invalid(`answer could not be used: ${(err as Error).message}`), started, attempts)
       } finally {
         clearTimeout(timer)
       }

@@ -3,12 +3,14 @@ import { z } from 'zod'
 import { definePlugin, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import {
-  AGREED_FIELDS, AGREED_OP, checkFields, getIn, jsonRecord, OPS, parsePath, pathTarget, sameJson, setIn, type Content
+  AGREED_FIELDS, AGREED_OP, checkFields, getIn, jsonRecord, nestsDeeper, OPS, parsePath, pathTarget, sameJson, setIn, type Content
 } from '../src/protocol.js'
 import { compileTemplate, isConstantTemplate, type TemplateContext } from '../src/template.js'
 
 type Edit = (content: Content, ctx: TemplateContext) => Content
 type Use = 'set' | 'default' | 'remove' | 'replace'
+// a path and a value each at most this deep keep what a step writes well inside the content depth bound
+const MAX_VALUE_DEPTH = 8
 
 /** The longest string a `replace` pattern runs on: frpc controls the content, and a regex run cannot be interrupted. */
 export const MAX_REPLACE_INPUT = 1024
@@ -35,6 +37,7 @@ export default definePlugin({
     // every path must be one the step's ops can hold, and none may change what frpc must agree on
     const pathOf = (where: string, raw: string, use: Use): string[] => compileAt(where, () => {
       const path = parsePath(raw)
+      if (path.length > MAX_VALUE_DEPTH) throw new Error(`${raw} has more than ${MAX_VALUE_DEPTH} parts (frps content is 3 deep)`)
       const why = AGREED_FIELDS.get(path[0])
       if (why !== undefined && deps.ops.includes(AGREED_OP)) {
         throw new Error(`${path[0]} cannot be rewritten: frpc and frps must agree on it and frpc would never learn of the change ` +
@@ -54,6 +57,9 @@ export default definePlugin({
       return path
     }) ?? [] // [] stands in for a bad path: the other options are still checked
     const valueOf = (where: string, value: unknown): (content: Content, ctx: TemplateContext) => unknown => {
+      if (nestsDeeper(value, MAX_VALUE_DEPTH)) {
+        return compileAt(where, () => { throw new Error(`the value nests deeper than ${MAX_VALUE_DEPTH} levels (frps content is 3 deep)`) })
+      }
       if (typeof value !== 'string' || isConstantTemplate(value)) return () => value
       return compileAt(where, () => compileTemplate(value, { step: deps.name }))
     }

@@ -159,6 +159,8 @@ const inSet = (values: string[]) => {
   return (value: unknown) => typeof value === 'string' && set.has(value)
 }
 
+const opsCarrying = (field: string): ReadonlySet<Op> => new Set(OPS.filter(op => carries(op, [field])))
+
 /** Compiles a `when` once; every CIDR, glob and range is checked here, not per call (errors: OptionError with the key's path). */
 export function compileWhen (when: When | undefined): Matcher {
   if (when === undefined) return () => null
@@ -169,13 +171,16 @@ export function compileWhen (when: When | undefined): Matcher {
   }
   if (when.proxyTypes) {
     const has = inSet(when.proxyTypes)
-    checks.push(['proxyTypes', (_, c) => has(own(c, 'proxy_type'))])
+    // an unknown field of that name in another op's content is not the proxy's
+    const typed = opsCarrying('proxy_type')
+    checks.push(['proxyTypes', (op, c) => typed.has(op) && has(own(c, 'proxy_type'))])
   }
   if (when.proxyNames) {
     const globs = when.proxyNames.map(compileGlob)
-    checks.push(['proxyNames', (_, c) => {
+    const named = opsCarrying('proxy_name')
+    checks.push(['proxyNames', (op, c) => {
       const name = own(c, 'proxy_name')
-      return typeof name === 'string' && globs.some(match => match(name))
+      return named.has(op) && typeof name === 'string' && globs.some(match => match(name))
     }])
   }
   if (when.metas) {

@@ -51,14 +51,18 @@ const field = (kind: string, zod: z.ZodType, test: (value: unknown) => boolean, 
 const str = field('a string', z.string(), v => typeof v === 'string')
 const int = field('a number', z.number().int(), v => Number.isSafeInteger(v))
 const bool = field('a boolean', z.boolean(), v => typeof v === 'boolean')
-const strList = field('a list of strings', z.array(z.string()), v => Array.isArray(v) && v.every(item => typeof item === 'string'),
-  { item: str, list: true })
+// a loop, not every(): every() skips the holes a list can have (sent to frps as null)
+const strList = field('a list of strings', z.array(z.string()), v => {
+  if (!Array.isArray(v)) return false
+  for (let i = 0; i < v.length; i++) if (typeof v[i] !== 'string') return false
+  return true
+}, { item: str, list: true })
 const strMap = field('a map of strings', z.unknown().superRefine(checkStrMap), isStrMap, { item: str })
 
 /** How deep objects and arrays may nest in content, content itself being level 1 (frps sends 3). */
 export const MAX_CONTENT_DEPTH = 32
 /** True when value nests more than `room` levels of objects and arrays; recurses at most room + 1 deep. */
-function nestsDeeper (value: unknown, room: number): boolean {
+export function nestsDeeper (value: unknown, room: number): boolean {
   if (value === null || typeof value !== 'object') return false
   if (room === 0) return true
   if (Array.isArray(value)) return value.some(item => nestsDeeper(item, room - 1))

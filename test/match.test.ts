@@ -56,6 +56,14 @@ t.test('proxyNames globs', async t => {
     ['proxyNames', 'proxyNames', 'proxyNames'], 'an op without proxy_name never matches, even *')
 })
 
+t.test('proxyTypes and proxyNames are false on an op without the field, even when unknown fields carry its name', async t => {
+  const stray = { ...user('a'), proxy_type: 'tcp', proxy_name: 'a.web' }
+  const ops: Op[] = ['Login', 'Ping', 'NewWorkConn']
+  t.same(run({ proxyTypes: ['tcp'] }, [...ops, 'CloseProxy'].map(op => [op as Op, stray])), ['proxyTypes', 'proxyTypes', 'proxyTypes', 'proxyTypes'])
+  t.same(run({ proxyNames: ['*'] }, ops.map(op => [op, stray])), ['proxyNames', 'proxyNames', 'proxyNames'])
+  t.same(run({ proxyTypes: ['tcp'], proxyNames: ['*'] }, [['NewProxy', stray], ['NewUserConn', stray]]), [null, null], 'the ops that carry them')
+})
+
 t.test('metas: exact values of the client metas', async t => {
   t.same(run({ metas: { team: 'blue', plan: 'pro' } }, [
     ['Login', { metas: { team: 'blue', plan: 'pro', x: '1' } }],

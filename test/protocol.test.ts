@@ -38,6 +38,8 @@ t.test('checkContent names the path of a wrong type', async t => {
     'invalid Ping content: content.user: Invalid input: expected object, received string')
   t.equal(checkContent('NewUserConn', { remote_addr: 5 }),
     'invalid NewUserConn content: content.remote_addr: Invalid input: expected string, received number')
+  t.equal(checkContent('NewProxy', { custom_domains: ['a', , 'b'] }),
+    'invalid NewProxy content: content.custom_domains[1]: Invalid input: expected string, received undefined', 'a hole (sent as null)')
   for (const bad of [null, [], 'x', 3]) t.equal(checkContent('Login', bad), 'content must be a JSON object', JSON.stringify(bad))
 })
 

@@ -76,6 +76,14 @@ const cases: Case[] = [
       'to frpc where frpc does the opposite: every connection breaks)' }
   },
   {
+    name: 'answering a patch nested far too deep to merge',
+    handler: () => `{"unchange":false,"content":{"x":${'{"a":'.repeat(20_000)}1${'}'.repeat(20_000)}}}`,
+    merge: 'patch',
+    answer: FAILED,
+    result: 'invalid_response',
+    err: { message: /^answer could not be used: / }
+  },
+  {
     name: 'answering partial content under patch',
     handler: () => ({ unchange: 'false', content: { remote_port: 7000 } }),
     merge: 'patch',

@@ -136,6 +136,11 @@ t.test('a result that breaks the op\'s schema is an error reject naming the step
   ])
 })
 
+t.test('setting an element of a list, past its end or not, is a config error for each path (a list with holes would reach frps as nulls)', async t => {
+  const issues = await configIssues(t, rewrite({ set: { 'locations.3': '/x', 'allow_users.1': 'bob' } }))
+  t.same(issues.map(i => i.path), ['chain[0].options.set.locations.3', 'chain[0].options.set.allow_users.1'])
+  for (const issue of issues) t.match(issue.message, /is an element of a list in NewProxy content/)
+})
 
 t.test('paths through __proto__, constructor or prototype are config errors; other keys named like Object.prototype members are plain keys', async t => {
   const through = (path: string, name: string) => `"${path}" goes through "${name}": no frp field is named so, and a path must never reach a prototype`
