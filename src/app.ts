@@ -81,17 +81,26 @@ function baseApp (opts: AppOptions, extra: object = {}): FastifyInstance {
     requestIdHeader: 'x-frp-reqid',
     ...extra
   }) as unknown as FastifyInstance
-  app.addHook('onListen', async function () {
-    for (const address of app.addresses() as AddressInfo[]) {
-      const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
-      opts.logger.info(`Server listening at ${opts.https !== undefined ? 'https' : 'http'}://${host}:${address.port}`)
-    }
-  })
   app.setNotFoundHandler((req, reply) => {
     const err = new GatewayError('FRPGW_ERR_NOT_FOUND', `${req.method} ${req.url.split('?')[0]}`)
     void reply.code(err.statusCode).send(err.toJSON())
   })
   return app
+}
+
+const ADMIN_ROUTES = '/metrics, /healthz and /readyz'
+
+/** One start-up line per address a listener is up on: which listener, its URL, and where the admin routes are. */
+function logListening (app: FastifyInstance, opts: AppOptions, listener: 'rpc' | 'admin'): void {
+  app.addHook('onListen', async function () {
+    for (const address of app.addresses() as AddressInfo[]) {
+      const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+      const origin = `${opts.https !== undefined ? 'https' : 'http'}://${host}:${address.port}`
+      if (listener === 'admin') opts.logger.info({ listener, url: origin }, `admin listener: ${ADMIN_ROUTES}`)
+      else if (opts.adminRoutes) opts.logger.info({ listener, url: `${origin}${opts.path}`, admin: origin }, `listening for frps calls; ${ADMIN_ROUTES} are on this listener too`)
+      else opts.logger.info({ listener, url: `${origin}${opts.path}` }, 'listening for frps calls')
+    }
+  })
 }
 
 /** The fastify instance serving frps. It never listens by itself. */
@@ -145,6 +154,7 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
   })
 
   if (opts.adminRoutes) registerAdminRoutes(app, ref, metrics)
+  logListening(app, opts, 'rpc')
   return app
 }
 
@@ -152,5 +162,6 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
 export function buildAdminApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
   const app = baseApp(opts)
   registerAdminRoutes(app, ref, opts.metrics)
+  logListening(app, opts, 'admin')
   return app
 }
