@@ -1,8 +1,9 @@
+import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { ROOT, runCli } from './helpers/cli.js'
+import { MAIN, ROOT, runCli } from './helpers/cli.js'
 
 // The command line's own surface: usage errors, help, --version, and a config file that is not there.
 
@@ -113,4 +114,16 @@ t.test('a config file that does not exist: which one, where the name came from, 
   // from the clone's root, the example is named as the newcomer would type it
   const root = await runCli(['--config', '/nonexistent.json'])
   t.equal(root.stderr.split('\n')[1], 'Give one with --config FILE or $FRP_GATEWAY_CONFIG; config/gateway.example.json is an example to start from. See frp-plugin-gateway --help.')
+})
+
+t.test('the bin of package.json runs as is, as npx runs it from a clone', async t => {
+  const pkg = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8'))
+  t.equal(join(ROOT, pkg.bin['frp-plugin-gateway']), MAIN)
+  // spawned as a program, not through node: its mode and its #! line must do
+  const child = spawn(MAIN, ['--version'], { env: { PATH: process.env.PATH } })
+  let stdout = ''
+  child.stdout.on('data', d => { stdout += String(d) })
+  const code = await new Promise(resolve => { child.on('close', resolve); child.on('error', resolve) })
+  t.equal(code, 0, 'it starts and exits 0')
+  t.equal(stdout, `frp-plugin-gateway ${pkg.version}\n`)
 })
