@@ -223,12 +223,6 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
     refused(err, opts.logger)
     answerRaw(socket, err)
   })
-  app.addHook('onListen', async function () {
-    for (const address of app.addresses() as AddressInfo[]) {
-      const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
-      opts.logger.info(`Server listening at ${opts.https !== undefined ? 'https' : 'http'}://${host}:${address.port}`)
-    }
-  })
   const noRoute = (req: FastifyRequest, reply: FastifyReply): FastifyReply => {
     const path = req.url.split('?')[0]
     const err = path === listener.rpc?.path && req.method !== 'POST'
@@ -257,6 +251,21 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
     void reply.code(gwErr.statusCode).type(JSON_TYPE).send(JSON.stringify(gwErr.toJSON()))
   })
   return app
+}
+
+const ADMIN_ROUTES = '/metrics, /healthz and /readyz'
+
+/** One start-up line per address a listener is up on: which listener, its URL, and where the admin routes are. */
+function logListening (app: FastifyInstance, opts: AppOptions, listener: 'rpc' | 'admin'): void {
+  app.addHook('onListen', async function () {
+    for (const address of app.addresses() as AddressInfo[]) {
+      const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+      const origin = `${opts.https !== undefined ? 'https' : 'http'}://${host}:${address.port}`
+      if (listener === 'admin') opts.logger.info({ listener, url: origin }, `admin listener: ${ADMIN_ROUTES}`)
+      else if (opts.adminRoutes) opts.logger.info({ listener, url: `${origin}${opts.path}`, admin: origin }, `listening for frps calls; ${ADMIN_ROUTES} are on this listener too`)
+      else opts.logger.info({ listener, url: `${origin}${opts.path}` }, 'listening for frps calls')
+    }
+  })
 }
 
 /** The fastify instance serving frps. It never listens by itself. */
@@ -315,6 +324,7 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
   })
 
   if (opts.adminRoutes) registerAdminRoutes(app, ref, metrics)
+  logListening(app, opts, 'rpc')
   return app
 }
 
@@ -322,5 +332,6 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
 export function buildAdminApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
   const app = baseApp(opts, { deadlineMs: ref.current.config.deadlineMs })
   registerAdminRoutes(app, ref, opts.metrics)
+  logListening(app, opts, 'admin')
   return app
 }

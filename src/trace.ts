@@ -28,6 +28,14 @@ export function diffContent (before: unknown, after: unknown, path = ''): string
   return [`~ ${path}: ${show(before)} -> ${show(after)}`]
 }
 
+/** Why a step failed, as the server's warn line has it: the error's kind and code, then its message. */
+function cause (error: unknown): string {
+  if (!(error instanceof Error)) return String(error)
+  const { result, code, status } = error as { result?: unknown, code?: unknown, status?: unknown }
+  const tags = [result, code ?? status].filter(v => typeof v === 'string' || typeof v === 'number')
+  return `${tags.length > 0 ? `${tags.join(' ')}: ` : ''}${error.message}`
+}
+
 export function formatTrace (trace: Trace, plugins: ReadonlyMap<string, string>): string {
   const lines = [trace.op === trace.wireOp ? `trace ${trace.op}` : `trace ${trace.op} (sent by frps as ${trace.wireOp})`]
   if (trace.entries.length === 0 && trace.result.outcome !== 'error') lines.push('  (no step runs for this op)')
@@ -38,8 +46,8 @@ export function formatTrace (trace: Trace, plugins: ReadonlyMap<string, string>)
       return
     }
     const ms = (e.seconds * 1000).toFixed(3)
-    const detail = e.reason !== undefined ? `: ${e.reason}` : e.error !== undefined ? `: ${(e.error as Error).message ?? String(e.error)}` : ''
-    lines.push(`${head}: ${e.decision} in ${ms} ms${detail}`)
+    const detail = [e.reason, e.error !== undefined ? `cause: ${cause(e.error)}` : undefined].filter(d => d !== undefined)
+    lines.push(`${head}: ${e.decision} in ${ms} ms${detail.length > 0 ? `: ${detail.join('; ')}` : ''}`)
     for (const change of diffContent(e.before, e.after)) lines.push(`       ${change}`)
   })
   lines.push(`outcome: ${trace.result.outcome}${trace.result.reason !== undefined && trace.entries.length === 0 ? ` (${trace.result.reason})` : ''}`)

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { Agent, request } from 'undici'
 import t from 'tap'
 import { configFile, runCli, serveCli } from './helpers/cli.js'
@@ -11,6 +12,10 @@ t.test('admin listener: metrics and health apart from the RPC port', async t => 
   const gw = await serveCli(['--config', configFile({ listen: { port: 0 }, admin: { port: 0 }, chain })], t, 2)
   const [rpc, admin] = gw.urls
   t.not(rpc, admin)
+  t.same(gw.lines.filter(l => l.listener !== undefined).map(({ msg, listener, url, admin }) => ({ msg, listener, url, admin })), [
+    { msg: 'listening for frps calls', listener: 'rpc', url: `${rpc}/handler`, admin: undefined },
+    { msg: 'admin listener: /metrics, /healthz and /readyz', listener: 'admin', url: admin, admin: undefined }
+  ], 'one start-up line per listener, saying which')
   const call = await fetch(`${rpc}/handler?op=Login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"op":"Login","content":{"user":"eve"}}' })
   t.same(await call.json(), { reject: true, reject_reason: 'rejected by no-eve', unchange: true })
   t.match(await (await fetch(`${admin}/metrics`)).text(), /frp_gateway_requests_total\{op="Login",outcome="reject"\} 1/)
@@ -45,9 +50,33 @@ t.test('listen.tls: frps-shaped calls over https with a certificate made at test
   t.equal(await gw.exited, 0)
 })
 
-t.test('listen.tls with an unreadable key fails to start with exit 1', async t => {
-  const file = configFile({ listen: { port: 0, tls: { cert: '/nonexistent/cert.pem', key: '/nonexistent/key.pem' } }, chain })
-  const res = await runCli(['--config', file])
-  t.equal(res.code, 1)
-  t.match(res.stderr, /\/nonexistent\/cert\.pem/)
+t.test('listen.tls that cannot be used fails to start with exit 1 and names the file', async t => {
+  const certs = await makeCerts(t)
+  const cert = configFile(certs.cert, 'server.pem')
+  const missing = configFile({ listen: { port: 0, tls: { cert: '/nonexistent/cert.pem', key: '/nonexistent/key.pem' } }, chain })
+  const notPem = configFile({ listen: { port: 0, tls: { cert, key: cert } }, chain })
+  const [unread, unusable] = await Promise.all([runCli(['--config', missing]), runCli(['--config', notPem])])
+  t.equal(unread.code, 1)
+  t.equal(unread.stdout, '')
+  t.equal(unread.stderr, `invalid config ${missing}:\n  listen.tls.cert: cannot read /nonexistent/cert.pem: ENOENT: no such file or directory, open '/nonexistent/cert.pem'\n`)
+  t.equal(unusable.code, 1)
+  t.equal(unusable.stdout, '')
+  t.equal(unusable.stderr.split('\n')[0], `invalid config ${notPem}:`)
+  t.ok(unusable.stderr.split('\n')[1].startsWith(`  listen.tls: ${cert} and ${cert} are not a usable certificate and key: `), unusable.stderr)
+})
+
+t.test('a listen address in use: one line naming it and the listener, exit 1', async t => {
+  const taken = createServer().listen(0, '127.0.0.1')
+  await new Promise(resolve => taken.once('listening', resolve))
+  t.teardown(() => { taken.close() })
+  const port = (taken.address() as { port: number }).port
+  const [rpc, admin] = await Promise.all([
+    runCli(['--config', configFile({ listen: { port }, chain })]),
+    runCli(['--config', configFile({ listen: { port: 0 }, admin: { port }, chain })])
+  ])
+  t.equal(rpc.code, 1)
+  t.equal(rpc.stderr, `cannot start: 127.0.0.1:${port} (the RPC listener: listen.host and .port) is already in use\n`)
+  t.equal(admin.code, 1, 'the RPC listener, already up, does not keep the process alive')
+  t.equal(admin.stderr, `cannot start: 127.0.0.1:${port} (the admin listener: admin.host and .port) is already in use\n`)
+  t.match(admin.stdout, /"listener":"rpc"/, 'the RPC listener came up first')
 })

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import t from 'tap'
 import { configFile, ROOT, runCli, serveCli } from './helpers/cli.js'
 
+
 const good = {
   chain: [
     { name: 'deny-guest', plugin: 'reject', ops: ['Login'], when: { users: ['guest'] } },
@@ -63,17 +64,6 @@ t.test('schema prints config/gateway.schema.json', async t => {
   t.same(JSON.parse(res.stdout), JSON.parse(readFileSync(`${ROOT}config/gateway.schema.json`, 'utf8')))
 })
 
-t.test('bad usage exits 2 with the usage text', async t => {
-  for (const args of [['frobnicate'], ['check', '--nope'], ['check', 'extra']]) {
-    const res = await runCli(args)
-    t.equal(res.code, 2, args.join(' '))
-    t.match(res.stderr, /usage: frp-plugin-gateway/)
-  }
-  const help = await runCli(['--help'])
-  t.equal(help.code, 0)
-  t.match(help.stdout, /usage: frp-plugin-gateway/)
-})
-
 t.test('run serves frps calls and /metrics, and exits 0 on SIGTERM', async t => {
   const file = configFile({ ...good, listen: { port: 0 } })
   const gw = await serveCli(['--config', file], t)
@@ -87,6 +77,22 @@ t.test('run serves frps calls and /metrics, and exits 0 on SIGTERM', async t => 
   gw.child.kill('SIGTERM')
   t.equal(await gw.exited, 0)
   t.ok(gw.lines.some(l => l.msg === 'call' && l.reqid === 'aaaaaaaaaaaaaaaa'))
+})
+
+t.test('run logs at start the config file, the chain of every op, and each listener with its URL', async t => {
+  const file = configFile({ ...good, listen: { port: 0, path: '/frps' } })
+  const gw = await serveCli(['--config', file], t)
+  const pick = ({ msg, file, chains, listener, url, admin }: Record<string, unknown>) => ({ msg, file, chains, listener, url, admin })
+  t.same(gw.lines.map(pick), [
+    {
+      msg: 'config loaded',
+      file,
+      chains: { Login: ['deny-guest', 'tag'], NewProxy: ['tag'], CloseProxy: ['tag'], Ping: ['tag'], NewWorkConn: ['tag'], NewUserConn: ['tag', 'watch'] }
+    },
+    { msg: 'listening for frps calls; /metrics, /healthz and /readyz are on this listener too', listener: 'rpc', url: `${gw.url}/frps`, admin: gw.url }
+  ])
+  t.match(gw.url, /^http:\/\/127\.0\.0\.1:\d+$/)
+  t.notOk(gw.lines.some(l => /Server listening/.test(l.msg)), 'no line that names no listener')
 })
 
 t.test('run with a broken config exits 1 before listening', async t => {

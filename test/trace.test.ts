@@ -1,5 +1,6 @@
 import t from 'tap'
 import { configFile, runCli } from './helpers/cli.js'
+import { closedPort, startDownstream } from './helpers/downstream.js'
 import { diffContent } from '../src/trace.js'
 
 const config = {
@@ -33,11 +34,16 @@ t.test('trace prints each step: skipped with the failing condition, decision, ti
   ].join('\n'))
 })
 
-t.test('trace of a rejected call, with the content from a file holding a whole frps body', async t => {
+t.test('trace of a rejected call exits 3, with the content from a file holding a whole frps body, whose op it takes', async t => {
   const file = configFile(config)
   const body = configFile({ version: '0.1.0', op: 'Login', content: { user: 'bob', client_address: '[2001:db8::1]:7000' } }, 'body.json')
-  const res = await runCli(['trace', '--config', file, '--op', 'Login', '--content', body])
-  t.equal(res.code, 0, res.stderr)
+  const [res, withOp] = await Promise.all([
+    runCli(['trace', '--config', file, '--content', body]),
+    runCli(['trace', '--config', file, '--op', 'Login', '--content', body])
+  ])
+  t.equal(res.code, 3, res.stderr)
+  t.equal(timings(withOp.stdout), timings(res.stdout), 'the same --op changes nothing')
+  t.equal(withOp.code, 3)
   t.equal(timings(res.stdout), [
     'trace Login',
     '  1. deny-root (reject): skipped, when.users does not hold',
@@ -51,14 +57,67 @@ t.test('trace of a rejected call, with the content from a file holding a whole f
 t.test('trace names a mislabelled NewWorkConn and content of the wrong type', async t => {
   const file = configFile(config)
   const quirk = await runCli(['trace', '--config', file, '--op', 'Ping'], { stdin: '{"run_id":"abc","user":{"user":"a"}}' })
+  t.equal(quirk.code, 0)
   t.equal(quirk.stdout, 'trace NewWorkConn (sent by frps as Ping)\n  (no step runs for this op)\noutcome: allow\nanswer: {"reject":false,"unchange":true}\n')
   const wrong = await runCli(['trace', '--config', file, '--op', 'Login'], { stdin: '{"user":5}' })
   t.match(wrong.stdout, /outcome: error \(invalid Login content: content\.user: /)
+  t.equal(wrong.code, 4)
   const usage = await runCli(['trace', '--config', file, '--op', 'Logout'], { stdin: '{}' })
   t.equal(usage.code, 2)
   const notJson = await runCli(['trace', '--config', file, '--op', 'Login'], { stdin: '{' })
   t.equal(notJson.code, 1)
   t.match(notJson.stderr, /not valid JSON/)
+})
+
+t.test('a whole frps body whose op differs from --op is refused, as the RPC route refuses it', async t => {
+  const file = configFile(config)
+  const body = configFile({ version: '0.1.0', op: 'Login', content: { user: 'bob' } }, 'body.json')
+  const [mismatch, stdin, none, unknown] = await Promise.all([
+    runCli(['trace', '--config', file, '--op', 'NewProxy', '--content', body]),
+    runCli(['trace', '--config', file, '--op', 'Ping'], { stdin: '{"version":"0.1.0","op":"Login","content":{"user":"bob"}}' }),
+    runCli(['trace', '--config', file], { stdin: '{"user":"bob"}' }),
+    runCli(['trace', '--config', file], { stdin: '{"op":"Logout","content":{}}' })
+  ])
+  t.equal(mismatch.code, 2)
+  t.equal(mismatch.stdout, '')
+  t.equal(mismatch.stderr.split('\n')[0], `--op NewProxy differs from the op of the body in ${body} (Login): the RPC route refuses such a call (FRPGW_ERR_OP_MISMATCH)`)
+  t.match(mismatch.stderr, /\nusage: frp-plugin-gateway /)
+  t.equal(stdin.code, 2)
+  t.equal(stdin.stderr.split('\n')[0], '--op Ping differs from the op of the body in (stdin) (Login): the RPC route refuses such a call (FRPGW_ERR_OP_MISMATCH)')
+  t.equal(none.code, 2, 'content alone needs --op')
+  t.equal(none.stderr.split('\n')[0], 'trace needs --op OP, unless its content is a whole frps body {"version", "op", "content"}')
+  t.equal(unknown.code, 1)
+  t.equal(unknown.stderr, 'content (stdin): op "Logout" is not one of Login, NewProxy, CloseProxy, Ping, NewWorkConn, NewUserConn\n')
+})
+
+t.test('a step that failed shows its cause on its line; the exit code says the outcome (0 allow, 3 reject, 4 error)', async t => {
+  const refused = `http://127.0.0.1:${await closedPort()}/hook`
+  const broken = await startDownstream(t, (_req, res) => { res.statusCode = 503; res.end() })
+  const forwardTo = (url: string, onError: string) => configFile({ chain: [{ name: 'fw', plugin: 'forward', ops: ['Login'], options: { url, onError } }] })
+  const login = '{"user":"alice"}'
+  const [closed, allowed, status] = await Promise.all([
+    runCli(['trace', '--config', forwardTo(refused, 'reject'), '--op', 'Login'], { stdin: login }),
+    runCli(['trace', '--config', forwardTo(refused, 'allow'), '--op', 'Login'], { stdin: login }),
+    runCli(['trace', '--config', forwardTo(broken.url, 'reject'), '--op', 'Login'], { stdin: login })
+  ])
+  t.equal(closed.code, 4, closed.stderr)
+  t.equal(timings(closed.stdout), [
+    'trace Login',
+    '  1. fw (forward): error in X ms: frp-plugin-gateway: step fw failed; cause: connect_error ECONNREFUSED: request failed',
+    'outcome: error',
+    'answer: {"reject":true,"reject_reason":"frp-plugin-gateway: step fw failed","unchange":true}',
+    ''
+  ].join('\n'))
+  t.equal(allowed.code, 0, 'onError allow: the call is allowed')
+  t.equal(timings(allowed.stdout), [
+    'trace Login',
+    '  1. fw (forward): error in X ms: cause: connect_error ECONNREFUSED: request failed',
+    'outcome: allow',
+    'answer: {"reject":false,"unchange":true}',
+    ''
+  ].join('\n'))
+  t.equal(status.code, 4)
+  t.equal(timings(status.stdout).split('\n')[1], '  1. fw (forward): error in X ms: frp-plugin-gateway: step fw failed; cause: http_status 503: downstream answered HTTP 503')
 })
 
 t.test('diffContent: added, removed, changed, nested, arrays', async t => {

@@ -17,8 +17,8 @@ function childEnv (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
 
 export interface CliResult { code: number | null, stdout: string, stderr: string }
 
-export async function runCli (args: string[], opts: { stdin?: string, env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
-  const child = spawn(process.execPath, [MAIN, ...args], { cwd: ROOT, env: childEnv(opts.env) })
+export async function runCli (args: string[], opts: { stdin?: string, env?: NodeJS.ProcessEnv, cwd?: string } = {}): Promise<CliResult> {
+  const child = spawn(process.execPath, [MAIN, ...args], { cwd: opts.cwd ?? ROOT, env: childEnv(opts.env) })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', d => { stdout += String(d) })
@@ -37,15 +37,15 @@ export function configFile (config: unknown, name = 'gateway.json'): string {
 
 export interface Served {
   child: ChildProcess
-  /** the RPC listener */
+  /** the RPC listener's origin (its path is the config's listen.path) */
   url: string
-  /** every listener, in the order they came up (the RPC one first, then admin) */
+  /** the origin of every listener, in the order they came up (the RPC one first, then admin) */
   urls: string[]
   lines: Array<Record<string, any>>
   exited: Promise<number | null>
 }
 
-/** Starts the gateway as a child process and resolves once its listeners are up (ports are read from its log). */
+/** Starts the gateway as a child process and resolves once its listeners are up (ports are read from its start-up lines). */
 export async function serveCli (args: string[], t: { teardown: (fn: () => unknown) => void }, listeners = 1): Promise<Served> {
   const child = spawn(process.execPath, [MAIN, ...args], { cwd: ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
   const exited = new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
@@ -63,8 +63,7 @@ export async function serveCli (args: string[], t: { teardown: (fn: () => unknow
         const line = JSON.parse(buffer.slice(0, nl))
         buffer = buffer.slice(nl + 1)
         lines.push(line)
-        const m = /Server listening at (\S+)/.exec(line.msg ?? '')
-        if (m !== null && urls.push(m[1]) === listeners) resolve()
+        if (typeof line.listener === 'string' && urls.push(new URL(line.url).origin) === listeners) resolve()
       }
     })
     void exited.then(code => reject(new Error(`gateway exited with ${String(code)} before listening: ${stderr}`)))
