@@ -15,15 +15,21 @@ export interface Recipe {
 const isStep = (v: unknown): v is Step =>
   typeof v === 'object' && v !== null && typeof (v as Step).name === 'string' && typeof (v as Step).plugin === 'string'
 
+/** The line that marks the next block as not a recipe (the broken file of the `check` sample). */
+export const NOT_A_RECIPE = '<!-- e2e: not a recipe -->'
+
 /**
  * Every ```json block of the README that is a chain step (an object with `name` and `plugin`) or
- * holds a `chain` array, whole (`{...}`) or as a fragment (`"chain": [...]`).
+ * holds a `chain` array, whole (`{...}`) or as a fragment (`"chain": [...]`), unless the line before
+ * it is NOT_A_RECIPE.
  */
 export function readmeRecipes (file: string): Recipe[] {
   const text = readFileSync(file, 'utf8')
   const recipes: Recipe[] = []
   for (const match of text.matchAll(/^```json\n([\s\S]*?)^```/gm)) {
-    const line = text.slice(0, match.index).split('\n').length
+    const before = text.slice(0, match.index).split('\n')
+    const line = before.length
+    if (before.filter(l => l.trim() !== '').at(-1)?.trim() === NOT_A_RECIPE) continue
     const parsed = parse(match[1])
     if (isStep(parsed)) {
       recipes.push({ name: parsed.name, steps: [parsed], line })
