@@ -2,9 +2,9 @@ import { readFile } from 'node:fs/promises'
 import { z } from 'zod'
 import { plugins } from '../plugins/index.js'
 import { intIn, MAX_DEADLINE_MS } from './bounds.js'
-import { ConfigError, type ConfigIssue } from './errors.js'
+import { collectIssues, ConfigError, type ConfigIssue } from './errors.js'
 import { createLogger } from './log.js'
-import { whenSchema } from './match.js'
+import { compileWhen, whenSchema } from './match.js'
 import { createMetrics } from './metrics.js'
 import { formatPath } from './protocol.js'
 import { createRuntime } from './runtime.js'
@@ -102,7 +102,7 @@ function parseParts (raw: unknown): { config: Config, issues: ConfigIssue[] } {
   steps.forEach((s, i) => {
     const parsed = step.safeParse(s)
     if (parsed.success) chain[i] = parsed.data
-    else issues.push(...issuesOf(parsed.error, ['chain', i]), ...unknownPluginBase(s, parsed.error, i))
+    else issues.push(...issuesOf(parsed.error, ['chain', i]), ...unknownPluginBase(s, parsed.error, i), ...whenOfUnparsed(s, i))
   })
   issues.push(...duplicateNames(steps))
   const base = top.success ? top.data : topLevel.parse({})
@@ -115,6 +115,14 @@ function unknownPluginBase (s: unknown, error: z.ZodError, i: number): ConfigIss
   if (!error.issues.some(issue => issue.code === 'invalid_union' && issue.path.length === 1 && issue.path[0] === 'plugin')) return []
   const base = stepBaseSchema.safeParse(s)
   return base.success ? [] : issuesOf(base.error, ['chain', i])
+}
+
+// A step that did not parse is not compiled, but its `when` is, when it parses: its CIDRs, ports and fields are reported too.
+function whenOfUnparsed (s: unknown, i: number): ConfigIssue[] {
+  const when = whenSchema.optional().safeParse((s as { when?: unknown } | null)?.when)
+  if (!when.success || when.data === undefined) return []
+  const compiled = when.data
+  return [...collectIssues(`chain[${i}].when`, () => compileWhen(compiled)).issues]
 }
 
 /** Validates a parsed config; every schema problem is reported with its JSON path. */

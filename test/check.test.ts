@@ -74,3 +74,13 @@ t.test('run refuses to start with the same complete list', async t => {
   t.match(res.stderr, /chain\[0\]\.plugin: unknown plugin/)
   t.match(res.stderr, /chain\[1\]\.when\.remoteCidrs\[0\]: "1\.2\.3\.4\/40" is not/)
 })
+
+t.test('a step that does not parse still has its when compiled: an unknown plugin or a bad option hides no CIDR or port', async t => {
+  const res = await runCli(['check', '--config', configFile({ chain: [
+    { name: 'x', plugin: 'nope', when: { clientCidrs: ['10.0.0.0/33'] } },
+    { name: 'y', plugin: 'reject', options: { reason: 5 }, when: { not: { remotePorts: ['9-1'] } } }
+  ] })])
+  t.equal(res.code, 1)
+  const paths = res.stderr.split('\n').map(l => /^ {2}(\S+):/.exec(l)?.[1]).filter(p => p !== undefined)
+  t.same(paths, ['chain[0].plugin', 'chain[0].when.clientCidrs[0]', 'chain[1].options.reason', 'chain[1].when.not.remotePorts[0]'])
+})
