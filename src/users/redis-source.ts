@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from 'ioredis'
+import { evictLru } from '../lru.js'
 
 /** Validates one decoded record; throws with a message naming what is wrong. */
 export type ParseUser<R> = (name: string, raw: Record<string, unknown>) => R
@@ -161,7 +162,7 @@ export class RedisUserSource<R> {
 
   #remember(name: string, result: UserLookup<R>): void {
     this.#cache.set(name, { result, expiresAt: Date.now() + this.#cacheMs, seq: this.#moves++ })
-    if (this.#cache.size > this.#maxEntries) this.#evict()
+    if (this.#cache.size > this.#maxEntries) evictLru(this.#cache, this.#maxEntries, Date.now())
   }
 
   async #load(name: string): Promise<UserLookup<R>> {
@@ -178,19 +179,6 @@ export class RedisUserSource<R> {
       return { status: 'found', record: this.#parse(name, raw) }
     } catch (err) {
       return { status: 'invalid', error: new Error(`user ${name} in Redis (${this.userKey(name)}) is not a valid record: ${message(err)}`, { cause: err }) }
-    }
-  }
-
-  /** Drops expired entries, then the least recently used down to 90% of maxEntries. */
-  #evict(): void {
-    const now = Date.now()
-    for (const [name, entry] of this.#cache) {
-      if (entry.expiresAt <= now) this.#cache.delete(name)
-    }
-    const target = Math.max(1, Math.floor(this.#maxEntries * 0.9))
-    for (const name of this.#cache.keys()) {
-      if (this.#cache.size <= target) break
-      this.#cache.delete(name)
     }
   }
 
