@@ -199,7 +199,11 @@ export class RedisUserSource<R> {
 
   /** Replaces the whole record of `name` after validating it; throws on a bad record or when Redis does not answer. */
   async set(name: string, record: Record<string, unknown>): Promise<SetResult> {
-    this.#parse(name, record)
+    try {
+      this.#parse(name, record)
+    } catch (err) {
+      throw new Error(`user ${name} is not a valid record: ${message(err)}`, { cause: err })
+    }
     const args: string[] = []
     for (const field of Object.keys(record)) {
       const value = record[field]
