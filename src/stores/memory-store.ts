@@ -1,3 +1,4 @@
+import { evictLru } from '../lru.js'
 import { gcraSlack, type RateLimitStore, type RateRule, type TakeResult } from './store.js'
 
 /** seq: the value of the store's move counter when the bucket last went to the end of the Map's order */
@@ -42,7 +43,7 @@ export class MemoryStore implements RateLimitStore {
     const expiresAt = now + Math.max(1, Math.ceil(ahead))
     if (bucket === undefined) {
       this.#buckets.set(key, { tat: newTat, expiresAt, seq: this.#moves++ })
-      if (this.#buckets.size > this.#maxKeys) this.#evict(now)
+      if (this.#buckets.size > this.#maxKeys) evictLru(this.#buckets, this.#maxKeys, now)
     } else {
       bucket.tat = newTat
       bucket.expiresAt = expiresAt
@@ -56,21 +57,6 @@ export class MemoryStore implements RateLimitStore {
       }
     }
     return { allowed: true, remaining: Math.floor((tolerance - ahead + slack) / interval), retryAfterMs: 0 }
-  }
-
-  /**
-   * Drops every expired bucket, then the least recently used ones (oldest moved) down to 90% of maxKeys,
-   * so the full scan runs at most once per maxKeys/10 new keys.
-   */
-  #evict(now: number): void {
-    for (const [key, bucket] of this.#buckets) {
-      if (bucket.expiresAt <= now) this.#buckets.delete(key)
-    }
-    const target = Math.max(1, Math.floor(this.#maxKeys * 0.9))
-    for (const key of this.#buckets.keys()) {
-      if (this.#buckets.size <= target) break
-      this.#buckets.delete(key)
-    }
   }
 
   async ping(): Promise<void> {}
