@@ -29,6 +29,10 @@ const eachCompiles = <T>(compile: (one: T[]) => unknown) => (list: T[], ctx: z.R
   })
 }
 
+// Parsed loosely so that every bad entry gets match.ts's own message; the JSON Schema says what goes.
+const portItem = z.union([z.number(), z.string()])
+const PORT_ITEM_JSON = { anyOf: [{ type: 'integer', minimum: 0, maximum: 65535 }, { type: 'string', pattern: '^\\d+(-\\d+)?$' }] }
+
 const globs = z.array(z.string().min(1, 'an empty glob matches nothing').max(253)).max(MAX_LIST)
 // frp's BandwidthQuantity: a number (a fraction too) and KB or MB; zero would mean no limit at all
 const BANDWIDTH = /^(?=[\d.]*[1-9])\d+(\.\d+)?(KB|MB)$/
@@ -45,7 +49,7 @@ export const userRecordSchema = z.strictObject({
     .describe("CIDRs or addresses that Login's client_address must be inside"),
   proxyTypes: z.array(z.enum(PROXY_TYPES)).optional().describe('proxy types the user may register'),
   proxyNames: globs.optional().describe('globs (* and ?) on the proxy name without the "user." prefix'),
-  ports: z.array(z.union([z.number(), z.string()])).max(MAX_LIST).superRefine(eachCompiles(portRanges)).optional()
+  ports: z.array(portItem).max(MAX_LIST).superRefine(eachCompiles(portRanges)).optional()
     .describe('tcp/udp remote ports and "low-high" ranges; absent: any port; []: no tcp/udp proxy'),
   domains: globs.optional().describe('globs every custom_domains entry must match'),
   subdomains: globs.optional().describe('globs the subdomain must match'),
@@ -94,7 +98,15 @@ export function parseUsersFile (raw: unknown, source = 'users file'): UsersFile 
 
 /** The JSON Schema of the users file (config/users.schema.json is this, generated). */
 export function usersJsonSchema (): unknown {
-  return z.toJSONSchema(usersFileSchema, { io: 'input', unrepresentable: 'any' })
+  return z.toJSONSchema(usersFileSchema, {
+    io: 'input',
+    unrepresentable: 'any',
+    override: ({ zodSchema, jsonSchema }) => {
+      if (zodSchema !== portItem) return
+      delete jsonSchema.type
+      Object.assign(jsonSchema, PORT_ITEM_JSON)
+    }
+  })
 }
 
 const sha256 = (text: string): Buffer => createHash('sha256').update(text, 'utf8').digest()
