@@ -1,23 +1,10 @@
-import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
-import { ConfigError } from '../errors.js'
+import { readJsonFile } from '../json-file.js'
 import { compileUsers, parseUsersFile, type CompiledUser } from './record.js'
 
 /** Reads, parses and compiles a users file; a ConfigError names the file and every problem with its JSON path. */
 export async function loadUsersFile (file: string): Promise<ReadonlyMap<string, CompiledUser>> {
-  let text: string
-  try {
-    text = await readFile(file, 'utf8')
-  } catch (err) {
-    throw new ConfigError(file, [{ path: '(file)', message: `cannot read: ${(err as Error).message}` }])
-  }
-  let raw: unknown
-  try {
-    raw = JSON.parse(text)
-  } catch (err) {
-    throw new ConfigError(file, [{ path: '(file)', message: `not valid JSON: ${(err as Error).message}` }])
-  }
-  return compileUsers(parseUsersFile(raw, file))
+  return compileUsers(parseUsersFile(await readJsonFile(file), file))
 }
 
 /**

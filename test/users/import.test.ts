@@ -1,20 +1,11 @@
 import { readFileSync } from 'node:fs'
 import t from 'tap'
-import { ConfigError } from '../../src/errors.js'
 import { fromFpMultiuser, fromFrpsPanel } from '../../src/users/import.js'
 import { compileUsers } from '../../src/users/record.js'
 import { ROOT } from '../helpers/cli.js'
+import { issuesOf } from '../helpers/issues.js'
 
 const fixture = (name: string): string => readFileSync(`${ROOT}test/fixtures/users/${name}`, 'utf8')
-const issuesOf = (fn: () => unknown): Array<{ path: string, message: string }> => {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.issues]
-    throw err
-  }
-  throw new Error('expected a ConfigError')
-}
 
 t.test('fp-multiuser: user=token lines, split at the first =, trimmed; comments and blank lines skipped', async t => {
   const file = fromFpMultiuser(fixture('fp-multiuser-tokens'))

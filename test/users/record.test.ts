@@ -1,19 +1,10 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import t from 'tap'
-import { ConfigError } from '../../src/errors.js'
 import { compileUser, compileUsers, parseUsersFile, userRecordSchema } from '../../src/users/record.js'
 import { ROOT } from '../helpers/cli.js'
+import { issuesOf } from '../helpers/issues.js'
 
-const issuesOf = (fn: () => unknown): Array<{ path: string, message: string }> => {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.issues]
-    throw err
-  }
-  throw new Error('expected a ConfigError')
-}
 const paths = (fn: () => unknown): string[] => issuesOf(fn).map(i => i.path).sort()
 const record = (r: unknown) => userRecordSchema.parse(r)
 
