@@ -128,8 +128,8 @@ export interface CompiledUser {
   readonly enabled: boolean
   /** the record holds token or tokenSha256 */
   readonly hasToken: boolean
-  /** constant-time compare of SHA-256 digests; false when the record holds no token */
-  tokenMatches (secret: string): boolean
+  /** constant-time compare of SHA-256 digests; false when the record holds no token or secret is no string */
+  tokenMatches (secret: unknown): boolean
   /** true from `expires` on (`now` in ms since the epoch) */
   expired (now: number): boolean
   cidrAllowed (ip: string): boolean

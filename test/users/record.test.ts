@@ -139,3 +139,10 @@ t.test('expires needs a zone and a real date', async t => {
   t.notOk(u.expired(Date.parse('2027-01-30T21:59:59Z')))
   t.ok(u.expired(Date.parse('2027-01-30T22:00:00Z')))
 })
+
+t.test('a secret that is not a string never matches', async t => {
+  const u = compileUser('x', record({ token: 'undefined' }))
+  t.notOk(u.tokenMatches(undefined))
+  t.notOk(u.tokenMatches(null))
+  t.ok(u.tokenMatches('undefined'))
+})
