@@ -50,7 +50,7 @@ function addCidr (block: BlockList, cidr: string): void {
 }
 
 // Each entry is checked on its own, so one bad entry hides none of the others.
-function cidrList (cidrs: string[]): (ip: string) => boolean {
+export function cidrList (cidrs: string[]): (ip: string) => boolean {
   const block = new BlockList()
   cidrs.forEach((cidr, i) => { compileAt(`[${i}]`, () => addCidr(block, cidr)) })
   return ip => {
@@ -71,7 +71,7 @@ function portRange (p: number | string): [number, number] {
   return [lo, hi]
 }
 
-function portRanges (ports: Array<number | string>): (port: number) => boolean {
+export function portRanges (ports: Array<number | string>): (port: number) => boolean {
   const ranges = ports.flatMap((p, i) => compileAt(`[${i}]`, () => [portRange(p)]) ?? [])
   return port => ranges.some(([lo, hi]) => port >= lo && port <= hi)
 }

@@ -6,16 +6,7 @@ import { createLogger } from '../src/log.js'
 import { createMetrics } from '../src/metrics.js'
 import { createRuntime } from '../src/runtime.js'
 import { configFile, ROOT } from './helpers/cli.js'
-
-const issuesOf = (fn: () => unknown): Array<{ path: string, message: string }> => {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.issues]
-    throw err
-  }
-  throw new Error('expected a ConfigError')
-}
+import { issuesOf } from './helpers/issues.js'
 
 t.test('config/gateway.schema.json is the schema the code generates (regenerate with `frp-plugin-gateway schema`)', async t => {
   const committed = JSON.parse(readFileSync(`${ROOT}config/gateway.schema.json`, 'utf8'))

@@ -1,0 +1,17 @@
+import { readFile } from 'node:fs/promises'
+import { ConfigError } from './errors.js'
+
+/** A JSON file's value; a ConfigError at `(file)` when it cannot be read or is not JSON. */
+export async function readJsonFile (file: string): Promise<unknown> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(file, [{ path: '(file)', message: `cannot read: ${(err as Error).message}` }])
+  }
+  try {
+    return JSON.parse(text)
+  } catch (err) {
+    throw new ConfigError(file, [{ path: '(file)', message: `not valid JSON: ${(err as Error).message}` }])
+  }
+}

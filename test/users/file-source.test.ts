@@ -1,0 +1,74 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { ConfigError } from '../../src/errors.js'
+import { FileUserSource } from '../../src/users/file-source.js'
+import { ROOT } from '../helpers/cli.js'
+
+const fixture = readFileSync(`${ROOT}test/fixtures/users/users.json`, 'utf8')
+const folder = (): string => mkdtempSync(join(tmpdir(), 'frpgw-users-'))
+
+const rejection = async (p: Promise<unknown>): Promise<ConfigError> => {
+  try {
+    await p
+  } catch (err) {
+    if (err instanceof ConfigError) return err
+    throw err
+  }
+  throw new Error('expected a ConfigError')
+}
+
+t.test('opens a file relative to the base folder and answers get(name)', async t => {
+  const dir = folder()
+  writeFileSync(join(dir, 'users.json'), fixture)
+  const source = await FileUserSource.open('users.json', dir)
+  t.equal(source.path, join(dir, 'users.json'))
+  t.equal(source.size, 3)
+  t.same([...source.names()], ['alice', 'bob', 'carol'])
+  t.ok(source.get('alice')?.tokenMatches('alice-secret'))
+  t.equal(source.get('nobody'), undefined)
+  t.equal(source.get('toString'), undefined)
+  const absolute = await FileUserSource.open(join(dir, 'users.json'), '/elsewhere')
+  t.equal(absolute.size, 3, 'an absolute path ignores the base folder')
+})
+
+t.test('a missing, non-JSON or invalid file is a ConfigError naming the file and every problem', async t => {
+  const dir = folder()
+  const missing = await rejection(FileUserSource.open('nope.json', dir))
+  t.same(missing.issues.map(i => i.path), ['(file)'])
+  t.match(missing.message, join(dir, 'nope.json'))
+  writeFileSync(join(dir, 'bad.json'), '{"users": ')
+  t.match((await rejection(FileUserSource.open('bad.json', dir))).issues[0].message, /not valid JSON/)
+  writeFileSync(join(dir, 'invalid.json'), JSON.stringify({ users: { alice: { ports: ['x', 6000, 'y'] }, bob: { enabled: 'no' } } }))
+  t.same((await rejection(FileUserSource.open('invalid.json', dir))).issues.map(i => i.path),
+    ['users.alice.ports[0]', 'users.alice.ports[2]', 'users.bob.enabled'])
+})
+
+t.test('reload swaps in a good file and keeps the last good table when the new one is broken', async t => {
+  const dir = folder()
+  const file = join(dir, 'users.json')
+  writeFileSync(file, fixture)
+  const source = await FileUserSource.open('users.json', dir)
+  const before = source.get('alice')
+
+  writeFileSync(file, JSON.stringify({ users: { alice: { token: 'new-secret' }, dave: {} } }))
+  await source.reload()
+  t.ok(source.get('alice')?.tokenMatches('new-secret'), 'the changed token applies')
+  t.notOk(source.get('alice')?.tokenMatches('alice-secret'))
+  t.equal(source.get('bob'), undefined, 'a removed user is gone')
+  t.not(source.get('alice'), before)
+  const good = source.get('alice')
+
+  writeFileSync(file, JSON.stringify({ users: { alice: { token: 'third', ports: ['1-2-3'] }, eve: { maxProxies: -1 } } }))
+  const err = await rejection(source.reload())
+  t.same(err.issues.map(i => i.path), ['users.alice.ports[0]', 'users.eve.maxProxies'])
+  t.equal(err.code, 'FRPGW_ERR_CONFIG')
+  t.equal(source.get('alice'), good, 'the last good table keeps serving')
+  t.equal(source.get('eve'), undefined)
+  t.equal(source.size, 2)
+
+  writeFileSync(file, 'not json')
+  await rejection(source.reload())
+  t.equal(source.get('alice'), good)
+})
