@@ -1,8 +1,8 @@
-import { readFile } from 'node:fs/promises'
 import { z } from 'zod'
 import { plugins } from '../plugins/index.js'
 import { intIn, MAX_DEADLINE_MS } from './bounds.js'
 import { collectIssues, ConfigError, type ConfigIssue } from './errors.js'
+import { readJsonFile } from './json-file.js'
 import { createLogger } from './log.js'
 import { compileWhen, whenSchema } from './match.js'
 import { createMetrics } from './metrics.js'
@@ -134,18 +134,7 @@ export function parseConfig (raw: unknown, source = 'config'): Config {
 
 /** The file's config; else a ConfigError with every problem: schema, and compile problems of each step that parsed. */
 export async function loadConfig (file: string): Promise<Config> {
-  let text: string
-  try {
-    text = await readFile(file, 'utf8')
-  } catch (err) {
-    throw new ConfigError(file, [{ path: '(file)', message: `cannot read: ${(err as Error).message}` }])
-  }
-  let raw: unknown
-  try {
-    raw = JSON.parse(text)
-  } catch (err) {
-    throw new ConfigError(file, [{ path: '(file)', message: `not valid JSON: ${(err as Error).message}` }])
-  }
+  const raw = await readJsonFile(file)
   const { config, issues } = parseParts(raw)
   if (issues.length === 0) return config
   // compile what did parse, for every problem in one report (createRuntime throws them all)
