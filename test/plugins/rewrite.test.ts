@@ -284,3 +284,16 @@ t.test('bad options fail at start, naming the path', async t => {
     [{ path: 'chain[0].options.replace[0].replacement', message: 'Invalid input: expected string, received undefined' }])
   t.same(await issues({ rename: {} }), [{ path: 'chain[0].options.rename', message: 'unknown key' }])
 })
+
+t.test('a value or a path nested more than 8 levels is a config error: what a step writes stays well inside the content depth bound', async t => {
+  const nest = (levels: number): unknown => levels === 0 ? 'x' : { a: nest(levels - 1) }
+  const deepPath = Array.from({ length: 9 }, (_, i) => `k${i}`).join('.')
+  t.same(await configIssues(t, rewrite({ set: { x_note: nest(9), [deepPath]: 1 } }, { ops: ['NewProxy'] })), [
+    { path: 'chain[0].options.set.x_note', message: 'the value nests deeper than 8 levels (frps content is 3 deep)' },
+    { path: `chain[0].options.set.${deepPath}`, message: `${deepPath} has more than 8 parts (frps content is 3 deep)` }
+  ])
+  const gw = await startGateway(t, rewrite({ set: { x_note: nest(8), 'k0.k1.k2.k3.k4.k5.k6.k7': 1 } }, { ops: ['NewProxy'] }))
+  const r = await gw.call('NewProxy', { proxy_name: 'alice.web', proxy_type: 'http' })
+  t.equal(r.body.unchange, false, 'eight levels are written')
+  t.same(r.body.content.x_note, nest(8))
+})
