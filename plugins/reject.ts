@@ -13,9 +13,8 @@ export default definePlugin({
   create (options, deps) {
     const reason = compileAt('reason', () => compileTemplate(options.reason, { step: deps.name }))
     const { masked } = reason
-    if (masked !== undefined) return (content, ctx) => ({ reject: reason(content, ctx), loggedReason: masked(content, ctx) })
     return function reject (content, ctx) {
-      return { reject: reason(content, ctx) }
+      return masked === undefined ? { reject: reason(content, ctx) } : { reject: reason(content, ctx), loggedReason: masked(content, ctx) }
     }
   }
 })
