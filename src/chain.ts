@@ -6,6 +6,7 @@ import type { Decision, Metrics, Outcome } from './metrics.js'
 import type { RateLimitStore } from './stores/store.js'
 import { sameJson, type Content, type Op } from './protocol.js'
 import type { TemplateContext } from './template.js'
+import type { UserTable } from './users/table.js'
 
 /** What a step knows of the call besides the content. */
 export interface CallContext extends TemplateContext {
@@ -54,6 +55,8 @@ export interface PluginDeps {
   metrics: Metrics
   /** the rate-limit store of that kind ('auto': Redis when configured, else memory); throws when it cannot be had */
   store: (kind: 'auto' | 'memory' | 'redis') => RateLimitStore
+  /** the user table of the top-level `users` block; throws when there is none */
+  users: () => UserTable
 }
 
 /** A built-in plugin: its options schema and a factory that validates and compiles once. */

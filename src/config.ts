@@ -1,3 +1,4 @@
+import { dirname } from 'node:path'
 import { z } from 'zod'
 import { plugins } from '../plugins/index.js'
 import { intIn, MAX_DEADLINE_MS } from './bounds.js'
@@ -57,6 +58,14 @@ export const configSchema = z.strictObject({
     port: port.default(9001)
   }).optional().describe('serve /metrics, /healthz and /readyz on their own listener instead of on listen'),
   redis: redis.optional(),
+  users: z.union([
+    z.strictObject({ file: z.string().min(1).describe('the users file; relative to the config file\'s folder') }),
+    z.strictObject({
+      redis: z.strictObject({
+        cacheMs: intIn(0, 3_600_000).default(2000).describe('how long a user read from Redis is reused (ms): a change takes effect within this time')
+      }).prefault({}).describe('one hash per user under redis.keyPrefix; needs the top-level redis block')
+    })
+  ], { error: 'expected {"file": "users.json"} or {"redis": {}}' }).optional().describe('where the user table lives (the users step reads it)'),
   deadlineMs: intIn(1, MAX_DEADLINE_MS).default(3000).describe('no answer to frps takes longer (ms; frpc waits 10 s for a Login answer)'),
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -66,6 +75,7 @@ export const configSchema = z.strictObject({
 })
 
 export type Config = z.output<typeof configSchema>
+export type UsersConfig = NonNullable<Config['users']>
 export type StepConfig = Config['chain'][number]
 
 const issuePath = (path: readonly PropertyKey[]): string => formatPath(path) || '(top level)'
@@ -107,7 +117,8 @@ function parseParts (raw: unknown): { config: Config, issues: ConfigIssue[] } {
   issues.push(...duplicateNames(steps))
   const base = top.success ? top.data : topLevel.parse({})
   const redisBlock = top.success ? top.data.redis : redis.optional().safeParse((raw as { redis?: unknown } | null)?.redis).data
-  return { config: { ...base, redis: redisBlock, chain }, issues }
+  const usersBlock = top.success ? top.data.users : (configSchema.shape.users).safeParse((raw as { users?: unknown } | null)?.users).data
+  return { config: { ...base, redis: redisBlock, users: usersBlock, chain }, issues }
 }
 
 // A step of an unknown plugin still has its name, when, mode and enabled checked.
@@ -138,7 +149,7 @@ export async function loadConfig (file: string): Promise<Config> {
   const { config, issues } = parseParts(raw)
   if (issues.length === 0) return config
   // compile what did parse, for every problem in one report (createRuntime throws them all)
-  await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }), open: false }, file, issues)
+  await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }), open: false, baseDir: dirname(file) }, file, issues)
   throw new ConfigError(file, issues)
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-import { existsSync, readFileSync, watch as watchFs } from 'node:fs'
-import { basename, dirname, isAbsolute, relative } from 'node:path'
+import { existsSync, readFileSync, watch as watchFs, type FSWatcher } from 'node:fs'
+import { basename, dirname, isAbsolute, relative, resolve } from 'node:path'
 import { createSecureContext } from 'node:tls'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -16,7 +16,7 @@ import { isObject, isOp, OPS, type Op } from './protocol.js'
 
 const OPTIONS = {
   config: { type: 'string', short: 'c', help: '-c, --config FILE   the config file (default: $FRP_GATEWAY_CONFIG, then config/gateway.json)' },
-  watch: { type: 'boolean', help: '    --watch         reload when the config file changes (SIGHUP reloads too)' },
+  watch: { type: 'boolean', help: '    --watch         reload when the config file or the users file changes (SIGHUP reloads too)' },
   op: { type: 'string', help: `    --op OP         ${OPS.join(', ')} (default: the op of a whole frps body)` },
   content: { type: 'string', help: '    --content FILE  the content, or a whole frps body {"version", "op", "content"} (default: stdin)' },
   help: { type: 'boolean', short: 'h', help: '-h, --help          print this help (with a command: its help)' },
@@ -85,7 +85,7 @@ function configPath (given: string | undefined): string {
 
 async function check (file: string): Promise<number> {
   const config = await loadConfig(file)
-  const runtime = await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }), open: false }, file)
+  const runtime = await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }), open: false, baseDir: dirname(file) }, file)
   try {
     process.stdout.write(`${file}: OK\n${describeChains(runtime)}\n`)
   } finally {
@@ -131,7 +131,7 @@ async function trace (file: string, opName: string | undefined, contentFile: str
   }
   if (op === undefined) throw new UsageError('trace needs --op OP, unless its content is a whole frps body {"version", "op", "content"}')
   if (!isObject(content)) throw new StartError(`content ${source} must be a JSON object`)
-  const runtime = await createRuntime(config, { metrics: createMetrics(), log }, file)
+  const runtime = await createRuntime(config, { metrics: createMetrics(), log, baseDir: dirname(file) }, file)
   try {
     const result = await traceCall(runtime, op, content, log)
     process.stdout.write(formatTrace(result, new Map(config.chain.map(s => [s.name, s.plugin]))))
@@ -173,13 +173,47 @@ function listenFailed (err: unknown, listener: 'RPC' | 'admin', { host, port }: 
   return new StartError(`cannot start: ${address} (the ${listener} listener: ${listener === 'RPC' ? 'listen' : 'admin'}.host and .port) ${why}`)
 }
 
+/**
+ * --watch: the config file, and the users file the live config names (which can change with a
+ * reload). Folders, not files: editors that save by rename would leave a file watcher on the old inode.
+ */
+function watchFiles (file: string, ref: RuntimeRef, reload: (why: string) => void): () => void {
+  let timer: NodeJS.Timeout | undefined
+  const later = (why: string): void => {
+    clearTimeout(timer)
+    timer = setTimeout(() => reload(why), 100)
+  }
+  const watchers = new Map<string, FSWatcher>()
+  const usersFile = (): string | undefined => {
+    const users = ref.current.config.users
+    return users !== undefined && 'file' in users ? resolve(dirname(file), users.file) : undefined
+  }
+  const watchFolder = (folder: string): void => {
+    if (watchers.has(folder)) return
+    try {
+      watchers.set(folder, watchFs(folder, (_event, name) => {
+        const users = usersFile()
+        if (name === basename(file) && folder === dirname(resolve(file))) later('file changed')
+        else if (users !== undefined && name === basename(users) && folder === dirname(users)) later('users file changed')
+      }).unref())
+    } catch {} // a folder that does not exist has nothing to watch; a reload that fixes the path watches it then
+  }
+  watchFolder(dirname(resolve(file)))
+  const follow = (): void => {
+    const users = usersFile()
+    if (users !== undefined) watchFolder(dirname(users))
+  }
+  follow()
+  return follow
+}
+
 async function serve (file: string, watch: boolean): Promise<void> {
   const config = await loadConfig(file)
   const tls = config.listen.tls !== undefined ? readTls(file, config.listen.tls) : undefined
   const logger = createLogger(config.log)
   const metrics = createMetrics()
   const memoryStore = new MemoryStore()
-  const ref: RuntimeRef = { current: await createRuntime(config, { metrics, log: logger, memoryStore }, file) }
+  const ref: RuntimeRef = { current: await createRuntime(config, { metrics, log: logger, memoryStore, baseDir: dirname(file) }, file) }
   logger.info({ file, chains: chainNames(ref.current) }, 'config loaded')
   const common = { metrics, logger, path: config.listen.path, bodyLimitBytes: config.listen.bodyLimitBytes }
   const app = buildApp(ref, {
@@ -189,15 +223,17 @@ async function serve (file: string, watch: boolean): Promise<void> {
   })
   const admin = config.admin !== undefined ? buildAdminApp(ref, { ...common, adminRoutes: true }) : undefined
 
+  let onSwap = (): void => {}
   let reloading = Promise.resolve()
   const reload = (why: string): void => {
     reloading = reloading.then(async () => {
       let next: Config
       try {
         next = await loadConfig(file)
-        const runtime = await createRuntime(next, { metrics, log: logger, memoryStore }, file)
+        const runtime = await createRuntime(next, { metrics, log: logger, memoryStore, baseDir: dirname(file) }, file)
         const old = ref.current
         ref.current = runtime
+        onSwap()
         metrics.configReloads.inc({ result: 'success' })
         logger.info({ why, file, chains: chainNames(runtime) }, 'config reloaded')
         // calls in flight keep the old runtime and are bounded by its deadline: close it after that
@@ -210,15 +246,7 @@ async function serve (file: string, watch: boolean): Promise<void> {
     })
   }
   process.on('SIGHUP', () => reload('SIGHUP'))
-  if (watch) {
-    // the folder, not the file: editors that save by rename would leave a file watcher on the old inode
-    let timer: NodeJS.Timeout | undefined
-    watchFs(dirname(file), (_event, name) => {
-      if (name !== basename(file)) return
-      clearTimeout(timer)
-      timer = setTimeout(() => reload('file changed'), 100)
-    }).unref()
-  }
+  if (watch) onSwap = watchFiles(file, ref, reload)
   // listening comes last: a reload asked for from the moment the port is up must be heard
   let failing: 'RPC' | 'admin' = 'RPC'
   try {

@@ -6,11 +6,16 @@ import type { Config, StepConfig } from './config.js'
 import { collectIssues, compileAt, ConfigError, type ConfigIssue } from './errors.js'
 import { compileWhen } from './match.js'
 import { DECISIONS, type Metrics } from './metrics.js'
+import type { CompiledUser } from './users/record.js'
 import { checkCall, effectiveOp, OPS, type Content, type Op } from './protocol.js'
 import { MemoryStore } from './stores/memory-store.js'
 import { createRedisClient } from './stores/redis-client.js'
 import { RedisStore } from './stores/redis-store.js'
 import type { RateLimitStore } from './stores/store.js'
+import { FileUserSource } from './users/file-source.js'
+import { parseUserRecord } from './users/record.js'
+import { RedisUserSource } from './users/redis-source.js'
+import type { UserTable } from './users/table.js'
 
 export interface RuntimeDeps {
   metrics: Metrics
@@ -19,6 +24,8 @@ export interface RuntimeDeps {
   memoryStore?: MemoryStore
   /** false for `check`: compile only, do not wait for Redis */
   open?: boolean
+  /** the folder a relative users file is read from: the config file's (default: the working directory) */
+  baseDir?: string
 }
 
 const READY_TIMEOUT_MS = 1000
@@ -54,7 +61,7 @@ export class Runtime {
 
   /** null when every store the chain needs answers, else the reason. */
   async ready (): Promise<string | null> {
-    const redis = this.stores.redis
+    const redis = this.stores.connected
     if (redis === undefined) return null
     let timer: NodeJS.Timeout | undefined
     try {
@@ -75,9 +82,11 @@ export class Runtime {
   }
 }
 
-/** The rate-limit stores of one runtime: Redis is connected only when a step asks for it. */
+/** The stores of one runtime (rate-limit buckets, the user table): Redis is connected only when a step asks for it. */
 class Stores {
   redis: RedisStore | undefined
+  /** set by createRuntime from the `users` block */
+  users: FileUserSource | RedisUserSource<CompiledUser> | undefined
   private client: Redis | Cluster | undefined
   private closed = false
   private readonly memory: MemoryStore
@@ -90,16 +99,57 @@ class Stores {
 
   get (kind: 'auto' | 'memory' | 'redis'): RateLimitStore {
     if (kind === 'memory' || (kind === 'auto' && this.config.redis === undefined)) return this.memory
+    this.redis ??= new RedisStore(this.redisClient('store "redis"'), { keyPrefix: this.keyPrefix })
+    return this.redis
+  }
+
+  /** The one Redis client of the runtime, shared by the rate-limit store and the user table. */
+  redisClient (who: string): Redis | Cluster {
     const cfg = this.config.redis
-    if (cfg === undefined) throw new Error('store "redis" needs the top-level "redis" block')
-    if (this.redis === undefined) {
+    if (cfg === undefined) throw new Error(`${who} needs the top-level "redis" block`)
+    if (this.client === undefined) {
       const { redisUp } = this.deps.metrics
       redisUp.set(0)
       // a closed runtime's client going away says nothing about the Redis the live one uses
       this.client = createRedisClient(cfg, { onUp: up => { if (!this.closed) redisUp.set(up ? 1 : 0) } })
-      this.redis = new RedisStore(this.client, { keyPrefix: cfg.keyPrefix })
     }
-    return this.redis
+    return this.client
+  }
+
+  /** the Redis client, once a step asked for it */
+  get connected (): Redis | Cluster | undefined {
+    return this.client
+  }
+
+  get keyPrefix (): string {
+    return this.config.redis?.keyPrefix ?? ''
+  }
+
+  /** The user table of the `users` block; throws when there is none (a config error of the step asking). */
+  userTable (): UserTable {
+    const cfg = this.config.users
+    if (cfg === undefined) throw new Error('the users step needs the top-level "users" block: {"file": "users.json"} or {"redis": {}}')
+    if (this.users === undefined && 'redis' in cfg) {
+      this.users = new RedisUserSource(this.redisClient('users.redis'), { keyPrefix: this.keyPrefix, parse: parseUserRecord, cacheMs: cfg.redis.cacheMs })
+    }
+    if (this.users === undefined) throw new Error('the users file could not be read') // reported under users.file
+    return this.users
+  }
+
+  /** Reads the users file, or checks that the Redis table can be had: problems are config issues (the file's own are prefixed with its name). */
+  async openUsers (baseDir: string): Promise<ConfigIssue[]> {
+    const cfg = this.config.users
+    if (cfg === undefined) return []
+    if ('file' in cfg) {
+      try {
+        this.users = await FileUserSource.open(cfg.file, baseDir)
+        return []
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err
+        return err.issues.map(i => ({ path: i.path === '(file)' ? 'users.file' : `users.file ${cfg.file}: ${i.path}`, message: i.path === '(file)' ? `${cfg.file}: ${i.message}` : i.message }))
+      }
+    }
+    return this.config.redis === undefined ? [{ path: 'users.redis', message: 'a user table in Redis needs the top-level "redis" block' }] : []
   }
 
   /** Waits (bounded) for Redis, so a new runtime serves its first calls with the store in reach. */
@@ -118,6 +168,7 @@ class Stores {
 
   async close (): Promise<void> {
     this.closed = true
+    if (this.users instanceof RedisUserSource) await this.users.close()
     this.client?.disconnect()
     if (this.ownsMemory) await this.memory.close()
   }
@@ -141,6 +192,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
   const chains = Object.fromEntries(OPS.map(op => [op, [] as ChainStep[]])) as Record<Op, ChainStep[]>
   const built: Step[] = []
   const stores = new Stores(config, deps)
+  issues.push(...await stores.openUsers(deps.baseDir ?? process.cwd()))
   // a chain with holes: the steps that did not parse (parseConfig), whose problems are known already
   config.chain.forEach((sc: StepConfig, i) => {
     if (!sc.enabled) return
@@ -148,7 +200,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     const { value, issues: found } = collectIssues(`chain[${i}]`, () => ({
       when: compileAt('when', () => compileWhen(sc.when)),
       run: compileAt('options', () => def.create(sc.options, {
-        name: sc.name, ops: (sc.ops ?? def.ops) as Op[], log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind)
+        name: sc.name, ops: (sc.ops ?? def.ops) as Op[], log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind), users: () => stores.userTable()
       }))
     }))
     if (value?.run !== undefined) built.push(value.run)

@@ -169,3 +169,13 @@ export function compileUser (name: string, record: UserRecord): CompiledUser {
 export function compileUsers (file: UsersFile): ReadonlyMap<string, CompiledUser> {
   return new Map(Object.entries(file.users).map(([name, record]) => [name, compileUser(name, record)]))
 }
+
+/**
+ * One record as another store holds it (a Redis hash), validated and compiled; throws an Error
+ * listing every problem by field (`ports[1]: ...; enabled: ...`).
+ */
+export function parseUserRecord (name: string, raw: unknown): CompiledUser {
+  const parsed = userRecordSchema.safeParse(raw)
+  if (!parsed.success) throw new Error(issuesOf(parsed.error).map(i => `${i.path}: ${i.message}`).join('; '))
+  return compileUser(name, parsed.data)
+}

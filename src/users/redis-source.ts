@@ -160,6 +160,11 @@ export class RedisUserSource<R> {
     return load
   }
 
+  /** The UserTable view: the same as get. */
+  lookup(name: string): UserLookup<R> | Promise<UserLookup<R>> {
+    return this.get(name)
+  }
+
   #remember(name: string, result: UserLookup<R>): void {
     this.#cache.set(name, { result, expiresAt: Date.now() + this.#cacheMs, seq: this.#moves++ })
     if (this.#cache.size > this.#maxEntries) evictLru(this.#cache, this.#maxEntries, Date.now())
