@@ -10,3 +10,14 @@ export function issuesOf (fn: () => unknown): ConfigIssue[] {
   }
   throw new Error('expected a ConfigError')
 }
+
+/** The issues of the ConfigError that fn rejects with; any other outcome fails the test. */
+export async function issuesOfAsync (fn: () => Promise<unknown>): Promise<ConfigIssue[]> {
+  try {
+    await fn()
+  } catch (err) {
+    if (err instanceof ConfigError) return [...err.issues]
+    throw err
+  }
+  throw new Error('expected a ConfigError')
+}
