@@ -1,0 +1,159 @@
+import type { PortOwner, PortRequest, ProxyRecord, QuotaLimits, QuotaRequest, QuotaResult, RegistryStore } from './store.js'
+
+interface Reservation { run_id: string, port: boolean, expiresAt: number }
+interface PortEntry { user: string, name: string, holdMs: number, heldUntil?: number }
+
+/** tcp and udp proxies hold a remote port: they are what maxPorts counts. */
+export const holdsPort = (type: string): boolean => type === 'tcp' || type === 'udp'
+
+const ownerKey = (user: string, name: string): string => `${user}\n${name}`
+const inRanges = (port: number, ranges: PortRequest['ranges']): boolean => ranges.some(([lo, hi]) => port >= lo && port <= hi)
+const byUserThenName = (a: ProxyRecord, b: ProxyRecord): number => a.user < b.user ? -1 : a.user > b.user ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0
+const copy = (record: ProxyRecord): ProxyRecord => structuredClone(record)
+
+/** The registry of one gateway process; `now` is injectable for tests of holds and reservations. */
+export class MemoryRegistry implements RegistryStore {
+  readonly kind = 'memory' as const
+  readonly #records = new Map<string, Map<string, ProxyRecord>>()
+  readonly #reservations = new Map<string, Map<string, Reservation>>()
+  readonly #ports = new Map<number, PortEntry>()
+  readonly #owners = new Map<string, number>()
+  readonly #now: () => number
+
+  constructor (now: () => number = Date.now) {
+    this.#now = now
+  }
+
+  async register (record: ProxyRecord): Promise<void> {
+    if (record.remote_port !== undefined && record.remote_port > 0) this.#claim(record.user, record.name, record.remote_port)
+    let records = this.#records.get(record.user)
+    if (records === undefined) this.#records.set(record.user, records = new Map())
+    records.set(record.name, copy(record))
+    this.#reservations.get(record.user)?.delete(record.name)
+  }
+
+  // the port is in use by (user, name) from now on, whoever held it: frps has opened it
+  #claim (user: string, name: string, port: number): void {
+    const key = ownerKey(user, name)
+    const entry = this.#ports.get(port)
+    const own = entry !== undefined && entry.user === user && entry.name === name
+    if (entry !== undefined && !own) this.#owners.delete(ownerKey(entry.user, entry.name))
+    const previous = this.#owners.get(key)
+    if (previous !== undefined && previous !== port) this.#ports.delete(previous)
+    this.#ports.set(port, { user, name, holdMs: own ? entry.holdMs : 0 })
+    this.#owners.set(key, port)
+  }
+
+  async unregister (user: string, name: string, runId: string): Promise<boolean> {
+    const records = this.#records.get(user)
+    const record = records?.get(name)
+    if (records === undefined || record === undefined || record.run_id !== runId) return false
+    records.delete(name)
+    if (records.size === 0) this.#records.delete(user)
+    const port = record.remote_port
+    const entry = port === undefined ? undefined : this.#ports.get(port)
+    if (port !== undefined && entry !== undefined && entry.user === user && entry.name === name) {
+      if (entry.holdMs > 0) entry.heldUntil = this.#now() + entry.holdMs
+      else this.#free(port, entry)
+    }
+    return true
+  }
+
+  #free (port: number, entry: PortEntry): void {
+    this.#ports.delete(port)
+    const key = ownerKey(entry.user, entry.name)
+    if (this.#owners.get(key) === port) this.#owners.delete(key)
+  }
+
+  async get (user: string, name: string): Promise<ProxyRecord | undefined> {
+    const record = this.#records.get(user)?.get(name)
+    return record === undefined ? undefined : copy(record)
+  }
+
+  async list (user?: string): Promise<ProxyRecord[]> {
+    const users = user === undefined ? [...this.#records.values()] : [this.#records.get(user) ?? new Map<string, ProxyRecord>()]
+    return users.flatMap(records => [...records.values()].map(copy)).sort(byUserThenName)
+  }
+
+  async count (): Promise<number> {
+    let n = 0
+    for (const records of this.#records.values()) n += records.size
+    return n
+  }
+
+  async reserve (request: QuotaRequest, limits: QuotaLimits): Promise<QuotaResult> {
+    const now = this.#now()
+    const { user, name } = request
+    const records = this.#records.get(user)
+    let reservations = this.#reservations.get(user)
+    if (reservations !== undefined) for (const [n, r] of reservations) if (r.expiresAt <= now) reservations.delete(n)
+    if (records?.has(name) === true || reservations?.has(name) === true) return { allowed: true }
+    let proxies = 0
+    let client = 0
+    let ports = 0
+    for (const r of records?.values() ?? []) {
+      proxies++
+      if (r.run_id === request.run_id) client++
+      if (holdsPort(r.type)) ports++
+    }
+    for (const r of reservations?.values() ?? []) {
+      proxies++
+      if (r.run_id === request.run_id) client++
+      if (r.port) ports++
+    }
+    const over = exceeded(limits, request.port, proxies, client, ports)
+    if (over !== undefined) return over
+    if (reservations === undefined) this.#reservations.set(user, reservations = new Map())
+    reservations.set(name, { run_id: request.run_id, port: request.port, expiresAt: now + request.ttlMs })
+    return { allowed: true }
+  }
+
+  async release (user: string, name: string, runId: string): Promise<void> {
+    const reservations = this.#reservations.get(user)
+    if (reservations?.get(name)?.run_id === runId) reservations.delete(name)
+  }
+
+  async assignPort ({ user, name, ranges, holdMs }: PortRequest): Promise<number | undefined> {
+    const now = this.#now()
+    const key = ownerKey(user, name)
+    const held = this.#owners.get(key)
+    const entry = held === undefined ? undefined : this.#ports.get(held)
+    if (held !== undefined && entry !== undefined && live(entry, now) && inRanges(held, ranges)) {
+      entry.holdMs = holdMs
+      if (entry.heldUntil !== undefined) entry.heldUntil = now + holdMs
+      return held
+    }
+    for (const [lo, hi] of ranges) {
+      for (let port = lo; port <= hi; port++) {
+        const taken = this.#ports.get(port)
+        if (taken !== undefined && live(taken, now)) continue
+        if (taken !== undefined) this.#free(port, taken)
+        if (held !== undefined && entry !== undefined) this.#free(held, entry)
+        this.#ports.set(port, { user, name, holdMs, heldUntil: now + holdMs })
+        this.#owners.set(key, port)
+        return port
+      }
+    }
+    return undefined
+  }
+
+  async portOwner (port: number): Promise<PortOwner | undefined> {
+    const entry = this.#ports.get(port)
+    if (entry === undefined || !live(entry, this.#now())) return undefined
+    return entry.heldUntil === undefined ? { user: entry.user, name: entry.name } : { user: entry.user, name: entry.name, heldUntil: entry.heldUntil }
+  }
+
+  async ping (): Promise<void> {}
+
+  async close (): Promise<void> {}
+}
+
+const live = (entry: PortEntry, now: number): boolean => entry.heldUntil === undefined || entry.heldUntil > now
+
+/** The first limit a new proxy would pass, in the order maxProxies, maxProxiesPerClient, maxPorts. */
+export function exceeded (limits: QuotaLimits, port: boolean, proxies: number, client: number, ports: number): QuotaResult | undefined {
+  if (limits.maxProxies !== undefined && proxies >= limits.maxProxies) return { allowed: false, limit: 'maxProxies', count: proxies, max: limits.maxProxies }
+  if (limits.maxProxiesPerClient !== undefined && client >= limits.maxProxiesPerClient) return { allowed: false, limit: 'maxProxiesPerClient', count: client, max: limits.maxProxiesPerClient }
+  if (port && limits.maxPorts !== undefined && ports >= limits.maxPorts) return { allowed: false, limit: 'maxPorts', count: ports, max: limits.maxPorts }
+  return undefined
+}

@@ -1,0 +1,273 @@
+import type { Cluster, Redis } from 'ioredis'
+import type { PortOwner, PortRequest, ProxyRecord, QuotaLimit, QuotaLimits, QuotaRequest, QuotaResult, RegistryStore } from './store.js'
+
+// Every script takes its time from Redis, so every gateway sharing it agrees on holds and reservations.
+const NOW = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
+
+// KEYS proxies, reservations; ARGV name, record JSON
+const REGISTER_LUA = `
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[1])
+`
+
+// KEYS proxies; ARGV name, run_id. 1 when removed.
+const UNREGISTER_LUA = `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v or cjson.decode(v).run_id ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+`
+
+// KEYS proxies, reservations; ARGV name, run_id, port (1/0), ttlMs, maxProxies, maxProxiesPerClient, maxPorts ('' for none).
+// {1} allowed, or {0, limit (1, 2, 3), count, max}.
+const RESERVE_LUA = `${NOW}
+local proxies, client, ports = 0, 0, 0
+local reserved = false
+local r = redis.call('HGETALL', KEYS[2])
+for i = 1, #r, 2 do
+  local d = cjson.decode(r[i + 1])
+  if d.exp <= now then
+    redis.call('HDEL', KEYS[2], r[i])
+  else
+    if r[i] == ARGV[1] then reserved = true end
+    proxies = proxies + 1
+    if d.run_id == ARGV[2] then client = client + 1 end
+    if d.port then ports = ports + 1 end
+  end
+end
+if reserved or redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {1} end
+local v = redis.call('HVALS', KEYS[1])
+for i = 1, #v do
+  local d = cjson.decode(v[i])
+  proxies = proxies + 1
+  if d.run_id == ARGV[2] then client = client + 1 end
+  if d.type == 'tcp' or d.type == 'udp' then ports = ports + 1 end
+end
+local limits = {{proxies, ARGV[5]}, {client, ARGV[6]}, {ports, ARGV[7]}}
+for i = 1, 3 do
+  if limits[i][2] ~= '' and (i < 3 or ARGV[3] == '1') and limits[i][1] >= tonumber(limits[i][2]) then
+    return {0, i, limits[i][1], tonumber(limits[i][2])}
+  end
+end
+local ttl = tonumber(ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({run_id = ARGV[2], port = ARGV[3] == '1', exp = now + ttl}))
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+return {1}
+`
+
+// KEYS reservations; ARGV name, run_id
+const RELEASE_LUA = `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and cjson.decode(v).run_id == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+`
+
+// The port table: KEYS[1] port -> {user, name, holdMs, heldUntil}, KEYS[2] "user\\nname" -> port.
+const PORTS = `
+local function owner(d) return d.user .. '\\n' .. d.name end
+local function free(port, d)
+  redis.call('HDEL', KEYS[1], port)
+  if redis.call('HGET', KEYS[2], owner(d)) == port then redis.call('HDEL', KEYS[2], owner(d)) end
+end`
+
+// ARGV user, name, port: in use by (user, name), whoever held it
+const CLAIM_LUA = `${PORTS}
+local key = ARGV[1] .. '\\n' .. ARGV[2]
+local port = ARGV[3]
+local holdMs = 0
+local e = redis.call('HGET', KEYS[1], port)
+if e then
+  local d = cjson.decode(e)
+  if owner(d) == key then holdMs = d.holdMs else free(port, d) end
+end
+local prev = redis.call('HGET', KEYS[2], key)
+if prev and prev ~= port then
+  local p = redis.call('HGET', KEYS[1], prev)
+  if p and owner(cjson.decode(p)) == key then redis.call('HDEL', KEYS[1], prev) end
+end
+redis.call('HSET', KEYS[1], port, cjson.encode({user = ARGV[1], name = ARGV[2], holdMs = holdMs}))
+redis.call('HSET', KEYS[2], key, port)
+`
+
+// ARGV user, name, port: the proxy closed; its port is held for holdMs, or freed
+const RELEASE_PORT_LUA = `${NOW}${PORTS}
+local e = redis.call('HGET', KEYS[1], ARGV[3])
+if not e then return 0 end
+local d = cjson.decode(e)
+if d.user ~= ARGV[1] or d.name ~= ARGV[2] then return 0 end
+if d.holdMs > 0 then
+  d.heldUntil = now + d.holdMs
+  redis.call('HSET', KEYS[1], ARGV[3], cjson.encode(d))
+else
+  free(ARGV[3], d)
+end
+return 1
+`
+
+// ARGV user, name, holdMs, then low and high of each range. The port, or -1.
+const ASSIGN_LUA = `${NOW}${PORTS}
+local key = ARGV[1] .. '\\n' .. ARGV[2]
+local holdMs = tonumber(ARGV[3])
+local function live(d) return d.heldUntil == nil or d.heldUntil > now end
+local function inside(p)
+  for i = 4, #ARGV, 2 do
+    if p >= tonumber(ARGV[i]) and p <= tonumber(ARGV[i + 1]) then return true end
+  end
+  return false
+end
+local held = redis.call('HGET', KEYS[2], key)
+local mine
+if held then
+  local e = redis.call('HGET', KEYS[1], held)
+  if e then mine = cjson.decode(e) end
+  if mine and owner(mine) ~= key then mine = nil end
+  if mine and live(mine) and inside(tonumber(held)) then
+    mine.holdMs = holdMs
+    if mine.heldUntil ~= nil then mine.heldUntil = now + holdMs end
+    redis.call('HSET', KEYS[1], held, cjson.encode(mine))
+    return tonumber(held)
+  end
+end
+for i = 4, #ARGV, 2 do
+  for p = tonumber(ARGV[i]), tonumber(ARGV[i + 1]) do
+    local port = tostring(p)
+    local e = redis.call('HGET', KEYS[1], port)
+    local d = e and cjson.decode(e)
+    if not d or not live(d) then
+      if d then free(port, d) end
+      if mine then free(held, mine) end
+      redis.call('HSET', KEYS[1], port, cjson.encode({user = ARGV[1], name = ARGV[2], holdMs = holdMs, heldUntil = now + holdMs}))
+      redis.call('HSET', KEYS[2], key, port)
+      return p
+    end
+  end
+end
+return -1
+`
+
+// ARGV port: the entry while in use or held, else nothing
+const OWNER_LUA = `${NOW}
+local e = redis.call('HGET', KEYS[1], ARGV[1])
+if not e then return false end
+local d = cjson.decode(e)
+if d.heldUntil ~= nil and d.heldUntil <= now then return false end
+return e
+`
+
+interface Commands {
+  frpgwRegRegister (proxies: string, reservations: string, name: string, json: string): Promise<unknown>
+  frpgwRegUnregister (proxies: string, name: string, runId: string): Promise<number>
+  frpgwRegReserve (proxies: string, reservations: string, ...args: string[]): Promise<number[]>
+  frpgwRegRelease (reservations: string, name: string, runId: string): Promise<unknown>
+  frpgwPortClaim (ports: string, owners: string, user: string, name: string, port: string): Promise<unknown>
+  frpgwPortRelease (ports: string, owners: string, user: string, name: string, port: string): Promise<number>
+  frpgwPortAssign (ports: string, owners: string, ...args: string[]): Promise<number>
+  frpgwPortOwner (ports: string, port: string): Promise<string | null>
+}
+
+const LIMITS: readonly QuotaLimit[] = ['maxProxies', 'maxProxiesPerClient', 'maxPorts']
+const byUserThenName = (a: ProxyRecord, b: ProxyRecord): number => a.user < b.user ? -1 : a.user > b.user ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0
+
+/**
+ * The registry in Redis, for every gateway sharing it (standalone, Sentinel, Cluster).
+ *
+ * Layout under keyPrefix: `reg:{USER}:proxies` (hash: proxy name -> record JSON) and
+ * `reg:{USER}:reservations` (hash: proxy name -> {run_id, port, exp}), one Cluster slot per user;
+ * `ports:{ports}` (hash: port -> {user, name, holdMs, heldUntil}) and `ports:{ports}:owners`
+ * (hash: "user\nname" -> port), one slot for the port table; `reg:users` (set of users with
+ * records) for listing. Every change is a Lua script on one slot; a change touching a user and the
+ * port table is two scripts, the port first, each idempotent.
+ */
+export class RedisRegistry implements RegistryStore {
+  readonly kind = 'redis' as const
+  readonly #client: Redis | Cluster
+  readonly #prefix: string
+  readonly #c: Commands
+
+  /** The client belongs to whoever created it (src/stores/redis-client.ts). */
+  constructor (client: Redis | Cluster, opts: { keyPrefix: string }) {
+    this.#client = client
+    this.#prefix = opts.keyPrefix
+    this.#c = client as unknown as Commands
+    const define = (name: string, keys: number, lua: string): void => client.defineCommand(name, { numberOfKeys: keys, lua })
+    define('frpgwRegRegister', 2, REGISTER_LUA)
+    define('frpgwRegUnregister', 1, UNREGISTER_LUA)
+    define('frpgwRegReserve', 2, RESERVE_LUA)
+    define('frpgwRegRelease', 1, RELEASE_LUA)
+    define('frpgwPortClaim', 2, CLAIM_LUA)
+    define('frpgwPortRelease', 2, RELEASE_PORT_LUA)
+    define('frpgwPortAssign', 2, ASSIGN_LUA)
+    define('frpgwPortOwner', 1, OWNER_LUA)
+  }
+
+  proxiesKey (user: string): string { return `${this.#prefix}reg:{${user}}:proxies` }
+  reservationsKey (user: string): string { return `${this.#prefix}reg:{${user}}:reservations` }
+  get usersKey (): string { return `${this.#prefix}reg:users` }
+  get portsKey (): string { return `${this.#prefix}ports:{ports}` }
+  get ownersKey (): string { return `${this.#prefix}ports:{ports}:owners` }
+
+  async register (record: ProxyRecord): Promise<void> {
+    if (record.remote_port !== undefined && record.remote_port > 0) {
+      await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, record.user, record.name, String(record.remote_port))
+    }
+    await this.#client.sadd(this.usersKey, record.user)
+    await this.#c.frpgwRegRegister(this.proxiesKey(record.user), this.reservationsKey(record.user), record.name, JSON.stringify(record))
+  }
+
+  async unregister (user: string, name: string, runId: string): Promise<boolean> {
+    const record = await this.get(user, name)
+    if (record === undefined || record.run_id !== runId) return false
+    if (record.remote_port !== undefined && record.remote_port > 0) {
+      await this.#c.frpgwPortRelease(this.portsKey, this.ownersKey, user, name, String(record.remote_port))
+    }
+    return await this.#c.frpgwRegUnregister(this.proxiesKey(user), name, runId) === 1
+  }
+
+  async get (user: string, name: string): Promise<ProxyRecord | undefined> {
+    const json = await this.#client.hget(this.proxiesKey(user), name)
+    return json === null ? undefined : JSON.parse(json) as ProxyRecord
+  }
+
+  async list (user?: string): Promise<ProxyRecord[]> {
+    const users = user === undefined ? await this.#client.smembers(this.usersKey) : [user]
+    const all = await Promise.all(users.map(async u => await this.#client.hvals(this.proxiesKey(u))))
+    return all.flat().map(json => JSON.parse(json) as ProxyRecord).sort(byUserThenName)
+  }
+
+  async count (): Promise<number> {
+    const users = await this.#client.smembers(this.usersKey)
+    const counts = await Promise.all(users.map(async u => await this.#client.hlen(this.proxiesKey(u))))
+    return counts.reduce((a, b) => a + b, 0)
+  }
+
+  async reserve (request: QuotaRequest, limits: QuotaLimits): Promise<QuotaResult> {
+    const max = (n: number | undefined): string => n === undefined ? '' : String(n)
+    const [allowed, which, count, most] = await this.#c.frpgwRegReserve(this.proxiesKey(request.user), this.reservationsKey(request.user),
+      request.name, request.run_id, request.port ? '1' : '0', String(Math.max(1, Math.ceil(request.ttlMs))),
+      max(limits.maxProxies), max(limits.maxProxiesPerClient), max(limits.maxPorts))
+    return allowed === 1 ? { allowed: true } : { allowed: false, limit: LIMITS[which - 1], count, max: most }
+  }
+
+  async release (user: string, name: string, runId: string): Promise<void> {
+    await this.#c.frpgwRegRelease(this.reservationsKey(user), name, runId)
+  }
+
+  async assignPort ({ user, name, ranges, holdMs }: PortRequest): Promise<number | undefined> {
+    const port = await this.#c.frpgwPortAssign(this.portsKey, this.ownersKey, user, name, String(holdMs), ...ranges.flatMap(([lo, hi]) => [String(lo), String(hi)]))
+    return port === -1 ? undefined : port
+  }
+
+  async portOwner (port: number): Promise<PortOwner | undefined> {
+    const json = await this.#c.frpgwPortOwner(this.portsKey, String(port))
+    if (json === null) return undefined
+    const { user, name, heldUntil } = JSON.parse(json) as PortOwner
+    return heldUntil === undefined ? { user, name } : { user, name, heldUntil }
+  }
+
+  async ping (): Promise<void> {
+    await this.#client.ping()
+  }
+
+  /** The client stays open for its owner. */
+  async close (): Promise<void> {}
+}

@@ -1,0 +1,171 @@
+import { randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Test } from 'tap'
+import type { ProxyRecord, RegistryStore } from '../../src/registry/store.js'
+
+let n = 0
+/** A user no other test of the same store touches. */
+const someone = (): string => `u${++n}-${randomUUID().slice(0, 8)}`
+
+const proxy = (user: string, short: string, extra: Partial<ProxyRecord> = {}): ProxyRecord => ({
+  user, name: `${user}.${short}`, type: 'tcp', run_id: 'run-1', registered_at: 1_780_000_000_000, ...extra
+})
+
+/**
+ * What every registry store (memory, Redis standalone, Redis Cluster) answers. Each test uses users
+ * of its own; ports are taken from a block per test, so tests of one store do not meet.
+ */
+export function runRegistryContract (t: Test, name: string, make: () => Promise<RegistryStore>): void {
+  let block = 20000
+  const ports = (size: number): [number, number] => { const lo = block; block += 100; return [lo, lo + size - 1] }
+
+  t.test(`${name} registry contract`, async t => {
+    const store = await make()
+
+    t.test('register, get, list, count; a NewProxy for a registered name replaces its record', async t => {
+      const alice = someone()
+      const before = await store.count()
+      const p1 = proxy(alice, 'p1', { remote_port: 6001, metas: { team: 'red' } })
+      await store.register(p1)
+      await store.register(proxy(alice, 'web', { type: 'http', custom_domains: ['a.example.com'], subdomain: 'a' }))
+      t.same(await store.get(alice, `${alice}.p1`), p1)
+      t.same((await store.list(alice)).map(r => r.name), [`${alice}.p1`, `${alice}.web`])
+      t.equal(await store.count(), before + 2)
+      await store.register({ ...p1, run_id: 'run-2', remote_port: 6002 })
+      t.equal((await store.get(alice, `${alice}.p1`))?.run_id, 'run-2', 'a reconnect replaces, not adds')
+      t.equal(await store.count(), before + 2)
+      t.same(await store.list(someone()), [])
+      t.equal(await store.get(alice, 'nope'), undefined)
+      const everyone = await store.list()
+      t.ok(everyone.some(r => r.name === `${alice}.web`), 'list() holds every user')
+    })
+
+    t.test('unregister removes a record only for its run_id: a late CloseProxy of an old session changes nothing', async t => {
+      const bob = someone()
+      await store.register(proxy(bob, 'p', { run_id: 'old' }))
+      await store.register(proxy(bob, 'p', { run_id: 'new' }))
+      t.equal(await store.unregister(bob, `${bob}.p`, 'old'), false)
+      t.equal((await store.get(bob, `${bob}.p`))?.run_id, 'new')
+      t.equal(await store.unregister(bob, `${bob}.p`, 'new'), true)
+      t.equal(await store.get(bob, `${bob}.p`), undefined)
+      t.equal(await store.unregister(bob, `${bob}.p`, 'new'), false, 'twice is once')
+    })
+
+    t.test('quota: counts records and live reservations, and names the limit reached', async t => {
+      const carol = someone()
+      const req = (short: string, extra: Partial<{ run_id: string, port: boolean, ttlMs: number }> = {}) =>
+        ({ user: carol, name: `${carol}.${short}`, run_id: 'r1', port: true, ttlMs: 5000, ...extra })
+      await store.register(proxy(carol, 'a'))
+      t.same(await store.reserve(req('b'), { maxProxies: 3 }), { allowed: true })
+      t.same(await store.reserve(req('c'), { maxProxies: 3 }), { allowed: true })
+      t.same(await store.reserve(req('d'), { maxProxies: 3 }), { allowed: false, limit: 'maxProxies', count: 3, max: 3 })
+      t.same(await store.reserve(req('a'), { maxProxies: 3 }), { allowed: true }, 'a registered name is no new proxy')
+      t.same(await store.reserve(req('b'), { maxProxies: 3 }), { allowed: true }, 'nor a reserved one')
+      await store.release(carol, `${carol}.c`, 'other-run')
+      t.same(await store.reserve(req('d'), { maxProxies: 3 }), { allowed: false, limit: 'maxProxies', count: 3, max: 3 }, 'release needs the run_id that reserved')
+      await store.release(carol, `${carol}.c`, 'r1')
+      t.same(await store.reserve(req('d'), { maxProxies: 3 }), { allowed: true }, 'a released reservation no longer counts')
+      await store.register(proxy(carol, 'd'))
+      t.same(await store.reserve(req('e'), { maxProxies: 3 }), { allowed: false, limit: 'maxProxies', count: 3, max: 3 }, 'register turns the reservation into the record')
+    })
+
+    t.test('quota: per client (run_id) and ports (tcp/udp) are counted apart', async t => {
+      const dave = someone()
+      await store.register(proxy(dave, 't1', { run_id: 'A' }))
+      await store.register(proxy(dave, 'h1', { run_id: 'A', type: 'http' }))
+      await store.register(proxy(dave, 'u1', { run_id: 'B', type: 'udp' }))
+      const req = (short: string, run: string, port: boolean) => ({ user: dave, name: `${dave}.${short}`, run_id: run, port, ttlMs: 5000 })
+      t.same(await store.reserve(req('x', 'A', false), { maxProxiesPerClient: 2 }), { allowed: false, limit: 'maxProxiesPerClient', count: 2, max: 2 })
+      t.same(await store.reserve(req('x', 'B', false), { maxProxiesPerClient: 2 }), { allowed: true })
+      t.same(await store.reserve(req('y', 'C', true), { maxPorts: 2 }), { allowed: false, limit: 'maxPorts', count: 2, max: 2 })
+      t.same(await store.reserve(req('y', 'C', false), { maxPorts: 2 }), { allowed: true }, 'an http proxy holds no port')
+      t.same(await store.reserve(req('z', 'C', true), { maxProxies: 10, maxPorts: 3 }), { allowed: true })
+      t.same(await store.reserve(req('w', 'C', true), { maxProxies: 10, maxPorts: 3 }), { allowed: false, limit: 'maxPorts', count: 3, max: 3 }, 'a port reservation counts as a port')
+    })
+
+    t.test('quota: a reservation nothing commits ends at its ttl', async t => {
+      const erin = someone()
+      const req = (short: string) => ({ user: erin, name: `${erin}.${short}`, run_id: 'r', port: false, ttlMs: 150 })
+      t.same(await store.reserve(req('a'), { maxProxies: 1 }), { allowed: true })
+      t.same(await store.reserve(req('b'), { maxProxies: 1 }), { allowed: false, limit: 'maxProxies', count: 1, max: 1 })
+      await sleep(250)
+      t.same(await store.reserve(req('b'), { maxProxies: 1 }), { allowed: true })
+    })
+
+    t.test('quota: a burst of concurrent reservations admits exactly the limit', async t => {
+      const frank = someone()
+      const results = await Promise.all(Array.from({ length: 40 }, (_, i) =>
+        store.reserve({ user: frank, name: `${frank}.p${i}`, run_id: 'r', port: true, ttlMs: 5000 }, { maxProxies: 7 })))
+      t.equal(results.filter(r => r.allowed).length, 7)
+    })
+
+    t.test('ports: assigned from the ranges, sticky per user and name, held after close, then freed', async t => {
+      const gina = someone()
+      const hank = someone()
+      const [lo, hi] = ports(3)
+      const ranges = [[lo, hi]] as const
+      const ask = (user: string, short: string, holdMs = 60_000) => store.assignPort({ user, name: `${user}.${short}`, ranges, holdMs })
+      t.equal(await ask(gina, 'a'), lo)
+      t.equal(await ask(gina, 'a'), lo, 'the same user and name: the same port')
+      t.equal(await ask(gina, 'b'), lo + 1)
+      t.equal(await ask(hank, 'a'), lo + 2, 'another user with the same short name gets another port')
+      t.equal(await ask(hank, 'z'), undefined, 'no port left')
+      t.same(await store.portOwner(lo + 1), { user: gina, name: `${gina}.b`, heldUntil: (await store.portOwner(lo + 1))?.heldUntil })
+
+      await store.register(proxy(gina, 'a', { remote_port: lo }))
+      t.same(await store.portOwner(lo), { user: gina, name: `${gina}.a` }, 'registered: in use, no end')
+      t.equal(await store.unregister(gina, `${gina}.a`, 'run-1'), true)
+      const held = await store.portOwner(lo)
+      t.equal(held?.name, `${gina}.a`, 'held after close')
+      t.ok(held?.heldUntil !== undefined && held.heldUntil > Date.now() + 50_000, 'for holdMs')
+      t.equal(await ask(hank, 'z'), undefined, 'a held port goes to no one else')
+      t.equal(await ask(gina, 'a'), lo, 'and back to its owner after a restart')
+    })
+
+    t.test('ports: a hold ends after holdMs, and the port goes to whoever asks', async t => {
+      const ian = someone()
+      const jo = someone()
+      const [lo] = ports(1)
+      const ranges = [[lo, lo]] as const
+      t.equal(await store.assignPort({ user: ian, name: `${ian}.a`, ranges, holdMs: 150 }), lo)
+      t.equal(await store.assignPort({ user: jo, name: `${jo}.a`, ranges, holdMs: 150 }), undefined)
+      await sleep(250)
+      t.equal(await store.portOwner(lo), undefined)
+      t.equal(await store.assignPort({ user: jo, name: `${jo}.a`, ranges, holdMs: 150 }), lo)
+      t.equal(await store.assignPort({ user: ian, name: `${ian}.a`, ranges, holdMs: 150 }), undefined, 'ian lost it')
+    })
+
+    t.test('ports: a port registered without assignment is freed at close; registering takes it from a hold', async t => {
+      const kim = someone()
+      const lee = someone()
+      const [lo, hi] = ports(2)
+      await store.register(proxy(kim, 'x', { remote_port: lo }))
+      t.same(await store.portOwner(lo), { user: kim, name: `${kim}.x` })
+      t.equal(await store.assignPort({ user: lee, name: `${lee}.a`, ranges: [[lo, hi]], holdMs: 60_000 }), hi, 'a port in use is skipped')
+      await store.unregister(kim, `${kim}.x`, 'run-1')
+      t.equal(await store.portOwner(lo), undefined)
+      await store.register(proxy(kim, 'y', { remote_port: hi }))
+      t.same(await store.portOwner(hi), { user: kim, name: `${kim}.y` }, 'frps opened it: the registry says so')
+      t.equal(await store.assignPort({ user: lee, name: `${lee}.a`, ranges: [[lo, hi]], holdMs: 60_000 }), lo, 'lee, whose hold was taken, gets another')
+    })
+
+    t.test('ports: concurrent asks never hand one port to two names', async t => {
+      const [lo, hi] = ports(20)
+      const users = Array.from({ length: 30 }, () => someone())
+      const got = await Promise.all(users.map(u => store.assignPort({ user: u, name: `${u}.p`, ranges: [[lo, hi]], holdMs: 60_000 })))
+      const given = got.filter((p): p is number => p !== undefined)
+      t.equal(given.length, 20)
+      t.equal(new Set(given).size, 20)
+    })
+
+    t.test('names and metas are data, not keys of an object', async t => {
+      const user = someone()
+      const odd = proxy(user, '__proto__', { metas: JSON.parse('{"constructor": "x", "__proto__": "y"}') })
+      await store.register(odd)
+      const back = await store.get(user, `${user}.__proto__`)
+      t.same(back, odd)
+      t.same(Object.keys(back?.metas ?? {}), ['constructor', '__proto__'], 'own keys, kept')
+      t.equal(({} as Record<string, unknown>).x, undefined)
+    })
+  })
+}

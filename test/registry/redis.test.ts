@@ -1,0 +1,45 @@
+import { randomUUID } from 'node:crypto'
+import { once } from 'node:events'
+import t from 'tap'
+import { RedisRegistry } from '../../src/registry/redis.js'
+import { createRedisClient } from '../../src/stores/redis-client.js'
+import { startRedis, startRedisCluster } from '../helpers/redis.js'
+import { runRegistryContract } from './contract.js'
+
+runRegistryContract(t, 'Redis standalone', async () => {
+  const redis = await startRedis(t)
+  const client = createRedisClient({ url: redis.url })
+  t.teardown(() => client.disconnect())
+  await once(client, 'ready')
+  return new RedisRegistry(client, { keyPrefix: `frpgw:${randomUUID()}:` })
+})
+
+runRegistryContract(t, 'Redis Cluster', async () => {
+  const cluster = await startRedisCluster(t)
+  const client = createRedisClient({ cluster: cluster.urls })
+  t.teardown(() => client.disconnect())
+  await once(client, 'ready')
+  return new RedisRegistry(client, { keyPrefix: `frpgw:${randomUUID()}:` })
+})
+
+t.test('two gateways on one Redis count together and never hand one port to two proxies', async t => {
+  const redis = await startRedis(t)
+  const prefix = `frpgw:${randomUUID()}:`
+  const gateways = await Promise.all([1, 2].map(async () => {
+    const client = createRedisClient({ url: redis.url })
+    t.teardown(() => client.disconnect())
+    await once(client, 'ready')
+    return new RedisRegistry(client, { keyPrefix: prefix })
+  }))
+  const quota = await Promise.all(Array.from({ length: 50 }, (_, i) =>
+    gateways[i % 2].reserve({ user: 'alice', name: `alice.p${i}`, run_id: 'r', port: true, ttlMs: 5000 }, { maxProxies: 9 })))
+  t.equal(quota.filter(r => r.allowed).length, 9)
+  const ports = await Promise.all(Array.from({ length: 60 }, (_, i) =>
+    gateways[i % 2].assignPort({ user: `u${i}`, name: `u${i}.p`, ranges: [[7000, 7024], [7100, 7124]], holdMs: 60_000 })))
+  const given = ports.filter((p): p is number => p !== undefined)
+  t.equal(given.length, 50)
+  t.equal(new Set(given).size, 50)
+  await gateways[0].register({ user: 'bob', name: 'bob.p', type: 'tcp', run_id: 'r', remote_port: 7200, registered_at: 0 })
+  t.same(await gateways[1].portOwner(7200), { user: 'bob', name: 'bob.p' }, 'what one registers, the other sees')
+  t.equal(await gateways[1].count(), 1)
+})
