@@ -1,0 +1,74 @@
+import { request } from 'undici'
+import { PROXY_TYPES } from '../users/record.js'
+import type { RegistryStore } from './store.js'
+
+export interface FrpsApiConfig {
+  /** frps's webServer, e.g. http://127.0.0.1:7500 */
+  url: string
+  user?: string
+  password?: string
+}
+
+const READ_TIMEOUT_MS = 5000
+// frps answers one list per proxy type; the dashboard's own limit on a body is far above this
+const MAX_BODY_BYTES = 32 * 1024 * 1024
+
+/**
+ * The proxies frps lists as online, by the name frps gives them (`alice.p1`), read from its
+ * dashboard API: `GET /api/proxy/TYPE` for every type, answering `{"proxies": [{"name", "status"}]}`.
+ * Throws, naming the URL, when frps cannot be read or answers anything else: a registry is never
+ * emptied on a failed read.
+ */
+export async function onlineProxies (api: FrpsApiConfig, types: readonly string[] = PROXY_TYPES): Promise<Set<string>> {
+  const headers: Record<string, string> = {}
+  if (api.user !== undefined) headers.authorization = `Basic ${Buffer.from(`${api.user}:${api.password ?? ''}`).toString('base64')}`
+  const online = new Set<string>()
+  await Promise.all(types.map(async type => {
+    const url = new URL(`api/proxy/${type}`, api.url.endsWith('/') ? api.url : `${api.url}/`)
+    const where = `frps API ${url.href}`
+    let res
+    try {
+      res = await request(url, { headers, headersTimeout: READ_TIMEOUT_MS, bodyTimeout: READ_TIMEOUT_MS, signal: AbortSignal.timeout(READ_TIMEOUT_MS) })
+    } catch (err) {
+      throw new Error(`${where}: ${(err as Error).message}`, { cause: err })
+    }
+    if (res.statusCode !== 200) {
+      await res.body.dump()
+      throw new Error(`${where}: HTTP ${res.statusCode}${res.statusCode === 401 ? ' (registry.frpsApi user and password: frps\'s webServer.user and webServer.password)' : ''}`)
+    }
+    const length = Number(res.headers['content-length'] ?? 0)
+    if (length > MAX_BODY_BYTES) {
+      await res.body.dump()
+      throw new Error(`${where}: a body of ${length} bytes is more than ${MAX_BODY_BYTES}`)
+    }
+    let body: unknown
+    try {
+      body = await res.body.json()
+    } catch (err) {
+      throw new Error(`${where}: not JSON: ${(err as Error).message}`, { cause: err })
+    }
+    const proxies = (body as { proxies?: unknown } | null)?.proxies
+    // frps answers {"proxies": null} for a type that has none
+    if (proxies === null || proxies === undefined) return
+    if (!Array.isArray(proxies)) throw new Error(`${where}: expected {"proxies": [...]}`)
+    for (const p of proxies) {
+      const { name, status } = (p ?? {}) as { name?: unknown, status?: unknown }
+      if (typeof name === 'string' && status === 'online') online.add(name)
+    }
+  }))
+  return online
+}
+
+/**
+ * Removes the records frps does not list online and that are older than `graceMs` (a proxy
+ * registered a moment ago may not be listed yet). Each goes as a CloseProxy of its own run_id
+ * would, so a proxy re-registered meanwhile stays. Answers the records removed.
+ */
+export async function reconcile (store: RegistryStore, online: ReadonlySet<string>, graceMs: number, now = Date.now()): Promise<number> {
+  let removed = 0
+  for (const record of await store.list()) {
+    if (online.has(record.name) || now - record.registered_at <= graceMs) continue
+    if (await store.unregister(record.user, record.name, record.run_id)) removed++
+  }
+  return removed
+}

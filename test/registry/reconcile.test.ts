@@ -1,0 +1,62 @@
+import { once } from 'node:events'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import t, { type Test } from 'tap'
+import { MemoryRegistry } from '../../src/registry/memory.js'
+import { onlineProxies, reconcile } from '../../src/registry/reconcile.js'
+
+// frps's dashboard API as frps 0.64.0 answers it (recorded: a tcp proxy online, one closed, none of the other types)
+const TCP = {
+  proxies: [
+    { name: 'alice.p1', conf: { name: 'alice.p1', type: 'tcp', remotePort: 16001 }, clientVersion: '0.64.0', curConns: 0, lastStartTime: '11-26 13:47:41', lastCloseTime: '', status: 'online' },
+    { name: 'bob.p1', conf: null, curConns: 0, lastStartTime: '11-26 13:47:41', lastCloseTime: '11-26 13:47:43', status: 'offline' }
+  ]
+}
+
+async function fakeFrps (t: Test, answer: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string, paths: string[] }> {
+  const paths: string[] = []
+  const server = createServer((req, res) => { paths.push(req.url ?? ''); answer(req, res) })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, paths }
+}
+
+const json = (res: ServerResponse, status: number, body: unknown): void => {
+  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body))
+}
+
+t.test('reads every proxy type with basic auth and keeps the names listed online', async t => {
+  let auth: string | undefined
+  const frps = await fakeFrps(t, (req, res) => {
+    auth = req.headers.authorization
+    json(res, 200, req.url === '/api/proxy/tcp' ? TCP : req.url === '/api/proxy/http' ? { proxies: null } : { proxies: [] })
+  })
+  const online = await onlineProxies({ url: frps.url, user: 'admin', password: 'pw' })
+  t.same([...online], ['alice.p1'])
+  t.equal(auth, `Basic ${Buffer.from('admin:pw').toString('base64')}`)
+  t.same(frps.paths.sort(), ['http', 'https', 'stcp', 'sudp', 'tcp', 'tcpmux', 'udp', 'xtcp'].map(type => `/api/proxy/${type}`))
+})
+
+t.test('a failed read throws naming the URL and why, so nothing is removed on it', async t => {
+  const denied = await fakeFrps(t, (_req, res) => json(res, 401, {}))
+  await t.rejects(onlineProxies({ url: denied.url }, ['tcp']), { message: `frps API ${denied.url}/api/proxy/tcp: HTTP 401 (registry.frpsApi user and password: frps's webServer.user and webServer.password)` })
+  const garbled = await fakeFrps(t, (_req, res) => res.end('<html>'))
+  await t.rejects(onlineProxies({ url: garbled.url }, ['tcp']), { message: new RegExp(`^frps API ${garbled.url}/api/proxy/tcp: not JSON: `) })
+  const odd = await fakeFrps(t, (_req, res) => json(res, 200, { proxies: 'all' }))
+  await t.rejects(onlineProxies({ url: odd.url }, ['tcp']), { message: `frps API ${odd.url}/api/proxy/tcp: expected {"proxies": [...]}` })
+  await t.rejects(onlineProxies({ url: 'http://127.0.0.1:1' }, ['tcp']), { message: /^frps API http:\/\/127\.0\.0\.1:1\/api\/proxy\/tcp: / })
+})
+
+t.test('reconcile removes records frps does not list online, once older than the grace period', async t => {
+  const store = new MemoryRegistry()
+  const now = 1_780_000_000_000
+  await store.register({ user: 'alice', name: 'alice.p1', type: 'tcp', run_id: 'a', remote_port: 16001, registered_at: now - 120_000 })
+  await store.register({ user: 'bob', name: 'bob.p1', type: 'tcp', run_id: 'b', remote_port: 16002, registered_at: now - 120_000 })
+  await store.register({ user: 'bob', name: 'bob.new', type: 'tcp', run_id: 'b', registered_at: now - 10_000 })
+  t.equal(await reconcile(store, new Set(['alice.p1']), 60_000, now), 1)
+  t.same((await store.list()).map(r => r.name), ['alice.p1', 'bob.new'], 'bob.p1 is gone (offline); bob.new is too young to judge')
+  t.equal(await store.portOwner(16002), undefined, 'and its port is freed')
+  t.equal(await reconcile(store, new Set(['alice.p1']), 60_000, now + 60_000), 1)
+  t.same((await store.list()).map(r => r.name), ['alice.p1'])
+})
