@@ -318,9 +318,19 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
     const started = performance.now()
     const { wireOp, content } = envelope(req)
     const log = callLogger(opts.logger, req.id)
-    const { op, result } = ref.current.call(wireOp, content, started, req.id, log)
-    if (result instanceof Promise) return result.then(r => respond(reply, log, op, content, r, started))
-    return respond(reply, log, op, content, result, started)
+    // the runtime that ran the call commits it, even when a reload swapped in another meanwhile
+    const runtime = ref.current
+    const { op, result } = runtime.call(wireOp, content, started, req.id, log)
+    if (result instanceof Promise) {
+      return result.then(r => {
+        const answered = respond(reply, log, op, content, r, started)
+        runtime.commit(op, content, r, req.id, log)
+        return answered
+      })
+    }
+    const answered = respond(reply, log, op, content, result, started)
+    runtime.commit(op, content, result, req.id, log)
+    return answered
   })
 
   if (opts.adminRoutes) registerAdminRoutes(app, ref, metrics)

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import type { z } from 'zod'
+import type { CommitHook } from './commit.js'
 import { warnRepeated } from './log.js'
 import type { Matcher } from './match.js'
 import type { Decision, Metrics, Outcome } from './metrics.js'
@@ -39,10 +40,14 @@ export interface Verdict {
   error?: unknown
 }
 
-/** A compiled step: validated and compiled once, called per call. `close` frees what it holds. */
+/**
+ * A compiled step: validated and compiled once, called per call. `close` frees what it holds;
+ * `commit` is told the final outcome of every call of the step's ops, once its answer is written.
+ */
 export interface Step {
   (content: Content, ctx: CallContext): Verdict | undefined | Promise<Verdict | undefined>
   close?: () => Promise<void>
+  commit?: Omit<CommitHook, 'name'>
 }
 
 /** What the runtime hands a plugin factory. */

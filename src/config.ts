@@ -66,6 +66,7 @@ export const configSchema = z.strictObject({
       }).prefault({}).describe('one hash per user under redis.keyPrefix; needs the top-level redis block')
     })
   ], { error: 'expected {"file": "users.json"} or {"redis": {}}' }).optional().describe('where the user table lives (the users step reads it)'),
+  drainMs: intIn(0, 60_000).default(5000).describe('on stop and reload, how long work after answers (registry records, events) may still take (ms)'),
   deadlineMs: intIn(1, MAX_DEADLINE_MS).default(3000).describe('no answer to frps takes longer (ms; frpc waits 10 s for a Login answer)'),
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

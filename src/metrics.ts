@@ -123,6 +123,7 @@ export function createMetrics (register = new Registry()) {
     forwardRequests: new FastCounter('frp_gateway_forward_requests_total',
       'Calls of forward steps to downstream plugins, one per attempt, by result', ['step', 'result'], register),
     rateLimitDecisions: new FastCounter('frp_gateway_ratelimit_decisions_total', 'Rate-limit decisions by result', ['step', 'result'], register),
+    commitFailures: new FastCounter('frp_gateway_commit_failures_total', 'Work after an answer (registry records, reservations, events) that failed, by step', ['step'], register),
     redisUp: new Gauge({
       name: 'frp_gateway_redis_up',
       help: '1 when the configured Redis answers, 0 when it does not',

@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import { plugins, type PluginName } from '../plugins/index.js'
 import { runChain, type CallContext, type ChainResult, type ChainStep, type PluginDef, type Step } from './chain.js'
 import type { Config, StepConfig } from './config.js'
+import { Committer, type CommitEvent, type CommitHook } from './commit.js'
 import { collectIssues, compileAt, ConfigError, type ConfigIssue } from './errors.js'
 import { compileWhen } from './match.js'
 import { DECISIONS, type Metrics } from './metrics.js'
@@ -24,6 +25,8 @@ export interface RuntimeDeps {
   memoryStore?: MemoryStore
   /** false for `check`: compile only, do not wait for Redis */
   open?: boolean
+  /** process-wide, so a stop waits for the commits of every runtime; a runtime without one makes its own */
+  committer?: Committer
   /** the folder a relative users file is read from: the config file's (default: the working directory) */
   baseDir?: string
 }
@@ -35,14 +38,35 @@ const STORE_OPEN_TIMEOUT_MS = 2000
 export class Runtime {
   readonly config: Config
   readonly chains: Readonly<Record<Op, readonly ChainStep[]>>
+  /** per op, what runs once a call's answer is written */
+  readonly commits: Readonly<Record<Op, readonly CommitHook[]>>
   private readonly steps: readonly Step[]
   private readonly stores: Stores
+  private readonly committer: Committer
 
-  constructor (config: Config, chains: Record<Op, ChainStep[]>, steps: Step[], stores: Stores) {
+  constructor (config: Config, chains: Record<Op, ChainStep[]>, commits: Record<Op, CommitHook[]>, steps: Step[], stores: Stores, committer: Committer) {
     this.config = config
     this.chains = chains
+    this.commits = commits
     this.steps = steps
     this.stores = stores
+    this.committer = committer
+  }
+
+  /** The commit phase of one call, after its answer: every hook of the op is told what frps was told. */
+  commit (op: Op, sent: Content, result: ChainResult, reqid: string, log: Logger): void {
+    const hooks = this.commits[op]
+    if (hooks.length === 0) return
+    this.committer.run(hooks, commitEvent(op, sent, result, reqid, log))
+  }
+
+  /** What the commit hooks of the op would do with this result, doing nothing: one line per hook that would act. */
+  describeCommit (op: Op, sent: Content, result: ChainResult, log: Logger): string[] {
+    const event = commitEvent(op, sent, result, 'trace', log)
+    return this.commits[op].flatMap(hook => {
+      const what = hook.describe(event)
+      return what === undefined ? [] : [`${hook.name}: ${what}`]
+    })
   }
 
   /**
@@ -76,9 +100,29 @@ export class Runtime {
     }
   }
 
+  /** Waits, at most drainMs, for the commits in progress; true when none was left behind. */
+  async drain (): Promise<boolean> {
+    return await this.committer.drain(this.config.drainMs)
+  }
+
   async close (): Promise<void> {
+    await this.drain()
     await Promise.allSettled(this.steps.map(async step => await step.close?.()))
     await this.stores.close()
+  }
+}
+
+function commitEvent (op: Op, sent: Content, result: ChainResult, reqid: string, log: Logger): CommitEvent {
+  const failed = result.outcome === 'reject' || result.outcome === 'error'
+  return {
+    op,
+    outcome: result.outcome,
+    content: result.outcome === 'modify' && result.content !== undefined ? result.content : sent,
+    decidedBy: failed ? result.step : undefined,
+    reason: result.loggedReason ?? result.reason,
+    reqid,
+    time: Date.now(),
+    log
   }
 }
 
@@ -190,6 +234,7 @@ function recorder (metrics: Metrics, op: Op, step: string): ChainStep['record'] 
 export async function createRuntime (config: Config, deps: RuntimeDeps, source = 'config', known: readonly ConfigIssue[] = []): Promise<Runtime> {
   const issues: ConfigIssue[] = [...known]
   const chains = Object.fromEntries(OPS.map(op => [op, [] as ChainStep[]])) as Record<Op, ChainStep[]>
+  const commits = Object.fromEntries(OPS.map(op => [op, [] as CommitHook[]])) as Record<Op, CommitHook[]>
   const built: Step[] = []
   const stores = new Stores(config, deps)
   issues.push(...await stores.openUsers(deps.baseDir ?? process.cwd()))
@@ -211,6 +256,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     const { when, run } = value
     for (const op of (sc.ops ?? def.ops) as Op[]) {
       chains[op].push({ name: sc.name, shadow: sc.mode === 'shadow', when, run, record: recorder(deps.metrics, op, sc.name) })
+      if (run.commit !== undefined) commits[op].push({ name: sc.name, ...run.commit })
     }
   })
   if (issues.length > 0) {
@@ -219,7 +265,9 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     throw new ConfigError(source, issues)
   }
   if (deps.open !== false) await stores.open(STORE_OPEN_TIMEOUT_MS)
-  return new Runtime(config, chains, built, stores)
+  const failures = deps.metrics.commitFailures
+  const committer = deps.committer ?? new Committer({ failed: step => failures.labels(step).inc() })
+  return new Runtime(config, chains, commits, built, stores, committer)
 }
 
 /** What `check` prints: per op, the steps that will run, in order. */

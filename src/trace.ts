@@ -3,14 +3,14 @@ import type { ChainResult, TraceEntry } from './chain.js'
 import { answerFor, isObject, own, type Content, type Op } from './protocol.js'
 import type { Runtime } from './runtime.js'
 
-export interface Trace { op: Op, wireOp: Op, entries: TraceEntry[], result: ChainResult, answer: string }
+export interface Trace { op: Op, wireOp: Op, entries: TraceEntry[], result: ChainResult, answer: string, commits: string[] }
 
 /** Runs one call through the chain exactly as the RPC route does, recording every step. */
 export async function traceCall (runtime: Runtime, wireOp: Op, content: Content, log: Logger): Promise<Trace> {
   const entries: TraceEntry[] = []
   const { op, result } = runtime.call(wireOp, content, performance.now(), 'trace', log, e => entries.push(e))
   const settled = await result
-  return { op, wireOp, entries, result: settled, answer: answerFor(settled) }
+  return { op, wireOp, entries, result: settled, answer: answerFor(settled), commits: runtime.describeCommit(op, content, settled, log) }
 }
 
 const show = (value: unknown): string => value === undefined ? '(absent)' : JSON.stringify(value)
@@ -52,5 +52,6 @@ export function formatTrace (trace: Trace, plugins: ReadonlyMap<string, string>)
   })
   lines.push(`outcome: ${trace.result.outcome}${trace.result.reason !== undefined && trace.entries.length === 0 ? ` (${trace.result.reason})` : ''}`)
   lines.push(`answer: ${trace.answer}`)
+  for (const commit of trace.commits) lines.push(`commit: ${commit} (not done by trace)`)
   return `${lines.join('\n')}\n`
 }

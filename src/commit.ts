@@ -1,0 +1,77 @@
+import type { Logger } from 'pino'
+import { warnRepeated } from './log.js'
+import type { Outcome } from './metrics.js'
+import type { Content, Op } from './protocol.js'
+
+/** What frps was told, as the commit phase tells it to the steps that ask. */
+export interface CommitEvent {
+  op: Op
+  outcome: Outcome
+  /** the content frps acts on: the modified content for modify, else what frps sent */
+  content: Content
+  /** the step that rejected or failed; undefined for allow and modify */
+  decidedBy?: string
+  reason?: string
+  reqid: string
+  /** when the call arrived, ms since the epoch */
+  time: number
+  log: Logger
+}
+
+/**
+ * Work done once the answer is decided and written: the registry's records, a quota's
+ * reservation, an event. `commit` never delays an answer and its failures are logged and counted,
+ * never thrown; `describe` says what commit would do, doing nothing (the trace command).
+ */
+export interface CommitHook {
+  name: string
+  commit: (event: CommitEvent) => void | Promise<void>
+  describe: (event: CommitEvent) => string | undefined
+}
+
+export interface CommitCounters { failed: (hook: string) => void }
+
+/**
+ * Runs the commit hooks of calls after their answers, and keeps the ones in progress so that a
+ * stop or a reload can wait for them (bounded by drainMs).
+ */
+export class Committer {
+  readonly #pending = new Set<Promise<void>>()
+  constructor (private readonly counters: CommitCounters) {}
+
+  /** Schedules the hooks for after the current tick: the answer is written first. */
+  run (hooks: readonly CommitHook[], event: CommitEvent): void {
+    const done: Promise<void> = new Promise<void>(resolve => setImmediate(resolve))
+      .then(async () => { await Promise.all(hooks.map(async hook => { await this.#one(hook, event) })) })
+      .finally(() => this.#pending.delete(done))
+    this.#pending.add(done)
+  }
+
+  async #one (hook: CommitHook, event: CommitEvent): Promise<void> {
+    try {
+      await hook.commit(event)
+    } catch (err) {
+      this.counters.failed(hook.name)
+      const { code, message } = (err ?? {}) as { code?: unknown, message?: unknown }
+      warnRepeated(event.log, `commit\n${hook.name}\n${String(code)}`, { step: hook.name, err }, { step: hook.name, error: message ?? String(err) }, 'commit failed')
+    }
+  }
+
+  get pending (): number {
+    return this.#pending.size
+  }
+
+  /** Resolves when every commit in progress is done, or after ms: true when none was left behind. */
+  async drain (ms: number): Promise<boolean> {
+    if (this.#pending.size === 0) return true
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<false>(resolve => { timer = setTimeout(() => resolve(false), ms) })
+    const all = (async () => {
+      while (this.#pending.size > 0) await Promise.all([...this.#pending])
+      return true
+    })()
+    const drained = await Promise.race([all, timeout])
+    clearTimeout(timer)
+    return drained
+  }
+}
