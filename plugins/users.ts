@@ -8,7 +8,7 @@ import type { UserLookup } from '../src/users/table.js'
 
 const USER_OPS = ['Login', 'NewProxy', 'Ping', 'NewWorkConn', 'NewUserConn'] as const satisfies readonly Op[]
 
-/** The records' rules are checked per call; a verdict with a rule only: trace shows which one let the call through. */
+/** Shared verdicts, so an allowed call allocates none; `rule` is what trace shows. */
 const OK: Verdict = Object.freeze({ rule: 'ok' })
 const UNKNOWN_ALLOWED: Verdict = Object.freeze({ rule: 'unknown_user' })
 const UNKNOWN: UserLookup<CompiledUser> = Object.freeze({ status: 'unknown' })
