@@ -126,6 +126,8 @@ function commitEvent (op: Op, sent: Content, result: ChainResult, reqid: string,
   }
 }
 
+const UNREADABLE: UserTable = { kind: 'file', lookup: () => ({ status: 'error', error: new Error('the users file could not be read') }) }
+
 /** The stores of one runtime (rate-limit buckets, the user table): Redis is connected only when a step asks for it. */
 class Stores {
   redis: RedisStore | undefined
@@ -176,7 +178,8 @@ class Stores {
     if (this.users === undefined && 'redis' in cfg) {
       this.users = new RedisUserSource(this.redisClient('users.redis'), { keyPrefix: this.keyPrefix, parse: parseUserRecord, cacheMs: cfg.redis.cacheMs })
     }
-    if (this.users === undefined) throw new Error('the users file could not be read') // reported under users.file
+    // the users file did not read: reported under users.file, and this runtime is refused for it
+    if (this.users === undefined) return UNREADABLE
     return this.users
   }
 
