@@ -3,7 +3,7 @@ import net from 'node:net'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
-import { compileUsers, parseUsersFile } from '../src/users/record.js'
+import { compileUsers, parseUsersFile, type CompiledUser } from '../src/users/record.js'
 
 import { redisCli, startRedis } from '../test/helpers/redis.js'
 import { makeCerts, type TestCerts } from '../test/helpers/tls.js'
@@ -334,6 +334,15 @@ export const fieldsReject: RecipeScenario = async (ctx, recipe) => {
 const rangesOf = (ports: Array<number | string>): Array<[number, number]> =>
   ports.map(p => String(p).split('-').map(Number)).map(([lo, hi]) => [lo, hi ?? lo])
 
+/** A client of `user` with no heartbeats and one tcp proxy on another free port among the user's: started and carrying bytes. */
+async function quietClient (ctx: Ctx, env: Env, user: CompiledUser, metas: Record<string, string>, taken: number, echo: Echo): Promise<{ client: Frpc, port: number } | undefined> {
+  const port = await freePortAmong(user.record.ports !== undefined ? rangesOf(user.record.ports) : [[20000, 29999]], p => p !== taken)
+  const client = env.client({ user: user.name, metas, proxies: [{ name: 'quiet', type: 'tcp', localPort: echo.port, remotePort: port }] })
+  if (!ctx.check(`a second client of ${user.name}, without heartbeats, logs in`, await client.login() === 'ok', undefined, env.procs)) return
+  await tcpIntact(ctx, env, client, 'quiet', port, echo)
+  return { client, port }
+}
+
 /**
  * A `users` step over the README's users file (written beside the config), with the real frps and frpc: the first
  * enabled user with a token logs in with it (frpc's `metadatas.token`, INI `meta_token`), gets the record's metas and
@@ -373,7 +382,7 @@ export const usersScenario: RecipeScenario = async (ctx, recipe) => {
   }
   const metas = env.recorder.calls.find(call => call.content.proxy_name === a.proxyName('ssh'))?.content.user?.metas ?? {}
   const expected = first.record.metas ?? {}
-  ctx.check(`NewProxy of ${a.proxyName('ssh')} carries the record's metas ${JSON.stringify(expected)} (set at Login)`,
+  if (Object.keys(expected).length > 0) ctx.check(`NewProxy of ${a.proxyName('ssh')} carries the record's metas ${JSON.stringify(expected)} (set at Login)`,
     Object.entries(expected).every(([k, v]) => metas[k] === v), `frps sent user.metas ${JSON.stringify(metas)}`, env.procs)
 
   refused(ctx, env, `login as ${first.name} with a wrong token`, await env.client({ user: first.name, metas: metasOf(first, `${first.record.token as string}-wrong`) }).login(),
@@ -390,27 +399,41 @@ export const usersScenario: RecipeScenario = async (ctx, recipe) => {
   }
 
   if (revoke) {
+    // a second client of the same user without heartbeats: nothing cuts it off, but its visitors are refused
+    const quiet = ops.includes('NewUserConn') ? await quietClient(ctx, env, first, metasOf(first), inside, echo) : undefined
     // the users file rewritten with the user disabled, and SIGHUP: their client is cut off at its next heartbeat (1 s here)
     const users = JSON.parse(recipe.files[fileName as string])
     users.users[first.name].enabled = false
     writeFileSync(join(env.gateway.dir, fileName as string), JSON.stringify(users, null, 2))
-    const from = a.lines.length
+    const [from, frpsFrom] = [a.lines.length, env.frps.proc.lines.length]
     const since = Date.now()
     const reloaded = await env.gateway.reload()
     ctx.check(`${fileName as string} rewritten with ${first.name} disabled, SIGHUP: the gateway logs \`config reloaded\``, /"msg":"config reloaded"/.test(reloaded ?? ''), reloaded, env.procs)
     const reason = `user ${first.name} is disabled`
+    const ping = await env.frps.proc.waitLine(new RegExp(`received invalid ping: ${escapeRegExp(reason)}`), 20_000, frpsFrom)
+    ctx.check(`frps refuses ${first.name}'s next heartbeat: frps logs ${quote(`received invalid ping: ${reason}`)}`, ping !== undefined,
+      ping ?? 'no such line within 20 s', env.procs)
+    // frpc 0.64 logs frps's Pong error; 0.41 only sees its control connection closed, and the reason when it logs in again
     const line = await a.waitLine(new RegExp(escapeRegExp(reason)), 20_000, from)
     const seconds = ((Date.now() - since) / 1000).toFixed(1)
-    // frpc >= 0.5x logs frps's Pong error; 0.41 only sees its control connection closed, and the reason when it logs in again
-    ctx.check(`${first.name}'s connected frpc (heartbeat every 1 s) is cut off with the reason: frpc logs ${quote(reason)}`,
-      line !== undefined, line !== undefined ? `after ${seconds} s: ${line}` : 'no such line within 20 s', env.procs)
+    ctx.check(`${first.name}'s frpc (heartbeat every 1 s) is cut off and logs ${quote(reason)}`, line !== undefined,
+      line !== undefined ? `after ${seconds} s: ${line}` : 'no such line within 20 s', env.procs)
     if (line !== undefined) ctx.say(`${seconds} s after SIGHUP, frpc logged: ${line.replace(/^.*?\] (?=\[)/, '')}`)
     await sleep(500)
     const got = await echoThrough(inside, echo, 1024, 3000)
     const online = await onlineProxies(env.frps, 'tcp')
-    ctx.check(`then ${a.proxyName('ssh')} is closed: nothing listens on port ${inside} and frps's dashboard lists no tcp proxy online`,
-      /ECONNREFUSED/.test(got) && online.length === 0, `a visitor got: ${got}; frps lists ${JSON.stringify(online)}`, env.procs)
+    const left = quiet !== undefined ? [quiet.client.proxyName('quiet')] : []
+    ctx.check(`then ${a.proxyName('ssh')} is closed: nothing listens on port ${inside}, frps's dashboard lists ${left.length > 0 ? `only ${left.join()}` : 'no tcp proxy'} online`,
+      /ECONNREFUSED/.test(got) && online.join() === left.join(), `a visitor got: ${got}; frps lists ${JSON.stringify(online)}`, env.procs)
     await a.stop()
+    if (quiet !== undefined) {
+      const refusedVisitor = await echoThrough(quiet.port, echo, 1024, 3000)
+      const rejected = await env.frps.proc.waitLine(new RegExp(`\\[${escapeRegExp(quiet.client.proxyName('quiet'))}\\] the user conn .* was rejected, err: ?${escapeRegExp(reason)}`), 5000, frpsFrom)
+      ctx.check(`${first.name}'s client without heartbeats stays logged in, but a visitor of ${quiet.client.proxyName('quiet')} is refused (NewUserConn): closed, frps logs the reason`,
+        /^(closed|error \w+) after 0 /.test(refusedVisitor) && rejected !== undefined && quiet.client.running,
+        `a visitor got: ${refusedVisitor}; frps: ${rejected ?? 'no rejected user conn line'}`, env.procs)
+      await quiet.client.stop()
+    }
   }
 
   const rate = recipe.steps.find(s => s.plugin === 'rate-limit' && s.ops?.includes('Login'))
