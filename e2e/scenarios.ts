@@ -334,11 +334,14 @@ export const fieldsReject: RecipeScenario = async (ctx, recipe) => {
 const rangesOf = (ports: Array<number | string>): Array<[number, number]> =>
   ports.map(p => String(p).split('-').map(Number)).map(([lo, hi]) => [lo, hi ?? lo])
 
-/** A client of `user` with no heartbeats and one tcp proxy on another free port among the user's: started and carrying bytes. */
+/**
+ * A client of `user` that sends no heartbeat while the scenario runs (frpc >= 0.58 sends none by default; 0.41 its first
+ * after 30 s), with one tcp proxy on another free port among the user's: started and carrying bytes.
+ */
 async function quietClient (ctx: Ctx, env: Env, user: CompiledUser, metas: Record<string, string>, taken: number, echo: Echo): Promise<{ client: Frpc, port: number } | undefined> {
   const port = await freePortAmong(user.record.ports !== undefined ? rangesOf(user.record.ports) : [[20000, 29999]], p => p !== taken)
   const client = env.client({ user: user.name, metas, proxies: [{ name: 'quiet', type: 'tcp', localPort: echo.port, remotePort: port }] })
-  if (!ctx.check(`a second client of ${user.name}, without heartbeats, logs in`, await client.login() === 'ok', undefined, env.procs)) return
+  if (!ctx.check(`a second client of ${user.name}, with no heartbeat meanwhile, logs in`, await client.login() === 'ok', undefined, env.procs)) return
   await tcpIntact(ctx, env, client, 'quiet', port, echo)
   return { client, port }
 }
@@ -399,7 +402,7 @@ export const usersScenario: RecipeScenario = async (ctx, recipe) => {
   }
 
   if (revoke) {
-    // a second client of the same user without heartbeats: nothing cuts it off, but its visitors are refused
+    // a second client of the same user that sends no heartbeat: nothing cuts it off, but its visitors are refused
     const quiet = ops.includes('NewUserConn') ? await quietClient(ctx, env, first, metasOf(first), inside, echo) : undefined
     // the users file rewritten with the user disabled, and SIGHUP: their client is cut off at its next heartbeat (1 s here)
     const users = JSON.parse(recipe.files[fileName as string])
@@ -429,7 +432,7 @@ export const usersScenario: RecipeScenario = async (ctx, recipe) => {
     if (quiet !== undefined) {
       const refusedVisitor = await echoThrough(quiet.port, echo, 1024, 3000)
       const rejected = await env.frps.proc.waitLine(new RegExp(`\\[${escapeRegExp(quiet.client.proxyName('quiet'))}\\] the user conn .* was rejected, err: ?${escapeRegExp(reason)}`), 5000, frpsFrom)
-      ctx.check(`${first.name}'s client without heartbeats stays logged in, but a visitor of ${quiet.client.proxyName('quiet')} is refused (NewUserConn): closed, frps logs the reason`,
+      ctx.check(`${first.name}'s client with no heartbeat stays logged in, but a visitor of ${quiet.client.proxyName('quiet')} is refused (NewUserConn): closed, frps logs the reason`,
         /^(closed|error \w+) after 0 /.test(refusedVisitor) && rejected !== undefined && quiet.client.running,
         `a visitor got: ${refusedVisitor}; frps: ${rejected ?? 'no rejected user conn line'}`, env.procs)
       await quiet.client.stop()
