@@ -6,7 +6,7 @@ import http from 'node:http'
 import https from 'node:https'
 import net, { type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 
@@ -113,17 +113,38 @@ export async function waitPort (port: number, proc: Proc, timeoutMs = 15_000): P
 
 // ---- the gateway ----
 
-export interface Gateway { proc: Proc, port: number, path: string, addr: string }
+export interface Gateway {
+  proc: Proc
+  port: number
+  path: string
+  addr: string
+  /** the folder of the config file, where its users file is */
+  dir: string
+  /** SIGHUP, then the line the gateway logged for it: `config reloaded` or `config reload failed...` (undefined: none in 15 s) */
+  reload: () => Promise<string | undefined>
+}
 
-/** Starts the built CLI (dist/src/main.js) on a temporary copy of the config whose listen (and admin) ports are free ones. */
-export async function startGateway (scope: Scope, config: Record<string, any>): Promise<Gateway> {
+/**
+ * Starts the built CLI (dist/src/main.js) on a temporary copy of the config whose listen (and admin) ports are free ones,
+ * with `files` (name: text) written beside it first: the users file a `users.file` names.
+ */
+export async function startGateway (scope: Scope, config: Record<string, any>, files: Record<string, string> = {}): Promise<Gateway> {
   const port = await freePort()
   const listen = { ...(config.listen ?? {}), host: '127.0.0.1', port }
   const admin = config.admin !== undefined ? { ...config.admin, host: '127.0.0.1', port: await freePort() } : undefined
+  for (const [name, text] of Object.entries(files)) {
+    if (name !== basename(name)) throw new Error(`${name}: a file beside the config is a plain file name here`)
+    scope.file(name, text)
+  }
   const file = scope.file('gateway.json', JSON.stringify({ ...config, listen, admin }, null, 2))
   const proc = new Proc(scope, 'gateway', process.execPath, [MAIN, '--config', file])
   await waitPort(port, proc)
-  return { proc, port, path: listen.path ?? '/handler', addr: `127.0.0.1:${port}` }
+  const reload = async (): Promise<string | undefined> => {
+    const from = proc.lines.length
+    proc.child.kill('SIGHUP')
+    return await proc.waitLine(/"msg":"config reload/, 15_000, from)
+  }
+  return { proc, port, path: listen.path ?? '/handler', addr: `127.0.0.1:${port}`, dir: scope.dir, reload }
 }
 
 // ---- frp ----
@@ -202,6 +223,8 @@ export interface ClientSpec {
   visitors?: Array<{ name: string, serverName: string, sk: string, bindPort: number, encryption?: boolean }>
   /** false: frpc retries a refused login (default here: true, frpc exits) */
   loginFailExit?: boolean
+  /** seconds between heartbeats (frpc >= 0.58 sends none unless set): each one is a Ping to frps's plugins */
+  heartbeatInterval?: number
 }
 
 const tomlValue = (v: unknown): string => Array.isArray(v) ? `[${v.map(tomlValue).join(', ')}]` : typeof v === 'string' ? JSON.stringify(v) : String(v)
@@ -211,6 +234,7 @@ function clientConfig (frp: FrpVersion, frps: Frps, spec: ClientSpec): string {
   if (frp.ini) {
     const lines = ['[common]', 'server_addr = 127.0.0.1', `server_port = ${frps.bindPort}`, `token = ${TOKEN}`, `login_fail_exit = ${spec.loginFailExit ?? true}`]
     if (spec.user !== undefined) lines.push(`user = ${spec.user}`)
+    if (spec.heartbeatInterval !== undefined) lines.push(`heartbeat_interval = ${spec.heartbeatInterval}`)
     for (const [k, v] of Object.entries(spec.metas ?? {})) lines.push(`meta_${k} = ${v}`)
     for (const p of proxies) {
       lines.push('', `[${p.name}]`, `type = ${p.type}`, 'local_ip = 127.0.0.1', `local_port = ${p.localPort}`)
@@ -231,6 +255,7 @@ function clientConfig (frp: FrpVersion, frps: Frps, spec: ClientSpec): string {
   }
   const lines = ['serverAddr = "127.0.0.1"', `serverPort = ${frps.bindPort}`, `auth.token = "${TOKEN}"`, `loginFailExit = ${spec.loginFailExit ?? true}`]
   if (spec.user !== undefined) lines.push(`user = ${tomlValue(spec.user)}`)
+  if (spec.heartbeatInterval !== undefined) lines.push(`transport.heartbeatInterval = ${spec.heartbeatInterval}`)
   for (const [k, v] of Object.entries(spec.metas ?? {})) lines.push(`metadatas.${k} = ${tomlValue(v)}`)
   for (const p of proxies) {
     lines.push('', '[[proxies]]', `name = ${tomlValue(p.name)}`, `type = "${p.type}"`, 'localIP = "127.0.0.1"', `localPort = ${p.localPort}`)
@@ -279,7 +304,7 @@ export class Frpc extends Proc {
   }
 }
 
-const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+export const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 
 // ---- local services and visitors ----
 

@@ -1,11 +1,15 @@
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import { compileUsers, parseUsersFile, type CompiledUser } from '../src/users/record.js'
 
 import { redisCli, startRedis } from '../test/helpers/redis.js'
 import { makeCerts, type TestCerts } from '../test/helpers/tls.js'
 import {
   echoThrough, freePort, Frpc, getThrough, onlineProxies, startEcho, startFrps, startGateway, startPlugin, startWeb, waitPort,
-  type ClientSpec, type Echo, type ProxySpec, type Frps, type FrpVersion, type Gateway, type Plugin, type Proc, type Scope
+  escapeRegExp, type ClientSpec, type Echo, type ProxySpec, type Frps, type FrpVersion, type Gateway, type Plugin, type Proc, type Scope
 } from './harness.js'
 import type { Recipe, Step } from './recipes.js'
 
@@ -49,8 +53,8 @@ interface Env { gateway: Gateway, frps: Frps, recorder: Plugin, client: (spec: C
  * The gateway serving `config`, frps calling it for the ops its chain uses, then a recording plugin
  * for NewProxy (what frps really sends after the gateway's Login answer: the metas it set).
  */
-async function setUp (ctx: Ctx, config: Record<string, any>): Promise<Env> {
-  const gateway = await startGateway(ctx.scope, config)
+async function setUp (ctx: Ctx, config: Record<string, any>, files: Record<string, string> = {}): Promise<Env> {
+  const gateway = await startGateway(ctx.scope, config, files)
   const recorder = await startPlugin(ctx.scope)
   const chain = (config.chain ?? []) as Step[]
   const frps = await startFrps(ctx.scope, ctx.frp, [
@@ -72,19 +76,24 @@ async function setUp (ctx: Ctx, config: Record<string, any>): Promise<Env> {
   return env
 }
 
-/** A free port in [lo, hi], for rules that only allow a range. */
-async function freePortIn (lo: number, hi: number): Promise<number> {
-  for (let i = 0; i < 200; i++) {
-    const port = lo + Math.floor(Math.random() * (hi - lo + 1))
-    const free = await new Promise<boolean>(resolve => {
-      const server = net.createServer()
-      server.once('error', () => resolve(false))
-      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)))
-    })
-    if (free) return port
+const isFree = async (port: number): Promise<boolean> => await new Promise<boolean>(resolve => {
+  const server = net.createServer()
+  server.once('error', () => resolve(false))
+  server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)))
+})
+
+/** A free port in one of the ranges (tried in order) for which `ok` holds, for rules that only allow some ports. */
+async function freePortAmong (ranges: Array<[number, number]>, ok: (port: number) => boolean = () => true): Promise<number> {
+  for (const [lo, hi] of ranges) {
+    for (let i = 0; i < Math.min(200, 4 * (hi - lo + 1)); i++) {
+      const port = lo + Math.floor(Math.random() * (hi - lo + 1))
+      if (ok(port) && await isFree(port)) return port
+    }
   }
-  throw new Error(`no free port in ${lo}-${hi}`)
+  throw new Error(`no free port in ${ranges.map(([lo, hi]) => lo === hi ? lo : `${lo}-${hi}`).join(', ')}`)
 }
+
+const freePortIn = async (lo: number, hi: number): Promise<number> => await freePortAmong([[lo, hi]])
 
 /** Renders the few template names a scenario can know in advance ({{user}}, {{client_ip}}, {{proxy_name}}, ...). */
 const render = (template: string, values: Record<string, string>): string =>
@@ -322,6 +331,134 @@ export const fieldsReject: RecipeScenario = async (ctx, recipe) => {
   }
 }
 
+const rangesOf = (ports: Array<number | string>): Array<[number, number]> =>
+  ports.map(p => String(p).split('-').map(Number)).map(([lo, hi]) => [lo, hi ?? lo])
+
+/**
+ * A client of `user` that sends no heartbeat while the scenario runs (frpc >= 0.58 sends none by default; 0.41 its first
+ * after 30 s), with one tcp proxy on another free port among the user's: started and carrying bytes.
+ */
+async function quietClient (ctx: Ctx, env: Env, user: CompiledUser, metas: Record<string, string>, taken: number, echo: Echo): Promise<{ client: Frpc, port: number } | undefined> {
+  const port = await freePortAmong(user.record.ports !== undefined ? rangesOf(user.record.ports) : [[20000, 29999]], p => p !== taken)
+  const client = env.client({ user: user.name, metas, proxies: [{ name: 'quiet', type: 'tcp', localPort: echo.port, remotePort: port }] })
+  if (!ctx.check(`a second client of ${user.name}, with no heartbeat meanwhile, logs in`, await client.login() === 'ok', undefined, env.procs)) return
+  await tcpIntact(ctx, env, client, 'quiet', port, echo)
+  return { client, port }
+}
+
+/**
+ * A `users` step over the README's users file (written beside the config), with the real frps and frpc: the first
+ * enabled user with a token logs in with it (frpc's `metadatas.token`, INI `meta_token`), gets the record's metas and
+ * a proxy inside their ports carrying bytes; a wrong token and a port outside are refused with the step's reasons;
+ * every other user with a token gets in too, a disabled one is refused; and when the step runs on Ping, the first user
+ * disabled while connected (the users file rewritten, SIGHUP) is cut off at their next heartbeat. A Login rate-limit
+ * step before it still refuses logins per address.
+ */
+export const usersScenario: RecipeScenario = async (ctx, recipe) => {
+  const step = recipe.steps.find(s => s.plugin === 'users')
+  const fileName = recipe.config?.users?.file as string | undefined
+  if (!ctx.check('the recipe is a whole config with a users step and a users file beside it', step !== undefined && fileName !== undefined && recipe.files[fileName] !== undefined)) return
+  const ops = (step?.ops as string[] | undefined) ?? ALL_OPS
+  const table = compileUsers(parseUsersFile(JSON.parse(recipe.files[fileName as string]), fileName))
+  const tokenMeta = (step?.options?.tokenMeta as string | undefined) ?? 'token'
+  const withToken = [...table.values()].filter(u => u.enabled && u.record.token !== undefined)
+  const [first, ...others] = withToken
+  if (!ctx.check('the users file has an enabled user with a plaintext token to log in as', first !== undefined, `users ${JSON.stringify([...table.keys()])}`)) return
+  const metasOf = (user: typeof first, token = user.record.token as string): Record<string, string> => ({ [tokenMeta]: token })
+
+  const env = await setUp(ctx, recipe.config as Record<string, any>, recipe.files)
+  const echo = await startEcho(ctx.scope)
+  const inside = await freePortAmong(first.record.ports !== undefined ? rangesOf(first.record.ports) : [[20000, 29999]])
+  // outside: preferably a port another user of the table may use (bob's, for alice)
+  const outside = first.portsText !== undefined
+    ? await freePortAmong([...others.flatMap(u => rangesOf(u.record.ports ?? [])), [20000, 29999]], port => !first.portAllowed(port))
+    : undefined
+  const revoke = ops.includes('Ping')
+  const proxies: ProxySpec[] = [{ name: 'ssh', type: 'tcp', localPort: echo.port, remotePort: inside }]
+  if (outside !== undefined && ops.includes('NewProxy')) proxies.push({ name: 'other', type: 'tcp', localPort: echo.port, remotePort: outside })
+  const a = env.client({ user: first.name, metas: metasOf(first), proxies, heartbeatInterval: revoke ? 1 : undefined })
+  const secret = ctx.frp.ini ? `meta_${tokenMeta}` : `metadatas.${tokenMeta}`
+  if (!ctx.check(`${first.name} logs in with the token in frpc's ${secret}`, await a.login() === 'ok', undefined, env.procs)) return
+  await tcpIntact(ctx, env, a, 'ssh', inside, echo)
+  if (outside !== undefined && ops.includes('NewProxy')) {
+    refused(ctx, env, `tcp proxy ${a.proxyName('other')} on port ${outside}`, await a.proxy('other'), `remote port ${outside} is outside ${first.name}'s ports ${first.portsText as string}`)
+  }
+  const metas = env.recorder.calls.find(call => call.content.proxy_name === a.proxyName('ssh'))?.content.user?.metas ?? {}
+  const expected = first.record.metas ?? {}
+  if (Object.keys(expected).length > 0) ctx.check(`NewProxy of ${a.proxyName('ssh')} carries the record's metas ${JSON.stringify(expected)} (set at Login)`,
+    Object.entries(expected).every(([k, v]) => metas[k] === v), `frps sent user.metas ${JSON.stringify(metas)}`, env.procs)
+
+  refused(ctx, env, `login as ${first.name} with a wrong token`, await env.client({ user: first.name, metas: metasOf(first, `${first.record.token as string}-wrong`) }).login(),
+    `token does not match for ${first.name}`)
+  for (const user of others.slice(0, 1)) {
+    const port = await freePortAmong(user.record.ports !== undefined ? rangesOf(user.record.ports) : [[20000, 29999]])
+    const c = env.client({ user: user.name, metas: metasOf(user), proxies: [{ name: 'ssh', type: 'tcp', localPort: echo.port, remotePort: port }] })
+    if (ctx.check(`${user.name} logs in with their own token`, await c.login() === 'ok', undefined, env.procs)) await tcpIntact(ctx, env, c, 'ssh', port, echo)
+    await c.stop()
+  }
+  const disabled = [...table.values()].find(u => !u.enabled && u.record.token !== undefined)
+  if (disabled !== undefined) {
+    refused(ctx, env, `login as ${disabled.name} (enabled: false) with the right token`, await env.client({ user: disabled.name, metas: metasOf(disabled) }).login(), `user ${disabled.name} is disabled`)
+  }
+
+  if (revoke) {
+    // a second client of the same user that sends no heartbeat: nothing cuts it off, but its visitors are refused
+    const quiet = ops.includes('NewUserConn') ? await quietClient(ctx, env, first, metasOf(first), inside, echo) : undefined
+    // the users file rewritten with the user disabled, and SIGHUP: their client is cut off at its next heartbeat (1 s here)
+    const users = JSON.parse(recipe.files[fileName as string])
+    users.users[first.name].enabled = false
+    writeFileSync(join(env.gateway.dir, fileName as string), JSON.stringify(users, null, 2))
+    const [from, frpsFrom] = [a.lines.length, env.frps.proc.lines.length]
+    const since = Date.now()
+    const reloaded = await env.gateway.reload()
+    ctx.check(`${fileName as string} rewritten with ${first.name} disabled, SIGHUP: the gateway logs \`config reloaded\``, /"msg":"config reloaded"/.test(reloaded ?? ''), reloaded, env.procs)
+    const reason = `user ${first.name} is disabled`
+    const ping = await env.frps.proc.waitLine(new RegExp(`received invalid ping: ${escapeRegExp(reason)}`), 20_000, frpsFrom)
+    ctx.check(`frps refuses ${first.name}'s next heartbeat: frps logs ${quote(`received invalid ping: ${reason}`)}`, ping !== undefined,
+      ping ?? 'no such line within 20 s', env.procs)
+    // frpc 0.64 logs frps's Pong error; 0.41 only sees its control connection closed, and the reason when it logs in again
+    const line = await a.waitLine(new RegExp(escapeRegExp(reason)), 20_000, from)
+    const seconds = ((Date.now() - since) / 1000).toFixed(1)
+    ctx.check(`${first.name}'s frpc (heartbeat every 1 s) is cut off and logs ${quote(reason)}`, line !== undefined,
+      line !== undefined ? `after ${seconds} s: ${line}` : 'no such line within 20 s', env.procs)
+    if (line !== undefined) ctx.say(`${seconds} s after SIGHUP, frpc logged: ${line.replace(/^.*?\] (?=\[)/, '')}`)
+    await sleep(500)
+    const got = await echoThrough(inside, echo, 1024, 3000)
+    const online = await onlineProxies(env.frps, 'tcp')
+    const left = quiet !== undefined ? [quiet.client.proxyName('quiet')] : []
+    ctx.check(`then ${a.proxyName('ssh')} is closed: nothing listens on port ${inside}, frps's dashboard lists ${left.length > 0 ? `only ${left.join()}` : 'no tcp proxy'} online`,
+      /ECONNREFUSED/.test(got) && online.join() === left.join(), `a visitor got: ${got}; frps lists ${JSON.stringify(online)}`, env.procs)
+    await a.stop()
+    if (quiet !== undefined) {
+      const refusedVisitor = await echoThrough(quiet.port, echo, 1024, 3000)
+      const rejected = await env.frps.proc.waitLine(new RegExp(`\\[${escapeRegExp(quiet.client.proxyName('quiet'))}\\] the user conn .* was rejected, err: ?${escapeRegExp(reason)}`), 5000, frpsFrom)
+      ctx.check(`${first.name}'s client with no heartbeat stays logged in, but a visitor of ${quiet.client.proxyName('quiet')} is refused (NewUserConn): closed, frps logs the reason`,
+        /^(closed|error \w+) after 0 /.test(refusedVisitor) && rejected !== undefined && quiet.client.running,
+        `a visitor got: ${refusedVisitor}; frps: ${rejected ?? 'no rejected user conn line'}`, env.procs)
+      await quiet.client.stop()
+    }
+  }
+
+  const rate = recipe.steps.find(s => s.plugin === 'rate-limit' && s.ops?.includes('Login'))
+  if (rate !== undefined && others[0] !== undefined) {
+    // the bucket is per address: every client here is 127.0.0.1, refused logins and reconnects included
+    const burst = Number(rate.options.burst ?? rate.options.limit)
+    let ok = 0
+    let refusal: string | undefined
+    for (let i = 0; i <= burst && refusal === undefined; i++) {
+      const c = env.client({ user: others[0].name, metas: metasOf(others[0]) })
+      const result = await c.login()
+      await c.stop()
+      if (result === 'ok') ok++
+      else refusal = result
+    }
+    const template = (rate.options.reason as string | undefined) ?? 'rate limit exceeded by {{step}}: retry in {{retry_after}}s'
+    const reason = new RegExp(`^${escapeRegExp(render(template, { step: rate.name, user: others[0].name, client_ip: '127.0.0.1', retry_after: '\0' })).replace('\0', '\\d+')}$`)
+    ctx.check(`${rate.name} still counts logins per address before the users step: within ${burst + 1} more right-token logins of ${others[0].name}, one is refused by it`,
+      refusal !== undefined && reason.test(refusal), `${ok} got in, then frpc: ${refusal ?? 'none refused'}`, env.procs)
+  }
+}
+
 /** One scenario per README recipe name: a recipe without one fails the run. */
 export const recipeScenarios: Record<string, RecipeScenario> = {
   // the configuration reference: a whole config (Redis, admin listener, forward)
@@ -470,6 +607,10 @@ export const recipeScenarios: Record<string, RecipeScenario> = {
       ok === burst && refusals.length === 2 && refusals.every(r => /^too many new proxies for alice: retry in \d+s$/.test(r)),
       `${ok} started, refused: ${JSON.stringify([...new Set(refusals)])}`, env.procs)
   },
+
+  // the users section: one users step and a login rate limit; the migrations from fp-multiuser and frps-panel
+  'login-rate+users': usersScenario,
+  users: usersScenario,
 
   'visitors-per-ip': async (ctx, recipe) => {
     const env = await setUp(ctx, { chain: recipe.steps })

@@ -1,6 +1,15 @@
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import t from 'tap'
+import { readmeRecipes } from '../e2e/recipes.js'
 import { configFile, ROOT, runCli } from './helpers/cli.js'
+
+/** A README sample: the output after `$ command`, up to the end of its text block or the next command. */
+function sampleOf (readme: string, command: string): string | undefined {
+  const at = readme.indexOf(`$ ${command}\n`)
+  return at === -1 ? undefined : readme.slice(at + command.length + 3).split(/\n```|\n\$ /)[0] + '\n'
+}
 
 t.test('check reports every error of every step in one run, each with its JSON path', async t => {
   const file = configFile({
@@ -52,12 +61,7 @@ t.test('check reports every error of every step in one run, each with its JSON p
 
 t.test("README's check samples are what check prints", async t => {
   const readme = readFileSync(`${ROOT}README.md`, 'utf8')
-  // each sample: the command line, then its output up to the end of the text block or the next command
-  const sample = (command: string): string => {
-    const at = readme.indexOf(`$ ${command}\n`)
-    t.not(at, -1, command)
-    return readme.slice(at + command.length + 3).split(/\n```|\n\$ /)[0] + '\n'
-  }
+  const sample = (command: string): string | undefined => sampleOf(readme, command)
   const example = await runCli(['check', '--config', 'config/gateway.example.json'])
   t.equal(example.code, 0)
   t.equal(example.stdout, sample('frp-plugin-gateway check --config config/gateway.example.json'))
@@ -66,6 +70,29 @@ t.test("README's check samples are what check prints", async t => {
   const res = await runCli(['check', '--config', file])
   t.equal(res.code, 1)
   t.equal(res.stderr.replace(file, 'broken.json'), sample('frp-plugin-gateway check --config broken.json'))
+})
+
+t.test("README's users section: its check and trace samples are what the CLI prints for its gateway.json and users.json", async t => {
+  const readme = readFileSync(`${ROOT}README.md`, 'utf8')
+  const recipe = readmeRecipes(`${ROOT}README.md`).find(r => r.name === 'login-rate+users')
+  if (recipe?.config === undefined) throw new Error('README has no login-rate+users config')
+  const dir = mkdtempSync(join(tmpdir(), 'frpgw-readme-'))
+  writeFileSync(join(dir, 'gateway.json'), JSON.stringify(recipe.config, null, 2))
+  for (const [name, text] of Object.entries(recipe.files)) writeFileSync(join(dir, name), text)
+  const check = await runCli(['check', '--config', 'gateway.json'], { cwd: dir })
+  t.equal(check.code, 0, check.stderr)
+  t.equal(check.stdout, sampleOf(readme, 'frp-plugin-gateway check --config gateway.json'))
+
+  const section = readme.slice(readme.indexOf('\n## Users: '), readme.indexOf('\n### From fp-multiuser'))
+  const traces = [...section.matchAll(/^\$ echo '(.*)' \\\n {4}\| frp-plugin-gateway trace --config gateway\.json --op (\w+)(; echo "exit \$\?")?\n([\s\S]*?)\n```/gm)]
+  t.equal(traces.length, 2, 'a Login and a NewProxy sample')
+  // timings differ from run to run
+  const untimed = (text: string): string => text.replace(/ in \d+\.\d+ ms/g, ' in N ms')
+  for (const [, content, op, withExit, output] of traces) {
+    const res = await runCli(['trace', '--config', 'gateway.json', '--op', op], { cwd: dir, stdin: content })
+    const exit = withExit !== undefined ? `exit ${String(res.code)}\n` : ''
+    t.equal(untimed(res.stdout + exit), untimed(output + '\n'), `trace --op ${op}`)
+  }
 })
 
 t.test('run refuses to start with the same complete list', async t => {
