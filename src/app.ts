@@ -12,6 +12,7 @@ import { OUTCOMES, type Metrics, type Outcome } from './metrics.js'
 import {
   answerFor, isObject, isOp, OPS, type Content, type Op
 } from './protocol.js'
+import { viewOf } from './registry/live.js'
 import type { Runtime } from './runtime.js'
 
 /** The live runtime; reload replaces it whole, and a call keeps the one it started on. */
@@ -158,6 +159,14 @@ export function registerAdminRoutes (app: FastifyInstance, ref: RuntimeRef, metr
     reply.header('content-type', metrics.register.contentType)
     return await metrics.register.metrics()
   })
+  metrics.registryProxies.source.count = async () => await ref.current.registry?.store.count() ?? 0
+  const proxies = async (user?: string): Promise<unknown> => {
+    const registry = ref.current.registry
+    if (registry === undefined) throw new GatewayError('FRPGW_ERR_NO_REGISTRY')
+    return { proxies: (await registry.store.list(user)).map(viewOf) }
+  }
+  app.get('/proxies', async () => await proxies())
+  app.get<{ Params: { user: string } }>('/proxies/:user', async req => await proxies(req.params.user))
   app.get('/healthz', async () => ({ status: 'ok' }))
   app.get('/readyz', async (_, reply) => {
     const reason = await ref.current.ready()

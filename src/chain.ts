@@ -7,6 +7,7 @@ import type { Decision, Metrics, Outcome } from './metrics.js'
 import type { RateLimitStore } from './stores/store.js'
 import { sameJson, type Content, type Op } from './protocol.js'
 import type { TemplateContext } from './template.js'
+import type { LiveRegistry } from './registry/live.js'
 import type { UserTable } from './users/table.js'
 
 /** What a step knows of the call besides the content. */
@@ -64,6 +65,8 @@ export interface PluginDeps {
   store: (kind: 'auto' | 'memory' | 'redis') => RateLimitStore
   /** the user table of the top-level `users` block; throws when there is none */
   users: () => UserTable
+  /** the live proxy registry of the top-level `registry` block; throws when there is none */
+  registry: () => LiveRegistry
 }
 
 /** A built-in plugin: its options schema and a factory that validates and compiles once. */

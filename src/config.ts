@@ -1,7 +1,7 @@
 import { dirname } from 'node:path'
 import { z } from 'zod'
 import { plugins } from '../plugins/index.js'
-import { intIn, MAX_DEADLINE_MS } from './bounds.js'
+import { durationIn, intIn, MAX_DEADLINE_MS } from './bounds.js'
 import { collectIssues, ConfigError, type ConfigIssue } from './errors.js'
 import { readJsonFile } from './json-file.js'
 import { createLogger } from './log.js'
@@ -67,6 +67,16 @@ export const configSchema = z.strictObject({
     })
   ], { error: 'expected {"file": "users.json"} or {"redis": {}}' }).optional().describe('where the user table lives (the users step reads it)'),
   drainMs: intIn(0, 60_000).default(5000).describe('on stop and reload, how long work after answers (registry records, events) may still take (ms)'),
+  registry: z.strictObject({
+    store: z.enum(['auto', 'memory', 'redis']).default('auto').describe('auto: redis when the redis block is configured, else memory'),
+    frpsApi: z.strictObject({
+      url: z.string().regex(/^https?:\/\//, 'expected an http:// or https:// URL').describe('frps\'s dashboard (webServer), e.g. http://127.0.0.1:7500'),
+      user: z.string().optional().describe('webServer.user'),
+      password: z.string().optional().describe('webServer.password')
+    }).optional().describe('read the proxies frps lists online, to remove records of proxies frps refused or lost'),
+    reconcileEvery: durationIn(1000, 86_400_000, 'an interval').default(60_000).describe('how often frpsApi is read: "30s", "1m", "1h" or milliseconds, from 1s to 24h'),
+    onStoreError: z.enum(['allow', 'reject']).default('allow').describe('what quota, ports and proxyMetas conditions do while the registry cannot be read')
+  }).optional().describe('record every proxy frps opens (NewProxy answered allow or modify, CloseProxy): needed by quota, ports and when.proxyMetas'),
   deadlineMs: intIn(1, MAX_DEADLINE_MS).default(3000).describe('no answer to frps takes longer (ms; frpc waits 10 s for a Login answer)'),
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

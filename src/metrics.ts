@@ -113,6 +113,26 @@ export class FastHistogram extends FastMetric<HistogramSeries> {
   }
 }
 
+/** Where the registry gauge reads its count at scrape time: the live runtime's registry, set on every swap. */
+export interface RegistrySource { count?: () => Promise<number> }
+
+function registryGauge (register: Registry): Gauge & { source: RegistrySource } {
+  const source: RegistrySource = {}
+  const gauge = new Gauge({
+    name: 'frp_gateway_registry_proxies',
+    help: 'Proxies in the registry (every gateway sharing it), read at scrape time',
+    registers: [register],
+    async collect () {
+      if (source.count === undefined) return this.set(0)
+      // a registry that cannot be read now keeps its last count; frp_gateway_redis_up says why
+      try {
+        this.set(await source.count())
+      } catch {}
+    }
+  })
+  return Object.assign(gauge, { source })
+}
+
 /** Every metric the gateway exports, defined once per process and kept across config reloads. */
 export function createMetrics (register = new Registry()) {
   collectDefaultMetrics({ register })
@@ -129,6 +149,9 @@ export function createMetrics (register = new Registry()) {
     rateLimitDecisions: new FastCounter('frp_gateway_ratelimit_decisions_total', 'Rate-limit decisions by result', ['step', 'result'], register),
     usersDecisions: new FastCounter('frp_gateway_users_decisions_total', 'Users step decisions by the rule that decided', ['step', 'result'], register),
     commitFailures: new FastCounter('frp_gateway_commit_failures_total', 'Work after an answer (registry records, reservations, events) that failed, by step', ['step'], register),
+    registryReconciles: new FastCounter('frp_gateway_registry_reconcile_total', 'Reconciliations of the registry against frps\'s dashboard API, by result', ['result'], register),
+    registryReconcileRemoved: new FastCounter('frp_gateway_registry_reconcile_removed_total', 'Registry records removed because frps does not list their proxy online', [], register),
+    registryProxies: registryGauge(register),
     redisUp: new Gauge({
       name: 'frp_gateway_redis_up',
       help: '1 when the configured Redis answers, 0 when it does not',

@@ -17,6 +17,9 @@ import { FileUserSource } from './users/file-source.js'
 import { parseUserRecord } from './users/record.js'
 import { RedisUserSource } from './users/redis-source.js'
 import type { UserTable } from './users/table.js'
+import { LiveRegistry } from './registry/live.js'
+import { MemoryRegistry } from './registry/memory.js'
+import { RedisRegistry } from './registry/redis.js'
 
 export interface RuntimeDeps {
   metrics: Metrics
@@ -25,6 +28,8 @@ export interface RuntimeDeps {
   memoryStore?: MemoryStore
   /** false for `check`: compile only, do not wait for Redis */
   open?: boolean
+  /** process-wide, so the memory registry survives a reload; a runtime without one makes its own */
+  memoryRegistry?: MemoryRegistry
   /** process-wide, so a stop waits for the commits of every runtime; a runtime without one makes its own */
   committer?: Committer
   /** the folder a relative users file is read from: the config file's (default: the working directory) */
@@ -51,6 +56,11 @@ export class Runtime {
     this.steps = steps
     this.stores = stores
     this.committer = committer
+  }
+
+  /** The live proxy registry, when the config has a `registry` block. */
+  get registry (): LiveRegistry | undefined {
+    return this.stores.registry
   }
 
   /** The commit phase of one call, after its answer: every hook of the op is told what frps was told. */
@@ -131,6 +141,8 @@ const UNREADABLE: UserTable = { kind: 'file', lookup: () => ({ status: 'error', 
 /** The stores of one runtime (rate-limit buckets, the user table): Redis is connected only when a step asks for it. */
 class Stores {
   redis: RedisStore | undefined
+  /** set by createRuntime from the `registry` block */
+  registry: LiveRegistry | undefined
   /** set by createRuntime from the `users` block */
   users: FileUserSource | RedisUserSource<CompiledUser> | undefined
   private client: Redis | Cluster | undefined
@@ -213,8 +225,31 @@ class Stores {
     if ((client.status as string) !== 'ready') this.deps.log.warn({ timeoutMs }, 'redis not reachable yet: rate-limit steps follow onStoreError until it is')
   }
 
+  /** The registry of the `registry` block; throws when there is none (a config error of the step asking). */
+  liveRegistry (who: string): LiveRegistry {
+    if (this.registry === undefined) throw new Error(`${who} needs the top-level "registry" block: {"store": "auto"}`)
+    return this.registry
+  }
+
+  openRegistry (): ConfigIssue[] {
+    const cfg = this.config.registry
+    if (cfg === undefined) return []
+    const kind = cfg.store === 'auto' ? (this.config.redis !== undefined ? 'redis' : 'memory') : cfg.store
+    if (kind === 'redis' && this.config.redis === undefined) return [{ path: 'registry.store', message: 'a registry in Redis needs the top-level "redis" block' }]
+    const store = kind === 'redis'
+      ? new RedisRegistry(this.redisClient('registry'), { keyPrefix: this.keyPrefix })
+      : this.deps.memoryRegistry ?? new MemoryRegistry()
+    const { registryReconciles, registryReconcileRemoved } = this.deps.metrics
+    this.registry = new LiveRegistry(store, cfg, {
+      reconciled: result => registryReconciles.labels(result).inc(),
+      removed: n => registryReconcileRemoved.labels().inc(n)
+    }, this.deps.log.child({ part: 'registry' }))
+    return []
+  }
+
   async close (): Promise<void> {
     this.closed = true
+    await this.registry?.close()
     if (this.users instanceof RedisUserSource) await this.users.close()
     this.client?.disconnect()
     if (this.ownsMemory) await this.memory.close()
@@ -240,7 +275,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
   const commits = Object.fromEntries(OPS.map(op => [op, [] as CommitHook[]])) as Record<Op, CommitHook[]>
   const built: Step[] = []
   const stores = new Stores(config, deps)
-  issues.push(...await stores.openUsers(deps.baseDir ?? process.cwd()))
+  issues.push(...await stores.openUsers(deps.baseDir ?? process.cwd()), ...stores.openRegistry())
   // a chain with holes: the steps that did not parse (parseConfig), whose problems are known already
   config.chain.forEach((sc: StepConfig, i) => {
     if (!sc.enabled) return
@@ -248,7 +283,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     const { value, issues: found } = collectIssues(`chain[${i}]`, () => ({
       when: compileAt('when', () => compileWhen(sc.when)),
       run: compileAt('options', () => def.create(sc.options, {
-        name: sc.name, ops: (sc.ops ?? def.ops) as Op[], log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind), users: () => stores.userTable()
+        name: sc.name, ops: (sc.ops ?? def.ops) as Op[], log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind), users: () => stores.userTable(), registry: () => stores.liveRegistry(`plugin ${sc.plugin}`)
       }))
     }))
     if (value?.run !== undefined) built.push(value.run)
@@ -267,7 +302,15 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     await stores.close()
     throw new ConfigError(source, issues)
   }
-  if (deps.open !== false) await stores.open(STORE_OPEN_TIMEOUT_MS)
+  if (deps.open !== false) {
+    await stores.open(STORE_OPEN_TIMEOUT_MS)
+    stores.registry?.start()
+  }
+  const registry = stores.registry
+  if (registry !== undefined) {
+    commits.NewProxy.push(registry.hook)
+    commits.CloseProxy.push(registry.hook)
+  }
   const failures = deps.metrics.commitFailures
   const committer = deps.committer ?? new Committer({ failed: step => failures.labels(step).inc() })
   return new Runtime(config, chains, commits, built, stores, committer)

@@ -1,0 +1,116 @@
+import type { Logger } from 'pino'
+import type { CommitEvent, CommitHook } from '../commit.js'
+import { warnRepeated } from '../log.js'
+import { own, type Content } from '../protocol.js'
+import { onlineProxies, reconcile, type FrpsApiConfig } from './reconcile.js'
+import type { ProxyRecord, RegistryStore } from './store.js'
+
+export interface RegistryCounters {
+  reconciled: (result: 'ok' | 'error') => void
+  removed: (n: number) => void
+}
+
+export interface RegistryOptions {
+  onStoreError: 'allow' | 'reject'
+  frpsApi?: FrpsApiConfig
+  reconcileEvery: number
+}
+
+const str = (v: unknown): string => typeof v === 'string' ? v : ''
+const strings = (v: unknown): string[] | undefined => Array.isArray(v) && v.length > 0 ? v.filter((s): s is string => typeof s === 'string') : undefined
+
+/** The record of a NewProxy as frps was told to open it (the final content). */
+export function recordOf (content: Content, time: number): ProxyRecord {
+  const user = own(content, 'user')
+  const record: ProxyRecord = { user: str(own(user, 'user')), name: str(own(content, 'proxy_name')), type: str(own(content, 'proxy_type')), run_id: str(own(user, 'run_id')), registered_at: time }
+  const port = own(content, 'remote_port')
+  if ((record.type === 'tcp' || record.type === 'udp') && typeof port === 'number' && port > 0) record.remote_port = port
+  const domains = strings(own(content, 'custom_domains'))
+  if (domains !== undefined) record.custom_domains = domains
+  const subdomain = own(content, 'subdomain')
+  if (typeof subdomain === 'string' && subdomain !== '') record.subdomain = subdomain
+  const metas = own(content, 'metas')
+  if (metas !== null && typeof metas === 'object' && Object.keys(metas).length > 0) record.metas = { ...metas as Record<string, string> }
+  return record
+}
+
+/** A record as the admin view shows it: times in ISO 8601. */
+export const viewOf = (r: ProxyRecord): Record<string, unknown> => ({
+  user: r.user,
+  name: r.name,
+  type: r.type,
+  run_id: r.run_id,
+  remote_port: r.remote_port,
+  custom_domains: r.custom_domains,
+  subdomain: r.subdomain,
+  metas: r.metas,
+  registered_at: new Date(r.registered_at).toISOString()
+})
+
+/**
+ * The registry of one runtime: its store, the commit hook that records every NewProxy answered
+ * allow or modify and every CloseProxy (whatever the steps are), and the reconciliation against
+ * frps's dashboard API when one is configured.
+ */
+export class LiveRegistry {
+  readonly store: RegistryStore
+  readonly options: RegistryOptions
+  readonly hook: CommitHook
+  #timer: NodeJS.Timeout | undefined
+  #reconciling: Promise<void> | undefined
+
+  constructor (store: RegistryStore, options: RegistryOptions, private readonly counters: RegistryCounters, private readonly log: Logger) {
+    this.store = store
+    this.options = options
+    this.hook = { name: 'registry', commit: async e => await this.#commit(e), describe: e => this.#describe(e) }
+  }
+
+  async #commit (event: CommitEvent): Promise<void> {
+    if (event.op === 'NewProxy') {
+      if (event.outcome === 'allow' || event.outcome === 'modify') await this.store.register(recordOf(event.content, event.time))
+    } else if (event.op === 'CloseProxy') {
+      const user = own(event.content, 'user')
+      await this.store.unregister(str(own(user, 'user')), str(own(event.content, 'proxy_name')), str(own(user, 'run_id')))
+    }
+  }
+
+  #describe (event: CommitEvent): string | undefined {
+    if (event.op === 'NewProxy') {
+      if (event.outcome !== 'allow' && event.outcome !== 'modify') return `records nothing (the answer is ${event.outcome})`
+      const r = recordOf(event.content, event.time)
+      return `would record ${r.name} of ${r.user} (${r.type}${r.remote_port !== undefined ? `, remote port ${r.remote_port}` : ''}, run_id ${r.run_id})`
+    }
+    if (event.op === 'CloseProxy') {
+      const user = own(event.content, 'user')
+      return `would remove ${str(own(event.content, 'proxy_name'))} of ${str(own(user, 'user'))} if its run_id is ${str(own(user, 'run_id'))}`
+    }
+    return undefined
+  }
+
+  /** Starts reconciling every reconcileEvery, when frpsApi is set. */
+  start (): void {
+    const api = this.options.frpsApi
+    if (api === undefined || this.#timer !== undefined) return
+    this.#timer = setInterval(() => { this.#reconciling ??= this.reconcileOnce(api).finally(() => { this.#reconciling = undefined }) }, this.options.reconcileEvery)
+    this.#timer.unref()
+  }
+
+  /** One reconciliation: never throws; a failed read removes nothing. */
+  async reconcileOnce (api: FrpsApiConfig): Promise<void> {
+    try {
+      const removed = await reconcile(this.store, await onlineProxies(api), this.options.reconcileEvery)
+      this.counters.reconciled('ok')
+      this.counters.removed(removed)
+      if (removed > 0) this.log.info({ removed }, 'registry reconciled: records frps does not list removed')
+    } catch (err) {
+      this.counters.reconciled('error')
+      warnRepeated(this.log, 'registry\nreconcile', { err }, { error: (err as Error).message }, 'registry reconciliation failed')
+    }
+  }
+
+  async close (): Promise<void> {
+    clearInterval(this.#timer)
+    await this.#reconciling
+    await this.store.close()
+  }
+}

@@ -1,0 +1,148 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import t from 'tap'
+import { loadSamples } from '../helpers/fixtures.js'
+import { startGateway, configIssues, type TestGateway } from '../helpers/gateway.js'
+import { startRedis } from '../helpers/redis.js'
+
+const samples = loadSamples('frps-0.64.0-requests.jsonl')
+const sample = (op: string, name: string): Record<string, any> =>
+  structuredClone(samples.find(s => s.body.op === op && s.body.content.proxy_name === name)?.body.content) as Record<string, any>
+const ssh = (): Record<string, any> => sample('NewProxy', 'alice.ssh')
+const close = (name: string, runId: string): Record<string, any> => ({ user: { user: 'alice', metas: { team: 'blue' }, run_id: runId }, proxy_name: name })
+
+/** GET /proxies (or one user's) as the admin view answers it. */
+async function view (gw: TestGateway, user?: string): Promise<{ status: number, body: any }> {
+  const res = await gw.app.inject({ method: 'GET', url: user === undefined ? '/proxies' : `/proxies/${user}` })
+  return { status: res.statusCode, body: res.json() }
+}
+
+/**
+ * Polls the admin view until `done` holds. A commit runs right after its answer and takes a few ms
+ * (30 ms across two gateways on one Redis here); the bound is wide for a loaded CI machine.
+ */
+async function soon (gw: TestGateway, done: (names: string[]) => boolean): Promise<string[]> {
+  const until = performance.now() + 1000
+  for (;;) {
+    const names = (await view(gw)).body.proxies.map((p: { name: string }) => p.name)
+    if (done(names) || performance.now() > until) return names
+    await sleep(5)
+  }
+}
+
+const REJECT_HTTP = { name: 'no-http', plugin: 'reject', ops: ['NewProxy'], when: { proxyTypes: ['http'] }, options: { reason: 'no http here' } }
+
+t.test('every NewProxy answered allow or modify is recorded, whatever the steps; a rejected one is not', async t => {
+  const gw = await startGateway(t, { registry: {}, chain: [REJECT_HTTP, { name: 'tag', plugin: 'metas', ops: ['NewProxy'], when: { proxyTypes: ['udp'] }, options: { set: { tagged: 'yes' } } }] })
+  const udp = sample('NewProxy', 'alice.dns')
+  t.equal((await gw.call('NewProxy', ssh())).body.unchange, true)
+  t.equal((await gw.call('NewProxy', udp)).body.unchange, false, 'modified')
+  t.equal((await gw.call('NewProxy', sample('NewProxy', 'alice.web'))).body.reject, true)
+  t.same(await soon(gw, names => names.length >= 2), ['alice.dns', 'alice.ssh'])
+  const { body } = await view(gw)
+  const recorded = body.proxies.find((p: { name: string }) => p.name === 'alice.ssh')
+  t.match(recorded, { user: 'alice', name: 'alice.ssh', type: 'tcp', run_id: '9a961f8f3302e589', remote_port: 27606, metas: { id: '123' } })
+  t.match(recorded.registered_at, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/)
+  t.same(body.proxies.find((p: { name: string }) => p.name === 'alice.dns').metas, { ...udp.metas, tagged: 'yes' }, 'the content frps acts on: the modified one')
+  t.same((await view(gw, 'alice')).body.proxies.length, 2)
+  t.same(await view(gw, 'bob'), { status: 200, body: { proxies: [] } })
+  t.equal(await gw.metric('frp_gateway_registry_proxies'), 2)
+})
+
+t.test('CloseProxy removes a record only for its run_id; a reconnect replaces the record', async t => {
+  const gw = await startGateway(t, { registry: {} })
+  await gw.call('NewProxy', ssh())
+  await soon(gw, names => names.length === 1)
+  const again = ssh()
+  again.user.run_id = 'second-session'
+  await gw.call('NewProxy', again)
+  t.equal((await gw.call('CloseProxy', close('alice.ssh', '9a961f8f3302e589'))).status, 200, 'a late CloseProxy of the old session')
+  await sleep(50)
+  const kept = (await view(gw)).body.proxies
+  t.same(kept.map((p: { name: string, run_id: string }) => [p.name, p.run_id]), [['alice.ssh', 'second-session']], 'one record, of the new session')
+  await gw.call('CloseProxy', close('alice.ssh', 'second-session'))
+  t.same(await soon(gw, names => names.length === 0), [])
+  t.equal(await gw.metric('frp_gateway_registry_proxies'), 0)
+})
+
+t.test('without the registry block the admin view says so, and nothing is recorded', async t => {
+  const gw = await startGateway(t, {})
+  t.same(await view(gw), { status: 404, body: { error: { code: 'FRPGW_ERR_NO_REGISTRY', message: 'no registry: the config has no top-level "registry" block' } } })
+  t.equal(gw.ref.current.commits.NewProxy.length, 0, 'no commit work for calls')
+  t.equal(await gw.metric('frp_gateway_registry_proxies'), 0)
+})
+
+t.test('a registry in Redis needs the redis block', async t => {
+  t.same(await configIssues(t, { registry: { store: 'redis' } }), [{ path: 'registry.store', message: 'a registry in Redis needs the top-level "redis" block' }])
+  t.same((await configIssues(t, { registry: { reconcileEvery: '1d', frpsApi: { url: 'ftp://x' } } })).map(i => i.path).sort(), ['registry.frpsApi.url', 'registry.reconcileEvery'])
+})
+
+t.test('two gateways on one Redis: what one records, the other lists at once; a failing store is counted, never answered', async t => {
+  const redis = await startRedis(t)
+  const config = { redis: { url: redis.url, keyPrefix: `frpgw:live-${Date.now()}:` }, registry: {} }
+  const one = await startGateway(t, config)
+  const two = await startGateway(t, config)
+  await one.call('NewProxy', ssh())
+  t.same(await soon(two, names => names.length === 1), ['alice.ssh'])
+  await two.call('CloseProxy', close('alice.ssh', '9a961f8f3302e589'))
+  t.same(await soon(one, names => names.length === 0), [])
+
+  redis.pause(true)
+  const started = performance.now()
+  const answer = await one.call('NewProxy', ssh())
+  t.equal(answer.body.unchange, true, 'the answer does not wait for the store')
+  t.ok(performance.now() - started < 500, 'and comes at once')
+  await sleep(1500)
+  t.ok((await one.metric('frp_gateway_commit_failures_total', { step: 'registry' }) ?? 0) >= 1, 'the failed record is counted')
+  t.ok(one.logs.some(l => l.msg === 'commit failed' && l.step === 'registry'), 'and logged')
+  redis.pause(false)
+})
+
+t.test('with frpsApi, records frps does not list online go at the next reconciliation, and it is counted', async t => {
+  const { createServer } = await import('node:http')
+  let online = ['alice.ssh']
+  const frps = createServer((req, res) => {
+    const type = req.url?.split('/').pop()
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify({ proxies: type === 'tcp' ? online.map(name => ({ name, status: 'online' })) : [] }))
+  }).listen(0, '127.0.0.1')
+  await new Promise(resolve => frps.once('listening', resolve))
+  t.teardown(() => { frps.closeAllConnections(); frps.close() })
+  const url = `http://127.0.0.1:${(frps.address() as { port: number }).port}`
+  const gw = await startGateway(t, { registry: { frpsApi: { url }, reconcileEvery: '1s' } })
+  await gw.call('NewProxy', ssh())
+  const other = ssh()
+  other.proxy_name = 'alice.refused'
+  other.remote_port = 27607
+  await gw.call('NewProxy', other)
+  t.same(await soon(gw, names => names.length === 2), ['alice.refused', 'alice.ssh'])
+  // frps lists alice.ssh only: alice.refused goes at the first reconciliation that finds it older than one interval
+  const until = performance.now() + 4000
+  let names: string[] = []
+  while (performance.now() < until) {
+    names = (await view(gw)).body.proxies.map((p: { name: string }) => p.name)
+    if (names.length === 1) break
+    await sleep(100)
+  }
+  t.same(names, ['alice.ssh'])
+  t.equal(await gw.metric('frp_gateway_registry_reconcile_removed_total'), 1)
+  t.ok((await gw.metric('frp_gateway_registry_reconcile_total', { result: 'ok' }) ?? 0) >= 1, 'counted as ok')
+  online = []
+  frps.closeAllConnections()
+  frps.close()
+  await sleep(1300)
+  t.ok((await gw.metric('frp_gateway_registry_reconcile_total', { result: 'error' }) ?? 0) >= 1, 'frps away: counted as an error')
+  t.same((await view(gw)).body.proxies.map((p: { name: string }) => p.name), ['alice.ssh'], 'and nothing removed on a failed read')
+})
+
+t.test('trace shows what the registry would record, and records nothing', async t => {
+  const { traceCall, formatTrace } = await import('../../src/trace.js')
+  const gw = await startGateway(t, { registry: {}, chain: [REJECT_HTTP] })
+  const log = (await import('pino')).default({ level: 'silent' })
+  const traced = await traceCall(gw.ref.current, 'NewProxy', ssh(), log)
+  t.same(traced.commits, ['registry: would record alice.ssh of alice (tcp, remote port 27606, run_id 9a961f8f3302e589)'])
+  t.match(formatTrace(traced, new Map([['no-http', 'reject']])), /\ncommit: registry: would record alice\.ssh of alice \(tcp, remote port 27606, run_id 9a961f8f3302e589\) \(not done by trace\)\n$/)
+  const rejected = await traceCall(gw.ref.current, 'NewProxy', sample('NewProxy', 'alice.web'), log)
+  t.same(rejected.commits, ['registry: records nothing (the answer is reject)'])
+  await sleep(50)
+  t.same((await view(gw)).body.proxies, [], 'trace recorded nothing')
+})
