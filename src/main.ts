@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs'
 import { check } from './cli/check.js'
 import { serve } from './cli/serve.js'
 import { trace } from './cli/trace.js'
-import { args, COMMANDS, configPath, help, StartError, USAGE, UsageError, type Option } from './cli/usage.js'
+import { args, COMMANDS, configPath, help, StartError, subCommand, UsageError, type Option } from './cli/usage.js'
+import { users } from './cli/users.js'
 import { configJsonSchema } from './config.js'
 import { ConfigError } from './errors.js'
 
@@ -23,10 +24,16 @@ export async function main (argv: string[]): Promise<number> {
   if (command === 'help' || values.help === true) {
     const about = command === 'help' ? rest.shift() : command === 'run' && positionals.length === 0 ? undefined : command
     if (about !== undefined && !Object.hasOwn(COMMANDS, about)) throw new UsageError(`unknown command: ${about}`)
+    // `help users get` and `users get NAME --help` show the help of users
+    if (about !== undefined && COMMANDS[about].sub !== undefined && rest.length > 0) {
+      subCommand(about, rest[0])
+      rest.splice(0, command === 'help' ? 1 : rest.length)
+    }
     if (rest.length > 0) throw new UsageError(`unexpected argument: ${rest[0]}`)
     process.stdout.write(help(about))
     return 0
   }
+  if (command === 'users') return await users(rest, values)
   if (rest.length > 0) throw new UsageError(`unexpected argument: ${rest[0]}`)
   const stray = (Object.keys(values) as Option[]).find(o => !COMMANDS[command].options.includes(o))
   if (stray !== undefined) throw new UsageError(`--${stray} does not apply to ${command}`)
@@ -50,11 +57,11 @@ main(process.argv.slice(2)).then(code => {
   if (code !== 0) process.exitCode = code
 }, err => {
   if (err instanceof UsageError) {
-    process.stderr.write(`${err.message}\n${USAGE}\n`)
+    process.stderr.write(`${err.message}\n${err.usage}\n`)
     process.exitCode = 2
   } else if (err instanceof ConfigError || err instanceof StartError) {
     process.stderr.write(`${err.message}\n`)
-    process.exitCode = 1
+    process.exitCode = err instanceof StartError ? err.exitCode : 1
   } else {
     process.stderr.write(`failed to start: ${(err as Error).stack ?? String(err)}\n`)
     process.exitCode = 1
