@@ -115,3 +115,15 @@ export function subCommand (command: string, name: string | undefined): SubComma
   if (!Object.hasOwn(sub, name)) throw new UsageError(`unknown ${command} command: ${name}`, commandUsage(command))
   return sub[name]
 }
+
+/** `command SUB ARGS...`: SUB known, as many ARGS as it takes, and only its options; else a usage error. */
+export function checkSubCommand (command: string, positionals: string[], values: Values): SubCommand {
+  const [name, ...rest] = positionals
+  const sub = subCommand(command, name)
+  const usage = commandUsage(command)
+  if (rest.length < sub.args.length) throw new UsageError(`${command} ${name} needs ${sub.args.slice(rest.length).join(' and ')}`, usage)
+  if (rest.length > sub.args.length) throw new UsageError(`unexpected argument: ${rest[sub.args.length]}`, usage)
+  const stray = (Object.keys(values) as Option[]).find(o => !sub.options.includes(o))
+  if (stray !== undefined) throw new UsageError(`--${stray} does not apply to ${command} ${name}`, usage)
+  return sub
+}

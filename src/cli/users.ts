@@ -9,7 +9,7 @@ import { FileUserSource } from '../users/file-source.js'
 import { fromFpMultiuser, fromFrpsPanel } from '../users/import.js'
 import { issuesOf, parseUserRecord, userNameSchema, userRecordSchema, type CompiledUser } from '../users/record.js'
 import { RedisUserSource } from '../users/redis-source.js'
-import { commandUsage, configPath, StartError, subCommand, UsageError, type Option, type Values } from './usage.js'
+import { commandUsage, configPath, StartError, UsageError, type Values } from './usage.js'
 
 const IMPORTS = { 'fp-multiuser': fromFpMultiuser, 'frps-panel': fromFrpsPanel }
 
@@ -42,8 +42,8 @@ async function connect (cfg: RedisConfig): Promise<Redis | Cluster> {
   let timer: NodeJS.Timeout | undefined
   const failure = await new Promise<string | undefined>(resolve => {
     client.once('ready', () => resolve(undefined))
-    // a Cluster says "Failed to refresh slots cache"; the node's own error says why
-    client.once('error', (err: Error & { lastNodeError?: Error }) => resolve((err.lastNodeError ?? err).message))
+    // a Cluster's error is "Failed to refresh slots cache." whatever each node answered
+    client.once('error', (err: Error) => resolve('cluster' in cfg ? `no node answered (${err.message.replace(/\.$/, '')})` : err.message))
     timer = setTimeout(() => resolve(`no answer within ${CONNECT_WAIT_MS} ms`), CONNECT_WAIT_MS)
   })
   clearTimeout(timer)
@@ -196,15 +196,8 @@ async function importUsers (file: string, values: Values): Promise<number> {
   }
 }
 
-/** `users SUBCOMMAND ...`: positionals after `users`; the options as parsed. */
-export async function users (positionals: string[], values: Values): Promise<number> {
-  const [name, ...rest] = positionals
-  const sub = subCommand('users', name)
-  const usage = commandUsage('users')
-  if (rest.length < sub.args.length) throw new UsageError(`users ${name} needs ${sub.args.slice(rest.length).join(' and ')}`, usage)
-  if (rest.length > sub.args.length) throw new UsageError(`unexpected argument: ${rest[sub.args.length]}`, usage)
-  const stray = (Object.keys(values) as Option[]).find(o => !sub.options.includes(o))
-  if (stray !== undefined) throw new UsageError(`--${stray} does not apply to users ${name}`, usage)
+/** `users NAME ARGS...`, checked by checkSubCommand: the sub-command, its arguments, the options as parsed. */
+export async function users (name: string, rest: string[], values: Values): Promise<number> {
   if (name === 'import') return await importUsers(rest[0], values)
 
   const file = configPath(values.config)
