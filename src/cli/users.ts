@@ -136,10 +136,10 @@ function parseRecord (name: string, text: string): Record<string, unknown> {
   return record
 }
 
-async function change (sub: string, table: Table & { kind: 'redis' }, name: string, json: string): Promise<number> {
+async function change (sub: string, table: Table & { kind: 'redis' }, name: string, record: Record<string, unknown> | undefined): Promise<number> {
   const { source } = table
-  if (sub === 'set') {
-    print([`${name}: ${await source.set(name, parseRecord(name, json))}`])
+  if (record !== undefined) {
+    print([`${name}: ${await source.set(name, record)}`])
     return 0
   }
   const result = sub === 'delete' ? await source.delete(name) : await source.setEnabled(name, sub === 'enable')
@@ -200,6 +200,8 @@ async function importUsers (file: string, values: Values): Promise<number> {
 export async function users (name: string, rest: string[], values: Values): Promise<number> {
   if (name === 'import') return await importUsers(rest[0], values)
 
+  // a bad record is reported before the table is looked for: nothing else can make it good
+  const record = name === 'set' ? parseRecord(rest[0], rest[1]) : undefined
   const file = configPath(values.config)
   const table = await openTable(file, await loadConfig(file))
   try {
@@ -208,7 +210,7 @@ export async function users (name: string, rest: string[], values: Values): Prom
     if (table.kind === 'file') {
       throw new StartError(`users ${name}: the user table of ${file} is the file ${table.source.path} (users.file): edit it there, then reload the gateway (SIGHUP; under --watch it reloads by itself)`, 2)
     }
-    return await change(name, table, rest[0], rest[1])
+    return await change(name, table, rest[0], record)
   } catch (err) {
     if (table.kind === 'redis' && !(err instanceof StartError)) throw new StartError(`redis ${table.where}: ${(err as Error).message}`)
     throw err

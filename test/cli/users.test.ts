@@ -168,9 +168,10 @@ t.test('Redis down: exit 1 with one line, promptly', async t => {
     const res = await runCli(args)
     return { ...res, ms: Date.now() - started }
   }
-  const [list, set, toRedis, stopped, clustered] = await Promise.all([
+  const [list, set, badSet, toRedis, stopped, clustered] = await Promise.all([
     timed(['users', 'list', '-c', refused]),
     timed(['users', 'set', 'alice', '{"token": "a"}', '-c', refused]),
+    timed(['users', 'set', 'alice', '{"ports": ["x"]}', '-c', refused]),
     timed(['users', 'import', '--from', 'fp-multiuser', MULTIUSER, '--to-redis', '-c', refused]),
     timed(['users', 'disable', 'alice', '-c', paused]),
     timed(['users', 'list', '-c', cluster])
@@ -180,6 +181,7 @@ t.test('Redis down: exit 1 with one line, promptly', async t => {
     expect(t, res, 1, '', `redis redis://:***@127.0.0.1:${port} is not reachable: connect ECONNREFUSED 127.0.0.1:${port}\n`, what)
     t.ok(res.ms < 5000, `${what}: ${res.ms} ms`)
   }
+  expect(t, badSet, 1, '', 'alice: not a valid record:\n  ports[0]: "x" is not a port or a "low-high" range within 0-65535\n', 'a bad record is reported first')
   expect(t, stopped, 1, '', `redis ${redis.url} is not reachable: no answer within 3000 ms\n`, 'a Redis that does not answer')
   t.ok(stopped.ms < 10_000, `no answer: ${stopped.ms} ms`)
   expect(t, clustered, 1, '', `redis cluster ${JSON.parse(readFileSync(cluster, 'utf8')).redis.cluster[0]} is not reachable: no node answered (Failed to refresh slots cache)\n`, 'cluster')
