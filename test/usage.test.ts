@@ -12,6 +12,7 @@ const USAGE = [
   '       frp-plugin-gateway check [--config FILE]',
   '       frp-plugin-gateway trace [--config FILE] [--op OP] [--content FILE]',
   '       frp-plugin-gateway schema',
+  '       frp-plugin-gateway users SUBCOMMAND [ARGS] [--config FILE]',
   '       frp-plugin-gateway help [COMMAND] | --help | --version',
   'see frp-plugin-gateway --help',
   ''

@@ -1,0 +1,147 @@
+import { readFileSync, watch as watchFs, type FSWatcher } from 'node:fs'
+import { basename, dirname, resolve } from 'node:path'
+import { createSecureContext } from 'node:tls'
+import { buildAdminApp, buildApp, LISTEN_BACKLOG, type RuntimeRef } from '../app.js'
+import { loadConfig, type Config } from '../config.js'
+import { ConfigError } from '../errors.js'
+import { createLogger } from '../log.js'
+import { createMetrics } from '../metrics.js'
+import { OPS, type Op } from '../protocol.js'
+import { createRuntime, type Runtime } from '../runtime.js'
+import { MemoryStore } from '../stores/memory-store.js'
+import { StartError } from './usage.js'
+
+/** The step names of every op, in the order they run. */
+const chainNames = (runtime: Runtime): Record<Op, string[]> =>
+  Object.fromEntries(OPS.map(op => [op, runtime.chains[op].map(s => s.name)])) as Record<Op, string[]>
+
+/** listen.tls, read and checked before anything opens: an unusable file is a config error naming its key. */
+function readTls (file: string, tls: { cert: string, key: string }): { cert: Buffer, key: Buffer } {
+  const read = (key: 'cert' | 'key'): Buffer => {
+    try {
+      return readFileSync(tls[key])
+    } catch (err) {
+      throw new ConfigError(file, [{ path: `listen.tls.${key}`, message: `cannot read ${tls[key]}: ${(err as Error).message}` }])
+    }
+  }
+  const pair = { cert: read('cert'), key: read('key') }
+  try {
+    createSecureContext(pair)
+  } catch (err) {
+    throw new ConfigError(file, [{ path: 'listen.tls', message: `${tls.cert} and ${tls.key} are not a usable certificate and key: ${(err as Error).message}` }])
+  }
+  return pair
+}
+
+/** A listener that cannot start, in one line: which address, and which listener of the config. */
+function listenFailed (err: unknown, listener: 'RPC' | 'admin', { host, port }: { host: string, port: number }): StartError {
+  const { code, message } = err as { code?: string, message: string }
+  const address = `${host.includes(':') ? `[${host}]` : host}:${port}`
+  const why = code === 'EADDRINUSE'
+    ? 'is already in use'
+    : code === 'EACCES' ? 'is not open to this user (permission denied)' : code === 'EADDRNOTAVAIL' ? 'is not an address of this machine' : `cannot be listened on: ${message}`
+  return new StartError(`cannot start: ${address} (the ${listener} listener: ${listener === 'RPC' ? 'listen' : 'admin'}.host and .port) ${why}`)
+}
+
+/**
+ * --watch: the config file, and the users file the live config names (which can change with a
+ * reload). Folders, not files: editors that save by rename would leave a file watcher on the old inode.
+ */
+function watchFiles (file: string, ref: RuntimeRef, reload: (why: string) => void): () => void {
+  let timer: NodeJS.Timeout | undefined
+  const later = (why: string): void => {
+    clearTimeout(timer)
+    timer = setTimeout(() => reload(why), 100)
+  }
+  const watchers = new Map<string, FSWatcher>()
+  const usersFile = (): string | undefined => {
+    const users = ref.current.config.users
+    return users !== undefined && 'file' in users ? resolve(dirname(file), users.file) : undefined
+  }
+  const watchFolder = (folder: string): void => {
+    if (watchers.has(folder)) return
+    try {
+      watchers.set(folder, watchFs(folder, (_event, name) => {
+        const users = usersFile()
+        if (name === basename(file) && folder === dirname(resolve(file))) later('file changed')
+        else if (users !== undefined && name === basename(users) && folder === dirname(users)) later('users file changed')
+      }).unref())
+    } catch {} // a folder that does not exist has nothing to watch; a reload that fixes the path watches it then
+  }
+  watchFolder(dirname(resolve(file)))
+  const follow = (): void => {
+    const users = usersFile()
+    if (users !== undefined) watchFolder(dirname(users))
+  }
+  follow()
+  return follow
+}
+
+export async function serve (file: string, watch: boolean): Promise<void> {
+  const config = await loadConfig(file)
+  const tls = config.listen.tls !== undefined ? readTls(file, config.listen.tls) : undefined
+  const logger = createLogger(config.log)
+  const metrics = createMetrics()
+  const memoryStore = new MemoryStore()
+  const ref: RuntimeRef = { current: await createRuntime(config, { metrics, log: logger, memoryStore, baseDir: dirname(file) }, file) }
+  logger.info({ file, chains: chainNames(ref.current) }, 'config loaded')
+  const common = { metrics, logger, path: config.listen.path, bodyLimitBytes: config.listen.bodyLimitBytes }
+  const app = buildApp(ref, {
+    ...common,
+    adminRoutes: config.admin === undefined,
+    ...(tls !== undefined ? { https: tls } : {})
+  })
+  const admin = config.admin !== undefined ? buildAdminApp(ref, { ...common, adminRoutes: true }) : undefined
+
+  let onSwap = (): void => {}
+  let reloading = Promise.resolve()
+  const reload = (why: string): void => {
+    reloading = reloading.then(async () => {
+      let next: Config
+      try {
+        next = await loadConfig(file)
+        const runtime = await createRuntime(next, { metrics, log: logger, memoryStore, baseDir: dirname(file) }, file)
+        const old = ref.current
+        ref.current = runtime
+        onSwap()
+        metrics.configReloads.inc({ result: 'success' })
+        logger.info({ why, file, chains: chainNames(runtime) }, 'config reloaded')
+        // calls in flight keep the old runtime and are bounded by its deadline: close it after that
+        setTimeout(() => { void old.close() }, old.config.deadlineMs + 100).unref()
+      } catch (err) {
+        metrics.configReloads.inc({ result: 'failure' })
+        const issues = err instanceof ConfigError ? err.issues : [{ path: '(file)', message: (err as Error).message }]
+        logger.error({ why, file, issues }, 'config reload failed: the previous chain keeps serving')
+      }
+    })
+  }
+  process.on('SIGHUP', () => reload('SIGHUP'))
+  if (watch) onSwap = watchFiles(file, ref, reload)
+  // listening comes last: a reload asked for from the moment the port is up must be heard
+  let failing: 'RPC' | 'admin' = 'RPC'
+  try {
+    await app.listen({ host: config.listen.host, port: config.listen.port, backlog: LISTEN_BACKLOG })
+    failing = 'admin'
+    if (admin !== undefined && config.admin !== undefined) await admin.listen({ host: config.admin.host, port: config.admin.port })
+  } catch (err) {
+    await Promise.allSettled([app.close(), admin?.close(), ref.current.close()])
+    throw listenFailed(err, failing, failing === 'RPC' ? config.listen : config.admin ?? config.listen)
+  }
+
+  let stopping = false
+  const stop = async (signal: string): Promise<void> => {
+    if (stopping) return
+    stopping = true
+    logger.info({ signal }, 'stopping: finishing calls in flight')
+    ref.stopping = true
+    const force = setTimeout(() => process.exit(1), ref.current.config.deadlineMs + 5000).unref()
+    await Promise.allSettled([app.close(), admin?.close()])
+    await ref.current.close()
+    clearTimeout(force)
+    logger.info('stopped')
+    logger.flush?.()
+    process.exitCode = 0
+  }
+  process.on('SIGTERM', () => { void stop('SIGTERM') })
+  process.on('SIGINT', () => { void stop('SIGINT') })
+}
