@@ -122,6 +122,11 @@ export class Runtime {
   }
 }
 
+/** The commit phase's runner, counting failures per step in frp_gateway_commit_failures_total. */
+export function createCommitter (metrics: Metrics): Committer {
+  return new Committer({ failed: step => metrics.commitFailures.labels(step).inc() })
+}
+
 function commitEvent (op: Op, sent: Content, result: ChainResult, reqid: string, log: Logger): CommitEvent {
   const failed = result.outcome === 'reject' || result.outcome === 'error'
   return {
@@ -311,9 +316,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     commits.NewProxy.push(registry.hook)
     commits.CloseProxy.push(registry.hook)
   }
-  const failures = deps.metrics.commitFailures
-  const committer = deps.committer ?? new Committer({ failed: step => failures.labels(step).inc() })
-  return new Runtime(config, chains, commits, built, stores, committer)
+  return new Runtime(config, chains, commits, built, stores, deps.committer ?? createCommitter(deps.metrics))
 }
 
 /** What `check` prints: per op, the steps that will run, in order. */

@@ -7,7 +7,8 @@ import { ConfigError } from '../errors.js'
 import { createLogger } from '../log.js'
 import { createMetrics } from '../metrics.js'
 import { OPS, type Op } from '../protocol.js'
-import { createRuntime, type Runtime } from '../runtime.js'
+import { MemoryRegistry } from '../registry/memory.js'
+import { createCommitter, createRuntime, type Runtime } from '../runtime.js'
 import { MemoryStore } from '../stores/memory-store.js'
 import { StartError } from './usage.js'
 
@@ -82,8 +83,9 @@ export async function serve (file: string, watch: boolean): Promise<void> {
   const tls = config.listen.tls !== undefined ? readTls(file, config.listen.tls) : undefined
   const logger = createLogger(config.log)
   const metrics = createMetrics()
-  const memoryStore = new MemoryStore()
-  const ref: RuntimeRef = { current: await createRuntime(config, { metrics, log: logger, memoryStore, baseDir: dirname(file) }, file) }
+  // process-wide, so what one config kept survives a reload, and a stop waits for every config's commits
+  const shared = { metrics, log: logger, memoryStore: new MemoryStore(), memoryRegistry: new MemoryRegistry(), committer: createCommitter(metrics), baseDir: dirname(file) }
+  const ref: RuntimeRef = { current: await createRuntime(config, shared, file) }
   logger.info({ file, chains: chainNames(ref.current) }, 'config loaded')
   const common = { metrics, logger, path: config.listen.path, bodyLimitBytes: config.listen.bodyLimitBytes }
   const app = buildApp(ref, {
@@ -100,7 +102,7 @@ export async function serve (file: string, watch: boolean): Promise<void> {
       let next: Config
       try {
         next = await loadConfig(file)
-        const runtime = await createRuntime(next, { metrics, log: logger, memoryStore, baseDir: dirname(file) }, file)
+        const runtime = await createRuntime(next, shared, file)
         const old = ref.current
         ref.current = runtime
         onSwap()
@@ -134,10 +136,14 @@ export async function serve (file: string, watch: boolean): Promise<void> {
     stopping = true
     logger.info({ signal }, 'stopping: finishing calls in flight')
     ref.stopping = true
-    const force = setTimeout(() => process.exit(1), ref.current.config.deadlineMs + 5000).unref()
+    const { deadlineMs, drainMs } = ref.current.config
+    const force = setTimeout(() => process.exit(1), deadlineMs + drainMs + 5000).unref()
     await Promise.allSettled([app.close(), admin?.close()])
+    // close waits for the commits in progress (of every config: the committer is shared), at most drainMs
     await ref.current.close()
+    const left = shared.committer.pending
     clearTimeout(force)
+    if (left > 0) logger.warn({ left, drainMs }, 'stopped with work after answers left undone (registry records, events): drainMs passed')
     logger.info('stopped')
     logger.flush?.()
     process.exitCode = 0

@@ -19,6 +19,21 @@ export interface RegistryOptions {
 const str = (v: unknown): string => typeof v === 'string' ? v : ''
 const strings = (v: unknown): string[] | undefined => Array.isArray(v) && v.length > 0 ? v.filter((s): s is string => typeof s === 'string') : undefined
 
+// A record and a removal are idempotent, so a store that did not answer (Redis restarting, failing
+// over) is asked again, about 3 s in all: an outage longer than that loses the change, logged and counted.
+const RETRY_DELAYS_MS = [100, 200, 400, 800, 1600]
+
+async function retrying (change: () => Promise<void>): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await change()
+    } catch (err) {
+      if (attempt >= RETRY_DELAYS_MS.length) throw err
+      await new Promise(resolve => setTimeout(resolve, RETRY_DELAYS_MS[attempt]))
+    }
+  }
+}
+
 /** The record of a NewProxy as frps was told to open it (the final content). */
 export function recordOf (content: Content, time: number): ProxyRecord {
   const user = own(content, 'user')
@@ -67,10 +82,13 @@ export class LiveRegistry {
 
   async #commit (event: CommitEvent): Promise<void> {
     if (event.op === 'NewProxy') {
-      if (event.outcome === 'allow' || event.outcome === 'modify') await this.store.register(recordOf(event.content, event.time))
+      if (event.outcome !== 'allow' && event.outcome !== 'modify') return
+      const record = recordOf(event.content, event.time)
+      await retrying(async () => { await this.store.register(record) })
     } else if (event.op === 'CloseProxy') {
       const user = own(event.content, 'user')
-      await this.store.unregister(str(own(user, 'user')), str(own(event.content, 'proxy_name')), str(own(user, 'run_id')))
+      const [name, proxy, runId] = [str(own(user, 'user')), str(own(event.content, 'proxy_name')), str(own(user, 'run_id'))]
+      await retrying(async () => { await this.store.unregister(name, proxy, runId) })
     }
   }
 

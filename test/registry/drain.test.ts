@@ -1,0 +1,38 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import t from 'tap'
+import { configFile, serveCli } from '../helpers/cli.js'
+import { loadSamples } from '../helpers/fixtures.js'
+import { redisCli, startRedis } from '../helpers/redis.js'
+
+const ssh = loadSamples('frps-0.64.0-requests.jsonl').find(s => s.body.op === 'NewProxy' && s.body.content.proxy_name === 'alice.ssh')!.body
+
+t.test('SIGTERM waits for the commits in progress (at most drainMs): a record Redis could not take yet is written before exit', async t => {
+  const redis = await startRedis(t)
+  const file = configFile({ listen: { port: 0 }, redis: { url: redis.url, keyPrefix: 'frpgw:' }, registry: {}, drainMs: 5000, log: { level: 'info' } })
+  const gw = await serveCli(['--config', file], t)
+  redis.pause(true)
+  const res = await fetch(`${gw.url}/handler?version=0.1.0&op=NewProxy`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(ssh) })
+  t.same(await res.json(), { reject: false, unchange: true }, 'answered while Redis hangs')
+  gw.child.kill('SIGTERM')
+  await sleep(500)
+  t.equal(gw.child.exitCode, null, 'still draining')
+  redis.pause(false)
+  t.equal(await gw.exited, 0)
+  t.match(await redisCli(redis.port, 'HGET', 'frpgw:reg:{alice}:proxies', 'alice.ssh'), /"run_id":"9a961f8f3302e589"/, 'the record made it')
+  t.notOk(gw.lines.some(l => l.msg?.startsWith('stopped with work')), 'nothing was left undone')
+})
+
+t.test('past drainMs the process stops anyway and says what it left', async t => {
+  const redis = await startRedis(t)
+  const file = configFile({ listen: { port: 0 }, redis: { url: redis.url, keyPrefix: 'frpgw:' }, registry: {}, drainMs: 300, log: { level: 'info' } })
+  const gw = await serveCli(['--config', file], t)
+  redis.pause(true)
+  t.teardown(() => redis.pause(false))
+  await fetch(`${gw.url}/handler?version=0.1.0&op=NewProxy`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(ssh) })
+  const stopping = performance.now()
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
+  const ms = performance.now() - stopping
+  t.ok(ms < 5000, `stopped after ${Math.round(ms)} ms`)
+  t.match(gw.lines.find(l => l.msg?.startsWith('stopped with work')), { left: 1, drainMs: 300 })
+})
