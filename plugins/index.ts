@@ -4,6 +4,7 @@ import metas from './metas.js'
 import rateLimit from './rate-limit.js'
 import reject from './reject.js'
 import rewrite from './rewrite.js'
+import users from './users.js'
 
 /** The only registry of built-in plugins: name -> options schema and factory. */
 export const plugins = {
@@ -11,6 +12,7 @@ export const plugins = {
   metas,
   rewrite,
   'rate-limit': rateLimit,
+  users,
   forward
 } satisfies Record<string, PluginDef>
 

@@ -1,21 +1,13 @@
 import { z } from 'zod'
-import { intIn } from '../src/bounds.js'
+import { durationIn, formatDuration, intIn } from '../src/bounds.js'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import { OPS, type Content } from '../src/protocol.js'
 import { countsExactly, GCRA_ROUNDING_MS, GCRA_SLACK_MS, MAX_BUCKET_MS, MIN_INTERVAL_MS, type TakeResult } from '../src/stores/store.js'
 import { compileTemplate } from '../src/template.js'
 
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
-const WINDOW_RANGE = `from 1 ms to ${MAX_BUCKET_MS / 3_600_000}h`
-
-const window = z.union([
-  intIn(1, MAX_BUCKET_MS),
-  z.string().regex(/^\d+(ms|s|m|h)$/, `expected a duration like "1s", "10s", "1m", "1h" or milliseconds, ${WINDOW_RANGE}`)
-], { error: `expected milliseconds or a duration like "1s", "10s", "1m", "1h", ${WINDOW_RANGE}` })
-  .transform(w => typeof w === 'number' ? w : Number(/^\d+/.exec(w)?.[0]) * UNITS[w.replace(/^\d+/, '')])
-  .refine(ms => ms >= 1 && ms <= MAX_BUCKET_MS, `expected a window ${WINDOW_RANGE}`)
-  .describe(`the period in which \`limit\` tokens refill: "1s", "10s", "1m", "1h" or milliseconds, ${WINDOW_RANGE}`)
+const window = durationIn(1, MAX_BUCKET_MS, 'a window')
+  .describe(`the period in which \`limit\` tokens refill: "1s", "10s", "1m", "1h" or milliseconds, from ${formatDuration(1)} to ${formatDuration(MAX_BUCKET_MS)}`)
 
 export const defaultBurst = (limit: number): number => Math.max(1, Math.ceil(limit))
 

@@ -25,7 +25,7 @@ export interface CallContext extends TemplateContext {
 /** One step as the trace command sees it: skipped (and by which `when` condition) or its decision. */
 export type TraceEntry =
   | { step: string, skipped: string }
-  | { step: string, decision: Decision, seconds: number, before: Content, after: Content, reason?: string, error?: unknown }
+  | { step: string, decision: Decision, seconds: number, before: Content, after: Content, reason?: string, error?: unknown, rule?: string }
 
 /**
  * A step's answer. Nothing (or `{}`) allows unchanged; `content` (a new object, only when a value really
@@ -37,6 +37,8 @@ export interface Verdict {
   loggedReason?: string
   content?: Content
   error?: unknown
+  /** the rule that decided, for trace (`bad_token`, `ok`) */
+  rule?: string
 }
 
 /** A compiled step: validated and compiled once, called per call. `close` frees what it holds. */
@@ -206,7 +208,7 @@ function settle (step: ChainStep, state: State, verdict: Verdict | undefined, ct
     }
   }
   step.record(failed ? 'error' : decision, seconds)
-  ctx.trace?.({ step: step.name, decision: failed ? 'error' : decision, seconds, before, after: verdict?.content ?? before, reason: verdict?.reject, error: verdict?.error })
+  ctx.trace?.({ step: step.name, decision: failed ? 'error' : decision, seconds, before, after: verdict?.content ?? before, reason: verdict?.reject, error: verdict?.error, rule: verdict?.rule })
   return ends
 }
 

@@ -8,6 +8,10 @@ export const FORWARD_RESULTS = ['ok', 'timeout', 'connect_error', 'http_status',
 export type ForwardResult = (typeof FORWARD_RESULTS)[number]
 export const RATELIMIT_RESULTS = ['allowed', 'limited', 'store_error'] as const
 export type RateLimitResult = (typeof RATELIMIT_RESULTS)[number]
+/** The rule of the users step that decided: ok, or what refused (store_error: the table could not say) */
+export const USERS_RESULTS = ['ok', 'unknown_user', 'bad_token', 'disabled', 'expired', 'client_cidr', 'clock_skew',
+  'proxy_type', 'proxy_name', 'port', 'domain', 'subdomain', 'store_error'] as const
+export type UsersResult = (typeof USERS_RESULTS)[number]
 
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 
@@ -123,6 +127,7 @@ export function createMetrics (register = new Registry()) {
     forwardRequests: new FastCounter('frp_gateway_forward_requests_total',
       'Calls of forward steps to downstream plugins, one per attempt, by result', ['step', 'result'], register),
     rateLimitDecisions: new FastCounter('frp_gateway_ratelimit_decisions_total', 'Rate-limit decisions by result', ['step', 'result'], register),
+    usersDecisions: new FastCounter('frp_gateway_users_decisions_total', 'Users step decisions by the rule that decided', ['step', 'result'], register),
     redisUp: new Gauge({
       name: 'frp_gateway_redis_up',
       help: '1 when the configured Redis answers, 0 when it does not',

@@ -47,7 +47,8 @@ export function formatTrace (trace: Trace, plugins: ReadonlyMap<string, string>)
     }
     const ms = (e.seconds * 1000).toFixed(3)
     const detail = [e.reason, e.error !== undefined ? `cause: ${cause(e.error)}` : undefined].filter(d => d !== undefined)
-    lines.push(`${head}: ${e.decision} in ${ms} ms${detail.length > 0 ? `: ${detail.join('; ')}` : ''}`)
+    const rule = e.rule !== undefined ? ` (rule ${e.rule})` : ''
+    lines.push(`${head}: ${e.decision} in ${ms} ms${detail.length > 0 ? `: ${detail.join('; ')}` : ''}${rule}`)
     for (const change of diffContent(e.before, e.after)) lines.push(`       ${change}`)
   })
   lines.push(`outcome: ${trace.result.outcome}${trace.result.reason !== undefined && trace.entries.length === 0 ? ` (${trace.result.reason})` : ''}`)
