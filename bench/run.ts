@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import { freePort, redisAnswers, redisArgs, waitUntil } from './procs.js'
-import { USER_COUNT, userRequests, writeUsersFile, type BenchRequest } from './users.js'
+import { USER_COUNT, userCalls, writeUsersFile, type BenchCalls, type BenchRequest } from './users.js'
 
 // npm run bench: every scenario side by side in one run, on this machine, each server in its own process.
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -97,14 +97,16 @@ async function redis (): Promise<string> {
 const samples = readFileSync(join(ROOT, 'test', 'fixtures', 'frps-0.41.0-requests.jsonl'), 'utf8').trim().split('\n').map(l => JSON.parse(l))
 const login = samples.find(s => s.body.op === 'Login')
 const newProxy = samples.find(s => s.body.op === 'NewProxy' && s.body.content.proxy_type === 'tcp')
-const requests: BenchRequest[] = [login, newProxy].map(s => ({
-  method: 'POST' as const,
-  path: `/handler?${s.query as string}`,
-  headers: s.headers as Record<string, string>,
-  body: JSON.stringify(s.body)
-}))
+const recorded: BenchCalls = {
+  requests: [login, newProxy].map(s => ({
+    method: 'POST' as const,
+    path: `/handler?${s.query as string}`,
+    headers: s.headers as Record<string, string>,
+    body: JSON.stringify(s.body)
+  }))
+}
 const { file: usersFile, users } = writeUsersFile(tmp)
-const perUser = userRequests(users, login, newProxy)
+const perUser = userCalls(users, login, newProxy)
 
 interface Sample { rps: number, p50: number, p99: number, errors: number, cpuUs: number }
 interface Row extends Sample { scenario: string, connections: number, ratio: number }
@@ -114,23 +116,29 @@ function percentile (sorted: Float64Array, p: number): number {
 }
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
-/** A chain that rejects the bench's calls would be measured answering rejects: each scenario's first calls must pass. */
-async function allowed (url: string, sent: BenchRequest[]): Promise<void> {
-  for (const r of sent.slice(0, 4)) {
+/**
+ * A chain that rejects the bench's calls would be measured answering rejects, one that checks nothing
+ * would be measured doing nothing: each scenario's first calls must pass, and its refused call be refused.
+ */
+async function checkAnswers (url: string, { requests, refused }: BenchCalls): Promise<void> {
+  const rejects = async (r: BenchRequest): Promise<boolean> => {
     const res = await fetch(`${url}${r.path}`, { method: 'POST', headers: r.headers, body: r.body })
-    const answer = await res.json() as { reject?: boolean, reject_reason?: string }
-    if (!res.ok || answer.reject === true) throw new Error(`${url} did not allow a bench call: ${res.status} ${JSON.stringify(answer)}`)
+    const answer = await res.json() as { reject?: boolean }
+    if (!res.ok) throw new Error(`${url} answered a bench call ${res.status}: ${JSON.stringify(answer)}`)
+    return answer.reject === true
   }
+  for (const r of requests.slice(0, 4)) if (await rejects(r)) throw new Error(`${url} rejected a bench call: ${r.body}`)
+  if (refused !== undefined && !await rejects(refused)) throw new Error(`${url} did not reject ${refused.body}`)
 }
 
 /** autocannon against url; latencies kept in full (autocannon's own histogram rounds to whole ms). */
 const warmed = new Set<string>()
 
-async function measure ({ url, pids, requests }: Scenario, conns: number): Promise<Sample> {
-  const opts = { url, connections: conns, pipelining: 1, requests }
+async function measure ({ url, pids, calls }: Scenario, conns: number): Promise<Sample> {
+  const opts = { url, connections: conns, pipelining: 1, requests: calls.requests }
   if (!warmed.has(`${url} ${conns}`)) {
     warmed.add(`${url} ${conns}`)
-    await allowed(url, requests)
+    await checkAnswers(url, calls)
     await new Promise((resolve, reject) => { autocannon({ ...opts, duration: 2 }, err => err ? reject(err) : resolve(null)) })
   }
   const latencies: number[] = []
@@ -168,10 +176,12 @@ const threeSteps = [
   { name: 'tag', plugin: 'metas', ops: ['Login'], options: { set: { region: 'eu-1', login_ip: '{{client_ip}}' } } }
 ]
 const BOTH = 'Login,NewProxy'
-const plugin = async (kind: string, ...args: string[]): Promise<Server> => await benchServer('series.js', kind, args, BESIDE)
-/** the frps stand-in on the cpu under test, the plugins beside it; the CPU a call costs is all of theirs */
+// The policies are what is under test: the three plugins share the cpu the one gateway has to itself,
+// and the frps stand-in runs beside them, on the load side with autocannon.
+const plugin = async (kind: string, ...args: string[]): Promise<Server> => await benchServer('series.js', kind, args, UNDER_TEST)
+/** the CPU a call costs is the caller's and its plugins' */
 async function caller (plugins: Array<[ops: string, at: Server]>): Promise<Server> {
-  const at = await benchServer('series.js', 'caller', [String(connections), ...plugins.map(([ops, p]) => `${ops}@${p.url}/handler`)], UNDER_TEST)
+  const at = await benchServer('series.js', 'caller', [String(connections), ...plugins.map(([ops, p]) => `${ops}@${p.url}/handler`)], BESIDE)
   return { url: at.url, pids: [...at.pids, ...plugins.flatMap(([, p]) => p.pids)] }
 }
 
@@ -183,7 +193,13 @@ const USERS_DIRECT = 'three policies: users plugin, called directly'
 const ONE_GATEWAY = 'three policies: one gateway (users, rate-limit, metas)'
 const CALLER_GATEWAY = 'three policies: frps-like caller -> that one gateway'
 
-interface Scenario extends Server { name: string, connections: number, requests: BenchRequest[] }
+interface Scenario extends Server { name: string, connections: number, calls: BenchCalls }
+interface Kept {
+  conns?: number
+  calls?: BenchCalls
+  /** how the caller costs what it costs: run only when --only names it */
+  detail?: boolean
+}
 
 /** started once, when a kept scenario first needs it */
 const lazily = <T>(make: () => Promise<T>): () => Promise<T> => {
@@ -194,8 +210,9 @@ const lazily = <T>(make: () => Promise<T>): () => Promise<T> => {
 async function main (): Promise<void> {
   const scenarios: Scenario[] = []
   // --only keeps the baseline and the scenarios whose name contains it; only their servers are started
-  const add = async (name: string, at: () => Promise<Server>, conns = connections, sent = requests): Promise<void> => {
-    if (scenarios.length === 0 || values.only === undefined || name.includes(values.only)) scenarios.push({ name, ...await at(), connections: conns, requests: sent })
+  const add = async (name: string, at: () => Promise<Server>, { conns = connections, calls = recorded, detail = false }: Kept = {}): Promise<void> => {
+    const kept = scenarios.length === 0 || (values.only === undefined ? !detail : name.includes(values.only))
+    if (kept) scenarios.push({ name, ...await at(), connections: conns, calls })
   }
   await add('baseline: bare fastify route', async () => await server('baseline'))
   await add('gateway, empty chain', async () => await gateway([]))
@@ -206,21 +223,22 @@ async function main (): Promise<void> {
   const forwarding = lazily(async () => await gateway([{ name: 'auth', plugin: 'forward', options: { url: `${(await downstream()).url}/handler` } }]))
   await add(DIRECT, downstream)
   await add(FORWARD, forwarding)
-  await add(DIRECT, downstream, 1)
-  await add(FORWARD, forwarding, 1)
+  await add(DIRECT, downstream, { conns: 1 })
+  await add(FORWARD, forwarding, { conns: 1 })
   await add(`gateway, users chain (file table of ${USER_COUNT.toLocaleString('en')} users)`,
-    async () => await gateway([threeSteps[0]], usersFileBlock), connections, perUser)
+    async () => await gateway([threeSteps[0]], usersFileBlock), { calls: perUser })
 
   const usersPlugin = lazily(async () => await plugin('users', usersFile))
   const oneGateway = lazily(async () => await gateway(threeSteps, usersFileBlock))
   const series = lazily(async () => await caller([[BOTH, await usersPlugin()], [BOTH, await plugin('rate')], ['Login', await plugin('metas')]]))
-  await add(SERIES, series, connections, perUser)
-  await add(ONE_GATEWAY, oneGateway, connections, perUser)
-  await add(SERIES, series, 1, perUser)
-  await add(ONE_GATEWAY, oneGateway, 1, perUser)
-  await add(ONE_PLUGIN, async () => await caller([[BOTH, await usersPlugin()]]), connections, perUser)
-  await add(USERS_DIRECT, usersPlugin, connections, perUser)
-  await add(CALLER_GATEWAY, async () => await caller([[BOTH, await oneGateway()]]), connections, perUser)
+  const callerGateway = lazily(async () => await caller([[BOTH, await oneGateway()]]))
+  for (const conns of [connections, 1]) {
+    await add(SERIES, series, { conns, calls: perUser })
+    await add(ONE_GATEWAY, oneGateway, { conns, calls: perUser })
+    await add(CALLER_GATEWAY, callerGateway, { conns, calls: perUser, detail: true })
+  }
+  await add(ONE_PLUGIN, async () => await caller([[BOTH, await usersPlugin()]]), { conns: 1, calls: perUser, detail: true })
+  await add(USERS_DIRECT, usersPlugin, { conns: 1, calls: perUser, detail: true })
 
   // This machine's speed drifts by tens of percent within a minute: the baseline runs again between
   // every two scenarios, each ratio is taken against the mean of the baselines around it, and the
@@ -253,24 +271,27 @@ async function main (): Promise<void> {
     errors: samples[i].reduce((n, s) => n + s.errors, 0)
   }))
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node.js ${process.version}; ${pinned
-    ? `servers under test on cpu ${UNDER_TEST}, autocannon, Redis and the downstream on cpu ${BESIDE}`
+    ? `servers under test on cpu ${UNDER_TEST}, autocannon, Redis, the downstream and the frps-like caller on cpu ${BESIDE}`
     : 'not pinned: every process on every cpu'}`
-  // a median over the rounds of one figure taken from two scenarios measured in the same round
-  const paired = (a: string, b: string, conns: number, f: (a: Sample, b: Sample) => number): number | undefined => {
-    const at = (name: string): number => scenarios.findIndex(sc => sc.name === name && sc.connections === conns)
-    const [i, j] = [at(a), at(b)]
-    return i >= 0 && j >= 0 ? median(samples[i].map((s, r) => f(s, samples[j][r]))) : undefined
+  // a median over the rounds of one figure taken from scenarios measured in the same round
+  const perRound = (needs: Array<[name: string, conns: number]>, f: (...s: Sample[]) => number): number | undefined => {
+    const at = needs.map(([name, conns]) => scenarios.findIndex(sc => sc.name === name && sc.connections === conns))
+    return at.some(i => i < 0) ? undefined : median(samples[0].map((_, r) => f(...at.map(i => samples[i][r]))))
   }
   const addedMs = (a: Sample, b: Sample): number => a.p50 - b.p50
   const p50Ratio = (a: Sample, b: Sample): number => a.p50 / b.p50
-  const forwardAddedMs = paired(FORWARD, DIRECT, 1, addedMs)
+  const conns = (n: number): string => n === 1 ? '1 connection' : `${n} connections`
+  const forwardAddedMs = perRound([[FORWARD, 1], [DIRECT, 1]], addedMs)
   const comparisons = Object.fromEntries(Object.entries({
     'forward: p50 added over calling the downstream directly (1 connection), ms': forwardAddedMs,
-    [`three policies: p50 of 3 plugins in series / p50 of one gateway (${connections} connections)`]: paired(SERIES, ONE_GATEWAY, connections, p50Ratio),
-    'three policies: p50 of 3 plugins in series / p50 of one gateway (1 connection)': paired(SERIES, ONE_GATEWAY, 1, p50Ratio),
-    [`three policies: p50 of 3 plugins in series / p50 of the caller -> one gateway (${connections} connections)`]: paired(SERIES, CALLER_GATEWAY, connections, p50Ratio),
-    [`three policies: the caller's own cost, p50 through it to the users plugin minus calling that plugin directly (${connections} connections), ms`]:
-      paired(ONE_PLUGIN, USERS_DIRECT, connections, addedMs)
+    ...Object.fromEntries([connections, 1].flatMap(n => [
+      [`three policies: p50 of 3 plugins in series / p50 of one gateway (${conns(n)})`, perRound([[SERIES, n], [ONE_GATEWAY, n]], p50Ratio)],
+      [`three policies: p50 of 3 plugins in series / p50 of the caller -> that one gateway (${conns(n)})`, perRound([[SERIES, n], [CALLER_GATEWAY, n]], p50Ratio)]
+    ])),
+    'three policies: the caller\'s own cost, p50 through it to the users plugin minus calling that plugin directly (1 connection), ms':
+      perRound([[ONE_PLUGIN, 1], [USERS_DIRECT, 1]], addedMs),
+    'three policies: p50 of 3 plugins in series less the caller\'s own cost / p50 of one gateway (1 connection)':
+      perRound([[SERIES, 1], [ONE_PLUGIN, 1], [USERS_DIRECT, 1], [ONE_GATEWAY, 1]], (series, one, direct, gw) => (series.p50 - (one.p50 - direct.p50)) / gw.p50)
   }).filter(([, v]) => v !== undefined))
   const table = [
     `machine: ${machine}; medians of ${rounds} rounds of ${duration} s per scenario, the baseline measured again between every two`,

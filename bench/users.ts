@@ -39,10 +39,13 @@ const request = (s: Recorded, content: Record<string, unknown>): BenchRequest =>
   body: JSON.stringify({ ...s.body, content: { ...s.body.content, ...content } })
 })
 
-/** A Login and a NewProxy (tcp, a remote port inside the user's range) per sent user, from recorded frps bodies. */
-export function userRequests (users: BenchUser[], login: Recorded, newProxy: Recorded): BenchRequest[] {
+/** what autocannon sends, and a call the server must refuse (checked before measuring) */
+export interface BenchCalls { requests: BenchRequest[], refused?: BenchRequest }
+
+/** A Login and a NewProxy (tcp, a remote port inside the user's range) per sent user, from recorded frps bodies; a Login with a wrong token refused. */
+export function userCalls (users: BenchUser[], login: Recorded, newProxy: Recorded): BenchCalls {
   const step = Math.max(1, Math.floor(users.length / USERS_SENT))
-  return users.filter((_, i) => i % step === 0).flatMap((u, i) => [
+  const requests = users.filter((_, i) => i % step === 0).flatMap((u, i) => [
     request(login, { user: u.name, metas: { token: u.token } }),
     request(newProxy, {
       user: { user: u.name, metas: { token: u.token, team: u.team }, run_id: 'fcb43cb7791e015f' },
@@ -50,4 +53,5 @@ export function userRequests (users: BenchUser[], login: Recorded, newProxy: Rec
       remote_port: u.firstPort + i % PORTS_EACH
     })
   ])
+  return { requests, refused: request(login, { user: users[0].name, metas: { token: users[1].token } }) }
 }
