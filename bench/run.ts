@@ -15,7 +15,7 @@ const { values } = parseArgs({
   options: {
     duration: { type: 'string', default: '3' },
     rounds: { type: 'string', default: '5' },
-    only: { type: 'string' },
+    only: { type: 'string', multiple: true },
     connections: { type: 'string', default: '10' },
     'no-pin': { type: 'boolean', default: false },
     out: { type: 'string', default: join(ROOT, 'bench', 'results.json') }
@@ -209,9 +209,9 @@ const lazily = <T>(make: () => Promise<T>): () => Promise<T> => {
 
 async function main (): Promise<void> {
   const scenarios: Scenario[] = []
-  // --only keeps the baseline and the scenarios whose name contains it; only their servers are started
+  // --only (repeatable) keeps the baseline and the scenarios whose name contains one; only their servers are started
   const add = async (name: string, at: () => Promise<Server>, { conns = connections, calls = recorded, detail = false }: Kept = {}): Promise<void> => {
-    const kept = scenarios.length === 0 || (values.only === undefined ? !detail : name.includes(values.only))
+    const kept = scenarios.length === 0 || (values.only === undefined ? !detail : values.only.some(part => name.includes(part)))
     if (kept) scenarios.push({ name, ...await at(), connections: conns, calls })
   }
   await add('baseline: bare fastify route', async () => await server('baseline'))
