@@ -1,6 +1,6 @@
 import { hash, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { createServer } from 'node:http'
+import { createServer, type ServerResponse } from 'node:http'
 import { Pool } from 'undici'
 
 // "Three policies as three plugins", the way frps runs them, each part its own process (bench/run.ts):
@@ -17,7 +17,7 @@ const UNCHANGED: Answer = { reject: false, unchange: true }
 const changed = (content: Content): Answer => ({ reject: false, unchange: false, content })
 const rejected = (reason: string): Answer => ({ reject: true, reject_reason: reason, unchange: true })
 
-function reply (res: import('node:http').ServerResponse, status: number, answer: unknown): void {
+function reply (res: ServerResponse, status: number, answer: unknown): void {
   const body = JSON.stringify(answer)
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
   res.end(body)
