@@ -12,8 +12,8 @@ export const plugins = {
   metas,
   rewrite,
   'rate-limit': rateLimit,
-  users,
-  forward
+  forward,
+  users
 } satisfies Record<string, PluginDef>
 
 export type PluginName = keyof typeof plugins

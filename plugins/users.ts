@@ -8,7 +8,7 @@ import type { UserLookup } from '../src/users/table.js'
 
 const USER_OPS = ['Login', 'NewProxy', 'Ping', 'NewWorkConn', 'NewUserConn'] as const satisfies readonly Op[]
 
-/** The records' rules are checked per call; a verdict with a rule only: trace shows which one let the call through. */
+/** Shared verdicts, so an allowed call allocates none; `rule` is what trace shows. */
 const OK: Verdict = Object.freeze({ rule: 'ok' })
 const UNKNOWN_ALLOWED: Verdict = Object.freeze({ rule: 'unknown_user' })
 const UNKNOWN: UserLookup<CompiledUser> = Object.freeze({ status: 'unknown' })
@@ -75,9 +75,10 @@ export default definePlugin({
       if (maxClockSkew !== undefined) {
         const timestamp = own(content, 'timestamp')
         if (typeof timestamp !== 'number' || timestamp === 0) return deny('clock_skew', `Login of ${name} carries no timestamp (maxClockSkew ${skewText})`)
-        const behind = Date.now() - timestamp * 1000
-        if (Math.abs(behind) > maxClockSkew) {
-          return deny('clock_skew', `Login timestamp of ${name} is ${Math.round(Math.abs(behind) / 1000)} s ${behind > 0 ? 'behind' : 'ahead of'} the gateway's clock (maxClockSkew ${skewText}): check the client's clock`)
+        // frpc's timestamp is whole seconds (Unix time): compared at that resolution
+        const behind = Math.floor(Date.now() / 1000) - timestamp
+        if (Math.abs(behind) * 1000 > maxClockSkew) {
+          return deny('clock_skew', `Login timestamp of ${name} is ${Math.abs(behind)} s ${behind > 0 ? 'behind' : 'ahead of'} the gateway's clock (maxClockSkew ${skewText}): check the client's clock`)
         }
       }
       let next: Content | undefined

@@ -7,8 +7,8 @@ import { z } from 'zod'
 export const MAX_DEADLINE_MS = 10_000
 
 /** An integer config value; every error names the range the code accepts. */
-export function intIn (min: number, max: number): z.ZodNumber {
-  const error = `expected an integer from ${min} to ${max}`
+export function intIn (min: number, max: number, unit = ''): z.ZodNumber {
+  const error = `expected an integer from ${min} to ${max}${unit}`
   return z.number({ error }).int({ error }).min(min, { error }).max(max, { error })
 }
 
@@ -22,7 +22,7 @@ export const formatDuration = (ms: number): string =>
 export function durationIn (minMs: number, maxMs: number, what: string): z.ZodType<number, number | string> {
   const range = `from ${formatDuration(minMs)} to ${formatDuration(maxMs)}`
   return z.union([
-    intIn(minMs, maxMs),
+    intIn(minMs, maxMs, ` (milliseconds: ${range})`),
     z.string().regex(/^\d+(ms|s|m|h)$/, `expected a duration like "1s", "10s", "1m", "1h" or milliseconds, ${range}`)
   ], { error: `expected milliseconds or a duration like "1s", "10s", "1m", "1h", ${range}` })
     .transform(d => typeof d === 'number' ? d : Number(/^\d+/.exec(d)?.[0]) * UNITS[d.replace(/^\d+/, '')])
