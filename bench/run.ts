@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import { freePort, redisAnswers, redisArgs, waitUntil } from './procs.js'
+import { USER_COUNT, userCalls, writeUsersFile, type BenchCalls, type BenchRequest } from './users.js'
 
 // npm run bench: every scenario side by side in one run, on this machine, each server in its own process.
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -14,7 +15,7 @@ const { values } = parseArgs({
   options: {
     duration: { type: 'string', default: '3' },
     rounds: { type: 'string', default: '5' },
-    only: { type: 'string' },
+    only: { type: 'string', multiple: true },
     connections: { type: 'string', default: '10' },
     'no-pin': { type: 'boolean', default: false },
     out: { type: 'string', default: join(ROOT, 'bench', 'results.json') }
@@ -44,37 +45,45 @@ function start (args: string[], cpu: string): ChildProcess {
 
 const answers = async (url: string) => (await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"op":"Ping","content":{}}' })).ok
 
-interface Server { url: string, pid?: number }
+/** pids: every process that serves a call, whose CPU time the call costs */
+interface Server { url: string, pids: Array<number | undefined> }
 
-async function server (kind: 'baseline' | 'downstream'): Promise<Server> {
+/** a bench/SCRIPT.js server: SCRIPT KIND PORT ARGS... */
+async function benchServer (script: string, kind: string, args: string[], cpu: string): Promise<Server> {
   const port = await freePort()
-  const child = start([process.execPath, join(DIST, 'bench', 'servers.js'), kind, String(port)], kind === 'baseline' ? UNDER_TEST : BESIDE)
+  const child = start([process.execPath, join(DIST, 'bench', script), kind, String(port), ...args], cpu)
   const url = `http://127.0.0.1:${port}`
   await waitUntil(kind, async () => await answers(`${url}/handler?op=Ping`))
-  return { url, pid: child.pid }
+  return { url, pids: [child.pid] }
 }
+
+const server = async (kind: 'baseline' | 'downstream'): Promise<Server> => await benchServer('servers.js', kind, [], kind === 'baseline' ? UNDER_TEST : BESIDE)
+
+const tmp = mkdtempSync(join(tmpdir(), 'frpgw-bench-'))
 
 async function gateway (chain: unknown[], extra: Record<string, unknown> = {}): Promise<Server> {
   const port = await freePort()
-  const file = join(mkdtempSync(join(tmpdir(), 'frpgw-bench-')), 'gateway.json')
+  const file = join(mkdtempSync(join(tmp, 'gateway-')), 'gateway.json')
   writeFileSync(file, JSON.stringify({ listen: { port }, log: { level: 'info' }, chain, ...extra }))
   const child = start([process.execPath, join(DIST, 'src', 'main.js'), '--config', file], UNDER_TEST)
   const url = `http://127.0.0.1:${port}`
   await waitUntil('gateway', async () => (await fetch(`${url}/readyz`)).ok)
-  return { url, pid: child.pid }
+  return { url, pids: [child.pid] }
 }
 
 // The server's own CPU time (user + system, all threads) from /proc: what one call costs it,
 // whatever the load generator and the machine's drift did to the req/s.
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100
-function cpuSeconds (pid: number | undefined): number {
-  if (pid === undefined) return NaN
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
-  } catch {
-    return NaN
-  }
+function cpuSeconds (pids: Array<number | undefined>): number {
+  return pids.reduce<number>((sum, pid) => {
+    if (pid === undefined) return NaN
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+      return sum + (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
+    } catch {
+      return NaN
+    }
+  }, 0)
 }
 
 async function redis (): Promise<string> {
@@ -88,12 +97,16 @@ async function redis (): Promise<string> {
 const samples = readFileSync(join(ROOT, 'test', 'fixtures', 'frps-0.41.0-requests.jsonl'), 'utf8').trim().split('\n').map(l => JSON.parse(l))
 const login = samples.find(s => s.body.op === 'Login')
 const newProxy = samples.find(s => s.body.op === 'NewProxy' && s.body.content.proxy_type === 'tcp')
-const requests = [login, newProxy].map(s => ({
-  method: 'POST' as const,
-  path: `/handler?${s.query as string}`,
-  headers: s.headers as Record<string, string>,
-  body: JSON.stringify(s.body)
-}))
+const recorded: BenchCalls = {
+  requests: [login, newProxy].map(s => ({
+    method: 'POST' as const,
+    path: `/handler?${s.query as string}`,
+    headers: s.headers as Record<string, string>,
+    body: JSON.stringify(s.body)
+  }))
+}
+const { file: usersFile, users } = writeUsersFile(tmp)
+const perUser = userCalls(users, login, newProxy)
 
 interface Sample { rps: number, p50: number, p99: number, errors: number, cpuUs: number }
 interface Row extends Sample { scenario: string, connections: number, ratio: number }
@@ -103,22 +116,38 @@ function percentile (sorted: Float64Array, p: number): number {
 }
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
+/**
+ * A chain that rejects the bench's calls would be measured answering rejects, one that checks nothing
+ * would be measured doing nothing: each scenario's first calls must pass, and its refused call be refused.
+ */
+async function checkAnswers (url: string, { requests, refused }: BenchCalls): Promise<void> {
+  const rejects = async (r: BenchRequest): Promise<boolean> => {
+    const res = await fetch(`${url}${r.path}`, { method: 'POST', headers: r.headers, body: r.body })
+    const answer = await res.json() as { reject?: boolean }
+    if (!res.ok) throw new Error(`${url} answered a bench call ${res.status}: ${JSON.stringify(answer)}`)
+    return answer.reject === true
+  }
+  for (const r of requests.slice(0, 4)) if (await rejects(r)) throw new Error(`${url} rejected a bench call: ${r.body}`)
+  if (refused !== undefined && !await rejects(refused)) throw new Error(`${url} did not reject ${refused.body}`)
+}
+
 /** autocannon against url; latencies kept in full (autocannon's own histogram rounds to whole ms). */
 const warmed = new Set<string>()
 
-async function measure ({ url, pid }: Server, conns: number): Promise<Sample> {
-  const opts = { url, connections: conns, pipelining: 1, requests }
+async function measure ({ url, pids, calls }: Scenario, conns: number): Promise<Sample> {
+  const opts = { url, connections: conns, pipelining: 1, requests: calls.requests }
   if (!warmed.has(`${url} ${conns}`)) {
     warmed.add(`${url} ${conns}`)
+    await checkAnswers(url, calls)
     await new Promise((resolve, reject) => { autocannon({ ...opts, duration: 2 }, err => err ? reject(err) : resolve(null)) })
   }
   const latencies: number[] = []
-  const cpuBefore = cpuSeconds(pid)
+  const cpuBefore = cpuSeconds(pids)
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon({ ...opts, duration }, (err, res) => err ? reject(err) : resolve(res))
     instance.on('response', (_client, _status, _bytes, responseTime) => { latencies.push(responseTime) })
   })
-  const cpuUs = (cpuSeconds(pid) - cpuBefore) * 1e6 / result.requests.total
+  const cpuUs = (cpuSeconds(pids) - cpuBefore) * 1e6 / result.requests.total
   const sorted = Float64Array.from(latencies).sort()
   return {
     rps: result.requests.total / duration,
@@ -138,28 +167,78 @@ const typicalChain = [
   { name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', store: 'memory', ...NO_LIMIT } }
 ]
 
+// "three policies": the users check, a memory rate limit and a metas step, as frps's three plugins
+// in series and as one gateway. The metas plugin lists Login only, as its gateway step does.
+const usersFileBlock = { users: { file: usersFile } }
+const threeSteps = [
+  { name: 'users', plugin: 'users', ops: ['Login', 'NewProxy'] },
+  { name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', store: 'memory', ...NO_LIMIT } },
+  { name: 'tag', plugin: 'metas', ops: ['Login'], options: { set: { region: 'eu-1', login_ip: '{{client_ip}}' } } }
+]
+const BOTH = 'Login,NewProxy'
+// The policies are what is under test: the three plugins share the cpu the one gateway has to itself,
+// and the frps stand-in runs beside them, on the load side with autocannon.
+const plugin = async (kind: string, ...args: string[]): Promise<Server> => await benchServer('series.js', kind, args, UNDER_TEST)
+/** the CPU a call costs is the caller's and its plugins' */
+async function caller (plugins: Array<[ops: string, at: Server]>): Promise<Server> {
+  const at = await benchServer('series.js', 'caller', [String(connections), ...plugins.map(([ops, p]) => `${ops}@${p.url}/handler`)], BESIDE)
+  return { url: at.url, pids: [...at.pids, ...plugins.flatMap(([, p]) => p.pids)] }
+}
+
 const DIRECT = 'downstream plugin, called directly'
 const FORWARD = 'gateway, forward to that downstream'
+const SERIES = 'three policies: frps-like caller -> 3 plugins in series'
+const ONE_PLUGIN = 'three policies: frps-like caller -> 1 plugin (users)'
+const USERS_DIRECT = 'three policies: users plugin, called directly'
+const ONE_GATEWAY = 'three policies: one gateway (users, rate-limit, metas)'
+const CALLER_GATEWAY = 'three policies: frps-like caller -> that one gateway'
 
-interface Scenario extends Server { name: string, connections: number }
+interface Scenario extends Server { name: string, connections: number, calls: BenchCalls }
+interface Kept {
+  conns?: number
+  calls?: BenchCalls
+  /** how the caller costs what it costs: run only when --only names it */
+  detail?: boolean
+}
+
+/** started once, when a kept scenario first needs it */
+const lazily = <T>(make: () => Promise<T>): () => Promise<T> => {
+  let made: Promise<T> | undefined
+  return async () => await (made ??= make())
+}
 
 async function main (): Promise<void> {
   const scenarios: Scenario[] = []
-  // --only keeps the baseline and the scenarios whose name contains it
-  const add = (name: string, at: Server, conns = connections): void => {
-    if (scenarios.length === 0 || values.only === undefined || name.includes(values.only)) scenarios.push({ name, ...at, connections: conns })
+  // --only (repeatable) keeps the baseline and the scenarios whose name contains one; only their servers are started
+  const add = async (name: string, at: () => Promise<Server>, { conns = connections, calls = recorded, detail = false }: Kept = {}): Promise<void> => {
+    const kept = scenarios.length === 0 || (values.only === undefined ? !detail : values.only.some(part => name.includes(part)))
+    if (kept) scenarios.push({ name, ...await at(), connections: conns, calls })
   }
-  add('baseline: bare fastify route', await server('baseline'))
-  add('gateway, empty chain', await gateway([]))
-  add('gateway, typical chain (memory rate-limit)', await gateway(typicalChain))
-  const redisUrl = await redis()
-  add('gateway, Redis rate-limit', await gateway([{ name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', ...NO_LIMIT } }], { redis: { url: redisUrl } }))
-  const downstream = await server('downstream')
-  const forwarding = await gateway([{ name: 'auth', plugin: 'forward', options: { url: `${downstream.url}/handler` } }])
-  add(DIRECT, downstream)
-  add(FORWARD, forwarding)
-  add(DIRECT, downstream, 1)
-  add(FORWARD, forwarding, 1)
+  await add('baseline: bare fastify route', async () => await server('baseline'))
+  await add('gateway, empty chain', async () => await gateway([]))
+  await add('gateway, typical chain (memory rate-limit)', async () => await gateway(typicalChain))
+  const redisUrl = lazily(redis)
+  await add('gateway, Redis rate-limit', async () => await gateway([{ name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', ...NO_LIMIT } }], { redis: { url: await redisUrl() } }))
+  const downstream = lazily(async () => await server('downstream'))
+  const forwarding = lazily(async () => await gateway([{ name: 'auth', plugin: 'forward', options: { url: `${(await downstream()).url}/handler` } }]))
+  await add(DIRECT, downstream)
+  await add(FORWARD, forwarding)
+  await add(DIRECT, downstream, { conns: 1 })
+  await add(FORWARD, forwarding, { conns: 1 })
+  await add(`gateway, users chain (file table of ${USER_COUNT.toLocaleString('en')} users)`,
+    async () => await gateway([threeSteps[0]], usersFileBlock), { calls: perUser })
+
+  const usersPlugin = lazily(async () => await plugin('users', usersFile))
+  const oneGateway = lazily(async () => await gateway(threeSteps, usersFileBlock))
+  const series = lazily(async () => await caller([[BOTH, await usersPlugin()], [BOTH, await plugin('rate')], ['Login', await plugin('metas')]]))
+  const callerGateway = lazily(async () => await caller([[BOTH, await oneGateway()]]))
+  for (const conns of [connections, 1]) {
+    await add(SERIES, series, { conns, calls: perUser })
+    await add(ONE_GATEWAY, oneGateway, { conns, calls: perUser })
+    await add(CALLER_GATEWAY, callerGateway, { conns, calls: perUser, detail: true })
+  }
+  await add(ONE_PLUGIN, async () => await caller([[BOTH, await usersPlugin()]]), { conns: 1, calls: perUser, detail: true })
+  await add(USERS_DIRECT, usersPlugin, { conns: 1, calls: perUser, detail: true })
 
   // This machine's speed drifts by tens of percent within a minute: the baseline runs again between
   // every two scenarios, each ratio is taken against the mean of the baselines around it, and the
@@ -192,12 +271,28 @@ async function main (): Promise<void> {
     errors: samples[i].reduce((n, s) => n + s.errors, 0)
   }))
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node.js ${process.version}; ${pinned
-    ? `servers under test on cpu ${UNDER_TEST}, autocannon, Redis and the downstream on cpu ${BESIDE}`
+    ? `servers under test on cpu ${UNDER_TEST}, autocannon, Redis, the downstream and the frps-like caller on cpu ${BESIDE}`
     : 'not pinned: every process on every cpu'}`
-  const at = (name: string): number => scenarios.findIndex(sc => sc.name === name && sc.connections === 1)
-  const direct = at(DIRECT)
-  const forward = at(FORWARD)
-  const forwardAddedMs = direct >= 0 && forward >= 0 ? median(samples[forward].map((s, r) => s.p50 - samples[direct][r].p50)) : undefined
+  // a median over the rounds of one figure taken from scenarios measured in the same round
+  const perRound = (needs: Array<[name: string, conns: number]>, f: (...s: Sample[]) => number): number | undefined => {
+    const at = needs.map(([name, conns]) => scenarios.findIndex(sc => sc.name === name && sc.connections === conns))
+    return at.some(i => i < 0) ? undefined : median(samples[0].map((_, r) => f(...at.map(i => samples[i][r]))))
+  }
+  const addedMs = (a: Sample, b: Sample): number => a.p50 - b.p50
+  const p50Ratio = (a: Sample, b: Sample): number => a.p50 / b.p50
+  const conns = (n: number): string => n === 1 ? '1 connection' : `${n} connections`
+  const forwardAddedMs = perRound([[FORWARD, 1], [DIRECT, 1]], addedMs)
+  const comparisons = Object.fromEntries(Object.entries({
+    'forward: p50 added over calling the downstream directly (1 connection), ms': forwardAddedMs,
+    ...Object.fromEntries([connections, 1].flatMap(n => [
+      [`three policies: p50 of 3 plugins in series / p50 of one gateway (${conns(n)})`, perRound([[SERIES, n], [ONE_GATEWAY, n]], p50Ratio)],
+      [`three policies: p50 of 3 plugins in series / p50 of the caller -> that one gateway (${conns(n)})`, perRound([[SERIES, n], [CALLER_GATEWAY, n]], p50Ratio)]
+    ])),
+    'three policies: the caller\'s own cost, p50 through it to the users plugin minus calling that plugin directly (1 connection), ms':
+      perRound([[ONE_PLUGIN, 1], [USERS_DIRECT, 1]], addedMs),
+    'three policies: p50 of 3 plugins in series less the caller\'s own cost / p50 of one gateway (1 connection)':
+      perRound([[SERIES, 1], [ONE_PLUGIN, 1], [USERS_DIRECT, 1], [ONE_GATEWAY, 1]], (series, one, direct, gw) => (series.p50 - (one.p50 - direct.p50)) / gw.p50)
+  }).filter(([, v]) => v !== undefined))
   const table = [
     `machine: ${machine}; medians of ${rounds} rounds of ${duration} s per scenario, the baseline measured again between every two`,
     '',
@@ -205,10 +300,10 @@ async function main (): Promise<void> {
     '|---|---:|---:|---:|---:|---:|---:|',
     ...rows.map(r => `| ${r.scenario} | ${r.connections} | ${r.rps} | ${r.p50.toFixed(3)} | ${r.p99.toFixed(3)} | ${r.ratio.toFixed(2)} | ${r.cpuUs.toFixed(1)} |`),
     '',
-    forwardAddedMs !== undefined ? `forward: p50 added over calling the downstream directly (1 connection): ${forwardAddedMs.toFixed(3)} ms` : ''
+    ...Object.entries(comparisons).map(([what, v]) => `${what}: ${(v as number).toFixed(3)}`)
   ].join('\n')
   process.stdout.write(`${table}\n`)
-  writeFileSync(values.out, `${JSON.stringify({ machine, duration, rounds, connections, rows, forwardAddedMs, samples }, null, 2)}\n`)
+  writeFileSync(values.out, `${JSON.stringify({ machine, duration, rounds, connections, rows, forwardAddedMs, comparisons, samples }, null, 2)}\n`)
   const failed = rows.filter(r => r.errors > 0)
   if (failed.length > 0) {
     process.stderr.write(`errors in: ${failed.map(r => r.scenario).join(', ')}\n`)
