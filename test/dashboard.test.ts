@@ -20,7 +20,7 @@ t.test('the dashboard is importable Grafana JSON', async t => {
     t.ok(panel.targets.length > 0, `${panel.title}: has a query`)
   }
   const titles = dashboard.panels.map((p: { title: string }) => p.title)
-  for (const wanted of ['Calls per op and outcome', 'Latency per op (p50, p99)', 'Step decisions', 'Forward errors', 'Rate-limit decisions', 'Redis up']) {
+  for (const wanted of ['Calls per op and outcome', 'Latency per op (p50, p99)', 'Step decisions', 'Forward errors', 'Rate-limit decisions', 'Redis up', 'Users decisions', 'Proxies in the registry', 'Work after answers: failures', 'Registry reconciliation']) {
     t.ok(titles.includes(wanted), `has "${wanted}"`)
   }
 })
