@@ -1,0 +1,111 @@
+import { SinkError, type Sink } from './sink.js'
+
+export const QUEUE_RESULTS = ['sent', 'retried', 'throttled', 'dropped', 'failed'] as const
+export type QueueResult = (typeof QUEUE_RESULTS)[number]
+
+export interface QueueOptions {
+  /** events waiting at most; when full the oldest is dropped */
+  size: number
+  /** sends in flight at once */
+  concurrency: number
+  /** further attempts of a retryable failure */
+  retries: number
+  /** the first backoff; doubled at every attempt */
+  backoffMs: number
+  count: (result: QueueResult) => void
+  /** a send given up (failed) or refused for good: logged by the owner, never thrown */
+  onFailure: (err: Error) => void
+}
+
+/**
+ * A bounded queue in front of one sink: events leave the hot path here and nothing a sink does
+ * reaches a caller. Every event ends as sent, dropped (queue full, or left at drain) or failed
+ * (retries spent, or refused for good); every further attempt counts as retried.
+ */
+export class SinkQueue {
+  readonly #waiting: string[] = []
+  #head = 0
+  #inFlight = 0
+  #closed = false
+  readonly #idle = new Set<() => void>()
+
+  constructor (private readonly sink: Sink, private readonly opts: QueueOptions) {}
+
+  get length (): number {
+    return this.#waiting.length - this.#head
+  }
+
+  get inFlight (): number {
+    return this.#inFlight
+  }
+
+  push (event: string): void {
+    if (this.#closed) {
+      this.opts.count('dropped')
+      return
+    }
+    if (this.length >= this.opts.size) {
+      this.#head++
+      this.opts.count('dropped')
+    }
+    this.#waiting.push(event)
+    // the array is compacted once half of it is spent, so pushes and shifts stay O(1) on average
+    if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {
+      this.#waiting.splice(0, this.#head)
+      this.#head = 0
+    }
+    this.#pump()
+  }
+
+  #pump (): void {
+    while (this.#inFlight < this.opts.concurrency && this.length > 0) {
+      const event = this.#waiting[this.#head]
+      this.#waiting[this.#head++] = ''
+      this.#inFlight++
+      void this.#deliver(event).finally(() => {
+        this.#inFlight--
+        this.#pump()
+        if (this.#inFlight === 0 && this.length === 0) for (const resolve of this.#idle) resolve()
+      })
+    }
+  }
+
+  async #deliver (event: string): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.sink.send(event)
+        this.opts.count('sent')
+        return
+      } catch (err) {
+        const retryable = !(err instanceof SinkError) || err.retryable
+        if (!retryable || attempt >= this.opts.retries || this.#closed) {
+          this.opts.count('failed')
+          this.opts.onFailure(err as Error)
+          return
+        }
+        this.opts.count('retried')
+        await new Promise(resolve => setTimeout(resolve, this.opts.backoffMs * 2 ** attempt))
+      }
+    }
+  }
+
+  /**
+   * Waits for the queue to empty, at most ms; then drops what is still waiting (counted) and stops
+   * retrying what is in flight. True when everything was delivered or given up in time.
+   */
+  async drain (ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined
+    let resolveIdle: (() => void) | undefined
+    const idle = this.#inFlight === 0 && this.length === 0
+      ? Promise.resolve(true)
+      : new Promise<boolean>(resolve => { resolveIdle = () => resolve(true); this.#idle.add(resolveIdle) })
+    const done = await Promise.race([idle, new Promise<boolean>(resolve => { timer = setTimeout(() => resolve(false), ms) })])
+    clearTimeout(timer)
+    if (resolveIdle !== undefined) this.#idle.delete(resolveIdle)
+    this.#closed = true
+    for (let i = this.length; i > 0; i--) this.opts.count('dropped')
+    this.#waiting.length = 0
+    this.#head = 0
+    return done
+  }
+}

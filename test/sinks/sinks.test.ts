@@ -1,0 +1,164 @@
+import { once } from 'node:events'
+import { mkdtempSync, readFileSync, renameSync } from 'node:fs'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import t, { type Test } from 'tap'
+import { createRedisClient } from '../../src/stores/redis-client.js'
+import { FileSink } from '../../src/sinks/file.js'
+import { SinkQueue, type QueueResult } from '../../src/sinks/queue.js'
+import { RedisStreamSink } from '../../src/sinks/redis-stream.js'
+import type { Sink } from '../../src/sinks/sink.js'
+import { WebhookSink } from '../../src/sinks/webhook.js'
+import { redisCli, startRedis } from '../helpers/redis.js'
+
+interface Receiver { url: string, bodies: string[], inFlight: () => number, most: () => number }
+
+/** A real HTTP receiver; `answer` decides per request (the n-th, from 0). */
+async function receiver (t: Test, answer: (n: number, req: IncomingMessage, res: ServerResponse) => void): Promise<Receiver> {
+  const bodies: string[] = []
+  let n = 0
+  let open = 0
+  let most = 0
+  const server = createServer((req, res) => {
+    open++
+    most = Math.max(most, open)
+    res.on('close', () => { open-- })
+    let body = ''
+    req.on('data', d => { body += String(d) })
+    req.on('end', () => { bodies.push(body); answer(n++, req, res) })
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`, bodies, inFlight: () => open, most: () => most }
+}
+
+function queueOf (sink: Sink, opts: Partial<{ size: number, concurrency: number, retries: number, backoffMs: number }> = {}) {
+  const counts: Record<string, number> = {}
+  const failures: string[] = []
+  const queue = new SinkQueue(sink, {
+    size: 100, concurrency: 4, retries: 3, backoffMs: 20, ...opts,
+    count: (r: QueueResult) => { counts[r] = (counts[r] ?? 0) + 1 },
+    onFailure: err => failures.push(err.message)
+  })
+  return { queue, counts, failures }
+}
+
+t.test('webhook: each event is POSTed as JSON; a 5xx is retried with backoff, a 4xx is not', async t => {
+  const rx = await receiver(t, (n, req, res) => {
+    if (req.headers['content-type'] !== 'application/json' || req.headers['x-key'] !== 'k') return res.writeHead(400).end()
+    const body = rx.bodies[n]
+    if (body.includes('flaky') && n < 2) return res.writeHead(503).end()
+    if (body.includes('refused')) return res.writeHead(422).end('no')
+    res.writeHead(204).end()
+  })
+  const sink = new WebhookSink({ url: rx.url, headers: { 'x-key': 'k' }, timeoutMs: 2000 })
+  t.teardown(() => sink.close())
+  const { queue, counts, failures } = queueOf(sink, { concurrency: 1 })
+  queue.push('{"text":"flaky"}')
+  queue.push('{"text":"refused"}')
+  t.equal(await queue.drain(5000), true)
+  t.same(counts, { retried: 2, sent: 1, failed: 1 })
+  t.same(rx.bodies, ['{"text":"flaky"}', '{"text":"flaky"}', '{"text":"flaky"}', '{"text":"refused"}'])
+  t.same(failures, [`webhook ${new URL(rx.url).origin}/hook: HTTP 422`])
+})
+
+t.test('webhook: a dead receiver costs retries, then the event is given up; a silent one times out', async t => {
+  const dead = new WebhookSink({ url: 'http://127.0.0.1:1/hook', headers: {}, timeoutMs: 500 })
+  t.teardown(() => dead.close())
+  const a = queueOf(dead, { retries: 2 })
+  a.queue.push('{}')
+  t.equal(await a.queue.drain(5000), true)
+  t.same(a.counts, { retried: 2, failed: 1 })
+  t.match(a.failures[0], /^webhook http:\/\/127\.0\.0\.1:1\/hook: .*ECONNREFUSED/)
+
+  const rx = await receiver(t, () => {}) // never answers
+  const silent = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 100 })
+  t.teardown(() => silent.close())
+  const b = queueOf(silent, { retries: 1 })
+  b.queue.push('{}')
+  t.equal(await b.queue.drain(5000), true)
+  t.same(b.counts, { retried: 1, failed: 1 })
+  t.same(b.failures, [`webhook ${new URL(rx.url).origin}/hook: no answer within 100 ms`])
+})
+
+t.test('the queue is bounded: with the receiver stuck, the oldest events are dropped and counted, and concurrency holds', async t => {
+  let release: (() => void) | undefined
+  const stuck = new Promise<void>(resolve => { release = resolve })
+  const rx = await receiver(t, (_n, _req, res) => { void stuck.then(() => res.writeHead(200).end()) })
+  const sink = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 10_000 })
+  t.teardown(() => sink.close())
+  const { queue, counts } = queueOf(sink, { size: 10, concurrency: 3 })
+  for (let i = 0; i < 50; i++) queue.push(JSON.stringify({ i }))
+  await sleep(300)
+  t.equal(queue.inFlight, 3)
+  t.equal(queue.length, 10)
+  t.equal(counts.dropped, 37, '50 - 3 in flight - 10 waiting')
+  t.equal(rx.most(), 3, 'never more than concurrency at the receiver')
+  release?.()
+  t.equal(await queue.drain(5000), true)
+  t.equal(counts.sent, 13)
+  t.same(rx.bodies.slice(3).map(b => JSON.parse(b).i).sort((a, b) => a - b), [40, 41, 42, 43, 44, 45, 46, 47, 48, 49], 'the newest were kept')
+})
+
+t.test('drain gives up after its bound: what waits is dropped and counted', async t => {
+  const rx = await receiver(t, () => {})
+  const sink = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 10_000 })
+  t.teardown(() => sink.close())
+  const { queue, counts } = queueOf(sink, { concurrency: 1 })
+  for (let i = 0; i < 5; i++) queue.push('{}')
+  t.equal(await queue.drain(200), false)
+  t.equal(counts.dropped, 4)
+  queue.push('{}')
+  t.equal(counts.dropped, 5, 'a drained queue takes nothing more')
+})
+
+t.test('redisStream: XADD with one field `event`, trimmed to about maxLen; events wait while Redis is away', async t => {
+  const redis = await startRedis(t)
+  const client = createRedisClient({ url: redis.url })
+  t.teardown(() => client.disconnect())
+  await once(client, 'ready')
+  const sink = new RedisStreamSink(client, 'audit', 100)
+  const { queue, counts } = queueOf(sink, { retries: 8, backoffMs: 100 })
+  queue.push('{"op":"Login","outcome":"allow"}')
+  t.equal(await queue.drain(5000), true)
+  const [[, fields]] = JSON.parse(await redisCli(redis.port, '--json', 'XRANGE', 'audit', '-', '+')) as Array<[string, string[]]>
+  t.same(fields, ['event', '{"op":"Login","outcome":"allow"}'])
+
+  const later = queueOf(sink, { retries: 8, backoffMs: 100 })
+  await redis.stop()
+  later.queue.push('{"n":2}')
+  await sleep(400)
+  await redis.start()
+  t.equal(await later.queue.drain(10_000), true)
+  t.ok((later.counts.retried ?? 0) >= 1, 'retried while Redis was away')
+  t.equal(later.counts.sent, 1)
+  t.equal(await redisCli(redis.port, 'XLEN', 'audit'), '1\n', 'the restarted Redis (nothing persisted) has the retried event')
+
+  const many = queueOf(sink, { size: 1000 })
+  for (let i = 0; i < 500; i++) many.queue.push(`{"i":${i}}`)
+  t.equal(await many.queue.drain(10_000), true)
+  const len = Number(await redisCli(redis.port, 'XLEN', 'audit'))
+  t.ok(len >= 100 && len < 300, `trimmed to about maxLen: ${len}`)
+  t.equal(counts.sent, 1)
+})
+
+t.test('file: one event per line, appended; reopen follows a rotated file', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'frpgw-sink-'))
+  const path = join(dir, 'events.jsonl')
+  const sink = new FileSink(path)
+  t.teardown(() => sink.close())
+  const { queue } = queueOf(sink, { concurrency: 1 })
+  queue.push('{"n":1}')
+  queue.push('{"n":2}')
+  await sleep(100)
+  renameSync(path, `${path}.1`)
+  await sink.reopen()
+  queue.push('{"n":3}')
+  t.equal(await queue.drain(5000), true)
+  t.equal(readFileSync(`${path}.1`, 'utf8'), '{"n":1}\n{"n":2}\n')
+  t.equal(readFileSync(path, 'utf8'), '{"n":3}\n')
+})
