@@ -58,7 +58,7 @@ t.test('fromUsers: the user\'s own maxProxies wins over the step\'s; users witho
   t.equal(await answer(gw, as('dave', 'http', 'c')), 'dave has 2 proxies, the limit is 2 (maxProxies)')
 })
 
-t.test('fromUsers alone: a user without maxProxies has no limit, and costs no store call', async t => {
+t.test('fromUsers alone: a user without maxProxies has no limit', async t => {
   const file = configFile({ users: { alice: {} } }, 'users.json')
   const gw = await startGateway(t, { users: { file }, registry: {}, chain: [quotaStep({ fromUsers: true })] })
   for (const name of ['a', 'b', 'c', 'd']) t.equal(await answer(gw, newProxy('http', `alice.${name}`)), 'allow')
