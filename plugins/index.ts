@@ -1,6 +1,8 @@
 import type { PluginDef } from '../src/chain.js'
 import forward from './forward.js'
 import metas from './metas.js'
+import ports from './ports.js'
+import quota from './quota.js'
 import rateLimit from './rate-limit.js'
 import reject from './reject.js'
 import rewrite from './rewrite.js'
@@ -13,7 +15,9 @@ export const plugins = {
   rewrite,
   'rate-limit': rateLimit,
   forward,
-  users
+  users,
+  quota,
+  ports
 } satisfies Record<string, PluginDef>
 
 export type PluginName = keyof typeof plugins
