@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import { freePort, redisAnswers, redisArgs, waitUntil } from './procs.js'
-import { USER_COUNT, userCalls, writeUsersFile, type BenchCalls, type BenchRequest } from './users.js'
+import { proxyCalls, USER_COUNT, userCalls, writeUsersFile, type BenchCalls, type BenchRequest } from './users.js'
 
 // npm run bench: every scenario side by side in one run, on this machine, each server in its own process.
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -107,6 +107,7 @@ const recorded: BenchCalls = {
 }
 const { file: usersFile, users } = writeUsersFile(tmp)
 const perUser = userCalls(users, login, newProxy)
+const perProxy = proxyCalls(users, newProxy)
 
 interface Sample { rps: number, p50: number, p99: number, errors: number, cpuUs: number }
 interface Row extends Sample { scenario: string, connections: number, ratio: number }
@@ -120,15 +121,20 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
  * A chain that rejects the bench's calls would be measured answering rejects, one that checks nothing
  * would be measured doing nothing: each scenario's first calls must pass, and its refused call be refused.
  */
-async function checkAnswers (url: string, { requests, refused }: BenchCalls): Promise<void> {
-  const rejects = async (r: BenchRequest): Promise<boolean> => {
+async function checkAnswers (url: string, { requests, refused, remotePorts }: BenchCalls): Promise<void> {
+  const answer = async (r: BenchRequest): Promise<{ reject?: boolean, unchange?: boolean, content?: Record<string, unknown> }> => {
     const res = await fetch(`${url}${r.path}`, { method: 'POST', headers: r.headers, body: r.body })
-    const answer = await res.json() as { reject?: boolean }
-    if (!res.ok) throw new Error(`${url} answered a bench call ${res.status}: ${JSON.stringify(answer)}`)
-    return answer.reject === true
+    const body = await res.json() as { reject?: boolean }
+    if (!res.ok) throw new Error(`${url} answered a bench call ${res.status}: ${JSON.stringify(body)}`)
+    return body
   }
-  for (const r of requests.slice(0, 4)) if (await rejects(r)) throw new Error(`${url} rejected a bench call: ${r.body}`)
-  if (refused !== undefined && !await rejects(refused)) throw new Error(`${url} did not reject ${refused.body}`)
+  for (const [i, r] of requests.slice(0, 4).entries()) {
+    const a = await answer(r)
+    if (a.reject === true) throw new Error(`${url} rejected a bench call: ${r.body}`)
+    const port = (a.unchange === false ? a.content : JSON.parse(r.body).content)?.remote_port
+    if (remotePorts !== undefined && port !== remotePorts[i]) throw new Error(`${url} answered remote port ${String(port)}, not ${remotePorts[i]}, to ${r.body}`)
+  }
+  if (refused !== undefined && (await answer(refused)).reject !== true) throw new Error(`${url} did not reject ${refused.body}`)
 }
 
 /** autocannon against url; latencies kept in full (autocannon's own histogram rounds to whole ms). */
@@ -176,6 +182,14 @@ const threeSteps = [
   { name: 'tag', plugin: 'metas', ops: ['Login'], options: { set: { region: 'eu-1', login_ip: '{{client_ip}}' } } }
 ]
 const BOTH = 'Login,NewProxy'
+// NewProxy calls only: users checks the token and the port range, quota (each user's maxProxies,
+// 1) reserves in one Lua call, ports (sticky) assigns in another, and the registry records the
+// proxy after the answer
+const registryChain = [
+  threeSteps[0],
+  { name: 'quota', plugin: 'quota', options: { fromUsers: true } },
+  { name: 'ports', plugin: 'ports', options: { mode: 'sticky' } }
+]
 // The policies are what is under test: the three plugins share the cpu the one gateway has to itself,
 // and the frps stand-in runs beside them, on the load side with autocannon.
 const plugin = async (kind: string, ...args: string[]): Promise<Server> => await benchServer('series.js', kind, args, UNDER_TEST)
@@ -227,6 +241,9 @@ async function main (): Promise<void> {
   await add(FORWARD, forwarding, { conns: 1 })
   await add(`gateway, users chain (file table of ${USER_COUNT.toLocaleString('en')} users)`,
     async () => await gateway([threeSteps[0]], usersFileBlock), { calls: perUser })
+  await add('gateway, users + quota + ports (registry in Redis)', async () => await gateway(registryChain, {
+    ...usersFileBlock, redis: { url: await redisUrl() }, registry: { store: 'redis' }
+  }), { calls: perProxy })
 
   const usersPlugin = lazily(async () => await plugin('users', usersFile))
   const oneGateway = lazily(async () => await gateway(threeSteps, usersFileBlock))
