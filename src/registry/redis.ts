@@ -71,7 +71,7 @@ local function free(port, d)
 end`
 
 // ARGV user, name, port, run_id: in use by (user, name) for that run_id, whoever held it
-const CLAIM_LUA = `${PORTS}
+const CLAIM = `
 local key = ARGV[1] .. '\\n' .. ARGV[2]
 local port = ARGV[3]
 local holdMs = 0
@@ -87,6 +87,16 @@ if prev and prev ~= port then
 end
 redis.call('HSET', KEYS[1], port, cjson.encode({user = ARGV[1], name = ARGV[2], holdMs = holdMs, run_id = ARGV[4]}))
 redis.call('HSET', KEYS[2], key, port)
+`
+const CLAIM_LUA = `${PORTS}${CLAIM}`
+
+// One node: the claim (when ARGV port is not ''), the user's listing and the record in one script.
+// KEYS ports, owners, users, proxies, reservations; ARGV user, name, port, run_id, record JSON
+const REGISTER_ONE_LUA = `${PORTS}
+if ARGV[3] ~= '' then${CLAIM}end
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[5])
+redis.call('HDEL', KEYS[5], ARGV[2])
 `
 
 // ARGV user, name, port, run_id: the proxy of that run_id closed; its port is held for holdMs, or freed.
@@ -157,6 +167,7 @@ return e
 
 interface Commands {
   frpgwRegRegister (proxies: string, reservations: string, name: string, json: string): Promise<unknown>
+  frpgwRegRegisterOne (ports: string, owners: string, users: string, proxies: string, reservations: string, user: string, name: string, port: string, runId: string, json: string): Promise<unknown>
   frpgwRegUnregister (proxies: string, name: string, runId: string): Promise<number>
   frpgwRegReserve (proxies: string, reservations: string, ...args: string[]): Promise<number[]>
   frpgwRegRelease (reservations: string, name: string, runId: string): Promise<unknown>
@@ -192,6 +203,7 @@ export class RedisRegistry implements RegistryStore {
     this.#c = client as unknown as Commands
     const define = (name: string, keys: number, lua: string): void => client.defineCommand(name, { numberOfKeys: keys, lua })
     define('frpgwRegRegister', 2, REGISTER_LUA)
+    define('frpgwRegRegisterOne', 5, REGISTER_ONE_LUA)
     define('frpgwRegUnregister', 1, UNREGISTER_LUA)
     define('frpgwRegReserve', 2, RESERVE_LUA)
     define('frpgwRegRelease', 1, RELEASE_LUA)
@@ -208,11 +220,17 @@ export class RedisRegistry implements RegistryStore {
   get ownersKey (): string { return `${this.#prefix}ports:{ports}:owners` }
 
   async register (record: ProxyRecord): Promise<void> {
-    if (record.remote_port !== undefined && record.remote_port > 0) {
-      await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, record.user, record.name, String(record.remote_port), record.run_id)
+    const port = record.remote_port !== undefined && record.remote_port > 0 ? String(record.remote_port) : ''
+    const { user, name, run_id: runId } = record
+    const [proxies, reservations, json] = [this.proxiesKey(user), this.reservationsKey(user), JSON.stringify(record)]
+    if (!this.#client.isCluster) {
+      // one round trip, not three: each costs the gateway more CPU than the whole script costs Redis
+      await this.#c.frpgwRegRegisterOne(this.portsKey, this.ownersKey, this.usersKey, proxies, reservations, user, name, port, runId, json)
+      return
     }
-    await this.#client.sadd(this.usersKey, record.user)
-    await this.#c.frpgwRegRegister(this.proxiesKey(record.user), this.reservationsKey(record.user), record.name, JSON.stringify(record))
+    if (port !== '') await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, user, name, port, runId)
+    await this.#client.sadd(this.usersKey, user)
+    await this.#c.frpgwRegRegister(proxies, reservations, name, json)
   }
 
   async unregister (user: string, name: string, runId: string): Promise<boolean> {
