@@ -18,6 +18,13 @@ export function newProxy (type: keyof typeof SAMPLE, name?: string, runId = RUN_
   return content
 }
 
+/** A NewProxy of a frpc that sets no user (frps 0.64.0: `user.user` empty, no `user.` prefix on the name). */
+export function withoutUser (name: string): Record<string, any> {
+  const content = structuredClone(samples.find(s => s.body.op === 'NewProxy' && s.body.content.proxy_name === 't3tcp')?.body.content) as Record<string, any>
+  content.proxy_name = name
+  return content
+}
+
 /** A CloseProxy as frps sends it (no proxy_type). */
 export const closeProxy = (name: string, runId = RUN_ID): Record<string, any> => ({ user: { user: 'alice', metas: { team: 'blue' }, run_id: runId }, proxy_name: name })
 
@@ -84,6 +91,16 @@ export function runQuotaSuite (t: Test, label: string, setup: (t: Test) => Promi
       t.equal(await answer(gw, newProxy('http')), 'allow')
       t.equal(await answer(gw, newProxy('udp')), 'maxPorts 1/1 tcp/udp proxy for alice (alice.dns)')
       t.equal(await answer(gw, newProxy('tcp', 'alice.any')), 'maxPorts 1/1 tcp/udp proxy for alice (alice.any)')
+    })
+
+    t.test('the clients without a user count together, apart from every user', async t => {
+      const gw = await gateway(t, { chain: [quotaStep({ maxProxies: 1 })] })
+      t.equal(await answer(gw, withoutUser('t3tcp')), 'allow')
+      t.equal(await answer(gw, withoutUser('other')), ' has 1 proxy, the limit is 1 (maxProxies)')
+      t.equal(await answer(gw, newProxy('tcp')), 'allow')
+      await gw.ref.current.drain()
+      t.same((await gw.ref.current.registry?.store.list(''))?.map(r => r.name), ['t3tcp'])
+      t.same(gw.logs.filter(l => l.level >= 40), [], 'no store failure')
     })
 
     t.test('a NewProxy for a name already registered (a reconnect) is not a second proxy', async t => {
