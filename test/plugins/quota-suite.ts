@@ -132,7 +132,7 @@ export function runQuotaSuite (t: Test, label: string, setup: (t: Test) => Promi
       t.teardown(() => { stuck.closeAllConnections(); stuck.close() })
       const url = `http://127.0.0.1:${(stuck.address() as { port: number }).port}/handler`
       const gw = await gateway(t, {
-        deadlineMs: 300,
+        deadlineMs: 1000,
         chain: [quotaStep({ maxProxies: 1 }), { name: 'slow', plugin: 'forward', ops: ['NewProxy'], when: { proxyTypes: ['http'] }, options: { url, timeoutMs: 5000 } }]
       })
       t.equal(await answer(gw, newProxy('http')), 'frp-plugin-gateway: deadline exceeded in step slow')
@@ -142,17 +142,18 @@ export function runQuotaSuite (t: Test, label: string, setup: (t: Test) => Promi
 
     t.test('a reservation nothing commits ends at the call\'s deadline', async t => {
       // trace runs the steps but no commit: what a gateway that stopped between answer and commit leaves
-      const gw = await gateway(t, { deadlineMs: 400, chain: [quotaStep({ maxProxies: 1 })] })
+      const gw = await gateway(t, { deadlineMs: 1500, chain: [quotaStep({ maxProxies: 1 })] })
       const log = createLogger({ level: 'silent', redact: [], repeatIntervalMs: 0 })
+      const started = performance.now()
       const traced = await traceCall(gw.ref.current, 'NewProxy', newProxy('tcp'), log)
       t.equal(traced.result.outcome, 'allow')
-      const started = performance.now()
       t.equal(await answer(gw, newProxy('udp')), 'alice has 1 proxy, the limit is 1 (maxProxies)', 'the reservation counts')
-      const until = started + 5000
+      const until = started + 8000
       let last = ''
       while (performance.now() < until && (last = await answer(gw, newProxy('udp'))) !== 'allow') await sleep(50)
       t.equal(last, 'allow', 'and ends')
-      t.ok(performance.now() - started > 200, `not before the deadline (${Math.round(performance.now() - started)} ms)`)
+      // Redis's clock and ours may differ by a few ms
+      t.ok(performance.now() - started > 1400, `not before the deadline (${Math.round(performance.now() - started)} ms)`)
       t.same(await recorded(gw), [`alice.dns@${RUN_ID}`], 'the traced proxy was never recorded')
     })
 
@@ -193,9 +194,9 @@ export function runQuotaSuite (t: Test, label: string, setup: (t: Test) => Promi
     })
 
     t.test('a current frpc sends no Ping: a record counts for as long as the proxy is open, with nothing refreshing it', async t => {
-      const gw = await gateway(t, { deadlineMs: 200, chain: [quotaStep({ maxProxies: 1 })] })
+      const gw = await gateway(t, { deadlineMs: 500, chain: [quotaStep({ maxProxies: 1 })] })
       t.equal(await answer(gw, newProxy('tcp')), 'allow')
-      await sleep(1000) // five deadlines: no reservation, only the record, and no call at all meanwhile
+      await sleep(1500) // three deadlines: no reservation left, only the record, and no call at all meanwhile
       t.equal(await answer(gw, newProxy('udp')), 'alice has 1 proxy, the limit is 1 (maxProxies)')
       await gw.call('CloseProxy', closeProxy('alice.ssh'))
       await gw.ref.current.drain()
