@@ -193,6 +193,18 @@ export function runQuotaSuite (t: Test, label: string, setup: (t: Test) => Promi
       t.equal(await answer(gw, newProxy('udp', 'alice.dns', 'new-session')), 'allow')
     })
 
+    t.test('a reconnect as frps orders it: the old session\'s CloseProxy (same run_id) first, then the new NewProxy: one proxy', async t => {
+      const gw = await gateway(t, { chain: [quotaStep({ maxProxies: 1 })] })
+      t.equal(await answer(gw, newProxy('tcp')), 'allow')
+      await gw.ref.current.drain()
+      await gw.call('CloseProxy', closeProxy('alice.ssh'))
+      await gw.ref.current.drain()
+      t.same(await recorded(gw), [])
+      t.equal(await answer(gw, newProxy('tcp')), 'allow')
+      t.same(await recorded(gw), [`alice.ssh@${RUN_ID}`])
+      t.equal(await answer(gw, newProxy('udp')), 'alice has 1 proxy, the limit is 1 (maxProxies)')
+    })
+
     t.test('a current frpc sends no Ping: a record counts for as long as the proxy is open, with nothing refreshing it', async t => {
       const gw = await gateway(t, { deadlineMs: 500, chain: [quotaStep({ maxProxies: 1 })] })
       t.equal(await answer(gw, newProxy('tcp')), 'allow')
