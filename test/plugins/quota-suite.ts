@@ -126,18 +126,18 @@ export function runQuotaSuite (t: Test, label: string, setup: (t: Test) => Promi
       t.same(await recorded(gw), [`alice.ssh@${RUN_ID}`])
     })
 
-    t.test('a call that ends at its deadline after the quota step releases its reservation too', async t => {
-      const stuck = createServer(() => {}).listen(0, '127.0.0.1')
-      await new Promise(resolve => stuck.once('listening', resolve))
-      t.teardown(() => { stuck.closeAllConnections(); stuck.close() })
-      const url = `http://127.0.0.1:${(stuck.address() as { port: number }).port}/handler`
+    t.test('a later step failing (outcome error) releases the reservation too', async t => {
+      const broken = createServer((_req, res) => { res.statusCode = 500; res.end('down') }).listen(0, '127.0.0.1')
+      await new Promise(resolve => broken.once('listening', resolve))
+      t.teardown(() => { broken.closeAllConnections(); broken.close() })
+      const url = `http://127.0.0.1:${(broken.address() as { port: number }).port}/handler`
       const gw = await gateway(t, {
-        deadlineMs: 1000,
-        chain: [quotaStep({ maxProxies: 1 }), { name: 'slow', plugin: 'forward', ops: ['NewProxy'], when: { proxyTypes: ['http'] }, options: { url, timeoutMs: 5000 } }]
+        deadlineMs: 10_000,
+        chain: [quotaStep({ maxProxies: 1 }), { name: 'auth', plugin: 'forward', ops: ['NewProxy'], when: { proxyTypes: ['http'] }, options: { url, retries: 0 } }]
       })
-      t.equal(await answer(gw, newProxy('http')), 'frp-plugin-gateway: deadline exceeded in step slow')
+      t.match(await answer(gw, newProxy('http')), /^frp-plugin-gateway: step auth failed/)
       await gw.ref.current.drain()
-      t.equal(await answer(gw, newProxy('tcp')), 'allow')
+      t.equal(await answer(gw, newProxy('tcp')), 'allow', 'at once, not 10 s later')
     })
 
     t.test('a reservation nothing commits ends at the call\'s deadline', async t => {
