@@ -1,6 +1,9 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
+import { parseUserRecord } from '../../src/users/record.js'
+import { RedisUserSource } from '../../src/users/redis-source.js'
 import { configFile, runCli } from '../helpers/cli.js'
 import { loadSamples } from '../helpers/fixtures.js'
 import { configIssues, startGateway, type TestGateway } from '../helpers/gateway.js'
@@ -166,6 +169,26 @@ for (const onStoreError of ['allow', 'reject'] as const) {
     t.ok(gw.logs.some(l => l.msg === 'step failed' && l.step === 'ports'), 'logged')
   })
 }
+
+t.test('ranges from a users table in Redis: a record that does not validate, then Redis stopped, follow registry onStoreError', async t => {
+  const redis = await startRedis(t)
+  const client = new Redis(redis.port, '127.0.0.1')
+  t.teardown(() => client.disconnect())
+  client.on('error', () => {}) // Redis stopped on purpose
+  const control = new RedisUserSource(client, { keyPrefix: 'frpgw:', parse: parseUserRecord })
+  await control.set('alice', { token: 'abc', ports: ['41700-41709'] })
+  await client.hset('frpgw:user:{bob}', 'ports', '["x"]')
+  const gw = await startGateway(t, {
+    redis: { url: redis.url }, users: { redis: { cacheMs: 0 } }, registry: { store: 'memory', onStoreError: 'reject' }, deadlineMs: 2000, drainMs: 0, chain: [portsStep({})]
+  })
+  t.same((await gw.call('NewProxy', any())).body, assigned(any(), 41700), 'alice\'s ports, read from Redis')
+  t.same((await gw.call('NewProxy', proxyOf('bob', 'ssh'))).body,
+    { reject: true, reject_reason: 'frp-plugin-gateway: step ports failed: the record of bob is not valid', unchange: true })
+  await redis.stop()
+  t.same((await gw.call('NewProxy', proxyOf('alice', 'two'))).body,
+    { reject: true, reject_reason: 'frp-plugin-gateway: step ports failed: user table unavailable', unchange: true })
+  t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewProxy', step: 'ports', decision: 'error' }), 2)
+})
 
 t.test('check refuses the step without the registry block, without a range or users block, and every bad option', async t => {
   t.same(await configIssues(t, { chain: [portsStep({ range: [6000] })] }),
