@@ -70,33 +70,40 @@ local function free(port, d)
   if redis.call('HGET', KEYS[2], owner(d)) == port then redis.call('HDEL', KEYS[2], owner(d)) end
 end`
 
-// ARGV user, name, port, run_id: in use by (user, name) for that run_id, whoever held it
+// (user, name) uses port for run_id, whoever held it
 const CLAIM = `
-local key = ARGV[1] .. '\\n' .. ARGV[2]
-local port = ARGV[3]
-local holdMs = 0
-local e = redis.call('HGET', KEYS[1], port)
-if e then
-  local d = cjson.decode(e)
-  if owner(d) == key then holdMs = d.holdMs else free(port, d) end
-end
-local prev = redis.call('HGET', KEYS[2], key)
-if prev and prev ~= port then
-  local p = redis.call('HGET', KEYS[1], prev)
-  if p and owner(cjson.decode(p)) == key then redis.call('HDEL', KEYS[1], prev) end
-end
-redis.call('HSET', KEYS[1], port, cjson.encode({user = ARGV[1], name = ARGV[2], holdMs = holdMs, run_id = ARGV[4]}))
-redis.call('HSET', KEYS[2], key, port)
-`
-const CLAIM_LUA = `${PORTS}${CLAIM}`
+local function claim(user, name, port, runId)
+  local key = user .. '\\n' .. name
+  local holdMs = 0
+  local e = redis.call('HGET', KEYS[1], port)
+  if e then
+    local d = cjson.decode(e)
+    if owner(d) == key then holdMs = d.holdMs else free(port, d) end
+  end
+  local prev = redis.call('HGET', KEYS[2], key)
+  if prev and prev ~= port then
+    local p = redis.call('HGET', KEYS[1], prev)
+    if p and owner(cjson.decode(p)) == key then redis.call('HDEL', KEYS[1], prev) end
+  end
+  redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = holdMs, run_id = runId}))
+  redis.call('HSET', KEYS[2], key, port)
+end`
 
-// One node: the claim (when ARGV port is not ''), the user's listing and the record in one script.
-// KEYS ports, owners, users, proxies, reservations; ARGV user, name, port, run_id, record JSON
-const REGISTER_ONE_LUA = `${PORTS}
-if ARGV[3] ~= '' then${CLAIM}end
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('HSET', KEYS[4], ARGV[2], ARGV[5])
-redis.call('HDEL', KEYS[5], ARGV[2])
+// ARGV user, name, port, run_id
+const CLAIM_LUA = `${PORTS}${CLAIM}
+claim(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+`
+
+// One node: records in the order they came, each its claim (port not ''), its user listed, the record.
+// KEYS ports, owners, users, then each record's proxies and reservations; ARGV user, name, port, run_id, record JSON of each.
+const REGISTER_MANY_LUA = `${PORTS}${CLAIM}
+for i = 0, #ARGV / 5 - 1 do
+  local user, name, port = ARGV[i * 5 + 1], ARGV[i * 5 + 2], ARGV[i * 5 + 3]
+  if port ~= '' then claim(user, name, port, ARGV[i * 5 + 4]) end
+  redis.call('SADD', KEYS[3], user)
+  redis.call('HSET', KEYS[4 + i * 2], name, ARGV[i * 5 + 5])
+  redis.call('HDEL', KEYS[5 + i * 2], name)
+end
 `
 
 // ARGV user, name, port, run_id: the proxy of that run_id closed; its port is held for holdMs, or freed.
@@ -167,7 +174,7 @@ return e
 
 interface Commands {
   frpgwRegRegister (proxies: string, reservations: string, name: string, json: string): Promise<unknown>
-  frpgwRegRegisterOne (ports: string, owners: string, users: string, proxies: string, reservations: string, user: string, name: string, port: string, runId: string, json: string): Promise<unknown>
+  frpgwRegRegisterMany (keys: number, ...keysThenArgs: string[]): Promise<unknown>
   frpgwRegUnregister (proxies: string, name: string, runId: string): Promise<number>
   frpgwRegReserve (proxies: string, reservations: string, ...args: string[]): Promise<number[]>
   frpgwRegRelease (reservations: string, name: string, runId: string): Promise<unknown>
@@ -177,6 +184,8 @@ interface Commands {
   frpgwPortOwner (ports: string, port: string): Promise<string | null>
 }
 
+// 5 arguments a record: at most 200 records a script
+const BATCH_ARGS = 1000
 const LIMITS: readonly QuotaLimit[] = ['maxProxies', 'maxProxiesPerClient', 'maxPorts']
 // `{}` is no hash tag (Cluster hashes each key whole, and a script on both fails), so the records of
 // clients without a user get keys no user's can be
@@ -199,6 +208,7 @@ export class RedisRegistry implements RegistryStore {
   readonly #client: Redis | Cluster
   readonly #prefix: string
   readonly #c: Commands
+  #batch: { keys: string[], args: string[], sent: Promise<unknown> } | undefined
 
   /** The client belongs to whoever created it (src/stores/redis-client.ts). */
   constructor (client: Redis | Cluster, opts: { keyPrefix: string }) {
@@ -207,7 +217,7 @@ export class RedisRegistry implements RegistryStore {
     this.#c = client as unknown as Commands
     const define = (name: string, keys: number, lua: string): void => client.defineCommand(name, { numberOfKeys: keys, lua })
     define('frpgwRegRegister', 2, REGISTER_LUA)
-    define('frpgwRegRegisterOne', 5, REGISTER_ONE_LUA)
+    client.defineCommand('frpgwRegRegisterMany', { lua: REGISTER_MANY_LUA })
     define('frpgwRegUnregister', 1, UNREGISTER_LUA)
     define('frpgwRegReserve', 2, RESERVE_LUA)
     define('frpgwRegRelease', 1, RELEASE_LUA)
@@ -228,13 +238,32 @@ export class RedisRegistry implements RegistryStore {
     const { user, name, run_id: runId } = record
     const [proxies, reservations, json] = [this.proxiesKey(user), this.reservationsKey(user), JSON.stringify(record)]
     if (!this.#client.isCluster) {
-      // one round trip, not three: each costs the gateway more CPU than the whole script costs Redis
-      await this.#c.frpgwRegRegisterOne(this.portsKey, this.ownersKey, this.usersKey, proxies, reservations, user, name, port, runId, json)
+      await this.#batched([proxies, reservations], [user, name, port, runId, json])
       return
     }
     if (port !== '') await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, user, name, port, runId)
     await this.#client.sadd(this.usersKey, user)
     await this.#c.frpgwRegRegister(proxies, reservations, name, json)
+  }
+
+  /**
+   * On one node, the records committed in one turn of the event loop go out as one script: a round
+   * trip costs the gateway more CPU than the script costs Redis, and a NewProxy's record was three.
+   * A batch that fails fails each of its records, which the registry asks again one by one.
+   */
+  async #batched (keys: string[], args: string[]): Promise<unknown> {
+    let batch = this.#batch
+    if (batch === undefined || batch.args.length >= BATCH_ARGS) {
+      const next = { keys: [this.portsKey, this.ownersKey, this.usersKey], args: [] as string[], sent: undefined as unknown as Promise<unknown> }
+      next.sent = new Promise(resolve => setImmediate(resolve)).then(async () => {
+        if (this.#batch === next) this.#batch = undefined
+        return await this.#c.frpgwRegRegisterMany(next.keys.length, ...next.keys, ...next.args)
+      })
+      batch = this.#batch = next
+    }
+    batch.keys.push(...keys)
+    batch.args.push(...args)
+    return await batch.sent
   }
 
   async unregister (user: string, name: string, runId: string): Promise<boolean> {

@@ -173,6 +173,21 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.equal(new Set(given).size, 20)
     })
 
+    t.test('a burst of concurrent records all land, with their ports (Redis on one node writes them in batches of at most 200)', async t => {
+      const [lo] = ports(100)
+      const before = await store.count()
+      const records = Array.from({ length: 250 }, (_, i) => {
+        const user = someone()
+        return i < 100 ? proxy(user, 'p', { remote_port: lo + i, run_id: `run-${i}` }) : proxy(user, 'web', { type: 'http', run_id: `run-${i}` })
+      })
+      await Promise.all(records.map(async r => await store.register(r)))
+      t.equal(await store.count(), before + 250)
+      const stored = await Promise.all(records.map(async r => await store.get(r.user, r.name)))
+      t.same(stored, records)
+      const owners = await Promise.all(records.slice(0, 100).map(async r => await store.portOwner(r.remote_port as number)))
+      t.same(owners, records.slice(0, 100).map(r => ({ user: r.user, name: r.name })))
+    })
+
     t.test('names and metas are data, not keys of an object', async t => {
       const user = someone()
       const odd = proxy(user, '__proto__', { metas: JSON.parse('{"constructor": "x", "__proto__": "y"}') })
