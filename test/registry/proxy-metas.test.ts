@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pino from 'pino'
 import t, { type Test } from 'tap'
@@ -211,4 +212,18 @@ t.test('trace shows the record read, or that there is none, or why it could not 
   await redis.stop()
   const failed = formatTrace(await traceCall(gw.ref.current, 'NewUserConn', visit('alice.ssh'), silent), plugins)
   t.match(failed, /\n {2}registry: alice\.ssh of alice not read in [\d.]+ ms: cause: .+\n {2}1\. closed \(reject\): skipped, when\.proxyMetas does not hold\n {2}2\. listed \(reject\): skipped, when\.proxyMetas does not hold\noutcome: allow\n/)
+})
+
+t.test("README's visitor rule does what the README says", async t => {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+  const block = /A visitor rule per proxy[\s\S]*?```json\n([\s\S]*?)```/.exec(readme)?.[1]
+  if (block === undefined) throw new Error('README has no visitor rule example')
+  const gw = await startGateway(t, { registry: {}, chain: [JSON.parse(block)] })
+  await gw.call('NewProxy', newProxy('alice.ssh', { visitors: 'none' }))
+  await gw.call('NewProxy', newProxy('alice.secure', { visitors: 'friends' }))
+  await recorded(gw, 'alice.ssh', RUN_ID)
+  await recorded(gw, 'alice.secure', RUN_ID)
+  t.equal(await answer(gw, 'NewUserConn', visit('alice.ssh')), 'reject: alice.ssh takes no visitors (visitors="none")')
+  t.equal(await answer(gw, 'NewUserConn', visit('alice.secure')), 'allow')
+  t.equal(await answer(gw, 'NewUserConn', visit('alice.mux')), 'reject: alice.mux takes no visitors (visitors="")')
 })
