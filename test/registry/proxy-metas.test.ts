@@ -163,6 +163,10 @@ t.test('a template alone reading proxy_metas on NewUserConn reads the registry; 
   await recorded(gw, 'alice.ssh', RUN_ID)
   t.equal(await answer(gw, 'NewUserConn', visit('alice.ssh')), 'reject: ask ops')
 
+  const without = await startGateway(t, { chain: [{ name: 'owner', plugin: 'reject', ops: ['NewUserConn'], options: { reason: 'ask [{{proxy_metas.owner}}]' } }] })
+  t.equal(without.ref.current.readsProxy.size, 0, 'without the registry block no read')
+  t.equal(await answer(without, 'NewUserConn', visit('alice.ssh')), 'reject: ask []', 'and the template renders empty')
+
   const plain = await startGateway(t, { registry: {}, chain: [{ name: 'v', plugin: 'reject', ops: ['NewUserConn', 'CloseProxy'], when: { remoteCidrs: ['10.0.0.0/8'] } }] })
   t.equal(plain.ref.current.readsProxy.size, 0)
   const { result } = plain.ref.current.call('NewUserConn', visit('alice.ssh'), performance.now(), 'r', silent)
