@@ -387,7 +387,7 @@ export function describeChains (runtime: Runtime): string {
       return `${s.name} (${notes.filter(Boolean).join('; ')})`
     })
     // NewUserConn and CloseProxy: the registry's record of the proxy is read before the steps
-    if (runtime.readsProxy.has(op)) steps.unshift('(registry: the proxy\'s metas)')
+    if (runtime.readsProxy.has(op)) steps.unshift("(registry: the proxy's metas)")
     return `${`${op}:`.padEnd(width)}${steps.length > 0 ? steps.join(' -> ') : '(no steps: allowed unchanged)'}`
   }).join('\n')
 }
