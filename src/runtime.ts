@@ -359,6 +359,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
   }
   const registry = stores.registry
   if (registry !== undefined) {
+    commits.Login.push(registry.hook)
     commits.NewProxy.push(registry.hook)
     commits.CloseProxy.push(registry.hook)
   }
