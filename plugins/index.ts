@@ -16,8 +16,8 @@ export const plugins = {
   'rate-limit': rateLimit,
   forward,
   users,
-  quota,
-  ports
+  ports,
+  quota
 } satisfies Record<string, PluginDef>
 
 export type PluginName = keyof typeof plugins

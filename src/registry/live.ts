@@ -34,6 +34,23 @@ async function retrying (change: () => Promise<void>): Promise<void> {
   }
 }
 
+/** The registry did not answer before the call's deadline. */
+export class DeadlineExceeded extends Error {
+  readonly code = 'DEADLINE_EXCEEDED'
+  constructor () {
+    super('the registry did not answer before the deadline')
+    this.name = 'DeadlineExceeded'
+  }
+}
+
+/**
+ * frpc keeps its run_id when it logs in again, and frps sends the old session's CloseProxy calls from
+ * a background goroutine once that Login is accepted: one can come after the new session's NewProxy
+ * of the same proxy, with the same run_id. For this long after a reconnect Login, a CloseProxy does
+ * not remove a record registered since; reconciliation (frpsApi) removes it if frps really closed it.
+ */
+export const RECONNECT_SETTLE_MS = 5000
+
 /** The record of a NewProxy as frps was told to open it (the final content). */
 export function recordOf (content: Content, time: number): ProxyRecord {
   const user = own(content, 'user')
@@ -88,7 +105,12 @@ export class LiveRegistry {
     } else if (event.op === 'CloseProxy') {
       const user = own(event.content, 'user')
       const [name, proxy, runId] = [str(own(user, 'user')), str(own(event.content, 'proxy_name')), str(own(user, 'run_id'))]
-      await retrying(async () => { await this.store.unregister(name, proxy, runId) })
+      const settle = { now: event.time, ms: RECONNECT_SETTLE_MS }
+      await retrying(async () => { await this.store.unregister(name, proxy, runId, settle) })
+    } else if (event.op === 'Login') {
+      const runId = str(own(event.content, 'run_id'))
+      if (runId === '' || (event.outcome !== 'allow' && event.outcome !== 'modify')) return
+      await retrying(async () => { await this.store.noteLogin(str(own(event.content, 'user')), runId, event.time) })
     }
   }
 
@@ -100,9 +122,31 @@ export class LiveRegistry {
     }
     if (event.op === 'CloseProxy') {
       const user = own(event.content, 'user')
-      return `would remove ${str(own(event.content, 'proxy_name'))} of ${str(own(user, 'user'))} if its run_id is ${str(own(user, 'run_id'))}`
+      return `would remove ${str(own(event.content, 'proxy_name'))} of ${str(own(user, 'user'))} if its run_id is ${str(own(user, 'run_id'))}` +
+        ` (and it was not registered after a reconnect of that run_id less than ${RECONNECT_SETTLE_MS / 1000} s ago)`
+    }
+    if (event.op === 'Login') {
+      const runId = str(own(event.content, 'run_id'))
+      if (runId === '' || (event.outcome !== 'allow' && event.outcome !== 'modify')) return undefined
+      return `would note a reconnect of run_id ${runId}: for ${RECONNECT_SETTLE_MS / 1000} s, a CloseProxy of its proxies registered since stays unheeded`
     }
     return undefined
+  }
+
+  /**
+   * The record of (user, name), null when there is none. Rejects when the store fails, and with a
+   * DeadlineExceeded error at `deadline` (performance.now()), the call's: the read counts in its time.
+   */
+  async read (user: string, name: string, deadline: number): Promise<ProxyRecord | null> {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new DeadlineExceeded()), Math.max(0, Math.ceil(deadline - performance.now())))
+    })
+    try {
+      return await Promise.race([this.store.get(user, name), late]) ?? null
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   /** Starts reconciling every reconcileEvery, when frpsApi is set. */

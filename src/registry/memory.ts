@@ -1,4 +1,4 @@
-import type { PortOwner, PortRequest, ProxyRecord, QuotaLimits, QuotaRequest, QuotaResult, RegistryStore } from './store.js'
+import type { PortOwner, PortRequest, ProxyRecord, QuotaLimits, QuotaRequest, QuotaResult, RegistryStore, Settle } from './store.js'
 
 interface Reservation { run_id: string, port: boolean, expiresAt: number }
 interface PortEntry { user: string, name: string, holdMs: number, heldUntil?: number }
@@ -18,6 +18,8 @@ export class MemoryRegistry implements RegistryStore {
   readonly #reservations = new Map<string, Map<string, Reservation>>()
   readonly #ports = new Map<number, PortEntry>()
   readonly #owners = new Map<string, number>()
+  /** "user\nrun_id" -> when that client last logged in again */
+  readonly #logins = new Map<string, number>()
   readonly #now: () => number
 
   constructor (now: () => number = Date.now) {
@@ -44,10 +46,19 @@ export class MemoryRegistry implements RegistryStore {
     this.#owners.set(key, port)
   }
 
-  async unregister (user: string, name: string, runId: string): Promise<boolean> {
+  async noteLogin (user: string, runId: string, at: number): Promise<void> {
+    const key = ownerKey(user, runId)
+    this.#logins.delete(key)
+    this.#logins.set(key, at)
+    // oldest first: what is past any settle period goes once the map grows
+    if (this.#logins.size > 10_000) for (const [k] of this.#logins) { if (this.#logins.size <= 9_000) break; this.#logins.delete(k) }
+  }
+
+  async unregister (user: string, name: string, runId: string, settle?: Settle): Promise<boolean> {
     const records = this.#records.get(user)
     const record = records?.get(name)
     if (records === undefined || record === undefined || record.run_id !== runId) return false
+    if (settle !== undefined && settling(record, this.#logins.get(ownerKey(user, runId)), settle)) return false
     records.delete(name)
     if (records.size === 0) this.#records.delete(user)
     const port = record.remote_port
@@ -147,6 +158,10 @@ export class MemoryRegistry implements RegistryStore {
 
   async close (): Promise<void> {}
 }
+
+/** The record came with a session that logged in again less than settle.ms ago: a CloseProxy now may be the old session's. */
+export const settling = (record: ProxyRecord, loginAt: number | undefined, settle: Settle): boolean =>
+  loginAt !== undefined && record.registered_at >= loginAt && settle.now - loginAt < settle.ms
 
 const live = (entry: PortEntry, now: number): boolean => entry.heldUntil === undefined || entry.heldUntil > now
 

@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from 'ioredis'
-import type { PortOwner, PortRequest, ProxyRecord, QuotaLimit, QuotaLimits, QuotaRequest, QuotaResult, RegistryStore } from './store.js'
+import { settling } from './memory.js'
+import type { PortOwner, PortRequest, ProxyRecord, QuotaLimit, QuotaLimits, QuotaRequest, QuotaResult, RegistryStore, Settle } from './store.js'
 
 // Every script takes its time from Redis, so every gateway sharing it agrees on holds and reservations.
 const NOW = `local t = redis.call('TIME')
@@ -12,11 +13,24 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 `
 
 // KEYS proxies; ARGV name, run_id. 1 when removed.
+// KEYS proxies, logins; ARGV name, run_id, now, settle ms ('' for none). 1 when removed.
 const UNREGISTER_LUA = `
 local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v or cjson.decode(v).run_id ~= ARGV[2] then return 0 end
+if not v then return 0 end
+local r = cjson.decode(v)
+if r.run_id ~= ARGV[2] then return 0 end
+if ARGV[4] ~= '' then
+  local at = tonumber(redis.call('HGET', KEYS[2], ARGV[2]))
+  if at and r.registered_at >= at and tonumber(ARGV[3]) - at < tonumber(ARGV[4]) then return 0 end
+end
 redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
+`
+
+// KEYS logins; ARGV run_id, at, ttl ms
+const LOGIN_LUA = `
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 `
 
 // KEYS proxies, reservations; ARGV name, run_id, port (1/0), ttlMs, maxProxies, maxProxiesPerClient, maxPorts ('' for none).
@@ -175,7 +189,8 @@ return e
 interface Commands {
   frpgwRegRegister (proxies: string, reservations: string, name: string, json: string): Promise<unknown>
   frpgwRegRegisterMany (keys: number, ...keysThenArgs: string[]): Promise<unknown>
-  frpgwRegUnregister (proxies: string, name: string, runId: string): Promise<number>
+  frpgwRegUnregister (proxies: string, logins: string, name: string, runId: string, now: string, settleMs: string): Promise<number>
+  frpgwRegLogin (logins: string, runId: string, at: string, ttlMs: string): Promise<unknown>
   frpgwRegReserve (proxies: string, reservations: string, ...args: string[]): Promise<number[]>
   frpgwRegRelease (reservations: string, name: string, runId: string): Promise<unknown>
   frpgwPortClaim (ports: string, owners: string, user: string, name: string, port: string, runId: string): Promise<unknown>
@@ -218,7 +233,8 @@ export class RedisRegistry implements RegistryStore {
     const define = (name: string, keys: number, lua: string): void => client.defineCommand(name, { numberOfKeys: keys, lua })
     define('frpgwRegRegister', 2, REGISTER_LUA)
     client.defineCommand('frpgwRegRegisterMany', { lua: REGISTER_MANY_LUA })
-    define('frpgwRegUnregister', 1, UNREGISTER_LUA)
+    define('frpgwRegUnregister', 2, UNREGISTER_LUA)
+    define('frpgwRegLogin', 1, LOGIN_LUA)
     define('frpgwRegReserve', 2, RESERVE_LUA)
     define('frpgwRegRelease', 1, RELEASE_LUA)
     define('frpgwPortClaim', 2, CLAIM_LUA)
@@ -229,6 +245,7 @@ export class RedisRegistry implements RegistryStore {
 
   proxiesKey (user: string): string { return `${this.#prefix}${userTag(user)}:proxies` }
   reservationsKey (user: string): string { return `${this.#prefix}${userTag(user)}:reservations` }
+  loginsKey (user: string): string { return `${this.#prefix}${userTag(user)}:logins` }
   get usersKey (): string { return `${this.#prefix}reg:users` }
   get portsKey (): string { return `${this.#prefix}ports:{ports}` }
   get ownersKey (): string { return `${this.#prefix}ports:{ports}:owners` }
@@ -266,13 +283,23 @@ export class RedisRegistry implements RegistryStore {
     return await batch.sent
   }
 
-  async unregister (user: string, name: string, runId: string): Promise<boolean> {
+  async noteLogin (user: string, runId: string, at: number): Promise<void> {
+    // kept a minute: far longer than any settle period, and a client logging in again renews it
+    await this.#c.frpgwRegLogin(this.loginsKey(user), runId, String(at), '60000')
+  }
+
+  async unregister (user: string, name: string, runId: string, settle?: Settle): Promise<boolean> {
     const record = await this.get(user, name)
     if (record === undefined || record.run_id !== runId) return false
+    if (settle !== undefined) {
+      const at = await this.#client.hget(this.loginsKey(user), runId)
+      if (settling(record, at === null ? undefined : Number(at), settle)) return false
+    }
     if (record.remote_port !== undefined && record.remote_port > 0) {
       await this.#c.frpgwPortRelease(this.portsKey, this.ownersKey, user, name, String(record.remote_port), runId)
     }
-    return await this.#c.frpgwRegUnregister(this.proxiesKey(user), name, runId) === 1
+    return await this.#c.frpgwRegUnregister(this.proxiesKey(user), this.loginsKey(user), name, runId,
+      String(settle?.now ?? 0), settle === undefined ? '' : String(settle.ms)) === 1
   }
 
   async get (user: string, name: string): Promise<ProxyRecord | undefined> {

@@ -18,6 +18,9 @@ export interface ProxyRecord {
   registered_at: number
 }
 
+/** The record of a call's proxy as read before its chain: null when the registry has none, 'error' when it could not be read. */
+export type ProxyLookup = ProxyRecord | null | 'error'
+
 export interface QuotaLimits {
   /** proxies of the user at once */
   maxProxies?: number
@@ -54,6 +57,9 @@ export interface PortRequest {
   holdMs: number
 }
 
+/** `now` (ms since the epoch, the gateway's clock, as registered_at) and how long after a reconnect Login a CloseProxy is doubted. */
+export interface Settle { now: number, ms: number }
+
 export interface PortOwner { user: string, name: string, heldUntil?: number }
 
 export interface RegistryStore {
@@ -62,10 +68,16 @@ export interface RegistryStore {
   register (record: ProxyRecord): Promise<void>
   /**
    * A CloseProxy, or reconciliation finding the proxy gone: removes the record only when its run_id
-   * matches (a late CloseProxy of an old session leaves the new one alone); its port is then held for
-   * its holdMs. True when removed.
+   * matches; its port is then held for its holdMs. With `settle`, a record registered after a
+   * reconnect Login of that run_id less than settle.ms ago stays (see noteLogin). True when removed.
    */
-  unregister (user: string, name: string, runId: string): Promise<boolean>
+  unregister (user: string, name: string, runId: string, settle?: Settle): Promise<boolean>
+  /**
+   * A Login of a client that has a run_id already: a reconnect. frpc keeps its run_id, and frps sends
+   * the old session's CloseProxy calls from a background goroutine, so one can arrive after the new
+   * session's NewProxy of the same proxy, with the same run_id: unregister with `settle` ignores it.
+   */
+  noteLogin (user: string, runId: string, at: number): Promise<void>
   get (user: string, name: string): Promise<ProxyRecord | undefined>
   /** Every record, or one user's, ordered by user then name. */
   list (user?: string): Promise<ProxyRecord[]>

@@ -51,6 +51,23 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.equal(await store.unregister(bob, `${bob}.p`, 'new'), false, 'twice is once')
     })
 
+    t.test('a CloseProxy soon after a reconnect Login leaves a record the new session registered (frpc keeps its run_id)', async t => {
+      const rick = someone()
+      const name = `${rick}.p`
+      const t0 = 1_780_000_000_000
+      await store.register(proxy(rick, 'p', { run_id: 'X', registered_at: t0 }))
+      await store.noteLogin(rick, 'X', t0 + 10_000)
+      t.equal(await store.unregister(rick, name, 'X', { now: t0 + 10_050, ms: 5000 }), true, 'the old session\'s record goes: its close came first')
+      await store.register(proxy(rick, 'p', { run_id: 'X', registered_at: t0 + 10_100 }))
+      t.equal(await store.unregister(rick, name, 'X', { now: t0 + 10_200, ms: 5000 }), false, 'a late close of the old session: the new record stays')
+      t.equal((await store.get(rick, name))?.registered_at, t0 + 10_100)
+      t.equal(await store.unregister(rick, name, 'X', { now: t0 + 15_001, ms: 5000 }), true, 'past the settle period a close is a close')
+      await store.register(proxy(rick, 'p', { run_id: 'X', registered_at: t0 + 20_000 }))
+      t.equal(await store.unregister(rick, name, 'X'), true, 'without settle (reconciliation) the run_id alone decides')
+      await store.register(proxy(rick, 'q', { run_id: 'Y', registered_at: t0 + 20_000 }))
+      t.equal(await store.unregister(rick, `${rick}.q`, 'Y', { now: t0 + 20_100, ms: 5000 }), true, 'a client that never logged in again is not doubted')
+    })
+
     t.test('quota: counts records and live reservations, and names the limit reached', async t => {
       const carol = someone()
       const req = (short: string, extra: Partial<{ run_id: string, port: boolean, ttlMs: number }> = {}) =>

@@ -155,3 +155,26 @@ t.test('trace shows what the registry would record, and records nothing', async 
   await sleep(50)
   t.same((await view(gw)).body.proxies, [], 'trace recorded nothing')
 })
+
+t.test('a reconnect: the old session\'s late CloseProxy, with the run_id frpc kept, leaves the new session\'s record', async t => {
+  const gw = await startGateway(t, { registry: {} })
+  const login = structuredClone(samples.find(s => s.body.op === 'Login')?.body.content) as Record<string, any>
+  login.user = 'alice'
+  login.run_id = '9a961f8f3302e589' // a reconnect: frpc sends the run_id it had
+  await gw.call('NewProxy', ssh())
+  await soon(gw, names => names.length === 1)
+  // frps's order as it usually comes: the old session's close, the reconnect Login, the new NewProxy...
+  await gw.call('CloseProxy', close('alice.ssh', '9a961f8f3302e589'))
+  t.same(await soon(gw, names => names.length === 0), [])
+  await gw.call('Login', login)
+  await sleep(50)
+  await gw.call('NewProxy', ssh())
+  await soon(gw, names => names.length === 1)
+  // ...and as it can come: a close of the old session after the new session's NewProxy
+  await gw.call('CloseProxy', close('alice.ssh', '9a961f8f3302e589'))
+  await sleep(100)
+  t.same((await view(gw)).body.proxies.map((p: { name: string }) => p.name), ['alice.ssh'], 'the live proxy still counts')
+  const { traceCall } = await import('../../src/trace.js')
+  const log = (await import('pino')).default({ level: 'silent' })
+  t.match((await traceCall(gw.ref.current, 'Login', login, log)).commits, [/^registry: would note a reconnect of run_id 9a961f8f3302e589: for 5 s/])
+})
