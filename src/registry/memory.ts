@@ -34,11 +34,13 @@ export class MemoryRegistry implements RegistryStore {
     this.#reservations.get(record.user)?.delete(record.name)
   }
 
-  // the port is in use by (user, name) from now on, whoever held it: frps has opened it
+  // the port is in use by (user, name) from now on, whoever held it (a hold ends here), unless another proxy has it open
   #claim (user: string, name: string, port: number): void {
     const key = ownerKey(user, name)
     const entry = this.#ports.get(port)
     const own = entry !== undefined && entry.user === user && entry.name === name
+    // another proxy has it open: frps refuses this one (port in use), and reconciliation removes its record
+    if (entry !== undefined && !own && entry.heldUntil === undefined) return
     if (entry !== undefined && !own) this.#owners.delete(ownerKey(entry.user, entry.name))
     const previous = this.#owners.get(key)
     if (previous !== undefined && previous !== port) this.#ports.delete(previous)

@@ -92,6 +92,8 @@ local function claim(user, name, port, runId)
   local e = redis.call('HGET', KEYS[1], port)
   if e then
     local d = cjson.decode(e)
+    -- another proxy has it open: frps refuses this one (port in use), and reconciliation removes its record
+    if owner(d) ~= key and d.heldUntil == nil then return end
     if owner(d) == key then holdMs = d.holdMs else free(port, d) end
   end
   local prev = redis.call('HGET', KEYS[2], key)

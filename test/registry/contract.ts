@@ -181,6 +181,18 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       }
     })
 
+    t.test('ports: a record on a port another proxy has open (frps refuses it) takes nothing from that proxy', async t => {
+      const ned = someone()
+      const oz = someone()
+      const [lo] = ports(1)
+      await store.register(proxy(ned, 'live', { remote_port: lo }))
+      await store.register(proxy(oz, 'late', { remote_port: lo, run_id: 'o' }))
+      t.same(await store.portOwner(lo), { user: ned, name: `${ned}.live` }, 'the port stays with the proxy that has it')
+      t.equal(await store.unregister(oz, `${oz}.late`, 'o'), true, 'reconciliation removes the refused record')
+      t.same(await store.portOwner(lo), { user: ned, name: `${ned}.live` }, 'and the port is still in use, not freed')
+      t.equal(await store.assignPort({ user: oz, name: `${oz}.x`, ranges: [[lo, lo]], holdMs: 60_000 }), undefined, 'so no one is handed it')
+    })
+
     t.test('ports: concurrent asks never hand one port to two names', async t => {
       const [lo, hi] = ports(20)
       const users = Array.from({ length: 30 }, () => someone())
