@@ -120,8 +120,45 @@ export interface Gateway {
   addr: string
   /** the folder of the config file, where its users file is */
   dir: string
+  /** where /metrics and /proxies are served: the admin listener when the config has one */
+  adminUrl: string
   /** SIGHUP, then the line the gateway logged for it: `config reloaded` or `config reload failed...` (undefined: none in 15 s) */
   reload: () => Promise<string | undefined>
+  /** the value of one series of /metrics (its labels as given, in any order; none: the one without labels), undefined when absent */
+  metric: (name: string, labels?: Record<string, string>) => Promise<number | undefined>
+  /** GET /proxies, or /proxies/USER: the registry as the admin view shows it */
+  proxies: (user?: string) => Promise<ProxyView[]>
+}
+
+/** One record of the admin view (GET /proxies) */
+export interface ProxyView {
+  user: string
+  name: string
+  type: string
+  run_id: string
+  remote_port?: number
+  custom_domains?: string[]
+  subdomain?: string
+  metas?: Record<string, string>
+  registered_at: string
+}
+
+async function getJson (url: string): Promise<any> {
+  const res = await fetch(url)
+  if (res.status !== 200) throw new Error(`GET ${url}: HTTP ${res.status} ${await res.text()}`)
+  return await res.json()
+}
+
+/** The value of the series `name` with exactly `labels` in Prometheus text. */
+export function seriesValue (text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
+    if (match === null || match[1] !== name) continue
+    const found = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map(m => [m[1], m[2]]))
+    const keys = Object.keys(labels)
+    if (keys.length === Object.keys(found).length && keys.every(k => found[k] === labels[k])) return Number(match[3])
+  }
+  return undefined
 }
 
 /**
@@ -139,12 +176,20 @@ export async function startGateway (scope: Scope, config: Record<string, any>, f
   const file = scope.file('gateway.json', JSON.stringify({ ...config, listen, admin }, null, 2))
   const proc = new Proc(scope, 'gateway', process.execPath, [MAIN, '--config', file])
   await waitPort(port, proc)
+  if (admin !== undefined) await waitPort(admin.port, proc)
   const reload = async (): Promise<string | undefined> => {
     const from = proc.lines.length
     proc.child.kill('SIGHUP')
     return await proc.waitLine(/"msg":"config reload/, 15_000, from)
   }
-  return { proc, port, path: listen.path ?? '/handler', addr: `127.0.0.1:${port}`, dir: scope.dir, reload }
+  const adminUrl = `http://127.0.0.1:${admin?.port ?? port}`
+  const metric = async (name: string, labels?: Record<string, string>): Promise<number | undefined> => {
+    const res = await fetch(`${adminUrl}/metrics`)
+    return seriesValue(await res.text(), name, labels)
+  }
+  const proxies = async (user?: string): Promise<ProxyView[]> =>
+    (await getJson(`${adminUrl}/proxies${user !== undefined ? `/${encodeURIComponent(user)}` : ''}`)).proxies
+  return { proc, port, path: listen.path ?? '/handler', addr: `127.0.0.1:${port}`, dir: scope.dir, adminUrl, reload, metric, proxies }
 }
 
 // ---- frp ----
@@ -168,23 +213,30 @@ export async function detectFrp (dir: string): Promise<FrpVersion> {
 
 export interface PluginRef { name: string, addr: string, path: string, ops: string[] }
 
+// frps's dashboard (webServer) login
+const DASHBOARD = { user: 'admin', password: 'e2e' }
+
 export interface Frps { proc: Proc, bindPort: number, vhostHTTPPort: number, webPort: number, subdomainHost: string }
 
-/** frps on free ports, calling the plugins in the order given (INI: frps's own, random, order). */
-export async function startFrps (scope: Scope, frp: FrpVersion, plugins: PluginRef[]): Promise<Frps> {
-  const [bindPort, vhostHTTPPort, webPort] = [await freePort(), await freePort(), await freePort()]
+/**
+ * frps on free ports, calling the plugins in the order given (INI: frps's own, random, order); its dashboard
+ * on `webPort` when given (a gateway started before it reads it).
+ */
+export async function startFrps (scope: Scope, frp: FrpVersion, plugins: PluginRef[], webPort?: number): Promise<Frps> {
+  const [bindPort, vhostHTTPPort] = [await freePort(), await freePort()]
+  webPort ??= await freePort()
   const subdomainHost = 'frps.test'
   const text = frp.ini
     ? [
         '[common]', 'bind_addr = 127.0.0.1', `bind_port = ${bindPort}`, `vhost_http_port = ${vhostHTTPPort}`,
         `subdomain_host = ${subdomainHost}`, `token = ${TOKEN}`,
-        'dashboard_addr = 127.0.0.1', `dashboard_port = ${webPort}`, 'dashboard_user = admin', 'dashboard_pwd = e2e',
+        'dashboard_addr = 127.0.0.1', `dashboard_port = ${webPort}`, `dashboard_user = ${DASHBOARD.user}`, `dashboard_pwd = ${DASHBOARD.password}`,
         ...plugins.flatMap(p => ['', `[plugin.${p.name}]`, `addr = ${p.addr}`, `path = ${p.path}`, `ops = ${p.ops.join(',')}`])
       ].join('\n')
     : [
         'bindAddr = "127.0.0.1"', `bindPort = ${bindPort}`, `vhostHTTPPort = ${vhostHTTPPort}`,
         `subDomainHost = "${subdomainHost}"`, `auth.token = "${TOKEN}"`,
-        'webServer.addr = "127.0.0.1"', `webServer.port = ${webPort}`, 'webServer.user = "admin"', 'webServer.password = "e2e"',
+        'webServer.addr = "127.0.0.1"', `webServer.port = ${webPort}`, `webServer.user = "${DASHBOARD.user}"`, `webServer.password = "${DASHBOARD.password}"`,
         ...plugins.flatMap(p => ['', '[[httpPlugins]]', `name = "${p.name}"`, `addr = "${p.addr}"`, `path = "${p.path}"`,
           `ops = [${p.ops.map(op => `"${op}"`).join(', ')}]`])
       ].join('\n')
@@ -194,9 +246,12 @@ export async function startFrps (scope: Scope, frp: FrpVersion, plugins: PluginR
   return { proc, bindPort, vhostHTTPPort, webPort, subdomainHost }
 }
 
+/** frps's dashboard on webPort, as the gateway's `registry.frpsApi` reads it */
+export const frpsApi = (webPort: number): { url: string, user: string, password: string } => ({ url: `http://127.0.0.1:${webPort}`, ...DASHBOARD })
+
 /** The proxies frps's own dashboard API lists as online, by type: what is really open. */
 export async function onlineProxies (frps: Frps, type: string): Promise<string[]> {
-  const res = await fetch(`http://127.0.0.1:${frps.webPort}/api/proxy/${type}`, { headers: { authorization: `Basic ${Buffer.from('admin:e2e').toString('base64')}` } })
+  const res = await fetch(`http://127.0.0.1:${frps.webPort}/api/proxy/${type}`, { headers: { authorization: `Basic ${Buffer.from(`${DASHBOARD.user}:${DASHBOARD.password}`).toString('base64')}` } })
   const body = await res.json() as { proxies?: Array<{ name: string, status: string }> | null }
   return (body.proxies ?? []).filter(p => p.status === 'online').map(p => p.name).sort()
 }

@@ -1,5 +1,6 @@
+import { once } from 'node:events'
 import { readFileSync, writeFileSync } from 'node:fs'
-import net from 'node:net'
+import net, { type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
@@ -8,8 +9,8 @@ import { compileUsers, parseUsersFile, type CompiledUser } from '../src/users/re
 import { redisCli, startRedis } from '../test/helpers/redis.js'
 import { makeCerts, type TestCerts } from '../test/helpers/tls.js'
 import {
-  echoThrough, freePort, Frpc, getThrough, onlineProxies, startEcho, startFrps, startGateway, startPlugin, startWeb, waitPort,
-  escapeRegExp, type ClientSpec, type Echo, type ProxySpec, type Frps, type FrpVersion, type Gateway, type Plugin, type Proc, type Scope
+  echoThrough, freePort, Frpc, frpsApi, getThrough, onlineProxies, startEcho, startFrps, startGateway, startPlugin, startWeb, waitPort,
+  escapeRegExp, type ClientSpec, type Echo, type ProxySpec, type Frps, type FrpVersion, type Gateway, type Plugin, type Proc, type ProxyView, type Scope
 } from './harness.js'
 import type { Recipe, Step } from './recipes.js'
 
@@ -41,9 +42,11 @@ function sends (ctx: Ctx, field: string, what: string): boolean {
 
 const ALL_OPS = ['Login', 'NewProxy', 'CloseProxy', 'Ping', 'NewWorkConn', 'NewUserConn']
 
-/** Every op some enabled step of the chain runs on: what frps must send the gateway. */
-const opsOf = (chain: Step[]): string[] => {
+/** Every op some enabled step of the chain runs on, and the registry's two: what frps must send the gateway. */
+const opsOf = (config: Record<string, any>): string[] => {
+  const chain = (config.chain ?? []) as Step[]
   const used = new Set(chain.filter(s => s.enabled !== false).flatMap(s => (s.ops as string[] | undefined) ?? ALL_OPS))
+  if (config.registry !== undefined) for (const op of ['NewProxy', 'CloseProxy']) used.add(op)
   return ALL_OPS.filter(op => used.has(op))
 }
 
@@ -54,13 +57,19 @@ interface Env { gateway: Gateway, frps: Frps, recorder: Plugin, client: (spec: C
  * for NewProxy (what frps really sends after the gateway's Login answer: the metas it set).
  */
 async function setUp (ctx: Ctx, config: Record<string, any>, files: Record<string, string> = {}): Promise<Env> {
+  // a registry reading frps's dashboard: frps's comes up on a port chosen now
+  const webPort = config.registry?.frpsApi !== undefined ? await freePort() : undefined
+  if (webPort !== undefined) {
+    const api = frpsApi(webPort)
+    if (config.registry.frpsApi.url !== api.url) ctx.say(`registry.frpsApi ${config.registry.frpsApi.url as string} replaced by this frps's dashboard at ${api.url}`)
+    config = { ...config, registry: { ...config.registry, frpsApi: api } }
+  }
   const gateway = await startGateway(ctx.scope, config, files)
   const recorder = await startPlugin(ctx.scope)
-  const chain = (config.chain ?? []) as Step[]
   const frps = await startFrps(ctx.scope, ctx.frp, [
-    { name: 'gateway', addr: gateway.addr, path: gateway.path, ops: opsOf(chain) },
+    { name: 'gateway', addr: gateway.addr, path: gateway.path, ops: opsOf(config) },
     { name: 'recorder', addr: recorder.addr, path: '/handler', ops: ['NewProxy'] }
-  ])
+  ], webPort)
   const procs: Proc[] = [gateway.proc, frps.proc]
   const env: Env = {
     gateway,
@@ -629,4 +638,92 @@ export const recipeScenarios: Record<string, RecipeScenario> = {
       intact >= limit && intact <= limit + refill && results.filter(r => r !== 'intact').every(r => /^(closed|error \w+) after 0 /.test(r)),
       `${intact} intact; others: ${JSON.stringify([...new Set(results.filter(r => r !== 'intact'))])}`, env.procs)
   }
+}
+
+// ---- the registry ----
+
+/** Polls until `done` holds or timeoutMs pass; answers whether it held. */
+async function eventually (done: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (await done()) return true
+    if (Date.now() > deadline) return false
+    await sleep(200)
+  }
+}
+
+const names = (records: ProxyView[]): string => JSON.stringify(records.map(r => r.name))
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
+
+/**
+ * The registry with no step at all, frps's dashboard read every 2 s: a tcp proxy that frps could not open
+ * (its port taken) is recorded when the gateway allows it, then removed by reconciliation; the proxies frps
+ * opened stay, as the admin view and the metrics show; a stopping frpc's CloseProxy calls remove the rest.
+ */
+export async function registryScenario (ctx: Ctx): Promise<void> {
+  const every = 2000
+  const env = await setUp(ctx, { admin: {}, registry: { frpsApi: { url: 'http://127.0.0.1:7500' }, reconcileEvery: `${every / 1000}s` } })
+  const echo = await startEcho(ctx.scope)
+  const web = await startWeb(ctx.scope)
+  // something else listens on the port of alice.taken: frps fails to open it after the gateway allowed it
+  const blocker = net.createServer().listen(0, '127.0.0.1')
+  await once(blocker, 'listening')
+  ctx.scope.defer(() => blocker.close())
+  const [okPort, takenPort] = [await freePort(), (blocker.address() as AddressInfo).port]
+  ctx.check('GET /proxies answers an empty registry before any client', (await env.gateway.proxies()).length === 0)
+  const c = env.client({
+    user: 'alice',
+    proxies: [
+      { name: 'ok', type: 'tcp', localPort: echo.port, remotePort: okPort },
+      { name: 'taken', type: 'tcp', localPort: echo.port, remotePort: takenPort },
+      { name: 'web', type: 'http', localPort: web.port, customDomains: ['registry.e2e.test'] }
+    ]
+  })
+  if (!ctx.check('alice logs in', await c.login() === 'ok', undefined, env.procs)) return
+  await tcpIntact(ctx, env, c, 'ok', okPort, echo)
+  refused(ctx, env, `tcp proxy alice.taken on port ${takenPort}, where something else listens`, await c.proxy('taken'), 'port unavailable')
+  if (ctx.check('http proxy alice.web starts', await c.proxy('web') === 'ok', undefined, env.procs)) await pageIntact(ctx, env, 'registry.e2e.test', web.body)
+
+  const online = await onlineProxies(env.frps, 'tcp')
+  ctx.check('frps\'s dashboard lists alice.ok online, not alice.taken', online.join() === 'alice.ok', `frps lists ${JSON.stringify(online)}`)
+  // read at once: reconciliation removes alice.taken once it is older than one interval
+  const view = await env.gateway.proxies()
+  const ok = view.find(r => r.name === 'alice.ok')
+  const runId = ok?.run_id ?? ''
+  ctx.check(`GET /proxies has alice.ok: user alice, type tcp, remote_port ${okPort}, frpc's run_id, registered_at in ISO 8601`,
+    ok !== undefined && ok.user === 'alice' && ok.type === 'tcp' && ok.remote_port === okPort && /^[0-9a-f]{16}$/.test(runId) &&
+      !Number.isNaN(Date.parse(ok.registered_at)) && ok.registered_at === new Date(ok.registered_at).toISOString(),
+    `GET /proxies: ${JSON.stringify(view)}`, env.procs)
+  const www = view.find(r => r.name === 'alice.web')
+  ctx.check('and alice.web: type http, custom_domains ["registry.e2e.test"], no remote_port, the same run_id',
+    www !== undefined && www.type === 'http' && JSON.stringify(www.custom_domains) === '["registry.e2e.test"]' && www.remote_port === undefined && www.run_id === runId,
+    `alice.web: ${JSON.stringify(www)}`)
+  const taken = view.find(r => r.name === 'alice.taken')
+  const since = Date.parse(taken?.registered_at ?? '')
+  ctx.check(`the gateway allowed alice.taken, so it is recorded (remote_port ${takenPort}) although frps never opened it`,
+    taken !== undefined && taken.remote_port === takenPort && taken.run_id === runId, `read ${seconds(Date.now() - since)} after it was recorded; GET /proxies: ${names(view)}`, env.procs)
+
+  // reconciliation removes it once it is older than one interval and frps does not list it online
+  const gone = await eventually(async () => !(await env.gateway.proxies()).some(r => r.name === 'alice.taken'), 10 * every + 10_000)
+  const after = await env.gateway.proxies()
+  ctx.check(`reconciliation (every ${every / 1000} s) removes alice.taken; alice.ok and alice.web stay`,
+    gone && names(after) === '["alice.ok","alice.web"]', `${gone ? 'gone' : 'still there'} ${seconds(Date.now() - since)} after it was recorded; GET /proxies: ${names(after)}`, env.procs)
+  if (gone) ctx.say(`alice.taken gone from GET /proxies ${seconds(Date.now() - since)} after it was recorded`)
+  const [proxies, reconciled, removed] = [await env.gateway.metric('frp_gateway_registry_proxies'),
+    await env.gateway.metric('frp_gateway_registry_reconcile_total', { result: 'ok' }), await env.gateway.metric('frp_gateway_registry_reconcile_removed_total')]
+  ctx.check('metrics: frp_gateway_registry_proxies 2, frp_gateway_registry_reconcile_total{result="ok"} at least 1, frp_gateway_registry_reconcile_removed_total 1',
+    proxies === 2 && (reconciled ?? 0) >= 1 && removed === 1, `proxies ${proxies}, reconciles ok ${reconciled}, removed ${removed}`)
+  const mine = await env.gateway.proxies('alice')
+  const bobs = await env.gateway.proxies('bob')
+  ctx.check('GET /proxies/alice lists the same two, GET /proxies/bob none', names(mine) === names(after) && bobs.length === 0, `alice ${names(mine)}, bob ${names(bobs)}`)
+
+  // a stopping frpc: frps sends a CloseProxy for each of its proxies, and they remove the rest
+  const closes = async (): Promise<number> => (await env.gateway.metric('frp_gateway_requests_total', { op: 'CloseProxy', outcome: 'allow' })) ?? 0
+  const before = await closes()
+  await c.stop()
+  const emptied = await eventually(async () => (await env.gateway.proxies()).length === 0, 20_000)
+  const [closed, removedAfter] = [await closes() - before, await env.gateway.metric('frp_gateway_registry_reconcile_removed_total')]
+  ctx.check('alice\'s frpc stops: its CloseProxy calls (one per open proxy) empty the registry, reconciliation removes nothing more',
+    emptied && closed >= 2 && removedAfter === removed,
+    `${emptied ? 'empty' : `GET /proxies: ${names(await env.gateway.proxies())}`}; ${closed} CloseProxy calls; removed by reconciliation ${removedAfter} (was ${removed})`, env.procs)
 }
