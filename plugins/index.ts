@@ -1,6 +1,7 @@
 import type { PluginDef } from '../src/chain.js'
 import forward from './forward.js'
 import metas from './metas.js'
+import ports from './ports.js'
 import rateLimit from './rate-limit.js'
 import reject from './reject.js'
 import rewrite from './rewrite.js'
@@ -13,7 +14,8 @@ export const plugins = {
   rewrite,
   'rate-limit': rateLimit,
   forward,
-  users
+  users,
+  ports
 } satisfies Record<string, PluginDef>
 
 export type PluginName = keyof typeof plugins

@@ -12,19 +12,19 @@ export function intIn (min: number, max: number, unit = ''): z.ZodNumber {
   return z.number({ error }).int({ error }).min(min, { error }).max(max, { error })
 }
 
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
 
 /** Milliseconds as a duration is written in the config: "8760h", "15m", "30s", "1 ms". */
 export const formatDuration = (ms: number): string =>
   ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms} ms`
 
-/** A duration in the config: "30s", "15m", "1h" (units ms, s, m, h) or milliseconds, parsed to milliseconds within the range. */
+/** A duration in the config: "30s", "15m", "1h", "7d" (units ms, s, m, h, d) or milliseconds, parsed to milliseconds within the range. */
 export function durationIn (minMs: number, maxMs: number, what: string): z.ZodType<number, number | string> {
   const range = `from ${formatDuration(minMs)} to ${formatDuration(maxMs)}`
   return z.union([
     intIn(minMs, maxMs, ` (milliseconds: ${range})`),
-    z.string().regex(/^\d+(ms|s|m|h)$/, `expected a duration like "1s", "10s", "1m", "1h" or milliseconds, ${range}`)
-  ], { error: `expected milliseconds or a duration like "1s", "10s", "1m", "1h", ${range}` })
+    z.string().regex(/^\d+(ms|s|m|h|d)$/, `expected a duration like "1s", "10s", "1m", "1h", "1d" or milliseconds, ${range}`)
+  ], { error: `expected milliseconds or a duration like "1s", "10s", "1m", "1h", "1d", ${range}` })
     .transform(d => typeof d === 'number' ? d : Number(/^\d+/.exec(d)?.[0]) * UNITS[d.replace(/^\d+/, '')])
     .refine(ms => ms >= minMs && ms <= maxMs, `expected ${what} ${range}`)
 }

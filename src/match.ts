@@ -63,7 +63,8 @@ export function cidrList (cidrs: string[]): (ip: string) => boolean {
   }
 }
 
-function portRange (p: number | string): [number, number] {
+/** One port or "low-high" range as the config writes it; throws naming the entry. */
+export function portRange (p: number | string): [number, number] {
   const m = /^(\d+)(?:-(\d+))?$/.exec(String(p))
   const lo = m ? Number(m[1]) : NaN
   const hi = m?.[2] !== undefined ? Number(m[2]) : lo

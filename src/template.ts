@@ -2,7 +2,7 @@ import { isSecretName, redactContent } from './log.js'
 import { clientIp, clientMetas, clientRunId, clientUser, getIn, own, remoteIp, type Content, type Op } from './protocol.js'
 
 /** What a template may read besides the content. */
-export interface TemplateContext { op: Op, reqid: string, retryAfter?: number }
+export interface TemplateContext { op: Op, reqid: string, retryAfter?: number, ports?: string }
 /**
  * `masked`, present when the template reads a value that may be a secret (a secret-named meta or
  * field, or an object), renders it for a log line: secret values masked, objects as redactContent.
@@ -41,6 +41,7 @@ function getterFor (name: string, step: string, extra: readonly string[]): Gette
   if (Object.hasOwn(NAMES, name)) return NAMES[name]
   if (name === 'step') return () => step
   if (name === 'retry_after' && extra.includes(name)) return (_, ctx) => ctx.retryAfter
+  if (name === 'ports' && extra.includes(name)) return (_, ctx) => ctx.ports
   const dot = name.indexOf('.')
   const head = dot === -1 ? name : name.slice(0, dot)
   const rest = name.slice(dot + 1)

@@ -73,7 +73,7 @@ t.test('without the registry block the admin view says so, and nothing is record
 
 t.test('a registry in Redis needs the redis block', async t => {
   t.same(await configIssues(t, { registry: { store: 'redis' } }), [{ path: 'registry.store', message: 'a registry in Redis needs the top-level "redis" block' }])
-  t.same((await configIssues(t, { registry: { reconcileEvery: '1d', frpsApi: { url: 'ftp://x' } } })).map(i => i.path).sort(), ['registry.frpsApi.url', 'registry.reconcileEvery'])
+  t.same((await configIssues(t, { registry: { reconcileEvery: '2d', frpsApi: { url: 'ftp://x' } } })).map(i => i.path).sort(), ['registry.frpsApi.url', 'registry.reconcileEvery'])
 })
 
 t.test('two gateways on one Redis: what one records, the other lists at once; a store away is asked again, then counted, never waited for', async t => {

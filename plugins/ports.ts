@@ -1,0 +1,102 @@
+import { z } from 'zod'
+import { durationIn } from '../src/bounds.js'
+import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
+import { compileAt } from '../src/errors.js'
+import { portRange } from '../src/match.js'
+import { copy, own, type Content } from '../src/protocol.js'
+import type { PortRanges } from '../src/registry/store.js'
+import { compileTemplate } from '../src/template.js'
+import { USER_NAME, type CompiledUser } from '../src/users/record.js'
+import type { UserLookup, UserTable } from '../src/users/table.js'
+
+const DAY_MS = 86_400_000
+
+/** Ranges without port 0: 0 asks frps to pick, which is what this step replaces. */
+function rangesOf (ports: ReadonlyArray<number | string>): PortRanges {
+  return ports.map(portRange).filter(([, hi]) => hi > 0).map(([lo, hi]) => [Math.max(1, lo), hi] as const)
+}
+
+// Every entry is checked on its own with match.ts's parser, so each bad one is reported at its index.
+function checkRange (list: Array<number | string>, ctx: z.RefinementCtx): void {
+  list.forEach((entry, i) => {
+    try {
+      const [lo] = portRange(entry)
+      if (lo === 0) ctx.addIssue({ code: 'custom', path: [i], message: `"${entry}" includes port 0, which asks frps to pick a port: ranges start at 1` })
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: [i], message: (err as Error).message })
+    }
+  })
+}
+
+const holdsPort = (type: unknown): boolean => type === 'tcp' || type === 'udp'
+
+export default definePlugin({
+  description: 'remote ports of tcp and udp proxies from a range, held in the registry per user and proxy name (top-level `registry` block)',
+  ops: ['NewProxy'],
+  options: z.strictObject({
+    mode: z.enum(['assign', 'sticky']).default('assign')
+      .describe('assign: only when frpc asks for remote port 0 or none; sticky: always, the same user and proxy name getting the same port'),
+    range: z.array(z.union([z.number(), z.string()])).min(1).max(1000).superRefine(checkRange).optional()
+      .describe('ports and "low-high" ranges (1-65535) to assign from; absent: each user\'s `ports` from the users table'),
+    releaseAfter: durationIn(1000, 365 * DAY_MS, 'a hold').default(7 * DAY_MS)
+      .describe('how long a port stays held for its user and proxy name after the proxy closes: "1h", "7d" or milliseconds, from 1s to 365d'),
+    reason: z.string().default('no free remote port for {{user}} in {{ports}}').describe('template for "no free port"; may use {{ports}} (the ranges)')
+  }),
+  create (options, deps) {
+    const registry = deps.registry()
+    const { mode, releaseAfter } = options
+    const reason = compileAt('reason', () => compileTemplate(options.reason, { step: deps.name, extra: ['ports'] }))
+    const fixed = options.range === undefined ? undefined : { ranges: rangesOf(options.range), text: options.range.join(', ') }
+    let table: UserTable | undefined
+    if (fixed === undefined) {
+      table = compileAt('range', () => {
+        try {
+          return deps.users()
+        } catch {
+          throw new Error('without range, the step assigns from each user\'s ports in the users table: set range, or add the top-level "users" block')
+        }
+      })
+    }
+
+    const failed = (error: unknown, why: string): Verdict => registry.options.onStoreError === 'reject'
+      ? { error, reject: `frp-plugin-gateway: step ${deps.name} failed: ${why}`, rule: 'store_error' }
+      : { error, rule: 'store_error' }
+
+    const assign = (content: Content, ctx: CallContext, user: string, name: string, ranges: PortRanges, text: string): Promise<Verdict> =>
+      registry.store.assignPort({ user, name, ranges, holdMs: releaseAfter }).then(port => {
+        if (port === undefined) {
+          const at = { op: ctx.op, reqid: ctx.reqid, ports: text }
+          return { reject: reason(content, at), loggedReason: reason.masked?.(content, at), rule: 'no_free_port' }
+        }
+        if (own(content, 'remote_port') === port) return { rule: 'kept' }
+        const out = copy(content)
+        out.remote_port = port
+        return { content: out, rule: 'assigned' }
+      }, (err: unknown) => failed(err, 'registry unavailable'))
+
+    const fromUser = (lookup: UserLookup<CompiledUser>, content: Content, ctx: CallContext, user: string, name: string): Verdict | Promise<Verdict> => {
+      if (lookup.status === 'found') {
+        const ports = lookup.record.record.ports
+        // a user the table lets use any port, or none: nothing to assign from (the users step decides)
+        if (ports === undefined || ports.length === 0) return { rule: 'no_range' }
+        return assign(content, ctx, user, name, rangesOf(ports), ports.join(', '))
+      }
+      if (lookup.status === 'unknown') return { rule: 'unknown_user' }
+      return failed(lookup.error, lookup.status === 'invalid' ? `the record of ${user} is not valid` : 'user table unavailable')
+    }
+
+    return function ports (content, ctx) {
+      if (!holdsPort(own(content, 'proxy_type'))) return
+      const asked = own(content, 'remote_port')
+      if (mode === 'assign' && asked !== undefined && asked !== null && asked !== 0) return { rule: 'explicit' }
+      const name = own(content, 'proxy_name')
+      if (typeof name !== 'string' || name === '') return
+      const raw = own(own(content, 'user'), 'user')
+      const user = typeof raw === 'string' ? raw : ''
+      if (fixed !== undefined) return assign(content, ctx, user, name, fixed.ranges, fixed.text)
+      if (!USER_NAME.test(user)) return { rule: 'unknown_user' }
+      const lookup = (table as UserTable).lookup(user)
+      return lookup instanceof Promise ? lookup.then(l => fromUser(l, content, ctx, user, name)) : fromUser(lookup, content, ctx, user, name)
+    }
+  }
+})
