@@ -2,6 +2,7 @@ import type { PluginDef } from '../src/chain.js'
 import forward from './forward.js'
 import metas from './metas.js'
 import ports from './ports.js'
+import quota from './quota.js'
 import rateLimit from './rate-limit.js'
 import reject from './reject.js'
 import rewrite from './rewrite.js'
@@ -15,7 +16,8 @@ export const plugins = {
   'rate-limit': rateLimit,
   forward,
   users,
-  ports
+  ports,
+  quota
 } satisfies Record<string, PluginDef>
 
 export type PluginName = keyof typeof plugins

@@ -1,8 +1,8 @@
 import { isSecretName, redactContent } from './log.js'
 import { clientIp, clientMetas, clientRunId, clientUser, getIn, own, remoteIp, type Content, type Op } from './protocol.js'
 
-/** What a template may read besides the content. */
-export interface TemplateContext { op: Op, reqid: string, retryAfter?: number, ports?: string }
+/** What a template may read besides the content; `values` holds a step's own names (its `extra`), e.g. a quota's `count`. */
+export interface TemplateContext { op: Op, reqid: string, retryAfter?: number, ports?: string, values?: Readonly<Record<string, string | number>> }
 /**
  * `masked`, present when the template reads a value that may be a secret (a secret-named meta or
  * field, or an object), renders it for a log line: secret values masked, objects as redactContent.
@@ -42,6 +42,7 @@ function getterFor (name: string, step: string, extra: readonly string[]): Gette
   if (name === 'step') return () => step
   if (name === 'retry_after' && extra.includes(name)) return (_, ctx) => ctx.retryAfter
   if (name === 'ports' && extra.includes(name)) return (_, ctx) => ctx.ports
+  if (extra.includes(name)) return (_, ctx) => ctx.values?.[name]
   const dot = name.indexOf('.')
   const head = dot === -1 ? name : name.slice(0, dot)
   const rest = name.slice(dot + 1)

@@ -16,7 +16,7 @@ export const PROXY_TYPES = ['tcp', 'udp', 'http', 'https', 'stcp', 'xtcp', 'sudp
 
 /** Bounds of one record, so a table of 10,000 users stays a few MB. */
 const MAX_LIST = 1000
-const MAX_MAX_PROXIES = 100_000
+export const MAX_MAX_PROXIES = 100_000
 
 // Every entry is checked on its own with match.ts's compiler, so each bad one is reported at its index.
 const eachCompiles = <T>(compile: (one: T[]) => unknown) => (list: T[], ctx: z.RefinementCtx): void => {
