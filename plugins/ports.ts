@@ -36,7 +36,7 @@ export default definePlugin({
   options: z.strictObject({
     mode: z.enum(['assign', 'sticky']).default('assign')
       .describe('assign: only when frpc asks for remote port 0 or none; sticky: always, the same user and proxy name getting the same port'),
-    range: z.array(z.union([z.number(), z.string()])).min(1).max(1000).superRefine(checkRange).optional()
+    range: z.array(z.union([z.number().int(), z.string()])).min(1).max(1000).superRefine(checkRange).optional()
       .describe('ports and "low-high" ranges (1-65535) to assign from; absent: each user\'s `ports` from the users table'),
     releaseAfter: durationIn(1000, 365 * DAY_MS, 'a hold').default(7 * DAY_MS)
       .describe('how long a port stays held for its user and proxy name after the proxy closes: "1h", "7d" or milliseconds, from 1s to 365d'),

@@ -70,7 +70,7 @@ local function free(port, d)
   if redis.call('HGET', KEYS[2], owner(d)) == port then redis.call('HDEL', KEYS[2], owner(d)) end
 end`
 
-// ARGV user, name, port: in use by (user, name), whoever held it
+// ARGV user, name, port, run_id: in use by (user, name) for that run_id, whoever held it
 const CLAIM_LUA = `${PORTS}
 local key = ARGV[1] .. '\\n' .. ARGV[2]
 local port = ARGV[3]
@@ -85,16 +85,17 @@ if prev and prev ~= port then
   local p = redis.call('HGET', KEYS[1], prev)
   if p and owner(cjson.decode(p)) == key then redis.call('HDEL', KEYS[1], prev) end
 end
-redis.call('HSET', KEYS[1], port, cjson.encode({user = ARGV[1], name = ARGV[2], holdMs = holdMs}))
+redis.call('HSET', KEYS[1], port, cjson.encode({user = ARGV[1], name = ARGV[2], holdMs = holdMs, run_id = ARGV[4]}))
 redis.call('HSET', KEYS[2], key, port)
 `
 
-// ARGV user, name, port: the proxy closed; its port is held for holdMs, or freed
+// ARGV user, name, port, run_id: the proxy of that run_id closed; its port is held for holdMs, or freed.
+// A port a newer session of the proxy claimed meanwhile stays in use.
 const RELEASE_PORT_LUA = `${NOW}${PORTS}
 local e = redis.call('HGET', KEYS[1], ARGV[3])
 if not e then return 0 end
 local d = cjson.decode(e)
-if d.user ~= ARGV[1] or d.name ~= ARGV[2] then return 0 end
+if d.user ~= ARGV[1] or d.name ~= ARGV[2] or (d.run_id ~= nil and d.run_id ~= ARGV[4]) then return 0 end
 if d.holdMs > 0 then
   d.heldUntil = now + d.holdMs
   redis.call('HSET', KEYS[1], ARGV[3], cjson.encode(d))
@@ -159,8 +160,8 @@ interface Commands {
   frpgwRegUnregister (proxies: string, name: string, runId: string): Promise<number>
   frpgwRegReserve (proxies: string, reservations: string, ...args: string[]): Promise<number[]>
   frpgwRegRelease (reservations: string, name: string, runId: string): Promise<unknown>
-  frpgwPortClaim (ports: string, owners: string, user: string, name: string, port: string): Promise<unknown>
-  frpgwPortRelease (ports: string, owners: string, user: string, name: string, port: string): Promise<number>
+  frpgwPortClaim (ports: string, owners: string, user: string, name: string, port: string, runId: string): Promise<unknown>
+  frpgwPortRelease (ports: string, owners: string, user: string, name: string, port: string, runId: string): Promise<number>
   frpgwPortAssign (ports: string, owners: string, ...args: string[]): Promise<number>
   frpgwPortOwner (ports: string, port: string): Promise<string | null>
 }
@@ -173,7 +174,7 @@ const byUserThenName = (a: ProxyRecord, b: ProxyRecord): number => a.user < b.us
  *
  * Layout under keyPrefix: `reg:{USER}:proxies` (hash: proxy name -> record JSON) and
  * `reg:{USER}:reservations` (hash: proxy name -> {run_id, port, exp}), one Cluster slot per user;
- * `ports:{ports}` (hash: port -> {user, name, holdMs, heldUntil}) and `ports:{ports}:owners`
+ * `ports:{ports}` (hash: port -> {user, name, holdMs, heldUntil, run_id}) and `ports:{ports}:owners`
  * (hash: "user\nname" -> port), one slot for the port table; `reg:users` (set of users with
  * records) for listing. Every change is a Lua script on one slot; a change touching a user and the
  * port table is two scripts, the port first, each idempotent.
@@ -208,7 +209,7 @@ export class RedisRegistry implements RegistryStore {
 
   async register (record: ProxyRecord): Promise<void> {
     if (record.remote_port !== undefined && record.remote_port > 0) {
-      await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, record.user, record.name, String(record.remote_port))
+      await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, record.user, record.name, String(record.remote_port), record.run_id)
     }
     await this.#client.sadd(this.usersKey, record.user)
     await this.#c.frpgwRegRegister(this.proxiesKey(record.user), this.reservationsKey(record.user), record.name, JSON.stringify(record))
@@ -218,7 +219,7 @@ export class RedisRegistry implements RegistryStore {
     const record = await this.get(user, name)
     if (record === undefined || record.run_id !== runId) return false
     if (record.remote_port !== undefined && record.remote_port > 0) {
-      await this.#c.frpgwPortRelease(this.portsKey, this.ownersKey, user, name, String(record.remote_port))
+      await this.#c.frpgwPortRelease(this.portsKey, this.ownersKey, user, name, String(record.remote_port), runId)
     }
     return await this.#c.frpgwRegUnregister(this.proxiesKey(user), name, runId) === 1
   }

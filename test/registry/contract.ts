@@ -149,6 +149,21 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.equal(await store.assignPort({ user: lee, name: `${lee}.a`, ranges: [[lo, hi]], holdMs: 60_000 }), lo, 'lee, whose hold was taken, gets another')
     })
 
+    t.test('ports: a reconnect registered while the old session closes keeps its port in use, never held to lapse', async t => {
+      for (let i = 0; i < 5; i++) {
+        const [lo] = ports(1)
+        const max = someone()
+        t.equal(await store.assignPort({ user: max, name: `${max}.p`, ranges: [[lo, lo]], holdMs: 60_000 }), lo)
+        await store.register(proxy(max, 'p', { run_id: 'old', remote_port: lo }))
+        // what frps sends on a reconnect: the old session's CloseProxy and the new one's NewProxy, committed at once
+        await Promise.all([store.unregister(max, `${max}.p`, 'old'), store.register(proxy(max, 'p', { run_id: 'new', remote_port: lo }))])
+        t.equal((await store.get(max, `${max}.p`))?.run_id, 'new')
+        t.same(await store.portOwner(lo), { user: max, name: `${max}.p` }, `in use by the new session, no end (round ${i})`)
+        await store.unregister(max, `${max}.p`, 'new')
+        t.equal((await store.portOwner(lo))?.heldUntil !== undefined, true, 'held once the new session closes')
+      }
+    })
+
     t.test('ports: concurrent asks never hand one port to two names', async t => {
       const [lo, hi] = ports(20)
       const users = Array.from({ length: 30 }, () => someone())
