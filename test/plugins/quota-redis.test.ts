@@ -1,0 +1,95 @@
+import { randomUUID } from 'node:crypto'
+import t, { type Test } from 'tap'
+import { startGateway, type TestGateway } from '../helpers/gateway.js'
+import { startRedis, startRedisCluster } from '../helpers/redis.js'
+import { answer, newProxy, quotaStep, recorded, runQuotaSuite } from './quota-suite.js'
+
+const prefix = (): string => `frpgw:${randomUUID()}:`
+
+runQuotaSuite(t, 'Redis standalone', async t => {
+  const redis = await startRedis(t)
+  return () => ({ redis: { url: redis.url, keyPrefix: prefix() } })
+})
+
+runQuotaSuite(t, 'Redis Cluster', async t => {
+  const cluster = await startRedisCluster(t)
+  return () => ({ redis: { cluster: cluster.urls, keyPrefix: prefix() } })
+})
+
+/** Two gateways on one store, 40 NewProxy calls of alice at once, alternating between them. */
+async function burst (t: Test, redis: Record<string, unknown>): Promise<void> {
+  const config = { redis, registry: {}, chain: [quotaStep({ maxProxies: 7 })] }
+  const gateways = [await startGateway(t, config), await startGateway(t, config)]
+  const answers = await Promise.all(Array.from({ length: 40 }, async (_, i) =>
+    await answer(gateways[i % 2], newProxy(i % 3 === 0 ? 'udp' : 'tcp', `alice.p${i}`, `frpc-${i % 4}`))))
+  t.equal(answers.filter(a => a === 'allow').length, 7, 'exactly the limit admitted')
+  t.same([...new Set(answers.filter(a => a !== 'allow'))], ['alice has 7 proxies, the limit is 7 (maxProxies)'], 'every other refused with the count')
+  const names = await recorded(gateways[0])
+  await gateways[1].ref.current.drain()
+  t.equal((await recorded(gateways[1])).length, 7, 'both gateways see the 7 records')
+  t.equal(names.length, 7)
+  t.equal(await answer(gateways[1], newProxy('tcp', 'alice.late')), 'alice has 7 proxies, the limit is 7 (maxProxies)', 'and go on counting together')
+}
+
+t.test('two gateways on one Redis, a burst from one user: exactly the limit admitted', async t => {
+  const redis = await startRedis(t)
+  await burst(t, { url: redis.url, keyPrefix: prefix() })
+})
+
+t.test('two gateways on one Redis Cluster, a burst from one user: exactly the limit admitted', async t => {
+  const cluster = await startRedisCluster(t)
+  await burst(t, { cluster: cluster.urls, keyPrefix: prefix() })
+})
+
+/** The step's decision counted as an error, and the cause logged once with the step's name. */
+function storeErrorSeen (t: Test, gw: TestGateway): void {
+  t.ok(gw.logs.some(l => l.msg === 'step failed' && l.step === 'quota' && l.level === 40), 'logged as a warning naming the step')
+}
+
+t.test('Redis stopped: registry.onStoreError allow lets NewProxy through unchanged, and says so', async t => {
+  const redis = await startRedis(t)
+  const gw = await startGateway(t, { redis: { url: redis.url, keyPrefix: prefix() }, registry: { onStoreError: 'allow' }, chain: [quotaStep({ maxProxies: 1 })] })
+  t.equal(await answer(gw, newProxy('tcp')), 'allow')
+  t.equal(await answer(gw, newProxy('udp')), 'alice has 1 proxy, the limit is 1 (maxProxies)')
+  await redis.stop()
+  t.equal(await answer(gw, newProxy('udp')), 'allow', 'over the limit, but the store cannot say')
+  t.equal(await answer(gw, newProxy('http')), 'allow')
+  t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewProxy', step: 'quota', decision: 'error' }), 2)
+  storeErrorSeen(t, gw)
+  await redis.start()
+  // Redis comes back empty; the records of the calls allowed meanwhile may reach it (the registry asks again for a few s)
+  const until = performance.now() + 10_000
+  let last = ''
+  for (let i = 0; performance.now() < until && (last = await answer(gw, newProxy('udp', `alice.n${i}`))) === 'allow'; i++) await new Promise(resolve => setTimeout(resolve, 100))
+  t.match(last, /^alice has [1-9]\d* prox(y|ies), the limit is 1 \(maxProxies\)$/, 'Redis back: the limit holds again')
+})
+
+t.test('Redis stopped: registry.onStoreError reject refuses NewProxy naming the step', async t => {
+  const redis = await startRedis(t)
+  const gw = await startGateway(t, { redis: { url: redis.url, keyPrefix: prefix() }, registry: { onStoreError: 'reject' }, chain: [quotaStep({ maxProxies: 5 })] })
+  t.equal(await answer(gw, newProxy('tcp')), 'allow')
+  await redis.stop()
+  const started = performance.now()
+  t.equal(await answer(gw, newProxy('udp')), 'frp-plugin-gateway: step quota failed: registry unavailable')
+  t.ok(performance.now() - started < 2500, 'at once, not at the deadline')
+  t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewProxy', step: 'quota', decision: 'error' }), 1)
+  storeErrorSeen(t, gw)
+})
+
+t.test('fromUsers with the users table in Redis: a user\'s maxProxies set there wins; the table away follows onStoreError', async t => {
+  const redis = await startRedis(t)
+  const keyPrefix = prefix()
+  const gw = await startGateway(t, {
+    redis: { url: redis.url, keyPrefix }, users: { redis: { cacheMs: 0 } }, registry: { onStoreError: 'reject' }, chain: [quotaStep({ maxProxies: 5, fromUsers: true })]
+  })
+  const { redisCli } = await import('../helpers/redis.js')
+  await redisCli(redis.port, 'HSET', `${keyPrefix}user:{alice}`, 'maxProxies', '1')
+  t.equal(await answer(gw, newProxy('tcp')), 'allow')
+  t.equal(await answer(gw, newProxy('udp')), 'alice has 1 proxy, the limit is 1 (maxProxies)')
+  await redisCli(redis.port, 'HSET', `${keyPrefix}user:{alice}`, 'maxProxies', '"many"')
+  t.equal(await answer(gw, newProxy('udp')), 'frp-plugin-gateway: step quota failed: the record of alice is not valid')
+  await redisCli(redis.port, 'HDEL', `${keyPrefix}user:{alice}`, 'maxProxies')
+  t.equal(await answer(gw, newProxy('udp')), 'allow', 'no maxProxies in the record: the step\'s 5')
+  await redis.stop()
+  t.equal(await answer(gw, newProxy('http')), 'frp-plugin-gateway: step quota failed: user table unavailable')
+})
