@@ -70,7 +70,7 @@ export default definePlugin({
         return
       }
       limited.inc()
-      const at = { op: ctx.op, reqid: ctx.reqid, retryAfter: Math.ceil(result.retryAfterMs / 1000) }
+      const at = { op: ctx.op, reqid: ctx.reqid, proxy: ctx.proxy, retryAfter: Math.ceil(result.retryAfterMs / 1000) }
       return { reject: reason(content, at), loggedReason: reason.masked?.(content, at) }
     }
     const prefix = `${deps.name}:`

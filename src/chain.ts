@@ -8,6 +8,7 @@ import type { RateLimitStore } from './stores/store.js'
 import { sameJson, type Content, type Op } from './protocol.js'
 import type { TemplateContext } from './template.js'
 import type { LiveRegistry } from './registry/live.js'
+import type { ProxyLookup } from './registry/store.js'
 import type { UserTable } from './users/table.js'
 
 /** What a step knows of the call besides the content. */
@@ -24,9 +25,13 @@ export interface CallContext extends TemplateContext {
   trace?: (entry: TraceEntry) => void
 }
 
-/** One step as the trace command sees it: skipped (and by which `when` condition) or its decision. */
+/**
+ * One step as the trace command sees it: skipped (and by which `when` condition) or its decision; or the
+ * registry's record of the call's proxy, read before the chain (`record` 'error': it could not be read).
+ */
 export type TraceEntry =
   | { step: string, skipped: string }
+  | { step: 'registry', read: { user: string, name: string }, record: ProxyLookup, seconds: number, error?: unknown }
   | { step: string, decision: Decision, seconds: number, before: Content, after: Content, reason?: string, error?: unknown, rule?: string }
 
 /**
@@ -175,7 +180,7 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
 }
 
 function skip (step: ChainStep, state: State, ctx: CallContext): boolean {
-  const failed = step.when(ctx.op, state.content)
+  const failed = step.when(ctx.op, state.content, ctx)
   if (failed !== null) ctx.trace?.({ step: step.name, skipped: failed })
   return failed !== null
 }

@@ -2,15 +2,17 @@ import { BlockList, isIP } from 'node:net'
 import { z } from 'zod'
 import { compileAt } from './errors.js'
 import {
-  carries, clientIp, clientMetas, clientUser, getIn, jsonRecord, OPS, own, parsePath, pathTarget, remoteIp, sameJson,
+  carries, clientIp, clientMetas, clientUser, getIn, isObject, jsonRecord, OPS, own, parsePath, pathTarget, proxyMetas, remoteIp, sameJson,
   stringRecord, type Content, type Op
 } from './protocol.js'
+import type { ProxyLookup } from './registry/store.js'
 
 export interface When {
   users?: string[]
   proxyTypes?: string[]
   proxyNames?: string[]
   metas?: Record<string, string>
+  proxyMetas?: Record<string, string | string[]>
   clientCidrs?: string[]
   remoteCidrs?: string[]
   remotePorts?: Array<number | string>
@@ -21,11 +23,25 @@ export interface When {
 const list = z.array(z.string()).min(1)
 // frps omits an empty value (0.4x+), so "" would match only what frps 0.33 sends for a missing one
 const names = z.array(z.string().min(1, 'an empty name never matches: frps omits empty values')).min(1)
+// like stringRecord, a `__proto__` key stays a plain key
+const metaValues = z.any().superRefine((value, ctx) => {
+  if (!isObject(value)) {
+    ctx.addIssue({ code: 'custom', message: 'expected an object of meta names to a value or a list of values' })
+    return
+  }
+  for (const [key, v] of Object.entries(value)) {
+    const ok = typeof v === 'string' || (Array.isArray(v) && v.length > 0 && v.every(item => typeof item === 'string'))
+    if (!ok) ctx.addIssue({ code: 'custom', path: [key], message: 'expected a string or a non-empty list of strings' })
+  }
+}).meta({ type: 'object', propertyNames: { type: 'string' }, additionalProperties: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' }, minItems: 1 }] } })
+
 export const whenSchema: z.ZodType<When> = z.lazy(() => z.strictObject({
   users: names.optional().describe('client user names (Login: user; other ops: user.user)'),
   proxyTypes: names.optional().describe('proxy types: tcp, udp, http, https, stcp, xtcp, sudp, tcpmux'),
   proxyNames: names.optional().describe('globs against proxy_name (* and ?); frps prefixes it with "user."'),
   metas: stringRecord().optional().describe('client metas that must have these exact values'),
+  proxyMetas: metaValues.optional().describe('proxy metas -> a value or a list of values (any of them). NewProxy: its own metas; ' +
+    'NewUserConn, CloseProxy: the metas the registry holds for the proxy (needs the registry block)'),
   fields: jsonRecord().optional().describe('content fields by dotted path -> a JSON value or a list of values (any of them); ' +
     'null: absent or null; a list field is matched by a list of lists'),
   clientCidrs: list.optional().describe("CIDRs or addresses against Login's client_address"),
@@ -34,10 +50,21 @@ export const whenSchema: z.ZodType<When> = z.lazy(() => z.strictObject({
   not: whenSchema.optional().describe('a condition that must not hold')
 }))
 
-/** Returns null when the condition holds, else the name of the first condition that failed (for trace). */
-export type Matcher = (op: Op, content: Content) => string | null
+/** What a matcher reads besides the content: the registry's record of the call's proxy, on the ops that read one. */
+export interface MatchContext { proxy?: ProxyLookup }
 
-type Check = (op: Op, content: Content) => boolean
+/** Returns null when the condition holds, else the name of the first condition that failed (for trace). */
+export type Matcher = (op: Op, content: Content, ctx?: MatchContext) => string | null
+
+type Check = (op: Op, content: Content, ctx?: MatchContext) => boolean
+
+/** Where a `when` reads proxy metas (`proxyMetas`, `not.proxyMetas`...), or undefined. */
+export function proxyMetasPath (when: When | undefined): string | undefined {
+  if (when === undefined) return undefined
+  if (when.proxyMetas !== undefined) return 'proxyMetas'
+  const inner = proxyMetasPath(when.not)
+  return inner === undefined ? undefined : `not.${inner}`
+}
 
 function addCidr (block: BlockList, cidr: string): void {
   const [addr, bits, extra] = cidr.split('/')
@@ -191,6 +218,16 @@ export function compileWhen (when: When | undefined): Matcher {
       return wanted.every(([k, v]) => own(metas, k) === v)
     }])
   }
+  if (when.proxyMetas) {
+    const wanted = Object.entries(when.proxyMetas).map(([k, v]) => [k, Array.isArray(v) ? v : [v]] as const)
+    checks.push(['proxyMetas', (op, c, ctx) => {
+      const metas = proxyMetas(op, c, ctx?.proxy)
+      return wanted.every(([k, values]) => {
+        const value = own(metas, k)
+        return typeof value === 'string' && values.includes(value)
+      })
+    }])
+  }
   if (when.clientCidrs) {
     const inside = compileAt('clientCidrs', () => cidrList(when.clientCidrs as string[]))
     checks.push(['clientCidrs', (op, c) => inside(clientIp(op, c))])
@@ -213,10 +250,12 @@ export function compileWhen (when: When | undefined): Matcher {
   }
   if (when.not) {
     const inner = compileAt('not', () => compileWhen(when.not))
-    checks.push(['not', (op, c) => inner(op, c) !== null])
+    checks.push(['not', (op, c, ctx) => inner(op, c, ctx) !== null])
   }
-  return (op, content) => {
-    for (const [name, check] of checks) if (!check(op, content)) return name
+  // while the registry cannot be read (onStoreError allow), a `when` that reads it does not hold, even under `not`
+  if (proxyMetasPath(when) !== undefined) checks.unshift(['proxyMetas', (_op, _c, ctx) => ctx?.proxy !== 'error'])
+  return (op, content, ctx) => {
+    for (const [name, check] of checks) if (!check(op, content, ctx)) return name
     return null
   }
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { GatewayError } from './errors.js'
+import type { ProxyLookup } from './registry/store.js'
 
 /** The six operations frps sends to a server plugin. */
 export const OPS = ['Login', 'NewProxy', 'CloseProxy', 'Ping', 'NewWorkConn', 'NewUserConn'] as const
@@ -239,6 +240,12 @@ export function clientMetas (op: Op, content: Content): unknown {
 }
 export function clientRunId (op: Op, content: Content): unknown {
   return op === 'Login' ? own(content, 'run_id') : own(own(content, 'user'), 'run_id')
+}
+
+/** A proxy's metas: NewProxy's own; NewUserConn and CloseProxy carry none, so the registry's record of the proxy (read before the chain). */
+export function proxyMetas (op: Op, content: Content, proxy: ProxyLookup | undefined): unknown {
+  if (op === 'NewProxy') return own(content, 'metas')
+  return typeof proxy === 'object' && proxy !== null && (op === 'NewUserConn' || op === 'CloseProxy') ? proxy.metas : undefined
 }
 
 /** `1.2.3.4:5`, `[2001:db8::1]:5` or a bare address -> the address without port; '' when absent. */

@@ -5,10 +5,11 @@ import { runChain, type CallContext, type ChainResult, type ChainStep, type Plug
 import type { Config, StepConfig } from './config.js'
 import { Committer, type CommitEvent, type CommitHook } from './commit.js'
 import { collectIssues, compileAt, ConfigError, type ConfigIssue } from './errors.js'
-import { compileWhen } from './match.js'
+import { warnRepeated } from './log.js'
+import { compileWhen, proxyMetasPath } from './match.js'
 import { DECISIONS, type Metrics } from './metrics.js'
 import type { CompiledUser } from './users/record.js'
-import { checkCall, effectiveOp, OPS, type Content, type Op } from './protocol.js'
+import { checkCall, effectiveOp, OPS, own, type Content, type Op } from './protocol.js'
 import { MemoryStore } from './stores/memory-store.js'
 import { createRedisClient } from './stores/redis-client.js'
 import { RedisStore } from './stores/redis-store.js'
@@ -17,7 +18,8 @@ import { FileUserSource } from './users/file-source.js'
 import { parseUserRecord } from './users/record.js'
 import { RedisUserSource } from './users/redis-source.js'
 import type { UserTable } from './users/table.js'
-import { LiveRegistry } from './registry/live.js'
+import { proxyMetaReads } from './template.js'
+import { DeadlineExceeded, LiveRegistry } from './registry/live.js'
 import { MemoryRegistry } from './registry/memory.js'
 import { RedisRegistry } from './registry/redis.js'
 
@@ -45,17 +47,20 @@ export class Runtime {
   readonly chains: Readonly<Record<Op, readonly ChainStep[]>>
   /** per op, what runs once a call's answer is written */
   readonly commits: Readonly<Record<Op, readonly CommitHook[]>>
+  /** the ops whose chain reads the registry's record of the call's proxy (NewUserConn, CloseProxy) */
+  readonly readsProxy: ReadonlySet<Op>
   private readonly steps: readonly Step[]
   private readonly stores: Stores
   private readonly committer: Committer
 
-  constructor (config: Config, chains: Record<Op, ChainStep[]>, commits: Record<Op, CommitHook[]>, steps: Step[], stores: Stores, committer: Committer) {
+  constructor (config: Config, chains: Record<Op, ChainStep[]>, commits: Record<Op, CommitHook[]>, steps: Step[], stores: Stores, committer: Committer, readsProxy: ReadonlySet<Op>) {
     this.config = config
     this.chains = chains
     this.commits = commits
     this.steps = steps
     this.stores = stores
     this.committer = committer
+    this.readsProxy = readsProxy
   }
 
   /** The live proxy registry, when the config has a `registry` block. */
@@ -89,7 +94,9 @@ export class Runtime {
     const op = effectiveOp(wireOp, content)
     const invalid = checkCall(op, content)
     if (invalid !== null) return { op, result: { outcome: 'error', reason: invalid } }
-    const ctx: CallContext = { op, wireOp, reqid, deadline: started + this.config.deadlineMs, log, trace }
+    const ctx: CallContext = { op, wireOp, reqid, deadline: started + this.config.deadlineMs, log, trace, proxy: undefined }
+    const registry = this.stores.registry
+    if (registry !== undefined && this.readsProxy.has(op)) return { op, result: withProxy(registry, this.chains[op], content, ctx) }
     return { op, result: runChain(this.chains[op], content, ctx) }
   }
 
@@ -120,6 +127,36 @@ export class Runtime {
     await Promise.allSettled(this.steps.map(async step => await step.close?.()))
     await this.stores.close()
   }
+}
+
+/**
+ * frps sends no proxy metas with NewUserConn and CloseProxy: the registry's record of the proxy is read
+ * once, before the chain, for its matchers and templates. A failed read follows registry.onStoreError
+ * (CloseProxy, whose answer frps ignores, runs its chain either way); a read past the deadline is an
+ * error answer, as a step past it is.
+ */
+async function withProxy (registry: LiveRegistry, chain: readonly ChainStep[], content: Content, ctx: CallContext): Promise<ChainResult> {
+  const owner = own(own(content, 'user'), 'user')
+  const proxyName = own(content, 'proxy_name')
+  const read = { user: typeof owner === 'string' ? owner : '', name: typeof proxyName === 'string' ? proxyName : '' }
+  const started = performance.now()
+  let error: unknown
+  try {
+    ctx.proxy = await registry.read(read.user, read.name, ctx.deadline)
+  } catch (err) {
+    error = err
+    ctx.proxy = 'error'
+  }
+  ctx.trace?.({ step: 'registry', read, record: ctx.proxy, seconds: (performance.now() - started) / 1000, error })
+  if (error === undefined) return await runChain(chain, content, ctx)
+  const late = error instanceof DeadlineExceeded
+  const { code, name, message } = error as { code?: unknown, name?: unknown, message?: unknown }
+  warnRepeated(ctx.log, `registry\nread\n${String(code ?? name)}`, { step: 'registry', err: error }, { step: 'registry', error: message ?? String(error) },
+    late ? 'deadline exceeded' : 'registry read failed')
+  if (ctx.op === 'CloseProxy') return late ? { outcome: 'allow' } : await runChain(chain, content, ctx)
+  if (late) return { outcome: 'error', reason: 'frp-plugin-gateway: deadline exceeded reading the registry', step: 'registry' }
+  if (registry.options.onStoreError === 'reject') return { outcome: 'error', reason: 'frp-plugin-gateway: the registry cannot be read', step: 'registry' }
+  return await runChain(chain, content, ctx)
 }
 
 /** The commit phase's runner, counting failures per step in frp_gateway_commit_failures_total. */
@@ -279,16 +316,21 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
   const chains = Object.fromEntries(OPS.map(op => [op, [] as ChainStep[]])) as Record<Op, ChainStep[]>
   const commits = Object.fromEntries(OPS.map(op => [op, [] as CommitHook[]])) as Record<Op, CommitHook[]>
   const built: Step[] = []
+  const readsProxy = new Set<Op>()
   const stores = new Stores(config, deps)
   issues.push(...await stores.openUsers(deps.baseDir ?? process.cwd()), ...stores.openRegistry())
   // a chain with holes: the steps that did not parse (parseConfig), whose problems are known already
   config.chain.forEach((sc: StepConfig, i) => {
     if (!sc.enabled) return
     const def = plugins[sc.plugin as PluginName] as PluginDef
+    const ops = (sc.ops ?? def.ops) as Op[]
+    const metasAt = proxyMetasPath(sc.when)
+    const templates = proxyMetaReads()
     const { value, issues: found } = collectIssues(`chain[${i}]`, () => ({
       when: compileAt('when', () => compileWhen(sc.when)),
+      metas: metasAt === undefined ? undefined : compileAt(`when.${metasAt}`, () => checkProxyMetas(ops, stores.registry !== undefined)),
       run: compileAt('options', () => def.create(sc.options, {
-        name: sc.name, ops: (sc.ops ?? def.ops) as Op[], log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind), users: () => stores.userTable(), registry: () => stores.liveRegistry(`plugin ${sc.plugin}`)
+        name: sc.name, ops, log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind), users: () => stores.userTable(), registry: () => stores.liveRegistry(`plugin ${sc.plugin}`)
       }))
     }))
     if (value?.run !== undefined) built.push(value.run)
@@ -297,7 +339,9 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
       return
     }
     const { when, run } = value
-    for (const op of (sc.ops ?? def.ops) as Op[]) {
+    const readsMetas = metasAt !== undefined || proxyMetaReads() > templates
+    for (const op of ops) {
+      if (readsMetas && (op === 'NewUserConn' || op === 'CloseProxy')) readsProxy.add(op)
       chains[op].push({ name: sc.name, shadow: sc.mode === 'shadow', when, run, record: recorder(deps.metrics, op, sc.name) })
       if (run.commit !== undefined) commits[op].push({ name: sc.name, ...run.commit })
     }
@@ -316,7 +360,19 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     commits.NewProxy.push(registry.hook)
     commits.CloseProxy.push(registry.hook)
   }
-  return new Runtime(config, chains, commits, built, stores, deps.committer ?? createCommitter(deps.metrics))
+  return new Runtime(config, chains, commits, built, stores, deps.committer ?? createCommitter(deps.metrics), readsProxy)
+}
+
+const PROXY_OPS: readonly Op[] = ['NewProxy', 'NewUserConn', 'CloseProxy']
+
+/** A step whose `when` reads proxy metas runs only on ops that have a proxy, and needs the registry. */
+function checkProxyMetas (ops: readonly Op[], registry: boolean): void {
+  const others = ops.filter(op => !PROXY_OPS.includes(op))
+  const problems = [
+    others.length > 0 ? `the step runs on ${others.join(', ')}, which carr${others.length === 1 ? 'ies' : 'y'} no proxy: set its "ops" to some of ${PROXY_OPS.join(', ')}` : '',
+    registry ? '' : 'frps sends no proxy metas with NewUserConn and CloseProxy, the registry keeps them: this needs the top-level "registry" block: {"store": "auto"}'
+  ].filter(p => p !== '')
+  if (problems.length > 0) throw new Error(problems.join('; '))
 }
 
 /** What `check` prints: per op, the steps that will run, in order. */
@@ -328,6 +384,8 @@ export function describeChains (runtime: Runtime): string {
       const notes = [sc?.plugin, sc?.when !== undefined ? `when ${Object.keys(sc.when).join(', ')}` : '', s.shadow ? 'shadow' : '']
       return `${s.name} (${notes.filter(Boolean).join('; ')})`
     })
+    // NewUserConn and CloseProxy: the registry's record of the proxy is read before the steps
+    if (runtime.readsProxy.has(op)) steps.unshift('(registry: the proxy\'s metas)')
     return `${`${op}:`.padEnd(width)}${steps.length > 0 ? steps.join(' -> ') : '(no steps: allowed unchanged)'}`
   }).join('\n')
 }

@@ -1,8 +1,12 @@
 import { isSecretName, redactContent } from './log.js'
-import { clientIp, clientMetas, clientRunId, clientUser, getIn, own, remoteIp, type Content, type Op } from './protocol.js'
+import { clientIp, clientMetas, clientRunId, clientUser, getIn, own, proxyMetas, remoteIp, type Content, type Op } from './protocol.js'
+import type { ProxyLookup } from './registry/store.js'
 
-/** What a template may read besides the content; `values` holds a step's own names (its `extra`), e.g. a quota's `count`. */
-export interface TemplateContext { op: Op, reqid: string, retryAfter?: number, ports?: string, values?: Readonly<Record<string, string | number>> }
+/**
+ * What a template may read besides the content; `values` holds a step's own names (its `extra`), e.g. a quota's
+ * `count`; `proxy`: the registry's record of the call's proxy (NewUserConn, CloseProxy).
+ */
+export interface TemplateContext { op: Op, reqid: string, retryAfter?: number, ports?: string, values?: Readonly<Record<string, string | number>>, proxy?: ProxyLookup }
 /**
  * `masked`, present when the template reads a value that may be a secret (a secret-named meta or
  * field, or an object), renders it for a log line: secret values masked, objects as redactContent.
@@ -37,6 +41,12 @@ const NAMES: Record<string, Getter> = {
   now: () => Math.floor(Date.now() / 1000)
 }
 
+// Counted as templates compile: the runtime compares the count around a step's compilation to learn
+// whether the step reads proxy metas, which NewUserConn and CloseProxy get from the registry.
+let proxyReads = 0
+/** How many templates compiled so far read `proxy_metas.KEY`. */
+export const proxyMetaReads = (): number => proxyReads
+
 function getterFor (name: string, step: string, extra: readonly string[]): Getter {
   if (Object.hasOwn(NAMES, name)) return NAMES[name]
   if (name === 'step') return () => step
@@ -48,7 +58,10 @@ function getterFor (name: string, step: string, extra: readonly string[]): Gette
   const rest = name.slice(dot + 1)
   if (dot > 0 && rest !== '') {
     if (head === 'metas') return guarded((c, ctx) => own(clientMetas(ctx.op, c), rest), [rest], false)
-    if (head === 'proxy_metas') return guarded((c, ctx) => ctx.op === 'NewProxy' ? own(own(c, 'metas'), rest) : undefined, [rest], false)
+    if (head === 'proxy_metas') {
+      proxyReads++
+      return guarded((c, ctx) => own(proxyMetas(ctx.op, c, ctx.proxy), rest), [rest], false)
+    }
     if (head === 'content' && !rest.split('.').includes('')) {
       const path = rest.split('.')
       return guarded(c => getIn(c, path), path, true)

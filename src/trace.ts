@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import type { ChainResult, TraceEntry } from './chain.js'
+import { redactContent } from './log.js'
 import { answerFor, isObject, own, type Content, type Op } from './protocol.js'
 import type { Runtime } from './runtime.js'
 
@@ -36,10 +37,25 @@ function cause (error: unknown): string {
   return `${tags.length > 0 ? `${tags.join(' ')}: ` : ''}${error.message}`
 }
 
+type RegistryRead = Extract<TraceEntry, { read: unknown }>
+
+/** The registry's record of the call's proxy, as the chain read it. */
+function readLine ({ read, record, seconds, error }: RegistryRead): string {
+  const which = `${read.name} of ${read.user === '' ? '(no user)' : read.user}`
+  const ms = (seconds * 1000).toFixed(3)
+  if (record === 'error') return `registry: ${which} not read in ${ms} ms: cause: ${cause(error)}`
+  if (record === null) return `registry: ${which}: no record (read in ${ms} ms): its proxy metas are empty`
+  const port = record.remote_port !== undefined ? `, remote port ${record.remote_port}` : ''
+  return `registry: ${which}: ${record.type}${port}, run_id ${record.run_id}, metas ${JSON.stringify(redactContent(record.metas ?? {}))}, ` +
+    `registered ${new Date(record.registered_at).toISOString()} (read in ${ms} ms)`
+}
+
 export function formatTrace (trace: Trace, plugins: ReadonlyMap<string, string>): string {
   const lines = [trace.op === trace.wireOp ? `trace ${trace.op}` : `trace ${trace.op} (sent by frps as ${trace.wireOp})`]
   if (trace.entries.length === 0 && trace.result.outcome !== 'error') lines.push('  (no step runs for this op)')
-  trace.entries.forEach((e, i) => {
+  const steps = trace.entries.filter((e): e is Exclude<TraceEntry, RegistryRead> => !('read' in e))
+  for (const e of trace.entries) if ('read' in e) lines.push(`  ${readLine(e)}`)
+  steps.forEach((e, i) => {
     const head = `  ${i + 1}. ${e.step} (${plugins.get(e.step) ?? '?'})`
     if ('skipped' in e) {
       lines.push(`${head}: skipped, when.${e.skipped} does not hold`)
@@ -51,7 +67,7 @@ export function formatTrace (trace: Trace, plugins: ReadonlyMap<string, string>)
     lines.push(`${head}: ${e.decision} in ${ms} ms${detail.length > 0 ? `: ${detail.join('; ')}` : ''}${rule}`)
     for (const change of diffContent(e.before, e.after)) lines.push(`       ${change}`)
   })
-  lines.push(`outcome: ${trace.result.outcome}${trace.result.reason !== undefined && trace.entries.length === 0 ? ` (${trace.result.reason})` : ''}`)
+  lines.push(`outcome: ${trace.result.outcome}${trace.result.reason !== undefined && steps.length === 0 ? ` (${trace.result.reason})` : ''}`)
   lines.push(`answer: ${trace.answer}`)
   for (const commit of trace.commits) lines.push(`commit: ${commit} (not done by trace)`)
   return `${lines.join('\n')}\n`

@@ -34,6 +34,15 @@ async function retrying (change: () => Promise<void>): Promise<void> {
   }
 }
 
+/** The registry did not answer before the call's deadline. */
+export class DeadlineExceeded extends Error {
+  readonly code = 'DEADLINE_EXCEEDED'
+  constructor () {
+    super('the registry did not answer before the deadline')
+    this.name = 'DeadlineExceeded'
+  }
+}
+
 /** The record of a NewProxy as frps was told to open it (the final content). */
 export function recordOf (content: Content, time: number): ProxyRecord {
   const user = own(content, 'user')
@@ -103,6 +112,22 @@ export class LiveRegistry {
       return `would remove ${str(own(event.content, 'proxy_name'))} of ${str(own(user, 'user'))} if its run_id is ${str(own(user, 'run_id'))}`
     }
     return undefined
+  }
+
+  /**
+   * The record of (user, name), null when there is none. Rejects when the store fails, and with a
+   * DeadlineExceeded error at `deadline` (performance.now()), the call's: the read counts in its time.
+   */
+  async read (user: string, name: string, deadline: number): Promise<ProxyRecord | null> {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new DeadlineExceeded()), Math.max(0, Math.ceil(deadline - performance.now())))
+    })
+    try {
+      return await Promise.race([this.store.get(user, name), late]) ?? null
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   /** Starts reconciling every reconcileEvery, when frpsApi is set. */

@@ -18,6 +18,9 @@ export interface ProxyRecord {
   registered_at: number
 }
 
+/** The record of a call's proxy as read before its chain: null when the registry has none, 'error' when it could not be read. */
+export type ProxyLookup = ProxyRecord | null | 'error'
+
 export interface QuotaLimits {
   /** proxies of the user at once */
   maxProxies?: number
