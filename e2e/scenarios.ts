@@ -481,6 +481,13 @@ async function eventually (done: () => Promise<boolean>, timeoutMs: number): Pro
   }
 }
 
+/** The records (of one user, or all) once there are `count` (a record is written just after frps's answer), or as they are after 10 s. */
+async function recordsOf (gateway: Gateway, count: number, user?: string): Promise<ProxyView[]> {
+  let records: ProxyView[] = []
+  await eventually(async () => (records = await gateway.proxies(user)).length === count, 10_000)
+  return records
+}
+
 const proxyNames = (records: ProxyView[]): string => JSON.stringify(records.map(r => r.name))
 const inSeconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
 
@@ -516,7 +523,7 @@ export async function registryScenario (ctx: Ctx): Promise<void> {
   const online = await onlineProxies(env.frps, 'tcp')
   ctx.check('frps\'s dashboard lists alice.ok online, not alice.taken', online.join() === 'alice.ok', `frps lists ${JSON.stringify(online)}`)
   // read at once: reconciliation removes alice.taken once it is older than one interval
-  const view = await env.gateway.proxies()
+  const view = await recordsOf(env.gateway, 3)
   const ok = view.find(r => r.name === 'alice.ok')
   const runId = ok?.run_id ?? ''
   ctx.check(`GET /proxies has alice.ok: user alice, type tcp, remote_port ${okPort}, frpc's run_id, registered_at in ISO 8601`,
@@ -616,7 +623,7 @@ const registryRecipe: RecipeScenario = async (ctx, recipe) => {
   ctx.check(`of ${max + 1} tcp proxies of ${name} (maxProxies ${max} in the users file), ${max} start and one is refused: frpc logs ${quote(reason)}`,
     started.length === max && refusals.length === 1 && refusals[0] === reason, `started ${JSON.stringify(started)}, refused: ${JSON.stringify(refusals)}`, env.procs)
 
-  const view = await env.gateway.proxies(name)
+  const view = await recordsOf(env.gateway, started.length, name)
   const held = Object.fromEntries(view.map(r => [r.name, r.remote_port]))
   const ports = started.map(p => held[a.proxyName(p)])
   const told = started.map(p => env.recorder.calls.find(c => c.content.proxy_name === a.proxyName(p))?.content.remote_port)
@@ -646,7 +653,7 @@ const registryRecipe: RecipeScenario = async (ctx, recipe) => {
   // meanwhile another proxy of the same user gets another port
   const other = env.client(spec(['other']))
   const otherStarted = await other.login() === 'ok' && await other.proxy('other') === 'ok'
-  const otherPort = (await env.gateway.proxies(name)).find(r => r.name === other.proxyName('other'))?.remote_port
+  const otherPort = (await recordsOf(env.gateway, 1, name)).find(r => r.name === other.proxyName('other'))?.remote_port
   ctx.check(`meanwhile ${other.proxyName('other')} starts on a port of the range that none of the held ones is`,
     otherStarted && inRange(otherPort) && !ports.includes(otherPort), `port ${String(otherPort)}, held ${JSON.stringify(ports)}`, env.procs)
   await other.stop()
@@ -656,7 +663,7 @@ const registryRecipe: RecipeScenario = async (ctx, recipe) => {
   const again = env.client(spec(started))
   if (!ctx.check(`${name} logs in again with a new frpc`, await again.login() === 'ok', undefined, env.procs)) return
   const restarted = await Promise.all(started.map(async p => await again.proxy(p, 20_000)))
-  const after = Object.fromEntries((await env.gateway.proxies(name)).map(r => [r.name, r.remote_port]))
+  const after = Object.fromEntries((await recordsOf(env.gateway, started.length, name)).map(r => [r.name, r.remote_port]))
   const portsAfter = started.map(p => after[again.proxyName(p)])
   ctx.check(`sticky: after the restart each proxy starts on the port it had (${ports.join(', ')})`,
     restarted.every(r => r === 'ok') && portsAfter.join() === ports.join(), `frpc: ${JSON.stringify(restarted)}; ports now ${JSON.stringify(portsAfter)}`, env.procs)
