@@ -280,6 +280,8 @@ export interface ClientSpec {
   loginFailExit?: boolean
   /** seconds between heartbeats (frpc >= 0.58 sends none unless set): each one is a Ping to frps's plugins */
   heartbeatInterval?: number
+  /** where frpc connects instead of frps's bindPort (a relay in between) */
+  serverPort?: number
 }
 
 const tomlValue = (v: unknown): string => Array.isArray(v) ? `[${v.map(tomlValue).join(', ')}]` : typeof v === 'string' ? JSON.stringify(v) : String(v)
@@ -287,7 +289,7 @@ const tomlValue = (v: unknown): string => Array.isArray(v) ? `[${v.map(tomlValue
 function clientConfig (frp: FrpVersion, frps: Frps, spec: ClientSpec): string {
   const proxies = spec.proxies ?? []
   if (frp.ini) {
-    const lines = ['[common]', 'server_addr = 127.0.0.1', `server_port = ${frps.bindPort}`, `token = ${TOKEN}`, `login_fail_exit = ${spec.loginFailExit ?? true}`]
+    const lines = ['[common]', 'server_addr = 127.0.0.1', `server_port = ${spec.serverPort ?? frps.bindPort}`, `token = ${TOKEN}`, `login_fail_exit = ${spec.loginFailExit ?? true}`]
     if (spec.user !== undefined) lines.push(`user = ${spec.user}`)
     if (spec.heartbeatInterval !== undefined) lines.push(`heartbeat_interval = ${spec.heartbeatInterval}`)
     for (const [k, v] of Object.entries(spec.metas ?? {})) lines.push(`meta_${k} = ${v}`)
@@ -308,7 +310,7 @@ function clientConfig (frp: FrpVersion, frps: Frps, spec: ClientSpec): string {
     }
     return lines.join('\n') + '\n'
   }
-  const lines = ['serverAddr = "127.0.0.1"', `serverPort = ${frps.bindPort}`, `auth.token = "${TOKEN}"`, `loginFailExit = ${spec.loginFailExit ?? true}`]
+  const lines = ['serverAddr = "127.0.0.1"', `serverPort = ${spec.serverPort ?? frps.bindPort}`, `auth.token = "${TOKEN}"`, `loginFailExit = ${spec.loginFailExit ?? true}`]
   if (spec.user !== undefined) lines.push(`user = ${tomlValue(spec.user)}`)
   if (spec.heartbeatInterval !== undefined) lines.push(`transport.heartbeatInterval = ${spec.heartbeatInterval}`)
   for (const [k, v] of Object.entries(spec.metas ?? {})) lines.push(`metadatas.${k} = ${tomlValue(v)}`)
@@ -397,6 +399,46 @@ export async function startEcho (scope: Scope): Promise<Echo> {
       `${differing(sent, longest)} of the first ${Math.min(sent.length, longest.length)} differing`
   }
   return { port: (server.address() as AddressInfo).port, connections: () => received.length, arrived }
+}
+
+export interface Relay {
+  port: number
+  /**
+   * Closes the client's side of every connection and keeps the server's side open, as a network that drops a
+   * client's connection without a word to the server: frpc logs in again while frps still holds its old session.
+   */
+  cutClients: () => void
+}
+
+/** A TCP relay on 127.0.0.1 to `target`. */
+export async function startRelay (scope: Scope, target: number): Promise<Relay> {
+  const pairs = new Set<[net.Socket, net.Socket]>()
+  const server = net.createServer(client => {
+    const upstream = net.connect(target, '127.0.0.1')
+    const pair: [net.Socket, net.Socket] = [client, upstream]
+    pairs.add(pair)
+    for (const socket of pair) socket.on('error', () => {})
+    client.pipe(upstream)
+    upstream.pipe(client)
+    client.on('close', () => { if (pairs.has(pair)) upstream.destroy() })
+    upstream.on('close', () => { pairs.delete(pair); client.destroy() })
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const kept: net.Socket[] = []
+  scope.defer(() => { for (const [a, b] of pairs) { a.destroy(); b.destroy() } for (const s of kept) s.destroy(); server.close() })
+  const cutClients = (): void => {
+    for (const pair of pairs) {
+      const [client, upstream] = pair
+      pairs.delete(pair)
+      upstream.unpipe(client)
+      client.unpipe(upstream)
+      upstream.pause()
+      kept.push(upstream)
+      client.destroy()
+    }
+  }
+  return { port: (server.address() as AddressInfo).port, cutClients }
 }
 
 /** An HTTP service on 127.0.0.1 answering every GET with `body` (a random page, so a page is known to have come from it). */

@@ -10,7 +10,7 @@ import { compileUsers, parseUsersFile, type CompiledUser } from '../src/users/re
 import { redisCli, startRedis } from '../test/helpers/redis.js'
 import { makeCerts, type TestCerts } from '../test/helpers/tls.js'
 import {
-  echoThrough, freePort, Frpc, frpsApi, getThrough, onlineProxies, startEcho, startFrps, startGateway, startPlugin, startWeb, waitPort,
+  echoThrough, freePort, Frpc, frpsApi, getThrough, onlineProxies, startEcho, startFrps, startGateway, startPlugin, startRelay, startWeb, waitPort,
   escapeRegExp, type ClientSpec, type Echo, type ProxySpec, type Frps, type FrpVersion, type Gateway, type Plugin, type Proc, type ProxyView, type Scope
 } from './harness.js'
 import type { Recipe, Step } from './recipes.js'
@@ -562,6 +562,28 @@ export async function registryScenario (ctx: Ctx): Promise<void> {
   ctx.check('alice\'s frpc stops: its CloseProxy calls (one per open proxy) empty the registry, reconciliation removes nothing more',
     emptied && closed >= 2 && removedAfter === removed,
     `${emptied ? 'empty' : `GET /proxies: ${proxyNames(await env.gateway.proxies())}`}; ${closed} CloseProxy calls; removed by reconciliation ${removedAfter} (was ${removed})`, env.procs)
+
+  // a connection lost on frpc's side only: frpc logs in again with its run_id while frps still holds the old session,
+  // which frps then closes, sending its CloseProxy calls (same run_id) as the new session's NewProxy calls come
+  const relay = await startRelay(ctx.scope, env.frps.bindPort)
+  const bobPort = await freePort()
+  const b = env.client({ user: 'bob', serverPort: relay.port, proxies: [{ name: 'echo', type: 'tcp', localPort: echo.port, remotePort: bobPort }] })
+  if (!ctx.check('bob logs in through a relay and starts bob.echo', await b.login() === 'ok' && await b.proxy('echo') === 'ok', undefined, env.procs)) return
+  const [first] = await recordsOf(env.gateway, 1, 'bob')
+  const [from, closesBefore] = [b.lines.length, await closes()]
+  relay.cutClients()
+  const again = await b.waitLine(/\[bob\.echo\] start proxy success/, 30_000, from)
+  // generous: a CloseProxy of the old session has arrived and been written by then
+  await eventually(async () => await closes() > closesBefore, 10_000)
+  await sleep(1000)
+  const [records, listed, got] = [await env.gateway.proxies('bob'), await onlineProxies(env.frps, 'tcp'), await echoThrough(bobPort, echo)]
+  const record = records[0]
+  const replaced = env.frps.proc.lines.find(line => /replaced by client \[/i.test(line))
+  ctx.check('the relay drops bob\'s connection: his frpc logs in again with the same run_id, frps logs that it replaced the old session, closing it (a CloseProxy of bob.echo), ' +
+    'and opens bob.echo again; GET /proxies/bob has one record of it, of the new session (same run_id, registered later), and it carries bytes',
+  again !== undefined && replaced?.includes(`[${record?.run_id ?? '-'}]`) === true && await closes() > closesBefore && records.length === 1 && record.run_id === first?.run_id &&
+      Date.parse(record.registered_at) > Date.parse(first.registered_at) && listed.includes('bob.echo') && got === 'intact',
+  `frpc: ${again ?? 'no second start'}; frps: ${replaced ?? 'no "replaced by client" line'}; ${await closes() - closesBefore} CloseProxy; before ${JSON.stringify(first)}, now ${JSON.stringify(records)}; frps lists ${JSON.stringify(listed)}; visitor got: ${got}`, env.procs)
 }
 
 /** Consecutive free ports on loopback: a user's range that nothing else on this machine holds now. */
