@@ -30,6 +30,12 @@ function checkRange (list: Array<number | string>, ctx: z.RefinementCtx): void {
 
 const holdsPort = (type: unknown): boolean => type === 'tcp' || type === 'udp'
 
+/** Shared verdicts, so an unchanged call allocates none; `rule` is what trace shows. */
+const EXPLICIT: Verdict = Object.freeze({ rule: 'explicit' })
+const KEPT: Verdict = Object.freeze({ rule: 'kept' })
+const NO_RANGE: Verdict = Object.freeze({ rule: 'no_range' })
+const UNKNOWN_USER: Verdict = Object.freeze({ rule: 'unknown_user' })
+
 export default definePlugin({
   description: 'remote ports of tcp and udp proxies from a range, held in the registry per user and proxy name (top-level `registry` block)',
   ops: ['NewProxy'],
@@ -68,33 +74,37 @@ export default definePlugin({
           const at = { op: ctx.op, reqid: ctx.reqid, ports: text }
           return { reject: reason(content, at), loggedReason: reason.masked?.(content, at), rule: 'no_free_port' }
         }
-        if (own(content, 'remote_port') === port) return { rule: 'kept' }
+        if (own(content, 'remote_port') === port) return KEPT
         const out = copy(content)
         out.remote_port = port
         return { content: out, rule: 'assigned' }
       }, (err: unknown) => failed(err, 'registry unavailable'))
 
+    // a record's ranges, parsed once per record the table hands out (a reload or a Redis read makes a new one)
+    const parsed = new WeakMap<CompiledUser, { ranges: PortRanges, text: string }>()
     const fromUser = (lookup: UserLookup<CompiledUser>, content: Content, ctx: CallContext, user: string, name: string): Verdict | Promise<Verdict> => {
       if (lookup.status === 'found') {
         const ports = lookup.record.record.ports
         // a user the table lets use any port, or none: nothing to assign from (the users step decides)
-        if (ports === undefined || ports.length === 0) return { rule: 'no_range' }
-        return assign(content, ctx, user, name, rangesOf(ports), ports.join(', '))
+        if (ports === undefined || ports.length === 0) return NO_RANGE
+        let cached = parsed.get(lookup.record)
+        if (cached === undefined) parsed.set(lookup.record, cached = { ranges: rangesOf(ports), text: ports.join(', ') })
+        return assign(content, ctx, user, name, cached.ranges, cached.text)
       }
-      if (lookup.status === 'unknown') return { rule: 'unknown_user' }
+      if (lookup.status === 'unknown') return UNKNOWN_USER
       return failed(lookup.error, lookup.status === 'invalid' ? `the record of ${user} is not valid` : 'user table unavailable')
     }
 
     return function ports (content, ctx) {
       if (!holdsPort(own(content, 'proxy_type'))) return
       const asked = own(content, 'remote_port')
-      if (mode === 'assign' && asked !== undefined && asked !== null && asked !== 0) return { rule: 'explicit' }
+      if (mode === 'assign' && asked !== undefined && asked !== null && asked !== 0) return EXPLICIT
       const name = own(content, 'proxy_name')
       if (typeof name !== 'string' || name === '') return
       const raw = own(own(content, 'user'), 'user')
       const user = typeof raw === 'string' ? raw : ''
       if (fixed !== undefined) return assign(content, ctx, user, name, fixed.ranges, fixed.text)
-      if (!USER_NAME.test(user)) return { rule: 'unknown_user' }
+      if (!USER_NAME.test(user)) return UNKNOWN_USER
       const lookup = (table as UserTable).lookup(user)
       return lookup instanceof Promise ? lookup.then(l => fromUser(l, content, ctx, user, name)) : fromUser(lookup, content, ctx, user, name)
     }

@@ -110,6 +110,8 @@ t.test('every number has a bound the code honours: past it, the error names the 
     ['resetAfterMs', forward({ circuitBreaker: { failureThreshold: 1, resetAfterMs: 3_600_000 } }),
       forward({ circuitBreaker: { failureThreshold: 1, resetAfterMs: 1e15 } }), 'chain[0].options.circuitBreaker.resetAfterMs', /from 1 to 3600000/],
     ['window max (string)', rate({ window: '8760h' }), rate({ window: '100000000000000000000h' }), 'chain[0].options.window', /from 1 ms to 8760h/],
+    ['window max (days)', rate({ window: '365d' }), rate({ window: '366d' }), 'chain[0].options.window', /from 1 ms to 8760h/],
+    ['reconcileEvery max (days)', { registry: { reconcileEvery: '1d' } }, { registry: { reconcileEvery: '2d' } }, 'registry.reconcileEvery', /from 1s to 24h/],
     ['window max (ms)', rate({ window: 31_536_000_000 }), rate({ window: 31_536_000_001 }), 'chain[0].options.window', /from 1 to 31536000000/],
     ['window min', rate({ window: 1, limit: 10 }), rate({ window: 0 }), 'chain[0].options.window', /from 1 ms to 8760h|from 1 to/],
     ['limit: one token per 0.1 ms at most', rate({ limit: 10_000, burst: 1 }), rate({ limit: 10_001, burst: 1 }), 'chain[0].options.limit', /at most 10000 per window of 1000 ms/],

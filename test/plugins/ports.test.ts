@@ -1,6 +1,9 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
+import { parseUserRecord } from '../../src/users/record.js'
+import { RedisUserSource } from '../../src/users/redis-source.js'
 import { configFile, runCli } from '../helpers/cli.js'
 import { loadSamples } from '../helpers/fixtures.js'
 import { configIssues, startGateway, type TestGateway } from '../helpers/gateway.js'
@@ -166,6 +169,53 @@ for (const onStoreError of ['allow', 'reject'] as const) {
     t.ok(gw.logs.some(l => l.msg === 'step failed' && l.step === 'ports'), 'logged')
   })
 }
+
+t.test('with frpsApi, a proxy frps refused loses its record at reconciliation and its port releaseAfter later', async t => {
+  const { createServer } = await import('node:http')
+  // frps lists no proxy online: it refused the one the gateway allowed (its port taken, say), and sent no CloseProxy
+  const frps = createServer((_req, res) => {
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify({ proxies: [] }))
+  }).listen(0, '127.0.0.1')
+  await new Promise(resolve => frps.once('listening', resolve))
+  t.teardown(() => { frps.closeAllConnections(); frps.close() })
+  const url = `http://127.0.0.1:${(frps.address() as { port: number }).port}`
+  const gw = await startGateway(t, { registry: { frpsApi: { url }, reconcileEvery: '1s' }, chain: [portsStep({ range: [41800], releaseAfter: '3s' })] })
+  t.same((await gw.call('NewProxy', any())).body, assigned(any(), 41800))
+  await recorded(gw, 'alice', 'alice.any', r => r !== undefined)
+  t.same(await owner(gw, 41800), { user: 'alice', name: 'alice.any' }, 'in use while recorded')
+  t.same((await gw.call('NewProxy', proxyOf('bob', 'p'))).body, noPort('bob', '41800'))
+  // removed at the first reconciliation that finds the record older than one interval (1 to 3 s)
+  const until = performance.now() + 6000
+  while (await gw.ref.current.registry?.store.get('alice', 'alice.any') !== undefined && performance.now() < until) await sleep(50)
+  t.equal(await gw.ref.current.registry?.store.get('alice', 'alice.any'), undefined, 'the record went at reconciliation')
+  const held = await owner(gw, 41800)
+  t.equal(held?.name, 'alice.any', 'its port held for releaseAfter')
+  t.same((await gw.call('NewProxy', proxyOf('bob', 'p'))).body, noPort('bob', '41800'), 'for no one else')
+  await sleep(Math.max(0, (held?.heldUntil ?? 0) - Date.now()) + 300)
+  const bob = proxyOf('bob', 'p')
+  t.same((await gw.call('NewProxy', bob)).body, assigned(bob, 41800), 'then free')
+})
+
+t.test('ranges from a users table in Redis: a record that does not validate, then Redis stopped, follow registry onStoreError', async t => {
+  const redis = await startRedis(t)
+  const client = new Redis(redis.port, '127.0.0.1')
+  t.teardown(() => client.disconnect())
+  client.on('error', () => {}) // Redis stopped on purpose
+  const control = new RedisUserSource(client, { keyPrefix: 'frpgw:', parse: parseUserRecord })
+  await control.set('alice', { token: 'abc', ports: ['41700-41709'] })
+  await client.hset('frpgw:user:{bob}', 'ports', '["x"]')
+  const gw = await startGateway(t, {
+    redis: { url: redis.url }, users: { redis: { cacheMs: 0 } }, registry: { store: 'memory', onStoreError: 'reject' }, deadlineMs: 2000, drainMs: 0, chain: [portsStep({})]
+  })
+  t.same((await gw.call('NewProxy', any())).body, assigned(any(), 41700), 'alice\'s ports, read from Redis')
+  t.same((await gw.call('NewProxy', proxyOf('bob', 'ssh'))).body,
+    { reject: true, reject_reason: 'frp-plugin-gateway: step ports failed: the record of bob is not valid', unchange: true })
+  await redis.stop()
+  t.same((await gw.call('NewProxy', proxyOf('alice', 'two'))).body,
+    { reject: true, reject_reason: 'frp-plugin-gateway: step ports failed: user table unavailable', unchange: true })
+  t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewProxy', step: 'ports', decision: 'error' }), 2)
+})
 
 t.test('check refuses the step without the registry block, without a range or users block, and every bad option', async t => {
   t.same(await configIssues(t, { chain: [portsStep({ range: [6000] })] }),
