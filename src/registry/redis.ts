@@ -167,13 +167,17 @@ interface Commands {
 }
 
 const LIMITS: readonly QuotaLimit[] = ['maxProxies', 'maxProxiesPerClient', 'maxPorts']
+// `{}` is no hash tag (Cluster hashes each key whole, and a script on both fails), so the records of
+// clients without a user get keys no user's can be
+const userTag = (user: string): string => user === '' ? 'reg-nouser:{nouser}' : `reg:{${user}}`
 const byUserThenName = (a: ProxyRecord, b: ProxyRecord): number => a.user < b.user ? -1 : a.user > b.user ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0
 
 /**
  * The registry in Redis, for every gateway sharing it (standalone, Sentinel, Cluster).
  *
  * Layout under keyPrefix: `reg:{USER}:proxies` (hash: proxy name -> record JSON) and
- * `reg:{USER}:reservations` (hash: proxy name -> {run_id, port, exp}), one Cluster slot per user;
+ * `reg:{USER}:reservations` (hash: proxy name -> {run_id, port, exp}), one Cluster slot per user
+ * (`reg-nouser:{nouser}:...` for clients without a user);
  * `ports:{ports}` (hash: port -> {user, name, holdMs, heldUntil, run_id}) and `ports:{ports}:owners`
  * (hash: "user\nname" -> port), one slot for the port table; `reg:users` (set of users with
  * records) for listing. Every change is a Lua script on one slot; a change touching a user and the
@@ -201,8 +205,8 @@ export class RedisRegistry implements RegistryStore {
     define('frpgwPortOwner', 1, OWNER_LUA)
   }
 
-  proxiesKey (user: string): string { return `${this.#prefix}reg:{${user}}:proxies` }
-  reservationsKey (user: string): string { return `${this.#prefix}reg:{${user}}:reservations` }
+  proxiesKey (user: string): string { return `${this.#prefix}${userTag(user)}:proxies` }
+  reservationsKey (user: string): string { return `${this.#prefix}${userTag(user)}:reservations` }
   get usersKey (): string { return `${this.#prefix}reg:users` }
   get portsKey (): string { return `${this.#prefix}ports:{ports}` }
   get ownersKey (): string { return `${this.#prefix}ports:{ports}:owners` }
