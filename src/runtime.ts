@@ -47,8 +47,9 @@ export class Runtime {
   readonly chains: Readonly<Record<Op, readonly ChainStep[]>>
   /** per op, what runs once a call's answer is written */
   readonly commits: Readonly<Record<Op, readonly CommitHook[]>>
-  /** the ops whose chain reads the registry's record of the call's proxy (NewUserConn, CloseProxy) */
+  /** the ops whose chain reads the registry's record of the call's proxy (NewUserConn, CloseProxy; with the registry block) */
   readonly readsProxy: ReadonlySet<Op>
+  readonly #readers: ReadonlySet<Op> | undefined
   private readonly steps: readonly Step[]
   private readonly stores: Stores
   private readonly committer: Committer
@@ -61,6 +62,7 @@ export class Runtime {
     this.stores = stores
     this.committer = committer
     this.readsProxy = readsProxy
+    this.#readers = readsProxy.size > 0 ? readsProxy : undefined
   }
 
   /** The live proxy registry, when the config has a `registry` block. */
@@ -94,9 +96,9 @@ export class Runtime {
     const op = effectiveOp(wireOp, content)
     const invalid = checkCall(op, content)
     if (invalid !== null) return { op, result: { outcome: 'error', reason: invalid } }
-    const ctx: CallContext = { op, wireOp, reqid, deadline: started + this.config.deadlineMs, log, trace, proxy: undefined }
-    const registry = this.stores.registry
-    if (registry !== undefined && this.readsProxy.has(op)) return { op, result: withProxy(registry, this.chains[op], content, ctx) }
+    const ctx: CallContext = { op, wireOp, reqid, deadline: started + this.config.deadlineMs, log, trace }
+    // undefined unless some chain reads a proxy's metas: the other configs pay one comparison
+    if (this.#readers?.has(op) === true) return { op, result: withProxy(this.stores.registry as LiveRegistry, this.chains[op], content, ctx) }
     return { op, result: runChain(this.chains[op], content, ctx) }
   }
 
@@ -341,7 +343,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     const { when, run } = value
     const readsMetas = metasAt !== undefined || proxyMetaReads() > templates
     for (const op of ops) {
-      if (readsMetas && (op === 'NewUserConn' || op === 'CloseProxy')) readsProxy.add(op)
+      if (readsMetas && stores.registry !== undefined && (op === 'NewUserConn' || op === 'CloseProxy')) readsProxy.add(op)
       chains[op].push({ name: sc.name, shadow: sc.mode === 'shadow', when, run, record: recorder(deps.metrics, op, sc.name) })
       if (run.commit !== undefined) commits[op].push({ name: sc.name, ...run.commit })
     }
@@ -385,7 +387,7 @@ export function describeChains (runtime: Runtime): string {
       return `${s.name} (${notes.filter(Boolean).join('; ')})`
     })
     // NewUserConn and CloseProxy: the registry's record of the proxy is read before the steps
-    if (runtime.readsProxy.has(op)) steps.unshift('(registry: the proxy\'s metas)')
+    if (runtime.readsProxy.has(op)) steps.unshift("(registry: the proxy's metas)")
     return `${`${op}:`.padEnd(width)}${steps.length > 0 ? steps.join(' -> ') : '(no steps: allowed unchanged)'}`
   }).join('\n')
 }

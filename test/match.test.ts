@@ -323,3 +323,30 @@ t.test('proxyNames globs agree with a regex of .* and . on many names', async t 
     for (const name of names) t.equal(m('NewProxy', { proxy_name: name }) === null, re.test(name), `${JSON.stringify(glob)} ~ ${JSON.stringify(name)}`)
   }
 })
+
+t.test('proxyMetas: NewProxy its own metas; NewUserConn and CloseProxy the record read before the chain', async t => {
+  const record = (metas?: Record<string, string>) => ({ user: 'a', name: 'a.ssh', type: 'tcp', run_id: 'r', registered_at: 0, ...(metas === undefined ? {} : { metas }) })
+  const m = compileWhen({ proxyMetas: { visitors: ['all', 'friends'], owner: 'ops' } })
+  const own = { visitors: 'friends', owner: 'ops' }
+  t.same([
+    m('NewProxy', { ...user('a'), metas: own }),
+    m('NewProxy', { ...user('a'), metas: { visitors: 'none', owner: 'ops' } }),
+    m('NewProxy', { ...user('a') }),
+    m('NewProxy', { ...user('a', own) }),
+    m('NewUserConn', { ...user('a'), metas: own }),
+    m('NewUserConn', { ...user('a') }, { proxy: record(own) }),
+    m('CloseProxy', { ...user('a') }, { proxy: record({ visitors: 'all', owner: 'ops' }) }),
+    m('NewUserConn', { ...user('a') }, { proxy: record() }),
+    m('NewUserConn', { ...user('a') }, { proxy: null }),
+    m('NewUserConn', { ...user('a') }, { proxy: 'error' }),
+    m('Ping', { ...user('a') }, { proxy: record(own) })
+  ], [null, 'proxyMetas', 'proxyMetas', 'proxyMetas', 'proxyMetas', null, null, 'proxyMetas', 'proxyMetas', 'proxyMetas', 'proxyMetas'],
+  'the client metas and a stray content field are never the proxy\'s')
+  const not = compileWhen({ users: ['a'], not: { not: { not: { proxyMetas: { visitors: 'all' } } } } })
+  t.same([
+    not('NewUserConn', user('a'), { proxy: null }),
+    not('NewUserConn', user('a'), { proxy: record({ visitors: 'all' }) }),
+    not('NewUserConn', user('a'), { proxy: 'error' })
+  ], [null, 'not', 'proxyMetas'], 'a registry that cannot be read: the whole when does not hold, even under not')
+  t.same(whenSchema.safeParse({ proxyMetas: { visitors: [], a: ['x', 1], b: 'y', ['__proto__']: 2 } }).error?.issues.map(i => i.path.join('.')), ['visitors', 'a', '__proto__'].map(k => `proxyMetas.${k}`))
+})

@@ -41,7 +41,8 @@ t.test('every name of the template list', async t => renderAll(t, [
   ['{{metas.plan}}', 'NewProxy', NEW_PROXY, 'pro'], // other ops: user.metas
   ['{{metas.owner}}', 'NewProxy', NEW_PROXY, ''], // never the proxy's metas
   ['{{proxy_metas.owner}}', 'NewProxy', NEW_PROXY, 'ops'],
-  ['{{proxy_metas.team}}', 'Login', LOGIN, ''], // NewProxy only
+  ['{{proxy_metas.team}}', 'Login', LOGIN, ''], // NewProxy, and NewUserConn and CloseProxy from the registry (below)
+  ['{{proxy_metas.owner}}', 'NewUserConn', { ...USER_CONN, metas: { owner: 'x' } }, ''], // never a stray content field
   ['{{content.proxy_name}}', 'NewProxy', NEW_PROXY, 'bob.web'],
   ['{{content.user.metas.plan}}', 'NewProxy', NEW_PROXY, 'pro'],
   ['{{content.locations.1}}', 'NewProxy', NEW_PROXY, '/api'],
@@ -115,4 +116,17 @@ t.test('unknown names and malformed templates throw naming the problem', async t
     { message: 'unknown template name {{nope}}: expected one of op, reqid, user, run_id, client_ip, remote_ip, proxy_name, proxy_type, now, step, retry_after, metas.KEY, proxy_metas.KEY, content.PATH' })
   t.throws(compile('hello {{user'), { message: 'unclosed "{{" at position 6 in template "hello {{user"' })
   t.throws(compile('{{user}} and {{'), { message: 'unclosed "{{" at position 13 in template "{{user}} and {{"' })
+})
+
+t.test('proxy_metas on NewUserConn and CloseProxy: the registry record read before the chain; empty when none or unreadable', async t => {
+  const proxy = { user: 'carol', name: 'carol.ssh', type: 'tcp', run_id: 'r', registered_at: 0, metas: { owner: 'ops', api_key: 'k1' } }
+  const tpl = compileTemplate('[{{proxy_metas.owner}}|{{proxy_metas.api_key}}]', { step: 's' })
+  const at = (op: Op, p: TemplateContext['proxy']): TemplateContext => ({ op, reqid: 'r', proxy: p })
+  t.equal(tpl(USER_CONN, at('NewUserConn', proxy)), '[ops|k1]')
+  t.equal(tpl.masked?.(USER_CONN, at('NewUserConn', proxy)), '[ops|[redacted]]', 'a secret-named meta is masked in log lines')
+  t.equal(tpl({ proxy_name: 'carol.ssh' }, at('CloseProxy', proxy)), '[ops|k1]')
+  t.equal(tpl(USER_CONN, at('NewUserConn', null)), '[|]')
+  t.equal(tpl(USER_CONN, at('NewUserConn', 'error')), '[|]')
+  t.equal(tpl(NEW_PROXY, at('NewProxy', proxy)), '[ops|]', 'NewProxy: its own metas, never a record')
+  t.equal(tpl(USER_CONN, at('Ping', proxy)), '[|]')
 })
