@@ -66,7 +66,7 @@ async function main (): Promise<number> {
   outcomes.push(await scenario(frp, `example config ${relative(ROOT, resolve(example))}`, async ctx => await exampleScenario(ctx, example)))
 
   const only = process.env.E2E_ONLY
-  if (only === undefined || 'registry'.includes(only)) outcomes.push(await scenario(frp, 'registry, no step, frps\'s dashboard read every 2 s', registryScenario))
+  if (only === undefined || 'registry'.includes(only)) outcomes.push(await scenario(frp, 'registry and a visitor rule (proxyMetas), frps\'s dashboard read every 2 s', registryScenario))
 
   const recipes = readmeRecipes(join(ROOT, 'README.md'))
   for (const recipe of recipes) {

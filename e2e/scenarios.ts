@@ -491,44 +491,56 @@ async function recordsOf (gateway: Gateway, count: number, user?: string): Promi
 const proxyNames = (records: ProxyView[]): string => JSON.stringify(records.map(r => r.name))
 const inSeconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
 
+/** The visitor rule of the registry scenario: frps sends no proxy metas with NewUserConn, the registry has them. */
+const VISITORS: Step = {
+  name: 'visitors',
+  plugin: 'reject',
+  ops: ['NewUserConn'],
+  when: { not: { proxyMetas: { visitors: ['all', 'friends'] } } },
+  options: { reason: '{{proxy_name}} takes no visitors (visitors="{{proxy_metas.visitors}}")' }
+}
+
 /**
- * The registry with no step at all, frps's dashboard read every 2 s: a tcp proxy that frps could not open
- * (its port taken) is recorded when the gateway allows it, then removed by reconciliation; the proxies frps
- * opened stay, as the admin view and the metrics show; a stopping frpc's CloseProxy calls remove the rest.
+ * The registry, frps's dashboard read every 2 s, and one step: a visitor rule on NewUserConn (proxyMetas). A tcp proxy
+ * that frps could not open (its port taken) is recorded when the gateway allows it, then removed by reconciliation;
+ * the proxies frps opened stay, as the admin view and the metrics show; visitors of a proxy whose metas allow them
+ * get through, others are refused; a stopping frpc's CloseProxy calls remove the rest; a frpc that reconnects keeps
+ * its record.
  */
 export async function registryScenario (ctx: Ctx): Promise<void> {
   const every = 2000
-  const env = await setUp(ctx, { admin: {}, registry: { frpsApi: { url: 'http://127.0.0.1:7500' }, reconcileEvery: `${every / 1000}s` } })
+  const env = await setUp(ctx, { admin: {}, registry: { frpsApi: { url: 'http://127.0.0.1:7500' }, reconcileEvery: `${every / 1000}s` }, chain: [VISITORS] })
   const echo = await startEcho(ctx.scope)
   const web = await startWeb(ctx.scope)
   // something else listens on the port of alice.taken: frps fails to open it after the gateway allowed it
   const blocker = net.createServer().listen(0, '127.0.0.1')
   await once(blocker, 'listening')
   ctx.scope.defer(() => blocker.close())
-  const [okPort, takenPort] = [await freePort(), (blocker.address() as AddressInfo).port]
+  const [okPort, closedPort, takenPort] = [await freePort(), await freePort(), (blocker.address() as AddressInfo).port]
   ctx.check('GET /proxies answers an empty registry before any client', (await env.gateway.proxies()).length === 0)
   const c = env.client({
     user: 'alice',
     proxies: [
-      { name: 'ok', type: 'tcp', localPort: echo.port, remotePort: okPort },
+      { name: 'ok', type: 'tcp', localPort: echo.port, remotePort: okPort, metas: { visitors: 'all' } },
+      { name: 'closed', type: 'tcp', localPort: echo.port, remotePort: closedPort },
       { name: 'taken', type: 'tcp', localPort: echo.port, remotePort: takenPort },
       { name: 'web', type: 'http', localPort: web.port, customDomains: ['registry.e2e.test'] }
     ]
   })
   if (!ctx.check('alice logs in', await c.login() === 'ok', undefined, env.procs)) return
-  await tcpIntact(ctx, env, c, 'ok', okPort, echo)
+  const started = await Promise.all(['ok', 'closed', 'web'].map(async p => await c.proxy(p)))
+  ctx.check('alice.ok, alice.closed (tcp) and alice.web (http) start', started.every(r => r === 'ok'), `frpc: ${JSON.stringify(started)}`, env.procs)
   refused(ctx, env, `tcp proxy alice.taken on port ${takenPort}, where something else listens`, await c.proxy('taken'), 'port unavailable')
-  if (ctx.check('http proxy alice.web starts', await c.proxy('web') === 'ok', undefined, env.procs)) await pageIntact(ctx, env, 'registry.e2e.test', web.body)
+  // read at once: reconciliation removes alice.taken once it is older than one interval
+  const view = await recordsOf(env.gateway, 4)
 
   const online = await onlineProxies(env.frps, 'tcp')
-  ctx.check('frps\'s dashboard lists alice.ok online, not alice.taken', online.join() === 'alice.ok', `frps lists ${JSON.stringify(online)}`)
-  // read at once: reconciliation removes alice.taken once it is older than one interval
-  const view = await recordsOf(env.gateway, 3)
+  ctx.check('frps\'s dashboard lists alice.closed and alice.ok online, not alice.taken', online.join() === 'alice.closed,alice.ok', `frps lists ${JSON.stringify(online)}`)
   const ok = view.find(r => r.name === 'alice.ok')
   const runId = ok?.run_id ?? ''
-  ctx.check(`GET /proxies has alice.ok: user alice, type tcp, remote_port ${okPort}, frpc's run_id, registered_at in ISO 8601`,
-    ok !== undefined && ok.user === 'alice' && ok.type === 'tcp' && ok.remote_port === okPort && /^[0-9a-f]{16}$/.test(runId) &&
-      !Number.isNaN(Date.parse(ok.registered_at)) && ok.registered_at === new Date(ok.registered_at).toISOString(),
+  ctx.check(`GET /proxies has alice.ok: user alice, type tcp, remote_port ${okPort}, metas {"visitors":"all"}, frpc's run_id, registered_at in ISO 8601`,
+    ok !== undefined && ok.user === 'alice' && ok.type === 'tcp' && ok.remote_port === okPort && JSON.stringify(ok.metas) === '{"visitors":"all"}' &&
+      /^[0-9a-f]{16}$/.test(runId) && !Number.isNaN(Date.parse(ok.registered_at)) && ok.registered_at === new Date(ok.registered_at).toISOString(),
     `GET /proxies: ${JSON.stringify(view)}`, env.procs)
   const www = view.find(r => r.name === 'alice.web')
   ctx.check('and alice.web: type http, custom_domains ["registry.e2e.test"], no remote_port, the same run_id',
@@ -539,19 +551,30 @@ export async function registryScenario (ctx: Ctx): Promise<void> {
   ctx.check(`the gateway allowed alice.taken, so it is recorded (remote_port ${takenPort}) although frps never opened it`,
     taken !== undefined && taken.remote_port === takenPort && taken.run_id === runId, `read ${inSeconds(Date.now() - since)} after it was recorded; GET /proxies: ${proxyNames(view)}`, env.procs)
 
-  // reconciliation removes it once it is older than one interval and frps does not list it online
+  // visitors: frps's NewUserConn carries no proxy metas; the rule reads them from the registry
+  const okVisitor = await echoThrough(okPort, echo)
+  ctx.check(`a visitor of alice.ok (metas visitors = "all", from the registry) gets 64 KiB of random bytes back intact`, okVisitor === 'intact', `visitor got: ${okVisitor}`, env.procs)
+  if (ctx.check('alice.web (http: no NewUserConn per request) serves its page', started[2] === 'ok', undefined, env.procs)) await pageIntact(ctx, env, 'registry.e2e.test', web.body)
+  const frpsFrom = env.frps.proc.lines.length
+  const closedVisitor = await echoThrough(closedPort, echo, 1024, 3000)
+  const reason = render(VISITORS.options.reason, { proxy_name: 'alice.closed', 'proxy_metas.visitors': '' })
+  const rejected = await env.frps.proc.waitLine(new RegExp(`\\[alice\\.closed\\] the user conn .* was rejected, err: ?${escapeRegExp(reason)}`), 5000, frpsFrom)
+  ctx.check(`a visitor of alice.closed (no metas) is refused by ${VISITORS.name}: closed, frps logs ${quote(reason)}`,
+    /^(closed|error \w+) after 0 /.test(closedVisitor) && rejected !== undefined, `a visitor got: ${closedVisitor}; frps: ${rejected ?? 'no rejected user conn line'}`, env.procs)
+
+  // reconciliation removes alice.taken once it is older than one interval and frps does not list it online
   const gone = await eventually(async () => !(await env.gateway.proxies()).some(r => r.name === 'alice.taken'), 10 * every + 10_000)
   const after = await env.gateway.proxies()
-  ctx.check(`reconciliation (every ${every / 1000} s) removes alice.taken; alice.ok and alice.web stay`,
-    gone && proxyNames(after) === '["alice.ok","alice.web"]', `${gone ? 'gone' : 'still there'} ${inSeconds(Date.now() - since)} after it was recorded; GET /proxies: ${proxyNames(after)}`, env.procs)
+  ctx.check(`reconciliation (every ${every / 1000} s) removes alice.taken; alice.closed, alice.ok and alice.web stay`,
+    gone && proxyNames(after) === '["alice.closed","alice.ok","alice.web"]', `${gone ? 'gone' : 'still there'} ${inSeconds(Date.now() - since)} after it was recorded; GET /proxies: ${proxyNames(after)}`, env.procs)
   if (gone) ctx.say(`alice.taken gone from GET /proxies ${inSeconds(Date.now() - since)} after it was recorded`)
   const [proxies, reconciled, removed] = [await env.gateway.metric('frp_gateway_registry_proxies'),
     await env.gateway.metric('frp_gateway_registry_reconcile_total', { result: 'ok' }), await env.gateway.metric('frp_gateway_registry_reconcile_removed_total')]
-  ctx.check('metrics: frp_gateway_registry_proxies 2, frp_gateway_registry_reconcile_total{result="ok"} at least 1, frp_gateway_registry_reconcile_removed_total 1',
-    proxies === 2 && (reconciled ?? 0) >= 1 && removed === 1, `proxies ${proxies}, reconciles ok ${reconciled}, removed ${removed}`)
+  ctx.check('metrics: frp_gateway_registry_proxies 3, frp_gateway_registry_reconcile_total{result="ok"} at least 1, frp_gateway_registry_reconcile_removed_total 1',
+    proxies === 3 && (reconciled ?? 0) >= 1 && removed === 1, `proxies ${proxies}, reconciles ok ${reconciled}, removed ${removed}`)
   const mine = await env.gateway.proxies('alice')
   const bobs = await env.gateway.proxies('bob')
-  ctx.check('GET /proxies/alice lists the same two, GET /proxies/bob none', proxyNames(mine) === proxyNames(after) && bobs.length === 0, `alice ${proxyNames(mine)}, bob ${proxyNames(bobs)}`)
+  ctx.check('GET /proxies/alice lists the same three, GET /proxies/bob none', proxyNames(mine) === proxyNames(after) && bobs.length === 0, `alice ${proxyNames(mine)}, bob ${proxyNames(bobs)}`)
 
   // a stopping frpc: frps sends a CloseProxy for each of its proxies, and they remove the rest
   const closes = async (): Promise<number> => (await env.gateway.metric('frp_gateway_requests_total', { op: 'CloseProxy', outcome: 'allow' })) ?? 0
@@ -560,14 +583,14 @@ export async function registryScenario (ctx: Ctx): Promise<void> {
   const emptied = await eventually(async () => (await env.gateway.proxies()).length === 0, 20_000)
   const [closed, removedAfter] = [await closes() - before, await env.gateway.metric('frp_gateway_registry_reconcile_removed_total')]
   ctx.check('alice\'s frpc stops: its CloseProxy calls (one per open proxy) empty the registry, reconciliation removes nothing more',
-    emptied && closed >= 2 && removedAfter === removed,
+    emptied && closed >= 3 && removedAfter === removed,
     `${emptied ? 'empty' : `GET /proxies: ${proxyNames(await env.gateway.proxies())}`}; ${closed} CloseProxy calls; removed by reconciliation ${removedAfter} (was ${removed})`, env.procs)
 
   // a connection lost on frpc's side only: frpc logs in again with its run_id while frps still holds the old session,
   // which frps then closes, sending its CloseProxy calls (same run_id) as the new session's NewProxy calls come
   const relay = await startRelay(ctx.scope, env.frps.bindPort)
   const bobPort = await freePort()
-  const b = env.client({ user: 'bob', serverPort: relay.port, proxies: [{ name: 'echo', type: 'tcp', localPort: echo.port, remotePort: bobPort }] })
+  const b = env.client({ user: 'bob', serverPort: relay.port, proxies: [{ name: 'echo', type: 'tcp', localPort: echo.port, remotePort: bobPort, metas: { visitors: 'friends' } }] })
   if (!ctx.check('bob logs in through a relay and starts bob.echo', await b.login() === 'ok' && await b.proxy('echo') === 'ok', undefined, env.procs)) return
   const [first] = await recordsOf(env.gateway, 1, 'bob')
   const [from, closesBefore] = [b.lines.length, await closes()]
