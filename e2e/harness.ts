@@ -10,6 +10,7 @@ import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 
+import type { ProxyRecord } from '../src/registry/store.js'
 import { freePort } from '../test/helpers/redis.js'
 
 export { freePort }
@@ -130,18 +131,8 @@ export interface Gateway {
   proxies: (user?: string) => Promise<ProxyView[]>
 }
 
-/** One record of the admin view (GET /proxies) */
-export interface ProxyView {
-  user: string
-  name: string
-  type: string
-  run_id: string
-  remote_port?: number
-  custom_domains?: string[]
-  subdomain?: string
-  metas?: Record<string, string>
-  registered_at: string
-}
+/** One record of the admin view (GET /proxies): the registry's, its time in ISO 8601 */
+export type ProxyView = Omit<ProxyRecord, 'registered_at'> & { registered_at: string }
 
 async function getJson (url: string): Promise<any> {
   const res = await fetch(url)
