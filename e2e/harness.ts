@@ -10,6 +10,7 @@ import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 
+import type { ProxyRecord } from '../src/registry/store.js'
 import { freePort } from '../test/helpers/redis.js'
 
 export { freePort }
@@ -120,8 +121,35 @@ export interface Gateway {
   addr: string
   /** the folder of the config file, where its users file is */
   dir: string
+  /** where /metrics and /proxies are served: the admin listener when the config has one */
+  adminUrl: string
   /** SIGHUP, then the line the gateway logged for it: `config reloaded` or `config reload failed...` (undefined: none in 15 s) */
   reload: () => Promise<string | undefined>
+  /** the value of one series of /metrics (its labels as given, in any order; none: the one without labels), undefined when absent */
+  metric: (name: string, labels?: Record<string, string>) => Promise<number | undefined>
+  /** GET /proxies, or /proxies/USER: the registry as the admin view shows it */
+  proxies: (user?: string) => Promise<ProxyView[]>
+}
+
+/** One record of the admin view (GET /proxies): the registry's, its time in ISO 8601 */
+export type ProxyView = Omit<ProxyRecord, 'registered_at'> & { registered_at: string }
+
+async function getJson (url: string): Promise<any> {
+  const res = await fetch(url)
+  if (res.status !== 200) throw new Error(`GET ${url}: HTTP ${res.status} ${await res.text()}`)
+  return await res.json()
+}
+
+/** The value of the series `name` with exactly `labels` in Prometheus text. */
+export function seriesValue (text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
+    if (match === null || match[1] !== name) continue
+    const found = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map(m => [m[1], m[2]]))
+    const keys = Object.keys(labels)
+    if (keys.length === Object.keys(found).length && keys.every(k => found[k] === labels[k])) return Number(match[3])
+  }
+  return undefined
 }
 
 /**
@@ -139,12 +167,20 @@ export async function startGateway (scope: Scope, config: Record<string, any>, f
   const file = scope.file('gateway.json', JSON.stringify({ ...config, listen, admin }, null, 2))
   const proc = new Proc(scope, 'gateway', process.execPath, [MAIN, '--config', file])
   await waitPort(port, proc)
+  if (admin !== undefined) await waitPort(admin.port, proc)
   const reload = async (): Promise<string | undefined> => {
     const from = proc.lines.length
     proc.child.kill('SIGHUP')
     return await proc.waitLine(/"msg":"config reload/, 15_000, from)
   }
-  return { proc, port, path: listen.path ?? '/handler', addr: `127.0.0.1:${port}`, dir: scope.dir, reload }
+  const adminUrl = `http://127.0.0.1:${admin?.port ?? port}`
+  const metric = async (name: string, labels?: Record<string, string>): Promise<number | undefined> => {
+    const res = await fetch(`${adminUrl}/metrics`)
+    return seriesValue(await res.text(), name, labels)
+  }
+  const proxies = async (user?: string): Promise<ProxyView[]> =>
+    (await getJson(`${adminUrl}/proxies${user !== undefined ? `/${encodeURIComponent(user)}` : ''}`)).proxies
+  return { proc, port, path: listen.path ?? '/handler', addr: `127.0.0.1:${port}`, dir: scope.dir, adminUrl, reload, metric, proxies }
 }
 
 // ---- frp ----
@@ -168,23 +204,30 @@ export async function detectFrp (dir: string): Promise<FrpVersion> {
 
 export interface PluginRef { name: string, addr: string, path: string, ops: string[] }
 
+// frps's dashboard (webServer) login
+const DASHBOARD = { user: 'admin', password: 'e2e' }
+
 export interface Frps { proc: Proc, bindPort: number, vhostHTTPPort: number, webPort: number, subdomainHost: string }
 
-/** frps on free ports, calling the plugins in the order given (INI: frps's own, random, order). */
-export async function startFrps (scope: Scope, frp: FrpVersion, plugins: PluginRef[]): Promise<Frps> {
-  const [bindPort, vhostHTTPPort, webPort] = [await freePort(), await freePort(), await freePort()]
+/**
+ * frps on free ports, calling the plugins in the order given (INI: frps's own, random, order); its dashboard
+ * on `webPort` when given (a gateway started before it reads it).
+ */
+export async function startFrps (scope: Scope, frp: FrpVersion, plugins: PluginRef[], webPort?: number): Promise<Frps> {
+  const [bindPort, vhostHTTPPort] = [await freePort(), await freePort()]
+  webPort ??= await freePort()
   const subdomainHost = 'frps.test'
   const text = frp.ini
     ? [
         '[common]', 'bind_addr = 127.0.0.1', `bind_port = ${bindPort}`, `vhost_http_port = ${vhostHTTPPort}`,
         `subdomain_host = ${subdomainHost}`, `token = ${TOKEN}`,
-        'dashboard_addr = 127.0.0.1', `dashboard_port = ${webPort}`, 'dashboard_user = admin', 'dashboard_pwd = e2e',
+        'dashboard_addr = 127.0.0.1', `dashboard_port = ${webPort}`, `dashboard_user = ${DASHBOARD.user}`, `dashboard_pwd = ${DASHBOARD.password}`,
         ...plugins.flatMap(p => ['', `[plugin.${p.name}]`, `addr = ${p.addr}`, `path = ${p.path}`, `ops = ${p.ops.join(',')}`])
       ].join('\n')
     : [
         'bindAddr = "127.0.0.1"', `bindPort = ${bindPort}`, `vhostHTTPPort = ${vhostHTTPPort}`,
         `subDomainHost = "${subdomainHost}"`, `auth.token = "${TOKEN}"`,
-        'webServer.addr = "127.0.0.1"', `webServer.port = ${webPort}`, 'webServer.user = "admin"', 'webServer.password = "e2e"',
+        'webServer.addr = "127.0.0.1"', `webServer.port = ${webPort}`, `webServer.user = "${DASHBOARD.user}"`, `webServer.password = "${DASHBOARD.password}"`,
         ...plugins.flatMap(p => ['', '[[httpPlugins]]', `name = "${p.name}"`, `addr = "${p.addr}"`, `path = "${p.path}"`,
           `ops = [${p.ops.map(op => `"${op}"`).join(', ')}]`])
       ].join('\n')
@@ -194,9 +237,12 @@ export async function startFrps (scope: Scope, frp: FrpVersion, plugins: PluginR
   return { proc, bindPort, vhostHTTPPort, webPort, subdomainHost }
 }
 
+/** frps's dashboard on webPort, as the gateway's `registry.frpsApi` reads it */
+export const frpsApi = (webPort: number): { url: string, user: string, password: string } => ({ url: `http://127.0.0.1:${webPort}`, ...DASHBOARD })
+
 /** The proxies frps's own dashboard API lists as online, by type: what is really open. */
 export async function onlineProxies (frps: Frps, type: string): Promise<string[]> {
-  const res = await fetch(`http://127.0.0.1:${frps.webPort}/api/proxy/${type}`, { headers: { authorization: `Basic ${Buffer.from('admin:e2e').toString('base64')}` } })
+  const res = await fetch(`http://127.0.0.1:${frps.webPort}/api/proxy/${type}`, { headers: { authorization: `Basic ${Buffer.from(`${DASHBOARD.user}:${DASHBOARD.password}`).toString('base64')}` } })
   const body = await res.json() as { proxies?: Array<{ name: string, status: string }> | null }
   return (body.proxies ?? []).filter(p => p.status === 'online').map(p => p.name).sort()
 }
@@ -225,6 +271,8 @@ export interface ClientSpec {
   loginFailExit?: boolean
   /** seconds between heartbeats (frpc >= 0.58 sends none unless set): each one is a Ping to frps's plugins */
   heartbeatInterval?: number
+  /** where frpc connects instead of frps's bindPort (a relay in between) */
+  serverPort?: number
 }
 
 const tomlValue = (v: unknown): string => Array.isArray(v) ? `[${v.map(tomlValue).join(', ')}]` : typeof v === 'string' ? JSON.stringify(v) : String(v)
@@ -232,7 +280,7 @@ const tomlValue = (v: unknown): string => Array.isArray(v) ? `[${v.map(tomlValue
 function clientConfig (frp: FrpVersion, frps: Frps, spec: ClientSpec): string {
   const proxies = spec.proxies ?? []
   if (frp.ini) {
-    const lines = ['[common]', 'server_addr = 127.0.0.1', `server_port = ${frps.bindPort}`, `token = ${TOKEN}`, `login_fail_exit = ${spec.loginFailExit ?? true}`]
+    const lines = ['[common]', 'server_addr = 127.0.0.1', `server_port = ${spec.serverPort ?? frps.bindPort}`, `token = ${TOKEN}`, `login_fail_exit = ${spec.loginFailExit ?? true}`]
     if (spec.user !== undefined) lines.push(`user = ${spec.user}`)
     if (spec.heartbeatInterval !== undefined) lines.push(`heartbeat_interval = ${spec.heartbeatInterval}`)
     for (const [k, v] of Object.entries(spec.metas ?? {})) lines.push(`meta_${k} = ${v}`)
@@ -253,7 +301,7 @@ function clientConfig (frp: FrpVersion, frps: Frps, spec: ClientSpec): string {
     }
     return lines.join('\n') + '\n'
   }
-  const lines = ['serverAddr = "127.0.0.1"', `serverPort = ${frps.bindPort}`, `auth.token = "${TOKEN}"`, `loginFailExit = ${spec.loginFailExit ?? true}`]
+  const lines = ['serverAddr = "127.0.0.1"', `serverPort = ${spec.serverPort ?? frps.bindPort}`, `auth.token = "${TOKEN}"`, `loginFailExit = ${spec.loginFailExit ?? true}`]
   if (spec.user !== undefined) lines.push(`user = ${tomlValue(spec.user)}`)
   if (spec.heartbeatInterval !== undefined) lines.push(`transport.heartbeatInterval = ${spec.heartbeatInterval}`)
   for (const [k, v] of Object.entries(spec.metas ?? {})) lines.push(`metadatas.${k} = ${tomlValue(v)}`)
@@ -342,6 +390,46 @@ export async function startEcho (scope: Scope): Promise<Echo> {
       `${differing(sent, longest)} of the first ${Math.min(sent.length, longest.length)} differing`
   }
   return { port: (server.address() as AddressInfo).port, connections: () => received.length, arrived }
+}
+
+export interface Relay {
+  port: number
+  /**
+   * Closes the client's side of every connection and keeps the server's side open, as a network that drops a
+   * client's connection without a word to the server: frpc logs in again while frps still holds its old session.
+   */
+  cutClients: () => void
+}
+
+/** A TCP relay on 127.0.0.1 to `target`. */
+export async function startRelay (scope: Scope, target: number): Promise<Relay> {
+  const pairs = new Set<[net.Socket, net.Socket]>()
+  const server = net.createServer(client => {
+    const upstream = net.connect(target, '127.0.0.1')
+    const pair: [net.Socket, net.Socket] = [client, upstream]
+    pairs.add(pair)
+    for (const socket of pair) socket.on('error', () => {})
+    client.pipe(upstream)
+    upstream.pipe(client)
+    client.on('close', () => { if (pairs.has(pair)) upstream.destroy() })
+    upstream.on('close', () => { pairs.delete(pair); client.destroy() })
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const kept: net.Socket[] = []
+  scope.defer(() => { for (const [a, b] of pairs) { a.destroy(); b.destroy() } for (const s of kept) s.destroy(); server.close() })
+  const cutClients = (): void => {
+    for (const pair of pairs) {
+      const [client, upstream] = pair
+      pairs.delete(pair)
+      upstream.unpipe(client)
+      client.unpipe(upstream)
+      upstream.pause()
+      kept.push(upstream)
+      client.destroy()
+    }
+  }
+  return { port: (server.address() as AddressInfo).port, cutClients }
 }
 
 /** An HTTP service on 127.0.0.1 answering every GET with `body` (a random page, so a page is known to have come from it). */

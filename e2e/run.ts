@@ -4,7 +4,7 @@ import { join, relative, resolve } from 'node:path'
 
 import { detectFrp, ROOT, Scope, type FrpVersion } from './harness.js'
 import { readmeRecipes } from './recipes.js'
-import { exampleScenario, recipeScenarios, type Ctx } from './scenarios.js'
+import { exampleScenario, recipeScenarios, registryScenario, type Ctx } from './scenarios.js'
 
 const SCENARIO_TIMEOUT_MS = 90_000
 
@@ -65,8 +65,10 @@ async function main (): Promise<number> {
   const outcomes: Outcome[] = []
   outcomes.push(await scenario(frp, `example config ${relative(ROOT, resolve(example))}`, async ctx => await exampleScenario(ctx, example)))
 
-  const recipes = readmeRecipes(join(ROOT, 'README.md'))
   const only = process.env.E2E_ONLY
+  if (only === undefined || 'registry'.includes(only)) outcomes.push(await scenario(frp, 'registry and a visitor rule (proxyMetas), frps\'s dashboard read every 2 s', registryScenario))
+
+  const recipes = readmeRecipes(join(ROOT, 'README.md'))
   for (const recipe of recipes) {
     if (only !== undefined && !recipe.name.includes(only)) continue
     const name = `README recipe ${recipe.name} (README.md line ${recipe.line})`

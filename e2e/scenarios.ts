@@ -1,15 +1,17 @@
+import { once } from 'node:events'
 import { readFileSync, writeFileSync } from 'node:fs'
-import net from 'node:net'
+import net, { type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
+import { plugins } from '../plugins/index.js'
 import { compileUsers, parseUsersFile, type CompiledUser } from '../src/users/record.js'
 
 import { redisCli, startRedis } from '../test/helpers/redis.js'
 import { makeCerts, type TestCerts } from '../test/helpers/tls.js'
 import {
-  echoThrough, freePort, Frpc, getThrough, onlineProxies, startEcho, startFrps, startGateway, startPlugin, startWeb, waitPort,
-  escapeRegExp, type ClientSpec, type Echo, type ProxySpec, type Frps, type FrpVersion, type Gateway, type Plugin, type Proc, type Scope
+  echoThrough, freePort, Frpc, frpsApi, getThrough, onlineProxies, startEcho, startFrps, startGateway, startPlugin, startRelay, startWeb, waitPort,
+  escapeRegExp, type ClientSpec, type Echo, type ProxySpec, type Frps, type FrpVersion, type Gateway, type Plugin, type Proc, type ProxyView, type Scope
 } from './harness.js'
 import type { Recipe, Step } from './recipes.js'
 
@@ -41,9 +43,11 @@ function sends (ctx: Ctx, field: string, what: string): boolean {
 
 const ALL_OPS = ['Login', 'NewProxy', 'CloseProxy', 'Ping', 'NewWorkConn', 'NewUserConn']
 
-/** Every op some enabled step of the chain runs on: what frps must send the gateway. */
-const opsOf = (chain: Step[]): string[] => {
+/** Every op some enabled step of the chain runs on, and the registry's two: what frps must send the gateway. */
+const opsOf = (config: Record<string, any>): string[] => {
+  const chain = (config.chain ?? []) as Step[]
   const used = new Set(chain.filter(s => s.enabled !== false).flatMap(s => (s.ops as string[] | undefined) ?? ALL_OPS))
+  if (config.registry !== undefined) for (const op of ['NewProxy', 'CloseProxy']) used.add(op)
   return ALL_OPS.filter(op => used.has(op))
 }
 
@@ -54,13 +58,19 @@ interface Env { gateway: Gateway, frps: Frps, recorder: Plugin, client: (spec: C
  * for NewProxy (what frps really sends after the gateway's Login answer: the metas it set).
  */
 async function setUp (ctx: Ctx, config: Record<string, any>, files: Record<string, string> = {}): Promise<Env> {
+  // a registry reading frps's dashboard: frps's comes up on a port chosen now
+  const webPort = config.registry?.frpsApi !== undefined ? await freePort() : undefined
+  if (webPort !== undefined) {
+    const api = frpsApi(webPort)
+    if (config.registry.frpsApi.url !== api.url) ctx.say(`registry.frpsApi ${config.registry.frpsApi.url as string} replaced by this frps's dashboard at ${api.url}`)
+    config = { ...config, registry: { ...config.registry, frpsApi: api } }
+  }
   const gateway = await startGateway(ctx.scope, config, files)
   const recorder = await startPlugin(ctx.scope)
-  const chain = (config.chain ?? []) as Step[]
   const frps = await startFrps(ctx.scope, ctx.frp, [
-    { name: 'gateway', addr: gateway.addr, path: gateway.path, ops: opsOf(chain) },
+    { name: 'gateway', addr: gateway.addr, path: gateway.path, ops: opsOf(config) },
     { name: 'recorder', addr: recorder.addr, path: '/handler', ops: ['NewProxy'] }
-  ])
+  ], webPort)
   const procs: Proc[] = [gateway.proc, frps.proc]
   const env: Env = {
     gateway,
@@ -459,6 +469,253 @@ export const usersScenario: RecipeScenario = async (ctx, recipe) => {
   }
 }
 
+// ---- the registry ----
+
+/** Polls until `done` holds or timeoutMs pass; answers whether it held. */
+async function eventually (done: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (await done()) return true
+    if (Date.now() > deadline) return false
+    await sleep(200)
+  }
+}
+
+/** The records (of one user, or all) once there are `count` (a record is written just after frps's answer), or as they are after 10 s. */
+async function recordsOf (gateway: Gateway, count: number, user?: string): Promise<ProxyView[]> {
+  let records: ProxyView[] = []
+  await eventually(async () => (records = await gateway.proxies(user)).length === count, 10_000)
+  return records
+}
+
+const proxyNames = (records: ProxyView[]): string => JSON.stringify(records.map(r => r.name))
+const inSeconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
+
+/** The visitor rule of the registry scenario: frps sends no proxy metas with NewUserConn, the registry has them. */
+const VISITORS: Step = {
+  name: 'visitors',
+  plugin: 'reject',
+  ops: ['NewUserConn'],
+  when: { not: { proxyMetas: { visitors: ['all', 'friends'] } } },
+  options: { reason: '{{proxy_name}} takes no visitors (visitors="{{proxy_metas.visitors}}")' }
+}
+
+/**
+ * The registry, frps's dashboard read every 2 s, and one step: a visitor rule on NewUserConn (proxyMetas). A tcp proxy
+ * that frps could not open (its port taken) is recorded when the gateway allows it, then removed by reconciliation;
+ * the proxies frps opened stay, as the admin view and the metrics show; visitors of a proxy whose metas allow them
+ * get through, others are refused; a stopping frpc's CloseProxy calls remove the rest; a frpc that reconnects keeps
+ * its record.
+ */
+export async function registryScenario (ctx: Ctx): Promise<void> {
+  const every = 2000
+  const env = await setUp(ctx, { admin: {}, registry: { frpsApi: { url: 'http://127.0.0.1:7500' }, reconcileEvery: `${every / 1000}s` }, chain: [VISITORS] })
+  const echo = await startEcho(ctx.scope)
+  const web = await startWeb(ctx.scope)
+  // something else listens on the port of alice.taken: frps fails to open it after the gateway allowed it
+  const blocker = net.createServer().listen(0, '127.0.0.1')
+  await once(blocker, 'listening')
+  ctx.scope.defer(() => blocker.close())
+  const [okPort, closedPort, takenPort] = [await freePort(), await freePort(), (blocker.address() as AddressInfo).port]
+  ctx.check('GET /proxies answers an empty registry before any client', (await env.gateway.proxies()).length === 0)
+  const c = env.client({
+    user: 'alice',
+    proxies: [
+      { name: 'ok', type: 'tcp', localPort: echo.port, remotePort: okPort, metas: { visitors: 'all' } },
+      { name: 'closed', type: 'tcp', localPort: echo.port, remotePort: closedPort },
+      { name: 'taken', type: 'tcp', localPort: echo.port, remotePort: takenPort },
+      { name: 'web', type: 'http', localPort: web.port, customDomains: ['registry.e2e.test'] }
+    ]
+  })
+  if (!ctx.check('alice logs in', await c.login() === 'ok', undefined, env.procs)) return
+  const started = await Promise.all(['ok', 'closed', 'web'].map(async p => await c.proxy(p)))
+  ctx.check('alice.ok, alice.closed (tcp) and alice.web (http) start', started.every(r => r === 'ok'), `frpc: ${JSON.stringify(started)}`, env.procs)
+  refused(ctx, env, `tcp proxy alice.taken on port ${takenPort}, where something else listens`, await c.proxy('taken'), 'port unavailable')
+  // read at once: reconciliation removes alice.taken once it is older than one interval
+  const view = await recordsOf(env.gateway, 4)
+
+  const online = await onlineProxies(env.frps, 'tcp')
+  ctx.check('frps\'s dashboard lists alice.closed and alice.ok online, not alice.taken', online.join() === 'alice.closed,alice.ok', `frps lists ${JSON.stringify(online)}`)
+  const ok = view.find(r => r.name === 'alice.ok')
+  const runId = ok?.run_id ?? ''
+  ctx.check(`GET /proxies has alice.ok: user alice, type tcp, remote_port ${okPort}, metas {"visitors":"all"}, frpc's run_id, registered_at in ISO 8601`,
+    ok !== undefined && ok.user === 'alice' && ok.type === 'tcp' && ok.remote_port === okPort && JSON.stringify(ok.metas) === '{"visitors":"all"}' &&
+      /^[0-9a-f]{16}$/.test(runId) && !Number.isNaN(Date.parse(ok.registered_at)) && ok.registered_at === new Date(ok.registered_at).toISOString(),
+    `GET /proxies: ${JSON.stringify(view)}`, env.procs)
+  const www = view.find(r => r.name === 'alice.web')
+  ctx.check('and alice.web: type http, custom_domains ["registry.e2e.test"], no remote_port, the same run_id',
+    www !== undefined && www.type === 'http' && JSON.stringify(www.custom_domains) === '["registry.e2e.test"]' && www.remote_port === undefined && www.run_id === runId,
+    `alice.web: ${JSON.stringify(www)}`)
+  const taken = view.find(r => r.name === 'alice.taken')
+  const since = Date.parse(taken?.registered_at ?? '')
+  ctx.check(`the gateway allowed alice.taken, so it is recorded (remote_port ${takenPort}) although frps never opened it`,
+    taken !== undefined && taken.remote_port === takenPort && taken.run_id === runId, `read ${inSeconds(Date.now() - since)} after it was recorded; GET /proxies: ${proxyNames(view)}`, env.procs)
+
+  // visitors: frps's NewUserConn carries no proxy metas; the rule reads them from the registry
+  const okVisitor = await echoThrough(okPort, echo)
+  ctx.check(`a visitor of alice.ok (metas visitors = "all", from the registry) gets 64 KiB of random bytes back intact`, okVisitor === 'intact', `visitor got: ${okVisitor}`, env.procs)
+  if (ctx.check('alice.web (http: no NewUserConn per request) serves its page', started[2] === 'ok', undefined, env.procs)) await pageIntact(ctx, env, 'registry.e2e.test', web.body)
+  const frpsFrom = env.frps.proc.lines.length
+  const closedVisitor = await echoThrough(closedPort, echo, 1024, 3000)
+  const reason = render(VISITORS.options.reason, { proxy_name: 'alice.closed', 'proxy_metas.visitors': '' })
+  const rejected = await env.frps.proc.waitLine(new RegExp(`\\[alice\\.closed\\] the user conn .* was rejected, err: ?${escapeRegExp(reason)}`), 5000, frpsFrom)
+  ctx.check(`a visitor of alice.closed (no metas) is refused by ${VISITORS.name}: closed, frps logs ${quote(reason)}`,
+    /^(closed|error \w+) after 0 /.test(closedVisitor) && rejected !== undefined, `a visitor got: ${closedVisitor}; frps: ${rejected ?? 'no rejected user conn line'}`, env.procs)
+
+  // reconciliation removes alice.taken once it is older than one interval and frps does not list it online
+  const gone = await eventually(async () => !(await env.gateway.proxies()).some(r => r.name === 'alice.taken'), 10 * every + 10_000)
+  const after = await env.gateway.proxies()
+  ctx.check(`reconciliation (every ${every / 1000} s) removes alice.taken; alice.closed, alice.ok and alice.web stay`,
+    gone && proxyNames(after) === '["alice.closed","alice.ok","alice.web"]', `${gone ? 'gone' : 'still there'} ${inSeconds(Date.now() - since)} after it was recorded; GET /proxies: ${proxyNames(after)}`, env.procs)
+  if (gone) ctx.say(`alice.taken gone from GET /proxies ${inSeconds(Date.now() - since)} after it was recorded`)
+  const [proxies, reconciled, removed] = [await env.gateway.metric('frp_gateway_registry_proxies'),
+    await env.gateway.metric('frp_gateway_registry_reconcile_total', { result: 'ok' }), await env.gateway.metric('frp_gateway_registry_reconcile_removed_total')]
+  ctx.check('metrics: frp_gateway_registry_proxies 3, frp_gateway_registry_reconcile_total{result="ok"} at least 1, frp_gateway_registry_reconcile_removed_total 1',
+    proxies === 3 && (reconciled ?? 0) >= 1 && removed === 1, `proxies ${proxies}, reconciles ok ${reconciled}, removed ${removed}`)
+  const mine = await env.gateway.proxies('alice')
+  const bobs = await env.gateway.proxies('bob')
+  ctx.check('GET /proxies/alice lists the same three, GET /proxies/bob none', proxyNames(mine) === proxyNames(after) && bobs.length === 0, `alice ${proxyNames(mine)}, bob ${proxyNames(bobs)}`)
+
+  // a stopping frpc: frps sends a CloseProxy for each of its proxies, and they remove the rest
+  const closes = async (): Promise<number> => (await env.gateway.metric('frp_gateway_requests_total', { op: 'CloseProxy', outcome: 'allow' })) ?? 0
+  const before = await closes()
+  await c.stop()
+  const emptied = await eventually(async () => (await env.gateway.proxies()).length === 0, 20_000)
+  const [closed, removedAfter] = [await closes() - before, await env.gateway.metric('frp_gateway_registry_reconcile_removed_total')]
+  ctx.check('alice\'s frpc stops: its CloseProxy calls (one per open proxy) empty the registry, reconciliation removes nothing more',
+    emptied && closed >= 3 && removedAfter === removed,
+    `${emptied ? 'empty' : `GET /proxies: ${proxyNames(await env.gateway.proxies())}`}; ${closed} CloseProxy calls; removed by reconciliation ${removedAfter} (was ${removed})`, env.procs)
+
+  // a connection lost on frpc's side only: frpc logs in again with its run_id while frps still holds the old session,
+  // which frps then closes, sending its CloseProxy calls (same run_id) as the new session's NewProxy calls come
+  const relay = await startRelay(ctx.scope, env.frps.bindPort)
+  const bobPort = await freePort()
+  const b = env.client({ user: 'bob', serverPort: relay.port, proxies: [{ name: 'echo', type: 'tcp', localPort: echo.port, remotePort: bobPort, metas: { visitors: 'friends' } }] })
+  if (!ctx.check('bob logs in through a relay and starts bob.echo', await b.login() === 'ok' && await b.proxy('echo') === 'ok', undefined, env.procs)) return
+  const [first] = await recordsOf(env.gateway, 1, 'bob')
+  const [from, closesBefore] = [b.lines.length, await closes()]
+  relay.cutClients()
+  const again = await b.waitLine(/\[bob\.echo\] start proxy success/, 30_000, from)
+  // generous: a CloseProxy of the old session has arrived and been written by then
+  await eventually(async () => await closes() > closesBefore, 10_000)
+  await sleep(1000)
+  const [records, listed, got] = [await env.gateway.proxies('bob'), await onlineProxies(env.frps, 'tcp'), await echoThrough(bobPort, echo)]
+  const record = records[0]
+  const replaced = env.frps.proc.lines.find(line => /replaced by client \[/i.test(line))
+  ctx.check('the relay drops bob\'s connection: his frpc logs in again with the same run_id, frps logs that it replaced the old session, closing it (a CloseProxy of bob.echo), ' +
+    'and opens bob.echo again; GET /proxies/bob has one record of it, of the new session (same run_id, registered later), and it carries bytes',
+  again !== undefined && replaced?.includes(`[${record?.run_id ?? '-'}]`) === true && await closes() > closesBefore && records.length === 1 && record.run_id === first?.run_id &&
+      Date.parse(record.registered_at) > Date.parse(first.registered_at) && listed.includes('bob.echo') && got === 'intact',
+  `frpc: ${again ?? 'no second start'}; frps: ${replaced ?? 'no "replaced by client" line'}; ${await closes() - closesBefore} CloseProxy; before ${JSON.stringify(first)}, now ${JSON.stringify(records)}; frps lists ${JSON.stringify(listed)}; visitor got: ${got}`, env.procs)
+}
+
+/** Consecutive free ports on loopback: a user's range that nothing else on this machine holds now. */
+async function freeBlock (size: number): Promise<[number, number]> {
+  for (let i = 0; i < 200; i++) {
+    const lo = 20000 + Math.floor(Math.random() * (30000 - size))
+    let free = true
+    for (let p = lo; p < lo + size && free; p++) free = await isFree(p)
+    if (free) return [lo, lo + size - 1]
+  }
+  throw new Error(`no ${size} consecutive free ports in 20000-29999`)
+}
+
+const sizeOf = (ports: Array<number | string>): number => rangesOf(ports).reduce((n, [lo, hi]) => n + hi - lo + 1, 0)
+
+/**
+ * The registry section's recipe: a users table, a quota from it and sticky ports from each user's `ports`, the
+ * registry in Redis. The first user with a token and a maxProxies starts one proxy more than that: the last is
+ * refused with the quota's reason; the others get distinct ports of the user's range and carry bytes. Their records
+ * are under the documented keys; when the frpc stops, its CloseProxy calls empty the registry and the ports stay held;
+ * another proxy of the user gets another port meanwhile; a new frpc with the same proxies gets the same ports back.
+ */
+const registryRecipe: RecipeScenario = async (ctx, recipe) => {
+  const config = recipe.config ?? {}
+  const fileName = config.users?.file as string | undefined
+  const quotaStep = recipe.steps.find(s => s.plugin === 'quota')
+  const portsStep = recipe.steps.find(s => s.plugin === 'ports')
+  if (!ctx.check('the recipe is a whole config with a registry, a users file, a quota step and a ports step in sticky mode',
+    config.registry !== undefined && fileName !== undefined && recipe.files[fileName] !== undefined && quotaStep !== undefined && portsStep?.options?.mode === 'sticky')) return
+  const quota = plugins.quota.options.parse(quotaStep?.options ?? {})
+  const file = JSON.parse(recipe.files[fileName as string])
+  // each user's ports: a free block of the same size on this machine (other runs may hold the README's)
+  for (const [name, record] of Object.entries(file.users) as Array<[string, { ports?: Array<number | string> }]>) {
+    if (record.ports === undefined || record.ports.length === 0) continue
+    const [lo, hi] = await freeBlock(sizeOf(record.ports))
+    ctx.say(`${name}'s ports ${record.ports.join(', ')} replaced by ${lo}-${hi}, free here`)
+    record.ports = [`${lo}-${hi}`]
+  }
+  const table = compileUsers(parseUsersFile(file, fileName as string))
+  const user = [...table.values()].find(u => u.enabled && u.record.token !== undefined && u.record.maxProxies !== undefined && u.record.ports !== undefined)
+  if (!ctx.check('the users file has an enabled user with a token, maxProxies and ports', user !== undefined, `users ${JSON.stringify([...table.keys()])}`)) return
+  const { name, record } = user as CompiledUser
+  const max = record.maxProxies as number
+  const inRange = (port: number | undefined): boolean => port !== undefined && (user as CompiledUser).portAllowed(port)
+
+  const redis = await startRedis({ teardown: fn => ctx.scope.defer(fn) })
+  ctx.say(`redis ${config.redis?.url as string} replaced by a redis-server of its own at ${redis.url}`)
+  const env = await setUp(ctx, { ...config, redis: { ...config.redis, url: redis.url } }, { [fileName as string]: JSON.stringify(file, null, 2) })
+  const echo = await startEcho(ctx.scope)
+  const metas = { token: record.token as string }
+  const wanted = Array.from({ length: max + 1 }, (_, i) => `p${i + 1}`)
+  const spec = (proxies: string[]): ClientSpec => ({ user: name, metas, proxies: proxies.map(p => ({ name: p, type: 'tcp' as const, localPort: echo.port })) })
+  const a = env.client(spec(wanted))
+  if (!ctx.check(`${name} logs in with the token`, await a.login() === 'ok', undefined, env.procs)) return
+  const results = await Promise.all(wanted.map(async p => await a.proxy(p, 20_000)))
+  const started = wanted.filter((_, i) => results[i] === 'ok')
+  const refusals = results.filter(r => r !== 'ok')
+  const reason = render(quota.reason, { user: name, count: String(max), limit: String(max), which: 'maxProxies', counted: max === 1 ? 'proxy' : 'proxies' })
+  ctx.check(`of ${max + 1} tcp proxies of ${name} (maxProxies ${max} in the users file), ${max} start and one is refused: frpc logs ${quote(reason)}`,
+    started.length === max && refusals.length === 1 && refusals[0] === reason, `started ${JSON.stringify(started)}, refused: ${JSON.stringify(refusals)}`, env.procs)
+
+  const view = await recordsOf(env.gateway, started.length, name)
+  const held = Object.fromEntries(view.map(r => [r.name, r.remote_port]))
+  const ports = started.map(p => held[a.proxyName(p)])
+  const told = started.map(p => env.recorder.calls.find(c => c.content.proxy_name === a.proxyName(p))?.content.remote_port)
+  ctx.check(`GET /proxies/${name} lists the ${max} started, each with its own port of ${name}'s ${(user as CompiledUser).portsText as string}, the port frps was told`,
+    view.length === max && ports.every(inRange) && new Set(ports).size === max && told.join() === ports.join(),
+    `GET /proxies/${name}: ${JSON.stringify(view.map(r => [r.name, r.remote_port]))}; frps was told ${JSON.stringify(told)}`, env.procs)
+  if (started.length === 0 || !inRange(ports[0])) return
+  const got = await echoThrough(ports[0] as number, echo)
+  ctx.check(`a visitor of ${a.proxyName(started[0])} on its assigned port ${ports[0] as number} gets 64 KiB of random bytes back intact`, got === 'intact', `visitor got: ${got}`, env.procs)
+
+  const prefix = (config.redis?.keyPrefix as string | undefined) ?? 'frpgw:'
+  const keys = (await redisCli(redis.port, 'KEYS', '*')).trim().split('\n').filter(Boolean)
+  const documented = [`${prefix}reg:{${name}}:proxies`, `${prefix}reg:users`, `${prefix}ports:{ports}`, `${prefix}ports:{ports}:owners`]
+  ctx.check(`the registry is in Redis under ${documented.join(', ')}`, documented.every(k => keys.includes(k)), `keys ${JSON.stringify(keys.sort())}`)
+
+  // the frpc stops: its CloseProxy calls empty the registry, the ports stay held for the user and proxy name
+  await a.stop()
+  const emptied = await eventually(async () => (await env.gateway.proxies(name)).length === 0, 20_000)
+  const hash = (await redisCli(redis.port, 'HGETALL', `${prefix}ports:{ports}`)).trim().split('\n')
+  const holds = new Map<number, { user: string, name: string, heldUntil?: number }>()
+  for (let i = 0; i + 1 < hash.length; i += 2) holds.set(Number(hash[i]), JSON.parse(hash[i + 1]))
+  const week = Date.now() + 6 * 86_400_000
+  ctx.check(`${name}'s frpc stops: the registry is empty, and ${prefix}ports:{ports} holds each port for its proxy for releaseAfter (${String(portsStep?.options?.releaseAfter ?? '7d')})`,
+    emptied && started.every((p, i) => holds.get(ports[i] as number)?.name === a.proxyName(p) && (holds.get(ports[i] as number)?.heldUntil ?? 0) > week),
+    `${emptied ? 'empty' : 'not empty'}; ${prefix}ports:{ports}: ${JSON.stringify([...holds])}`, env.procs)
+
+  // meanwhile another proxy of the same user gets another port
+  const other = env.client(spec(['other']))
+  const otherStarted = await other.login() === 'ok' && await other.proxy('other') === 'ok'
+  const otherPort = (await recordsOf(env.gateway, 1, name)).find(r => r.name === other.proxyName('other'))?.remote_port
+  ctx.check(`meanwhile ${other.proxyName('other')} starts on a port of the range that none of the held ones is`,
+    otherStarted && inRange(otherPort) && !ports.includes(otherPort), `port ${String(otherPort)}, held ${JSON.stringify(ports)}`, env.procs)
+  await other.stop()
+  await eventually(async () => (await env.gateway.proxies(name)).length === 0, 20_000)
+
+  // a new frpc (a new run_id) with the same proxies: the same ports
+  const again = env.client(spec(started))
+  if (!ctx.check(`${name} logs in again with a new frpc`, await again.login() === 'ok', undefined, env.procs)) return
+  const restarted = await Promise.all(started.map(async p => await again.proxy(p, 20_000)))
+  const after = Object.fromEntries((await recordsOf(env.gateway, started.length, name)).map(r => [r.name, r.remote_port]))
+  const portsAfter = started.map(p => after[again.proxyName(p)])
+  ctx.check(`sticky: after the restart each proxy starts on the port it had (${ports.join(', ')})`,
+    restarted.every(r => r === 'ok') && portsAfter.join() === ports.join(), `frpc: ${JSON.stringify(restarted)}; ports now ${JSON.stringify(portsAfter)}`, env.procs)
+  const back = await echoThrough(ports[0] as number, echo)
+  ctx.check(`a visitor of ${again.proxyName(started[0])} on port ${ports[0] as number} again gets its bytes back intact`, back === 'intact', `visitor got: ${back}`, env.procs)
+}
+
 /** One scenario per README recipe name: a recipe without one fails the run. */
 export const recipeScenarios: Record<string, RecipeScenario> = {
   // the configuration reference: a whole config (Redis, admin listener, forward)
@@ -611,6 +868,9 @@ export const recipeScenarios: Record<string, RecipeScenario> = {
   // the users section: one users step and a login rate limit; the migrations from fp-multiuser and frps-panel
   'login-rate+users': usersScenario,
   users: usersScenario,
+
+  // the registry section: users, quota from the users file, sticky ports, the registry in Redis
+  'users+quota+ports': registryRecipe,
 
   'visitors-per-ip': async (ctx, recipe) => {
     const env = await setUp(ctx, { chain: recipe.steps })
