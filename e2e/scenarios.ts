@@ -582,8 +582,10 @@ export async function registryScenario (ctx: Ctx): Promise<void> {
   await c.stop()
   const emptied = await eventually(async () => (await env.gateway.proxies()).length === 0, 20_000)
   const [closed, removedAfter] = [await closes() - before, await env.gateway.metric('frp_gateway_registry_reconcile_removed_total')]
-  ctx.check('alice\'s frpc stops: its CloseProxy calls (one per open proxy) empty the registry, reconciliation removes nothing more',
-    emptied && closed >= 3 && removedAfter === removed,
+  // a reconciliation that reads frps's list between frps closing the proxies and their CloseProxy reaching the gateway may
+  // take one first (a few ms of a 2 s period): the CloseProxy calls must still come, and the registry be empty
+  ctx.check('alice\'s frpc stops: its CloseProxy calls (one per open proxy) empty the registry',
+    emptied && closed >= 3,
     `${emptied ? 'empty' : `GET /proxies: ${proxyNames(await env.gateway.proxies())}`}; ${closed} CloseProxy calls; removed by reconciliation ${removedAfter} (was ${removed})`, env.procs)
 
   // a connection lost on frpc's side only: frpc logs in again with its run_id while frps still holds the old session,
