@@ -1,6 +1,7 @@
 import type { PluginDef } from '../src/chain.js'
 import forward from './forward.js'
 import metas from './metas.js'
+import notify from './notify.js'
 import ports from './ports.js'
 import quota from './quota.js'
 import rateLimit from './rate-limit.js'
@@ -17,7 +18,8 @@ export const plugins = {
   forward,
   users,
   ports,
-  quota
+  quota,
+  notify
 } satisfies Record<string, PluginDef>
 
 export type PluginName = keyof typeof plugins

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import type { z } from 'zod'
+import type { Cluster, Redis } from 'ioredis'
 import type { CommitHook } from './commit.js'
 import { warnRepeated } from './log.js'
 import type { Matcher } from './match.js'
@@ -55,7 +56,8 @@ export interface Verdict {
 export interface Step {
   (content: Content, ctx: CallContext): Verdict | undefined | Promise<Verdict | undefined>
   close?: () => Promise<void>
-  commit?: Omit<CommitHook, 'name'>
+  /** `when`: the step's `when` is matched against the final content before `commit` is told (its in-chain skip says nothing then) */
+  commit?: Omit<CommitHook, 'name'> & { when?: true }
 }
 
 /** What the runtime hands a plugin factory. */
@@ -72,6 +74,10 @@ export interface PluginDeps {
   users: () => UserTable
   /** the live proxy registry of the top-level `registry` block; throws when there is none */
   registry: () => LiveRegistry
+  /** the runtime's Redis client (the top-level `redis` block); throws when there is none */
+  redis: () => Redis | Cluster
+  /** the top-level drainMs: how long close may wait for work after answers */
+  drainMs: number
 }
 
 /** A built-in plugin: its options schema and a factory that validates and compiles once. */
@@ -80,6 +86,8 @@ export interface PluginDef<S extends z.ZodType = z.ZodType> {
   ops: readonly Op[]
   options: S
   create: (options: z.output<S>, deps: PluginDeps) => Step
+  /** takes no part in the decision (it only acts at commit): `mode: "shadow"` is a config error */
+  observer?: true
 }
 
 export const definePlugin = <S extends z.ZodType>(def: PluginDef<S>): PluginDef<S> => def

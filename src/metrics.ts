@@ -148,6 +148,7 @@ export function createMetrics (register = new Registry()) {
       'Calls of forward steps to downstream plugins, one per attempt, by result', ['step', 'result'], register),
     rateLimitDecisions: new FastCounter('frp_gateway_ratelimit_decisions_total', 'Rate-limit decisions by result', ['step', 'result'], register),
     usersDecisions: new FastCounter('frp_gateway_users_decisions_total', 'Users step decisions by the rule that decided', ['step', 'result'], register),
+    notifyEvents: new FastCounter('frp_gateway_notify_events_total', 'Events of notify steps by result: sent, retried (each further attempt), throttled, dropped, failed', ['step', 'result'], register),
     commitFailures: new FastCounter('frp_gateway_commit_failures_total', 'Work after an answer (registry records, reservations, events) that failed, by step', ['step'], register),
     registryReconciles: new FastCounter('frp_gateway_registry_reconcile_total', 'Reconciliations of the registry against frps\'s dashboard API, by result', ['result'], register),
     registryReconcileRemoved: new FastCounter('frp_gateway_registry_reconcile_removed_total', 'Registry records removed because frps does not list their proxy online', [], register),

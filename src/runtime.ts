@@ -6,7 +6,7 @@ import type { Config, StepConfig } from './config.js'
 import { Committer, type CommitEvent, type CommitHook } from './commit.js'
 import { collectIssues, compileAt, ConfigError, type ConfigIssue } from './errors.js'
 import { warnRepeated } from './log.js'
-import { compileWhen, proxyMetasPath } from './match.js'
+import { compileWhen, proxyMetasPath, type Matcher } from './match.js'
 import { DECISIONS, type Metrics } from './metrics.js'
 import type { CompiledUser } from './users/record.js'
 import { checkCall, effectiveOp, OPS, own, type Content, type Op } from './protocol.js'
@@ -159,6 +159,19 @@ async function withProxy (registry: LiveRegistry, chain: readonly ChainStep[], c
   if (late) return { outcome: 'error', reason: 'frp-plugin-gateway: deadline exceeded reading the registry', step: 'registry' }
   if (registry.options.onStoreError === 'reject') return { outcome: 'error', reason: 'frp-plugin-gateway: the registry cannot be read', step: 'registry' }
   return await runChain(chain, content, ctx)
+}
+
+/** A step's commit hook; with `when`, told only of calls whose final content its `when` matches. */
+function commitHook (name: string, hook: NonNullable<Step['commit']>, when: Matcher): CommitHook {
+  if (hook.when !== true) return { name, commit: hook.commit, describe: hook.describe }
+  return {
+    name,
+    commit: event => when(event.op, event.content) === null ? hook.commit(event) : undefined,
+    describe: event => {
+      const failed = when(event.op, event.content)
+      return failed === null ? hook.describe(event) : `nothing: when.${failed} does not hold on the final content`
+    }
+  }
 }
 
 /** The commit phase's runner, counting failures per step in frp_gateway_commit_failures_total. */
@@ -332,8 +345,10 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
       when: compileAt('when', () => compileWhen(sc.when)),
       metas: metasAt === undefined ? undefined : compileAt(`when.${metasAt}`, () => checkProxyMetas(ops, stores.registry !== undefined)),
       run: compileAt('options', () => def.create(sc.options, {
-        name: sc.name, ops, log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind), users: () => stores.userTable(), registry: () => stores.liveRegistry(`plugin ${sc.plugin}`)
-      }))
+        name: sc.name, ops, log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind), users: () => stores.userTable(),
+        registry: () => stores.liveRegistry(`plugin ${sc.plugin}`), redis: () => stores.redisClient(`plugin ${sc.plugin}`), drainMs: config.drainMs
+      })),
+      mode: def.observer === true && sc.mode === 'shadow' ? compileAt('mode', () => { throw new Error(`a ${sc.plugin} step takes no part in the decision: shadow mode has no meaning for it`) }) : undefined
     }))
     if (value?.run !== undefined) built.push(value.run)
     if (found.length > 0 || value === undefined) {
@@ -345,7 +360,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     for (const op of ops) {
       if (readsMetas && stores.registry !== undefined && (op === 'NewUserConn' || op === 'CloseProxy')) readsProxy.add(op)
       chains[op].push({ name: sc.name, shadow: sc.mode === 'shadow', when, run, record: recorder(deps.metrics, op, sc.name) })
-      if (run.commit !== undefined) commits[op].push({ name: sc.name, ...run.commit })
+      if (run.commit !== undefined) commits[op].push(commitHook(sc.name, run.commit, when))
     }
   })
   if (issues.length > 0) {

@@ -1,0 +1,153 @@
+import { z } from 'zod'
+import { durationIn, intIn } from '../src/bounds.js'
+import { definePlugin } from '../src/chain.js'
+import type { CommitEvent } from '../src/commit.js'
+import { compileAt, OptionError } from '../src/errors.js'
+import { warnRepeated } from '../src/log.js'
+import { OUTCOMES } from '../src/metrics.js'
+import { OPS } from '../src/protocol.js'
+import { FileSink } from '../src/sinks/file.js'
+import { QUEUE_RESULTS, SinkQueue, type QueueResult } from '../src/sinks/queue.js'
+import { RedisStreamSink } from '../src/sinks/redis-stream.js'
+import type { Sink } from '../src/sinks/sink.js'
+import { WebhookSink } from '../src/sinks/webhook.js'
+import { MemoryStore } from '../src/stores/memory-store.js'
+import { compileTemplate, type Template, type TemplateContext } from '../src/template.js'
+
+/** What an event may name besides the call's own template names. */
+const EVENT_NAMES = ['time', 'outcome', 'reason', 'decided_by', 'held_back'] as const
+
+const DEFAULT_EVENT = {
+  time: '{{time}}',
+  reqid: '{{reqid}}',
+  op: '{{op}}',
+  user: '{{user}}',
+  run_id: '{{run_id}}',
+  outcome: '{{outcome}}',
+  decided_by: '{{decided_by}}',
+  reason: '{{reason}}',
+  proxy_name: '{{proxy_name}}',
+  proxy_type: '{{proxy_type}}',
+  client_ip: '{{client_ip}}',
+  remote_ip: '{{remote_ip}}'
+}
+
+const webhook = z.strictObject({
+  url: z.string().regex(/^https?:\/\//, 'expected an http:// or https:// URL'),
+  headers: z.record(z.string(), z.string()).default({}).describe('request headers, e.g. an Authorization'),
+  timeoutMs: intIn(1, 60_000).default(5000).describe('an attempt with no answer within this fails (ms)'),
+  retries: intIn(0, 10).default(3).describe('further attempts after a connection error, a timeout, a 429 or a 5xx, from 200 ms, doubling')
+})
+const sink = z.union([
+  z.strictObject({ webhook }),
+  z.strictObject({ redisStream: z.strictObject({ stream: z.string().min(1), maxLen: intIn(1, 100_000_000).default(100_000) }) }),
+  z.strictObject({ file: z.strictObject({ path: z.string().min(1) }) })
+], { error: 'expected exactly one of {"webhook": {...}}, {"redisStream": {...}}, {"file": {...}}' })
+
+const MAX_TEMPLATE_DEPTH = 8
+const BACKOFF_MS = 200
+const MAX_HELD_KEYS = 100_000
+
+type Rendered = string | number | boolean | null | Rendered[] | { [key: string]: Rendered }
+type Render = (event: CommitEvent, values: TemplateContext['values']) => Rendered
+
+/** The template, a JSON value whose strings are templates, compiled once into one render function. */
+function compileEvent (value: unknown, step: string, path: string, depth = 0): Render {
+  if (depth > MAX_TEMPLATE_DEPTH) throw new OptionError(path, `nested more than ${MAX_TEMPLATE_DEPTH} levels`)
+  if (typeof value === 'string') {
+    const template: Template = compileAt(path, () => compileTemplate(value, { step, extra: EVENT_NAMES }))
+    return (e, values) => template(e.content, { op: e.op, reqid: e.reqid, values })
+  }
+  if (Array.isArray(value)) {
+    const items = value.map((v, i) => compileEvent(v, step, `${path}[${i}]`, depth + 1))
+    return (e, values) => items.map(item => item(e, values))
+  }
+  if (value !== null && typeof value === 'object') {
+    const fields = Object.entries(value).map(([k, v]) => [k, compileEvent(v, step, `${path}.${k}`, depth + 1)] as const)
+    return (e, values) => {
+      const out: Record<string, Rendered> = {}
+      for (const [k, render] of fields) Object.defineProperty(out, k, { value: render(e, values), enumerable: true, writable: true, configurable: true })
+      return out
+    }
+  }
+  return () => value as Rendered
+}
+
+export default definePlugin({
+  description: 'tells a webhook, a Redis Stream or a file of the calls it watches, once their answer is decided: an audit trail and alerts',
+  ops: OPS,
+  observer: true,
+  options: z.strictObject({
+    outcomes: z.array(z.enum(OUTCOMES)).min(1).default([...OUTCOMES]).describe('the final outcomes to report (default: all)'),
+    sink,
+    template: z.json().optional().describe('a JSON value whose strings are templates; default: an event object {time, reqid, op, user, run_id, outcome, decided_by, reason, proxy_name, proxy_type, client_ip, remote_ip}'),
+    throttle: z.strictObject({
+      limit: intIn(1, 1_000_000),
+      window: durationIn(1000, 86_400_000, 'a window'),
+      key: z.string().default('{{op}}:{{outcome}}').describe('template: what is counted apart')
+    }).optional().describe('at most `limit` events per `window` per `key`; what was held back is told in the next one ({{held_back}})'),
+    queue: intIn(1, 1_000_000).default(10_000).describe('events waiting at most; when full the oldest is dropped'),
+    concurrency: intIn(1, 64).default(4).describe('sends in flight at once')
+  }),
+  create (options, deps) {
+    const render = compileEvent(options.template ?? DEFAULT_EVENT, deps.name, 'template')
+    const outcomes = new Set<string>(options.outcomes)
+    const throttle = options.throttle
+    const throttleKey = throttle === undefined ? undefined : compileAt('throttle.key', () => compileTemplate(throttle.key, { step: deps.name, extra: EVENT_NAMES }))
+    const target: Sink = compileAt('sink', () => {
+      const s = options.sink
+      if ('webhook' in s) return new WebhookSink(s.webhook)
+      if ('redisStream' in s) return new RedisStreamSink(deps.redis(), s.redisStream.stream, s.redisStream.maxLen)
+      return new FileSink(s.file.path)
+    })
+    const counters = Object.fromEntries([...QUEUE_RESULTS].map(r => [r, deps.metrics.notifyEvents.labels(deps.name, r)])) as unknown as Record<QueueResult, { inc: () => void }>
+    const queue = new SinkQueue(target, {
+      size: options.queue,
+      concurrency: options.concurrency,
+      retries: 'webhook' in options.sink ? options.sink.webhook.retries : 3,
+      backoffMs: BACKOFF_MS,
+      count: result => counters[result].inc(),
+      onFailure: err => warnRepeated(deps.log, `${deps.name}\nnotify`, { err }, { error: err.message }, 'notify event given up')
+    })
+    const buckets = new MemoryStore({ maxKeys: MAX_HELD_KEYS })
+    const heldBack = new Map<string, number>()
+
+    const valuesOf = (e: CommitEvent, held: number) => ({
+      time: new Date(e.time).toISOString(), outcome: e.outcome, reason: e.reason ?? '', decided_by: e.decidedBy ?? '', held_back: held
+    })
+    /** The key's count of events held back since its last event, or undefined when this one is held back too. */
+    const admitted = (e: CommitEvent): number | undefined => {
+      if (throttle === undefined || throttleKey === undefined) return 0
+      const key = throttleKey(e.content, { op: e.op, reqid: e.reqid, values: valuesOf(e, 0) })
+      if (!buckets.take(key, { limit: throttle.limit, windowMs: throttle.window, burst: throttle.limit }).allowed) {
+        if (heldBack.size >= MAX_HELD_KEYS && !heldBack.has(key)) heldBack.delete(heldBack.keys().next().value as string)
+        heldBack.set(key, (heldBack.get(key) ?? 0) + 1)
+        counters.throttled.inc()
+        return undefined
+      }
+      const held = heldBack.get(key) ?? 0
+      heldBack.delete(key)
+      return held
+    }
+
+    return Object.assign(function notify () { return undefined }, {
+      commit: {
+        when: true as const,
+        commit (e: CommitEvent) {
+          if (!outcomes.has(e.outcome)) return
+          const held = admitted(e)
+          if (held === undefined) return
+          queue.push(JSON.stringify(render(e, valuesOf(e, held))))
+        },
+        describe (e: CommitEvent) {
+          if (!outcomes.has(e.outcome)) return `nothing: outcome ${e.outcome} is not in outcomes`
+          return `would send to ${target.label}: ${JSON.stringify(render(e, valuesOf(e, 0)))}`
+        }
+      },
+      async close () {
+        await queue.drain(deps.drainMs)
+        await target.close()
+      }
+    })
+  }
+})

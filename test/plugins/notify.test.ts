@@ -1,0 +1,127 @@
+import { once } from 'node:events'
+import { mkdtempSync, readFileSync } from 'node:fs'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import t, { type Test } from 'tap'
+import { loadSamples } from '../helpers/fixtures.js'
+import { configIssues, startGateway } from '../helpers/gateway.js'
+import { redisCli, startRedis } from '../helpers/redis.js'
+
+const samples = loadSamples('frps-0.64.0-requests.jsonl')
+const content = (op: string, name?: string): Record<string, any> =>
+  structuredClone(samples.find(s => s.body.op === op && (name === undefined || s.body.content.proxy_name === name))?.body.content) as Record<string, any>
+
+async function receiver (t: Test, answer: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => res.writeHead(204).end()) {
+  const bodies: any[] = []
+  const server = createServer((req, res) => {
+    let body = ''
+    req.on('data', d => { body += String(d) })
+    req.on('end', () => { bodies.push(JSON.parse(body)); answer(req, res) })
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`, bodies }
+}
+
+async function until (done: () => boolean, ms = 3000): Promise<void> {
+  const end = performance.now() + ms
+  while (!done() && performance.now() < end) await sleep(10)
+}
+
+const REJECT_WEB = { name: 'no-web', plugin: 'reject', ops: ['NewProxy'], when: { proxyNames: ['alice.web'] }, options: { reason: 'no web for {{user}}' } }
+
+t.test('a notify step placed first still hears of a later reject, with the deciding step and the reason; the default event', async t => {
+  const rx = await receiver(t)
+  const gw = await startGateway(t, { chain: [
+    { name: 'alert', plugin: 'notify', ops: ['NewProxy'], options: { sink: { webhook: { url: rx.url } } } },
+    REJECT_WEB
+  ] })
+  t.equal((await gw.call('NewProxy', content('NewProxy', 'alice.web'))).body.reject, true)
+  await gw.call('NewProxy', content('NewProxy', 'alice.ssh'))
+  await until(() => rx.bodies.length === 2)
+  const [rejected, allowed] = rx.bodies.sort((a, b) => a.outcome === 'reject' ? -1 : b.outcome === 'reject' ? 1 : 0)
+  t.match(rejected, { op: 'NewProxy', user: 'alice', outcome: 'reject', decided_by: 'no-web', reason: 'no web for alice', proxy_name: 'alice.web', proxy_type: 'http', reqid: 'test0000000000ab' })
+  t.match(rejected.time, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/)
+  t.match(allowed, { outcome: 'allow', decided_by: '', reason: '', proxy_name: 'alice.ssh' })
+  await until(() => false, 200)
+  t.equal(await gw.metric('frp_gateway_notify_events_total', { step: 'alert', result: 'sent' }), 2)
+})
+
+t.test('Slack and Discord shapes, outcomes, and when matched on the final content', async t => {
+  const rx = await receiver(t)
+  const gw = await startGateway(t, { chain: [
+    { name: 'slack', plugin: 'notify', ops: ['Login', 'NewProxy'], when: { users: ['alice'] }, options: { outcomes: ['reject'], sink: { webhook: { url: rx.url } }, template: { text: '{{user}}: {{op}} refused by {{decided_by}}: {{reason}}' } } },
+    { name: 'discord', plugin: 'notify', ops: ['Login'], options: { sink: { webhook: { url: rx.url } }, template: { content: 'login {{user}} from {{client_ip}} ({{outcome}})', embeds: [{ title: '{{metas.team}}' }] } } },
+    REJECT_WEB
+  ] })
+  await gw.call('NewProxy', content('NewProxy', 'alice.web'))
+  await gw.call('NewProxy', content('NewProxy', 'alice.ssh'))
+  await gw.call('Login', content('Login'))
+  await until(() => rx.bodies.length === 2)
+  await sleep(100)
+  t.same(rx.bodies.filter(b => 'text' in b), [{ text: 'alice: NewProxy refused by no-web: no web for alice' }], 'slack: the reject only')
+  t.same(rx.bodies.filter(b => 'content' in b), [{ content: `login alice from ${content('Login').client_address?.split(':')[0] ?? ''} (allow)`, embeds: [{ title: 'blue' }] }])
+})
+
+t.test('throttle: a login storm sends a few events, and the next one says how many were held back', async t => {
+  const rx = await receiver(t)
+  const gw = await startGateway(t, { chain: [
+    { name: 'storm', plugin: 'notify', ops: ['Login'], options: { sink: { webhook: { url: rx.url } }, template: { text: '{{user}} {{held_back}}' }, throttle: { limit: 2, window: '1s', key: '{{user}}' } } }
+  ] })
+  for (let i = 0; i < 10; i++) await gw.call('Login', content('Login'))
+  await until(() => rx.bodies.length === 2)
+  await sleep(100)
+  t.equal(await gw.metric('frp_gateway_notify_events_total', { step: 'storm', result: 'throttled' }), 8, `bodies ${JSON.stringify(rx.bodies)}`)
+  await sleep(1100)
+  await gw.call('Login', content('Login'))
+  await until(() => rx.bodies.length === 3)
+  t.same(rx.bodies.map(b => b.text), ['alice 0', 'alice 0', 'alice 8'])
+})
+
+t.test('a dead receiver costs queue space, never an answer: calls are answered at once, drops and failures counted', async t => {
+  const gw = await startGateway(t, { chain: [
+    { name: 'dead', plugin: 'notify', options: { sink: { webhook: { url: 'http://127.0.0.1:1/hook', retries: 1, timeoutMs: 200 } }, queue: 5, concurrency: 1 } }
+  ] })
+  const started = performance.now()
+  for (let i = 0; i < 20; i++) t.equal((await gw.call('Login', content('Login'))).status, 200)
+  t.ok(performance.now() - started < 3000, 'answered without waiting for the sink')
+  await sleep(1500)
+  t.ok((await gw.metric('frp_gateway_notify_events_total', { step: 'dead', result: 'dropped' }) ?? 0) >= 10, 'the oldest dropped once the queue was full')
+  t.ok((await gw.metric('frp_gateway_notify_events_total', { step: 'dead', result: 'failed' }) ?? 0) >= 1)
+  t.ok((await gw.metric('frp_gateway_notify_events_total', { step: 'dead', result: 'retried' }) ?? 0) >= 1)
+})
+
+t.test('redisStream and file sinks; trace shows the event and sends nothing', async t => {
+  const redis = await startRedis(t)
+  const dir = mkdtempSync(join(tmpdir(), 'frpgw-notify-'))
+  const gw = await startGateway(t, { redis: { url: redis.url }, chain: [
+    { name: 'audit', plugin: 'notify', options: { sink: { redisStream: { stream: 'frp-audit', maxLen: 1000 } } } },
+    { name: 'log', plugin: 'notify', ops: ['Login'], options: { sink: { file: { path: join(dir, 'events.jsonl') } }, template: { u: '{{user}}' } } }
+  ] })
+  await gw.call('Login', content('Login'))
+  await sleep(300)
+  const entries = JSON.parse(await redisCli(redis.port, '--json', 'XRANGE', 'frp-audit', '-', '+')) as Array<[string, string[]]>
+  t.equal(entries.length, 1)
+  t.equal(entries[0][1][0], 'event')
+  t.match(JSON.parse(entries[0][1][1]), { op: 'Login', user: 'alice', outcome: 'allow' })
+  t.equal(readFileSync(join(dir, 'events.jsonl'), 'utf8'), '{"u":"alice"}\n')
+  const { traceCall, formatTrace } = await import('../../src/trace.js')
+  const log = (await import('pino')).default({ level: 'silent' })
+  const traced = await traceCall(gw.ref.current, 'Login', content('Login'), log)
+  t.match(formatTrace(traced, new Map()), /commit: log: would send to file .*events\.jsonl: \{"u":"alice"\} \(not done by trace\)/)
+  await sleep(200)
+  t.equal(readFileSync(join(dir, 'events.jsonl'), 'utf8'), '{"u":"alice"}\n', 'trace sent nothing')
+})
+
+t.test('config: shadow mode, a sink with two keys, a bad template name are errors', async t => {
+  const sink = { file: { path: '/tmp/x' } }
+  const one = async (step: Record<string, unknown>) => await configIssues(t, { chain: [{ name: 'a', plugin: 'notify', ...step }] })
+  t.match(await one({ mode: 'shadow', options: { sink } }), [{ path: 'chain[0].mode', message: /shadow mode has no meaning/ }])
+  t.match(await one({ options: { sink: { ...sink, webhook: { url: 'http://x' } } } }), [{ path: 'chain[0].options.sink', message: /exactly one of/ }])
+  t.match(await one({ options: { sink, template: { text: '{{nope}}' } } }), [{ path: 'chain[0].options.template.text', message: /unknown template name \{\{nope\}\}/ }])
+  t.match(await one({ options: { sink: { redisStream: { stream: 's' } } } }), [{ path: 'chain[0].options.sink', message: /needs the top-level "redis" block/ }])
+})
