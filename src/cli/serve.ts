@@ -137,7 +137,8 @@ export async function serve (file: string, watch: boolean): Promise<void> {
     logger.info({ signal }, 'stopping: finishing calls in flight')
     ref.stopping = true
     const { deadlineMs, drainMs } = ref.current.config
-    const force = setTimeout(() => process.exit(1), deadlineMs + drainMs + 5000).unref()
+    // calls in flight, then the commits (drainMs), then the steps' own queues (notify: drainMs again)
+    const force = setTimeout(() => process.exit(1), deadlineMs + 2 * drainMs + 5000).unref()
     await Promise.allSettled([app.close(), admin?.close()])
     // close waits for the commits in progress (of every config: the committer is shared), at most drainMs
     await ref.current.close()

@@ -125,3 +125,19 @@ t.test('config: shadow mode, a sink with two keys, a bad template name are error
   t.match(await one({ options: { sink, template: { text: '{{nope}}' } } }), [{ path: 'chain[0].options.template.text', message: /unknown template name \{\{nope\}\}/ }])
   t.match(await one({ options: { sink: { redisStream: { stream: 's' } } } }), [{ path: 'chain[0].options.sink', message: /needs the top-level "redis" block/ }])
 })
+
+t.test('SIGTERM drains the queues (within drainMs): events still waiting for a slow receiver are sent before exit', async t => {
+  const { configFile, serveCli } = await import('../helpers/cli.js')
+  const rx = await receiver(t, (_req, res) => { setTimeout(() => res.writeHead(204).end(), 300) })
+  const file = configFile({ listen: { port: 0 }, drainMs: 10_000, chain: [
+    { name: 'slow', plugin: 'notify', ops: ['Login'], options: { sink: { webhook: { url: rx.url } }, concurrency: 1, template: { n: '{{reqid}}' } } }
+  ] })
+  const gw = await serveCli(['--config', file], t)
+  const login = JSON.stringify({ version: '0.1.0', op: 'Login', content: content('Login') })
+  for (let i = 0; i < 5; i++) {
+    await fetch(`${gw.url}/handler?version=0.1.0&op=Login`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-frp-reqid': `req${i}` }, body: login })
+  }
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
+  t.same(rx.bodies.map(b => b.n).sort(), ['req0', 'req1', 'req2', 'req3', 'req4'], 'all five sent, one at a time, after the stop began')
+})
