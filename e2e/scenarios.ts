@@ -750,7 +750,7 @@ const chatScenario: RecipeScenario = async (ctx, recipe) => {
   const [loginChat, rejectChat] = [local.receivers.get(login.name), local.receivers.get(refusals.name)]
   const env = await setUp(ctx, { chain: local.steps })
   const echo = await startEcho(ctx.scope)
-  const [port, low] = [await freePort(), await freePortIn(1, 1023).catch(() => 22)]
+  const [port, low] = [await freePort(), 22]
   const c = env.client({
     user: 'alice',
     proxies: [{ name: 'echo', type: 'tcp', localPort: echo.port, remotePort: port }, { name: 'ssh', type: 'tcp', localPort: echo.port, remotePort: low }]
@@ -811,6 +811,18 @@ const auditScenario: RecipeScenario = async (ctx, recipe) => {
   await c.stop()
   const closed = await eventually(async () => has(events = await streamEvents(redis.port, stream), 'CloseProxy'), 15_000)
   ctx.check('frpc stops: a CloseProxy event of alice.echo follows, outcome allow', closed, JSON.stringify(events.map(e => `${e.op} ${e.outcome}`)), env.procs)
+  // the README's durable consumer: a group reads every event once, then nothing new until the gateway adds more
+  await redisCli(redis.port, 'XGROUP', 'CREATE', stream, 'archiver', '0', 'MKSTREAM')
+  const read = async (): Promise<number> => (await redisCli(redis.port, 'XREADGROUP', 'GROUP', 'archiver', 'archiver-1', 'COUNT', '100', 'STREAMS', stream, '>'))
+    .split('\n').filter(line => line === 'event').length
+  const [once, again] = [await read(), await read()]
+  const pending = async (): Promise<number> => Number((await redisCli(redis.port, 'XPENDING', stream, 'archiver')).split('\n')[0])
+  const before = await pending()
+  const ids = (await redisCli(redis.port, 'XRANGE', stream, '-', '+')).split('\n').filter(line => /^\d+-\d+$/.test(line))
+  await redisCli(redis.port, 'XACK', stream, 'archiver', ...ids)
+  const after = await pending()
+  ctx.check(`a consumer group (XGROUP CREATE, XREADGROUP ... '>') reads the ${events.length} events once, then none; they are pending until XACK`,
+    once === events.length && again === 0 && before === events.length && after === 0, `read ${once}, then ${again}; pending ${before}, after XACK ${after}`)
 }
 
 /** One scenario per README recipe name: a recipe without one fails the run. */
