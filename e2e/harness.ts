@@ -533,3 +533,29 @@ export async function startPlugin (scope: Scope, path = '/handler', tls?: { cert
   return plugin
 }
 
+
+// ---- chat webhooks (what `notify` recipes post to) ----
+
+export interface Receiver { url: string, posts: Array<Record<string, any>> }
+
+/** A webhook receiver on 127.0.0.1 that records every JSON body POSTed to it and answers 200 (as Slack's `ok`). */
+export async function startReceiver (scope: Scope, path = '/'): Promise<Receiver> {
+  const posts: Array<Record<string, any>> = []
+  const server = http.createServer((req, res) => {
+    let text = ''
+    req.on('data', d => { text += String(d) })
+    req.on('end', () => {
+      try {
+        posts.push(JSON.parse(text))
+      } catch {
+        res.writeHead(400).end()
+        return
+      }
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok')
+    })
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  scope.defer(() => { server.closeAllConnections(); server.close() })
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}${path}`, posts }
+}

@@ -10,8 +10,8 @@ import { compileUsers, parseUsersFile, type CompiledUser } from '../src/users/re
 import { redisCli, startRedis } from '../test/helpers/redis.js'
 import { makeCerts, type TestCerts } from '../test/helpers/tls.js'
 import {
-  echoThrough, freePort, Frpc, frpsApi, getThrough, onlineProxies, startEcho, startFrps, startGateway, startPlugin, startRelay, startWeb, waitPort,
-  escapeRegExp, type ClientSpec, type Echo, type ProxySpec, type Frps, type FrpVersion, type Gateway, type Plugin, type Proc, type ProxyView, type Scope
+  echoThrough, freePort, Frpc, frpsApi, getThrough, onlineProxies, startEcho, startFrps, startGateway, startPlugin, startReceiver, startRelay, startWeb, waitPort,
+  escapeRegExp, type ClientSpec, type Echo, type ProxySpec, type Frps, type FrpVersion, type Gateway, type Plugin, type Proc, type ProxyView, type Receiver, type Scope
 } from './harness.js'
 import type { Recipe, Step } from './recipes.js'
 
@@ -263,14 +263,26 @@ export async function exampleScenario (ctx: Ctx, file: string): Promise<void> {
 
 // ---- README recipes ----
 
-interface Local { steps: Step[], plugins: Map<string, Plugin> }
+interface Local { steps: Step[], plugins: Map<string, Plugin>, receivers: Map<string, Receiver> }
 
-/** Points every forward step at a local downstream plugin (https with a CA made now when the URL is https), saying so. */
+/**
+ * Points every forward step at a local downstream plugin (https with a CA made now when the URL is https), and every
+ * notify webhook at a local receiver, saying so.
+ */
 async function localize (ctx: Ctx, steps: Step[]): Promise<Local> {
   const plugins = new Map<string, Plugin>()
+  const receivers = new Map<string, Receiver>()
   let certs: TestCerts | undefined
   const out: Step[] = []
   for (const step of steps) {
+    const webhook = step.plugin === 'notify' ? step.options?.sink?.webhook : undefined
+    if (webhook !== undefined) {
+      const receiver = await startReceiver(ctx.scope, new URL(webhook.url).pathname)
+      receivers.set(step.name, receiver)
+      ctx.say(`${step.name}: webhook ${webhook.url as string} replaced by a local receiver at ${receiver.url}`)
+      out.push({ ...step, options: { ...step.options, sink: { webhook: { ...webhook, url: receiver.url } } } })
+      continue
+    }
     if (step.plugin !== 'forward') { out.push(step); continue }
     const url = new URL(step.options.url)
     const tls = url.protocol === 'https:'
@@ -282,7 +294,7 @@ async function localize (ctx: Ctx, steps: Step[]): Promise<Local> {
     ctx.say(`${step.name}: ${step.options.url} replaced by a local downstream plugin at ${options.url}${tls ? ' (its CA as tls.ca)' : ''}`)
     out.push({ ...step, options })
   }
-  return { steps: out, plugins }
+  return { steps: out, plugins, receivers }
 }
 
 const parseWindow = (window: string | number): number =>
@@ -718,6 +730,101 @@ const registryRecipe: RecipeScenario = async (ctx, recipe) => {
   ctx.check(`a visitor of ${again.proxyName(started[0])} on port ${ports[0] as number} again gets its bytes back intact`, back === 'intact', `visitor got: ${back}`, env.procs)
 }
 
+/** The posts of a receiver once there are `count`, or as they are after 10 s (a notify step sends after the answer). */
+async function postsOf (receiver: Receiver | undefined, count: number): Promise<Array<Record<string, any>>> {
+  await eventually(async () => (receiver?.posts.length ?? 0) >= count, 10_000)
+  return receiver?.posts ?? []
+}
+
+/**
+ * The chat recipe: a login posts the login step's message with the user; logins past the throttle's limit post
+ * nothing more for that user (counted as throttled), another user's still does; a tcp proxy on a port the reject
+ * step refuses posts the reject step's message with decided_by and the reason; an allowed proxy posts nothing.
+ */
+const chatScenario: RecipeScenario = async (ctx, recipe) => {
+  const local = await localize(ctx, recipe.steps)
+  const notifying = (outcome: string): Step | undefined => local.steps.find(s => s.plugin === 'notify' && (s.options.outcomes as string[]).includes(outcome))
+  const [reject, login, refusals] = [local.steps.find(s => s.plugin === 'reject'), notifying('allow'), notifying('reject')]
+  if (!ctx.check('the recipe has a reject step, a notify step on allowed logins and one on rejects', reject !== undefined && login !== undefined && refusals !== undefined) ||
+    reject === undefined || login === undefined || refusals === undefined) return
+  const [loginChat, rejectChat] = [local.receivers.get(login.name), local.receivers.get(refusals.name)]
+  const env = await setUp(ctx, { chain: local.steps })
+  const echo = await startEcho(ctx.scope)
+  const [port, low] = [await freePort(), 22]
+  const c = env.client({
+    user: 'alice',
+    proxies: [{ name: 'echo', type: 'tcp', localPort: echo.port, remotePort: port }, { name: 'ssh', type: 'tcp', localPort: echo.port, remotePort: low }]
+  })
+  if (!ctx.check('alice logs in', await c.login() === 'ok', undefined, env.procs)) return
+  const welcome = render(login.options.template.text, { user: 'alice', client_ip: '127.0.0.1', held_back: '0' })
+  const first = await postsOf(loginChat, 1)
+  ctx.check(`${login.name}'s webhook gets ${quote(welcome)}`, first.length === 1 && first[0].text === welcome, `posts ${JSON.stringify(first)}`, env.procs)
+
+  await tcpIntact(ctx, env, c, 'echo', port, echo)
+  const reason = render(reject.options.reason, { proxy_name: 'alice.ssh' })
+  refused(ctx, env, `tcp proxy alice.ssh on port ${low}`, await c.proxy('ssh'), reason)
+  const said = render(refusals.options.template.text, { op: 'NewProxy', user: 'alice', proxy_name: 'alice.ssh', decided_by: reject.name, reason })
+  const refused_ = await postsOf(rejectChat, 1)
+  ctx.check(`${refusals.name}'s webhook gets ${quote(said)} (decided_by and the reason), and nothing for the allowed login and proxy`,
+    refused_.length === 1 && refused_[0].text === said, `posts ${JSON.stringify(refused_)}`, env.procs)
+
+  const { limit } = login.options.throttle
+  const more = await loginUntilRefused(env, 'alice', Number(limit))
+  const bob = await env.client({ user: 'bob' }).login()
+  const posts = await postsOf(loginChat, Number(limit) + 1)
+  await sleep(1000)
+  const byUser = (user: string): number => posts.filter(p => String(p.text).includes(` ${user} logged in`)).length
+  const throttled = await env.gateway.metric('frp_gateway_notify_events_total', { step: login.name, result: 'throttled' })
+  ctx.check(`throttle: of ${Number(limit) + 1} logins of alice, ${limit} are posted and 1 is counted as throttled; bob's login is posted`,
+    more.ok === Number(limit) && bob === 'ok' && byUser('alice') === Number(limit) && byUser('bob') === 1 && throttled === 1 && rejectChat?.posts.length === 1,
+    `alice ${byUser('alice')}, bob ${byUser('bob')} posted, throttled ${String(throttled)}; posts ${JSON.stringify(posts.map(p => p.text))}`, env.procs)
+}
+
+/** The events of a Redis Stream as the audit recipe writes them: the field `event` of each entry, parsed. */
+async function streamEvents (port: number, stream: string): Promise<Array<Record<string, string>>> {
+  const lines = (await redisCli(port, 'XRANGE', stream, '-', '+')).split('\n')
+  return lines.map((line, i) => line === 'event' ? JSON.parse(lines[i + 1]) : undefined).filter(e => e !== undefined)
+}
+
+/**
+ * The audit recipe: after a login and a proxy start, the stream in the run's own Redis holds a Login and a NewProxy
+ * event with outcome allow (and, once frpc stops, a CloseProxy one); XREAD as the README shows it reads them.
+ */
+const auditScenario: RecipeScenario = async (ctx, recipe) => {
+  const step = recipe.steps[0]
+  const stream = step.options.sink.redisStream.stream as string
+  const redis = await startRedis({ teardown: fn => ctx.scope.defer(fn) })
+  ctx.say(`redis ${recipe.config?.redis?.url as string} replaced by a redis-server of its own at ${redis.url}`)
+  const env = await setUp(ctx, { ...recipe.config, redis: { ...recipe.config?.redis, url: redis.url } })
+  const echo = await startEcho(ctx.scope)
+  const port = await freePort()
+  const c = env.client({ user: 'alice', proxies: [{ name: 'echo', type: 'tcp', localPort: echo.port, remotePort: port }] })
+  if (!ctx.check('alice logs in', await c.login() === 'ok', undefined, env.procs)) return
+  await tcpIntact(ctx, env, c, 'echo', port, echo)
+  const has = (events: Array<Record<string, string>>, op: string): boolean => events.some(e =>
+    e.op === op && e.outcome === 'allow' && e.user === 'alice' && e.decided_by === '' && /^\d{4}-\d\d-\d\dT/.test(e.time) && (op === 'Login' || e.proxy_name === 'alice.echo'))
+  let events: Array<Record<string, string>> = []
+  await eventually(async () => has(events = await streamEvents(redis.port, stream), 'NewProxy'), 10_000)
+  const shown = await redisCli(redis.port, '--no-raw', 'XREAD', 'COUNT', '10', 'STREAMS', stream, '0')
+  ctx.check(`XREAD COUNT 10 STREAMS ${stream} 0 shows a Login of alice and a NewProxy of alice.echo, outcome allow, decided_by empty`,
+    has(events, 'Login') && has(events, 'NewProxy') && shown.includes('"event"') && shown.includes('\\"op\\":\\"NewProxy\\"'), shown, env.procs)
+  await c.stop()
+  const closed = await eventually(async () => has(events = await streamEvents(redis.port, stream), 'CloseProxy'), 15_000)
+  ctx.check('frpc stops: a CloseProxy event of alice.echo follows, outcome allow', closed, JSON.stringify(events.map(e => `${e.op} ${e.outcome}`)), env.procs)
+  // the README's durable consumer: a group reads every event once, then nothing new until the gateway adds more
+  await redisCli(redis.port, 'XGROUP', 'CREATE', stream, 'archiver', '0', 'MKSTREAM')
+  const read = async (): Promise<number> => (await redisCli(redis.port, 'XREADGROUP', 'GROUP', 'archiver', 'archiver-1', 'COUNT', '100', 'STREAMS', stream, '>'))
+    .split('\n').filter(line => line === 'event').length
+  const [once, again] = [await read(), await read()]
+  const pending = async (): Promise<number> => Number((await redisCli(redis.port, 'XPENDING', stream, 'archiver')).split('\n')[0])
+  const before = await pending()
+  const ids = (await redisCli(redis.port, 'XRANGE', stream, '-', '+')).split('\n').filter(line => /^\d+-\d+$/.test(line))
+  await redisCli(redis.port, 'XACK', stream, 'archiver', ...ids)
+  const after = await pending()
+  ctx.check(`a consumer group (XGROUP CREATE, XREADGROUP ... '>') reads the ${events.length} events once, then none; they are pending until XACK`,
+    once === events.length && again === 0 && before === events.length && after === 0, `read ${once}, then ${again}; pending ${before}, after XACK ${after}`)
+}
+
 /** One scenario per README recipe name: a recipe without one fails the run. */
 export const recipeScenarios: Record<string, RecipeScenario> = {
   // the configuration reference: a whole config (Redis, admin listener, forward)
@@ -873,6 +980,10 @@ export const recipeScenarios: Record<string, RecipeScenario> = {
 
   // the registry section: users, quota from the users file, sticky ports, the registry in Redis
   'users+quota+ports': registryRecipe,
+
+  // the notify section: a chat webhook on logins and refusals, an audit log in a Redis Stream
+  'low-ports+login-chat+reject-chat': chatScenario,
+  audit: auditScenario,
 
   'visitors-per-ip': async (ctx, recipe) => {
     const env = await setUp(ctx, { chain: recipe.steps })
