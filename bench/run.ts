@@ -239,9 +239,10 @@ async function main (): Promise<void> {
   // every call of every op sent, one POST each, to a receiver on the load side: what the step costs the gateway
   const receiver = lazily(async () => await server('receiver'))
   await add(NOTIFY, async () => await gateway([...typicalChain, { name: 'notify', plugin: 'notify', options: { sink: { webhook: { url: `${(await receiver()).url}/hook` } } } }]), {
+    // one event for each call checkAnswers made
     check: async () => {
       const url = `${(await receiver()).url}/received`
-      await waitUntil('notify events at the webhook receiver', async () => Number(await (await fetch(url)).text()) >= 4)
+      await waitUntil('notify events at the webhook receiver', async () => Number(await (await fetch(url)).text()) >= Math.min(4, recorded.requests.length))
     }
   })
   const redisUrl = lazily(redis)
