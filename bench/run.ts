@@ -302,7 +302,7 @@ async function main (): Promise<void> {
     errors: samples[i].reduce((n, s) => n + s.errors, 0)
   }))
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node.js ${process.version}; ${pinned
-    ? `servers under test on cpu ${UNDER_TEST}, autocannon, Redis, the downstream and the frps-like caller on cpu ${BESIDE}`
+    ? `servers under test on cpu ${UNDER_TEST}, autocannon, Redis, the downstream, the frps-like caller and the webhook receiver on cpu ${BESIDE}`
     : 'not pinned: every process on every cpu'}`
   // a median over the rounds of one figure taken from scenarios measured in the same round
   const perRound = (needs: Array<[name: string, conns: number]>, f: (...s: Sample[]) => number): number | undefined => {
