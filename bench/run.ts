@@ -57,7 +57,7 @@ async function benchServer (script: string, kind: string, args: string[], cpu: s
   return { url, pids: [child.pid] }
 }
 
-const server = async (kind: 'baseline' | 'downstream'): Promise<Server> => await benchServer('servers.js', kind, [], kind === 'baseline' ? UNDER_TEST : BESIDE)
+const server = async (kind: 'baseline' | 'downstream' | 'receiver'): Promise<Server> => await benchServer('servers.js', kind, [], kind === 'baseline' ? UNDER_TEST : BESIDE)
 
 const tmp = mkdtempSync(join(tmpdir(), 'frpgw-bench-'))
 
@@ -140,11 +140,12 @@ async function checkAnswers (url: string, { requests, refused, remotePorts }: Be
 /** autocannon against url; latencies kept in full (autocannon's own histogram rounds to whole ms). */
 const warmed = new Set<string>()
 
-async function measure ({ url, pids, calls }: Scenario, conns: number): Promise<Sample> {
+async function measure ({ url, pids, calls, check }: Scenario, conns: number): Promise<Sample> {
   const opts = { url, connections: conns, pipelining: 1, requests: calls.requests }
   if (!warmed.has(`${url} ${conns}`)) {
     warmed.add(`${url} ${conns}`)
     await checkAnswers(url, calls)
+    await check?.()
     await new Promise((resolve, reject) => { autocannon({ ...opts, duration: 2 }, err => err ? reject(err) : resolve(null)) })
   }
   const latencies: number[] = []
@@ -199,6 +200,8 @@ async function caller (plugins: Array<[ops: string, at: Server]>): Promise<Serve
   return { url: at.url, pids: [...at.pids, ...plugins.flatMap(([, p]) => p.pids)] }
 }
 
+const TYPICAL = 'gateway, typical chain (memory rate-limit)'
+const NOTIFY = 'gateway, typical chain + notify to a webhook'
 const DIRECT = 'downstream plugin, called directly'
 const FORWARD = 'gateway, forward to that downstream'
 const SERIES = 'three policies: frps-like caller -> 3 plugins in series'
@@ -207,10 +210,12 @@ const USERS_DIRECT = 'three policies: users plugin, called directly'
 const ONE_GATEWAY = 'three policies: one gateway (users, rate-limit, metas)'
 const CALLER_GATEWAY = 'three policies: frps-like caller -> that one gateway'
 
-interface Scenario extends Server { name: string, connections: number, calls: BenchCalls }
+interface Scenario extends Server { name: string, connections: number, calls: BenchCalls, check?: () => Promise<void> }
 interface Kept {
   conns?: number
   calls?: BenchCalls
+  /** after checkAnswers, before the first measure: throws when the scenario would measure less than it claims */
+  check?: () => Promise<void>
   /** how the caller costs what it costs: run only when --only names it */
   detail?: boolean
 }
@@ -224,13 +229,22 @@ const lazily = <T>(make: () => Promise<T>): () => Promise<T> => {
 async function main (): Promise<void> {
   const scenarios: Scenario[] = []
   // --only (repeatable) keeps the baseline and the scenarios whose name contains one; only their servers are started
-  const add = async (name: string, at: () => Promise<Server>, { conns = connections, calls = recorded, detail = false }: Kept = {}): Promise<void> => {
+  const add = async (name: string, at: () => Promise<Server>, { conns = connections, calls = recorded, detail = false, check }: Kept = {}): Promise<void> => {
     const kept = scenarios.length === 0 || (values.only === undefined ? !detail : values.only.some(part => name.includes(part)))
-    if (kept) scenarios.push({ name, ...await at(), connections: conns, calls })
+    if (kept) scenarios.push({ name, ...await at(), connections: conns, calls, check })
   }
   await add('baseline: bare fastify route', async () => await server('baseline'))
   await add('gateway, empty chain', async () => await gateway([]))
-  await add('gateway, typical chain (memory rate-limit)', async () => await gateway(typicalChain))
+  await add(TYPICAL, async () => await gateway(typicalChain))
+  // every call of every op sent, one POST each, to a receiver on the load side: what the step costs the gateway
+  const receiver = lazily(async () => await server('receiver'))
+  await add(NOTIFY, async () => await gateway([...typicalChain, { name: 'notify', plugin: 'notify', options: { sink: { webhook: { url: `${(await receiver()).url}/hook` } } } }]), {
+    // one event for each call checkAnswers made
+    check: async () => {
+      const url = `${(await receiver()).url}/received`
+      await waitUntil('notify events at the webhook receiver', async () => Number(await (await fetch(url)).text()) >= Math.min(4, recorded.requests.length))
+    }
+  })
   const redisUrl = lazily(redis)
   await add('gateway, Redis rate-limit', async () => await gateway([{ name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', ...NO_LIMIT } }], { redis: { url: await redisUrl() } }))
   const downstream = lazily(async () => await server('downstream'))
@@ -288,7 +302,7 @@ async function main (): Promise<void> {
     errors: samples[i].reduce((n, s) => n + s.errors, 0)
   }))
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node.js ${process.version}; ${pinned
-    ? `servers under test on cpu ${UNDER_TEST}, autocannon, Redis, the downstream and the frps-like caller on cpu ${BESIDE}`
+    ? `servers under test on cpu ${UNDER_TEST}, autocannon, Redis, the downstream, the frps-like caller and the webhook receiver on cpu ${BESIDE}`
     : 'not pinned: every process on every cpu'}`
   // a median over the rounds of one figure taken from scenarios measured in the same round
   const perRound = (needs: Array<[name: string, conns: number]>, f: (...s: Sample[]) => number): number | undefined => {
@@ -300,6 +314,8 @@ async function main (): Promise<void> {
   const conns = (n: number): string => n === 1 ? '1 connection' : `${n} connections`
   const forwardAddedMs = perRound([[FORWARD, 1], [DIRECT, 1]], addedMs)
   const comparisons = Object.fromEntries(Object.entries({
+    'notify overhead: req/s of the typical chain + notify / req/s of the typical chain': perRound([[NOTIFY, connections], [TYPICAL, connections]], (n, t) => n.rps / t.rps),
+    'notify overhead: CPU per call of the typical chain + notify / CPU per call of the typical chain': perRound([[NOTIFY, connections], [TYPICAL, connections]], (n, t) => n.cpuUs / t.cpuUs),
     'forward: p50 added over calling the downstream directly (1 connection), ms': forwardAddedMs,
     ...Object.fromEntries([connections, 1].flatMap(n => [
       [`three policies: p50 of 3 plugins in series / p50 of one gateway (${conns(n)})`, perRound([[SERIES, n], [ONE_GATEWAY, n]], p50Ratio)],

@@ -22,7 +22,8 @@ export class WebhookSink implements Sink {
     this.#url = new URL(opts.url)
     // the path only: a token in the query (Slack, Discord and Feishu hooks carry one) stays out of logs
     this.label = `webhook ${this.#url.origin}${this.#url.pathname.replace(/\/[^/]{16,}/g, '/***')}`
-    this.#pool = new Pool(this.#url.origin, { connections: 8 })
+    // the pool's own timeouts bound an attempt (connect, then headers, then body): an AbortSignal.timeout per event cost more than the request itself
+    this.#pool = new Pool(this.#url.origin, { connections: 8, connect: { timeout: opts.timeoutMs } })
     this.#headers = { ...opts.headers, 'content-type': 'application/json' }
     this.#timeoutMs = opts.timeoutMs
   }
@@ -36,22 +37,15 @@ export class WebhookSink implements Sink {
         headers: this.#headers,
         body: event,
         headersTimeout: this.#timeoutMs,
-        bodyTimeout: this.#timeoutMs,
-        signal: AbortSignal.timeout(this.#timeoutMs)
+        bodyTimeout: this.#timeoutMs
       })
     } catch (err) {
-      const { code, name } = err as { code?: string, name?: string }
-      const why = name === 'TimeoutError' || code === 'UND_ERR_HEADERS_TIMEOUT' ? `no answer within ${this.#timeoutMs} ms` : (err as Error).message
+      const { code } = err as { code?: string }
+      const why = code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' ? `no answer within ${this.#timeoutMs} ms` : (err as Error).message
       throw new SinkError(`${this.label}: ${why}`, true, { cause: err })
     }
-    let read = 0
-    for await (const chunk of res.body) {
-      read += (chunk as Buffer).length
-      if (read > MAX_ANSWER_BYTES) {
-        res.body.destroy()
-        break
-      }
-    }
+    // dump, not an async iterator: no promise per chunk; past the limit it destroys the body
+    await res.body.dump({ limit: MAX_ANSWER_BYTES }).catch(() => {})
     if (res.statusCode >= 200 && res.statusCode < 300) return
     throw new SinkError(`${this.label}: HTTP ${res.statusCode}`, res.statusCode >= 500 || res.statusCode === 429)
   }
