@@ -3,11 +3,11 @@ import { z } from 'zod'
 import { plugins } from '../plugins/index.js'
 import { durationIn, intIn, MAX_DEADLINE_MS } from './bounds.js'
 import { collectIssues, ConfigError, type ConfigIssue } from './errors.js'
+import { issuesOf } from './issues.js'
 import { readJsonFile } from './json-file.js'
 import { createLogger } from './log.js'
 import { compileWhen, whenSchema } from './match.js'
 import { createMetrics } from './metrics.js'
-import { formatPath } from './protocol.js'
 import { createRuntime } from './runtime.js'
 
 const port = intIn(0, 65535)
@@ -88,11 +88,6 @@ export const configSchema = z.strictObject({
 export type Config = z.output<typeof configSchema>
 export type UsersConfig = NonNullable<Config['users']>
 export type StepConfig = Config['chain'][number]
-
-const issuePath = (path: readonly PropertyKey[]): string => formatPath(path) || '(top level)'
-const issuesOf = (error: z.ZodError, at: readonly PropertyKey[] = []): ConfigIssue[] => error.issues.flatMap(issue => issue.code === 'unrecognized_keys'
-  ? issue.keys.map(key => ({ path: issuePath([...at, ...issue.path, key]), message: 'unknown key' }))
-  : [{ path: issuePath([...at, ...issue.path]), message: issue.message }])
 
 // Checked on the raw input, so a duplicate is reported even when other parts of the file are wrong.
 function duplicateNames (chain: readonly unknown[]): ConfigIssue[] {

@@ -8,7 +8,8 @@ export const holdsPort = (type: string): boolean => type === 'tcp' || type === '
 
 const ownerKey = (user: string, name: string): string => `${user}\n${name}`
 const inRanges = (port: number, ranges: PortRequest['ranges']): boolean => ranges.some(([lo, hi]) => port >= lo && port <= hi)
-const byUserThenName = (a: ProxyRecord, b: ProxyRecord): number => a.user < b.user ? -1 : a.user > b.user ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0
+/** The order of list(): by user, then proxy name. */
+export const byUserThenName = (a: ProxyRecord, b: ProxyRecord): number => a.user < b.user ? -1 : a.user > b.user ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0
 const copy = (record: ProxyRecord): ProxyRecord => structuredClone(record)
 
 /** The registry of one gateway process; `now` is injectable for tests of holds and reservations. */

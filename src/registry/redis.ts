@@ -1,5 +1,5 @@
 import type { Cluster, Redis } from 'ioredis'
-import { settling } from './memory.js'
+import { byUserThenName, settling } from './memory.js'
 import type { PortOwner, PortRequest, ProxyRecord, QuotaLimit, QuotaLimits, QuotaRequest, QuotaResult, RegistryStore, Settle } from './store.js'
 
 // Every script takes its time from Redis, so every gateway sharing it agrees on holds and reservations.
@@ -207,7 +207,6 @@ const LIMITS: readonly QuotaLimit[] = ['maxProxies', 'maxProxiesPerClient', 'max
 // `{}` is no hash tag (Cluster hashes each key whole, and a script on both fails), so the records of
 // clients without a user get keys no user's can be
 const userTag = (user: string): string => user === '' ? 'reg-nouser:{nouser}' : `reg:{${user}}`
-const byUserThenName = (a: ProxyRecord, b: ProxyRecord): number => a.user < b.user ? -1 : a.user > b.user ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0
 
 /**
  * The registry in Redis, for every gateway sharing it (standalone, Sentinel, Cluster).

@@ -1,6 +1,7 @@
 import { parse as parseToml, TomlError } from 'smol-toml'
 import { ConfigError, type ConfigIssue } from '../errors.js'
-import { issuesOf, parseUsersFile, userNameSchema, userRecordSchema, type UsersFile } from './record.js'
+import { issuesOf } from '../issues.js'
+import { parseUsersFile, userNameSchema, userRecordSchema, type UsersFile } from './record.js'
 
 type RawRecord = Record<string, unknown>
 

@@ -2,8 +2,9 @@ import { hash, timingSafeEqual } from 'node:crypto'
 import { z } from 'zod'
 import { intIn } from '../bounds.js'
 import { ConfigError, type ConfigIssue } from '../errors.js'
+import { issuesOf } from '../issues.js'
 import { cidrList, compileGlob, portRanges } from '../match.js'
-import { formatPath, stringRecord } from '../protocol.js'
+import { stringRecord } from '../protocol.js'
 
 /**
  * frpc checks no user name (any string goes, and frps prefixes proxy names with it), so this is our
@@ -74,13 +75,6 @@ export const usersFileSchema = z.strictObject({
 export type UserRecord = z.output<typeof userRecordSchema>
 export type UsersFile = z.output<typeof usersFileSchema>
 
-const issuePath = (path: readonly PropertyKey[]): string => formatPath(path) || '(top level)'
-export const issuesOf = (error: z.ZodError, at: readonly PropertyKey[] = []): ConfigIssue[] => error.issues.flatMap(issue => {
-  const path = [...at, ...issue.path]
-  if (issue.code === 'unrecognized_keys') return issue.keys.map(key => ({ path: issuePath([...path, key]), message: 'unknown key' }))
-  if (issue.code === 'invalid_key') return [{ path: issuePath(path), message: issue.issues[0]?.message ?? issue.message }]
-  return [{ path: issuePath(path), message: issue.message }]
-})
 
 /** Validates a parsed users file; a ConfigError carries every problem with its JSON path (`users.alice.ports[1]`). */
 export function parseUsersFile (raw: unknown, source = 'users file'): UsersFile {

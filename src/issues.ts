@@ -1,0 +1,16 @@
+import type { z } from 'zod'
+import type { ConfigIssue } from './errors.js'
+import { formatPath } from './protocol.js'
+
+const issuePath = (path: readonly PropertyKey[]): string => formatPath(path) || '(top level)'
+
+/**
+ * A zod error as config problems, each with its JSON path (under `at`): every unknown key on its
+ * own, and a record key that failed with its own schema's message.
+ */
+export const issuesOf = (error: z.ZodError, at: readonly PropertyKey[] = []): ConfigIssue[] => error.issues.flatMap(issue => {
+  const path = [...at, ...issue.path]
+  if (issue.code === 'unrecognized_keys') return issue.keys.map(key => ({ path: issuePath([...path, key]), message: 'unknown key' }))
+  if (issue.code === 'invalid_key') return [{ path: issuePath(path), message: issue.issues[0]?.message ?? issue.message }]
+  return [{ path: issuePath(path), message: issue.message }]
+})
