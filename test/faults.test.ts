@@ -266,7 +266,9 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
   t.equal(decisions('rl-open', 'reject') + decisions('rl-open', 'modify'), 0, 'rl-open only allows')
   for (const step of ['rl-open', 'rl-closed']) {
     t.equal(sum('frp_gateway_ratelimit_decisions_total', { step }), decisions(step), `one store result per ${step} decision`)
-    t.equal(decisions(step, 'allow'), sum('frp_gateway_ratelimit_decisions_total', { step, result: 'allowed' }), `${step} allowed what its store allowed, no more`)
+    // a store that answers after the deadline counts its result, while the step counts the deadline's error
+    const lateAllowed = sum('frp_gateway_ratelimit_decisions_total', { step, result: 'allowed' }) - decisions(step, 'allow')
+    t.ok(lateAllowed >= 0 && lateAllowed <= decisions(step, 'error'), `${step} allowed what its store allowed, no more (${lateAllowed} allowed after the step had failed)`)
   }
   t.ok(decisions('rl-open', 'error') > 0, 'rl-open let calls on with Redis away')
   t.equal(sum('frp_gateway_ratelimit_decisions_total', { result: 'limited' }), 0, 'nothing was over its limit')
