@@ -65,7 +65,7 @@ async function gateway (chain: unknown[], extra: Record<string, unknown> = {}): 
   const port = await freePort()
   const file = join(mkdtempSync(join(tmp, 'gateway-')), 'gateway.json')
   writeFileSync(file, JSON.stringify({ listen: { port }, log: { level: 'info' }, chain, ...extra }))
-  const child = start([process.execPath, join(DIST, 'src', 'main.js'), '--config', file], UNDER_TEST)
+  const child = start([process.execPath, ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), join(DIST, 'src', 'main.js'), '--config', file], UNDER_TEST)
   const url = `http://127.0.0.1:${port}`
   await waitUntil('gateway', async () => (await fetch(`${url}/readyz`)).ok)
   return { url, pids: [child.pid] }
@@ -184,8 +184,8 @@ const threeSteps = [
 ]
 const BOTH = 'Login,NewProxy'
 // NewProxy calls only: users checks the token and the port range, quota (each user's maxProxies,
-// 1) reserves in one Lua call, ports (sticky) assigns in another, and the registry records the
-// proxy after the answer
+// 1) reserves, then ports (sticky) assigns, and the registry records the proxy after the answer;
+// the reservations, ports and records asked in one turn of the event loop go to Redis as one script
 const registryChain = [
   threeSteps[0],
   { name: 'quota', plugin: 'quota', options: { fromUsers: true } },

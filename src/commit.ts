@@ -37,24 +37,43 @@ export interface CommitCounters { failed: (hook: string) => void }
  */
 export class Committer {
   readonly #pending = new Set<Promise<void>>()
+  /** the calls answered in this turn of the event loop, committed together after it */
+  #queued: Array<[readonly CommitHook[], CommitEvent]> = []
   constructor (private readonly counters: CommitCounters) {}
 
   /** Schedules the hooks for after the current tick: the answer is written first. */
   run (hooks: readonly CommitHook[], event: CommitEvent): void {
-    const done: Promise<void> = new Promise<void>(resolve => setImmediate(resolve))
-      .then(async () => { await Promise.all(hooks.map(async hook => { await this.#one(hook, event) })) })
-      .finally(() => this.#pending.delete(done))
-    this.#pending.add(done)
+    if (this.#queued.length === 0) this.#track(new Promise<void>(resolve => setImmediate(resolve)).then(() => { this.#flush() }))
+    this.#queued.push([hooks, event])
   }
 
-  async #one (hook: CommitHook, event: CommitEvent): Promise<void> {
-    try {
-      await hook.commit(event)
-    } catch (err) {
-      this.counters.failed(hook.name)
-      const { code, message } = (err ?? {}) as { code?: unknown, message?: unknown }
-      warnRepeated(event.log, `commit\n${hook.name}\n${String(code)}`, { step: hook.name, err }, { step: hook.name, error: message ?? String(err) }, 'commit failed')
+  #flush (): void {
+    const queued = this.#queued
+    this.#queued = []
+    for (const [hooks, event] of queued) {
+      for (const hook of hooks) this.#one(hook, event)
     }
+  }
+
+  /** A hook that answers at once costs no promise; one that returns a promise is kept until it settles. */
+  #one (hook: CommitHook, event: CommitEvent): void {
+    try {
+      const done = hook.commit(event)
+      if (done instanceof Promise) this.#track(done.catch((err: unknown) => { this.#failed(hook, event, err) }))
+    } catch (err) {
+      this.#failed(hook, event, err)
+    }
+  }
+
+  #track (done: Promise<void>): void {
+    this.#pending.add(done)
+    void done.finally(() => this.#pending.delete(done))
+  }
+
+  #failed (hook: CommitHook, event: CommitEvent, err: unknown): void {
+    this.counters.failed(hook.name)
+    const { code, message } = (err ?? {}) as { code?: unknown, message?: unknown }
+    warnRepeated(event.log, `commit\n${hook.name}\n${String(code)}`, { step: hook.name, err }, { step: hook.name, error: message ?? String(err) }, 'commit failed')
   }
 
   get pending (): number {

@@ -33,41 +33,47 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 `
 
-// KEYS proxies, reservations; ARGV name, run_id, port (1/0), ttlMs, maxProxies, maxProxiesPerClient, maxPorts ('' for none).
-// {1} allowed, or {0, limit (1, 2, 3), count, max}.
-const RESERVE_LUA = `${NOW}
-local proxies, client, ports = 0, 0, 0
-local reserved = false
-local r = redis.call('HGETALL', KEYS[2])
-for i = 1, #r, 2 do
-  local d = cjson.decode(r[i + 1])
-  if d.exp <= now then
-    redis.call('HDEL', KEYS[2], r[i])
-  else
-    if r[i] == ARGV[1] then reserved = true end
+// A user's proxies and reservations: a proxy name, run_id, port (1/0), ttlMs, maxProxies, maxProxiesPerClient,
+// maxPorts ('' for none). {1} allowed, or {0, limit (1, 2, 3), count, max}.
+const RESERVE = `
+local function reserve(kp, kr, name, runId, port, ttlMs, maxProxies, maxClient, maxPorts)
+  local proxies, client, ports = 0, 0, 0
+  local reserved = false
+  local r = redis.call('HGETALL', kr)
+  for i = 1, #r, 2 do
+    local d = cjson.decode(r[i + 1])
+    if d.exp <= now then
+      redis.call('HDEL', kr, r[i])
+    else
+      if r[i] == name then reserved = true end
+      proxies = proxies + 1
+      if d.run_id == runId then client = client + 1 end
+      if d.port then ports = ports + 1 end
+    end
+  end
+  if reserved or redis.call('HEXISTS', kp, name) == 1 then return {1} end
+  local v = redis.call('HVALS', kp)
+  for i = 1, #v do
+    local d = cjson.decode(v[i])
     proxies = proxies + 1
-    if d.run_id == ARGV[2] then client = client + 1 end
-    if d.port then ports = ports + 1 end
+    if d.run_id == runId then client = client + 1 end
+    if d.type == 'tcp' or d.type == 'udp' then ports = ports + 1 end
   end
-end
-if reserved or redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {1} end
-local v = redis.call('HVALS', KEYS[1])
-for i = 1, #v do
-  local d = cjson.decode(v[i])
-  proxies = proxies + 1
-  if d.run_id == ARGV[2] then client = client + 1 end
-  if d.type == 'tcp' or d.type == 'udp' then ports = ports + 1 end
-end
-local limits = {{proxies, ARGV[5]}, {client, ARGV[6]}, {ports, ARGV[7]}}
-for i = 1, 3 do
-  if limits[i][2] ~= '' and (i < 3 or ARGV[3] == '1') and limits[i][1] >= tonumber(limits[i][2]) then
-    return {0, i, limits[i][1], tonumber(limits[i][2])}
+  local limits = {{proxies, maxProxies}, {client, maxClient}, {ports, maxPorts}}
+  for i = 1, 3 do
+    if limits[i][2] ~= '' and (i < 3 or port == '1') and limits[i][1] >= tonumber(limits[i][2]) then
+      return {0, i, limits[i][1], tonumber(limits[i][2])}
+    end
   end
-end
-local ttl = tonumber(ARGV[4])
-redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({run_id = ARGV[2], port = ARGV[3] == '1', exp = now + ttl}))
-if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
-return {1}
+  local ttl = tonumber(ttlMs)
+  redis.call('HSET', kr, name, cjson.encode({run_id = runId, port = port == '1', exp = now + ttl}))
+  if redis.call('PTTL', kr) < ttl then redis.call('PEXPIRE', kr, ttl) end
+  return {1}
+end`
+
+// Cluster: KEYS proxies, reservations; ARGV the 7 arguments of reserve
+const RESERVE_LUA = `${NOW}${RESERVE}
+return reserve(KEYS[1], KEYS[2], unpack(ARGV))
 `
 
 // KEYS reservations; ARGV name, run_id
@@ -110,18 +116,6 @@ const CLAIM_LUA = `${PORTS}${CLAIM}
 claim(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 `
 
-// One node: records in the order they came, each its claim (port not ''), its user listed, the record.
-// KEYS ports, owners, users, then each record's proxies and reservations; ARGV user, name, port, run_id, record JSON of each.
-const REGISTER_MANY_LUA = `${PORTS}${CLAIM}
-for i = 0, #ARGV / 5 - 1 do
-  local user, name, port = ARGV[i * 5 + 1], ARGV[i * 5 + 2], ARGV[i * 5 + 3]
-  if port ~= '' then claim(user, name, port, ARGV[i * 5 + 4]) end
-  redis.call('SADD', KEYS[3], user)
-  redis.call('HSET', KEYS[4 + i * 2], name, ARGV[i * 5 + 5])
-  redis.call('HDEL', KEYS[5 + i * 2], name)
-end
-`
-
 // ARGV user, name, port, run_id: the proxy of that run_id closed; its port is held for holdMs, or freed.
 // A port a newer session of the proxy claimed meanwhile stays in use.
 const RELEASE_PORT_LUA = `${NOW}${PORTS}
@@ -138,45 +132,91 @@ end
 return 1
 `
 
-// ARGV user, name, holdMs, then low and high of each range. The port, or -1.
-const ASSIGN_LUA = `${NOW}${PORTS}
-local key = ARGV[1] .. '\\n' .. ARGV[2]
-local holdMs = tonumber(ARGV[3])
-local function live(d) return d.heldUntil == nil or d.heldUntil > now end
-local function inside(p)
-  for i = 4, #ARGV, 2 do
-    if p >= tonumber(ARGV[i]) and p <= tonumber(ARGV[i + 1]) then return true end
+// The port of user and name, holding it holdMs; r: low and high of each range, flat. The port, or -1.
+const ASSIGN = `
+local function assign(user, name, holdMs, r)
+  local key = user .. '\\n' .. name
+  local function live(d) return d.heldUntil == nil or d.heldUntil > now end
+  local function inside(p)
+    for i = 1, #r, 2 do
+      if p >= r[i] and p <= r[i + 1] then return true end
+    end
+    return false
   end
-  return false
-end
-local held = redis.call('HGET', KEYS[2], key)
-local mine
-if held then
-  local e = redis.call('HGET', KEYS[1], held)
-  if e then mine = cjson.decode(e) end
-  if mine and owner(mine) ~= key then mine = nil end
-  if mine and live(mine) and inside(tonumber(held)) then
-    mine.holdMs = holdMs
-    if mine.heldUntil ~= nil then mine.heldUntil = now + holdMs end
-    redis.call('HSET', KEYS[1], held, cjson.encode(mine))
-    return tonumber(held)
-  end
-end
-for i = 4, #ARGV, 2 do
-  for p = tonumber(ARGV[i]), tonumber(ARGV[i + 1]) do
-    local port = tostring(p)
-    local e = redis.call('HGET', KEYS[1], port)
-    local d = e and cjson.decode(e)
-    if not d or not live(d) then
-      if d then free(port, d) end
-      if mine then free(held, mine) end
-      redis.call('HSET', KEYS[1], port, cjson.encode({user = ARGV[1], name = ARGV[2], holdMs = holdMs, heldUntil = now + holdMs}))
-      redis.call('HSET', KEYS[2], key, port)
-      return p
+  local held = redis.call('HGET', KEYS[2], key)
+  local mine
+  if held then
+    local e = redis.call('HGET', KEYS[1], held)
+    if e then mine = cjson.decode(e) end
+    if mine and owner(mine) ~= key then mine = nil end
+    if mine and live(mine) and inside(tonumber(held)) then
+      mine.holdMs = holdMs
+      if mine.heldUntil ~= nil then mine.heldUntil = now + holdMs end
+      redis.call('HSET', KEYS[1], held, cjson.encode(mine))
+      return tonumber(held)
     end
   end
+  for i = 1, #r, 2 do
+    for p = r[i], r[i + 1] do
+      local port = tostring(p)
+      local e = redis.call('HGET', KEYS[1], port)
+      local d = e and cjson.decode(e)
+      if not d or not live(d) then
+        if d then free(port, d) end
+        if mine then free(held, mine) end
+        redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = holdMs, heldUntil = now + holdMs}))
+        redis.call('HSET', KEYS[2], key, port)
+        return p
+      end
+    end
+  end
+  return -1
+end`
+
+// Cluster: KEYS ports, owners; ARGV user, name, holdMs, then low and high of each range
+const ASSIGN_LUA = `${NOW}${PORTS}${ASSIGN}
+local r = {}
+for i = 4, #ARGV do r[#r + 1] = tonumber(ARGV[i]) end
+return assign(ARGV[1], ARGV[2], tonumber(ARGV[3]), r)
+`
+
+// One node: the changes of one turn of the event loop, in the order they came, each as its own
+// script would make it. KEYS ports, owners, users, then the keys of each change; ARGV each change:
+// 'r' (a reservation: KEYS its proxies and reservations, ARGV the 7 arguments of reserve),
+// 'a' (a port: user, name, holdMs, the number of ranges, then low and high of each), or
+// 'g' (a record: KEYS its proxies and reservations, ARGV user, name, port ('' for none), run_id,
+// record JSON). The answer of each change, in order (0 for a record); a change that fails (a value
+// that is not what a gateway wrote) answers its error and leaves the others be.
+const ONE_NODE_LUA = `${NOW}${PORTS}${CLAIM}${RESERVE}${ASSIGN}
+local function register(kp, kr, user, name, port, runId, json)
+  if port ~= '' then claim(user, name, port, runId) end
+  redis.call('SADD', KEYS[3], user)
+  redis.call('HSET', kp, name, json)
+  redis.call('HDEL', kr, name)
+  return 0
 end
-return -1
+local function answer(ok, r)
+  if ok then return r end
+  return {err = tostring(r)}
+end
+local out, k, i = {}, 4, 1
+while i <= #ARGV do
+  local kind = ARGV[i]
+  if kind == 'r' then
+    out[#out + 1] = answer(pcall(reserve, KEYS[k], KEYS[k + 1], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]))
+    k, i = k + 2, i + 8
+  elseif kind == 'a' then
+    local n = tonumber(ARGV[i + 4])
+    local r = {}
+    for j = 1, n * 2 do r[j] = tonumber(ARGV[i + 4 + j]) end
+    out[#out + 1] = answer(pcall(assign, ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), r))
+    i = i + 5 + n * 2
+  else
+    out[#out + 1] = answer(pcall(register, KEYS[k], KEYS[k + 1], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]))
+    k, i = k + 2, i + 6
+  end
+end
+return out
 `
 
 // ARGV port: the entry while in use or held, else nothing
@@ -190,7 +230,7 @@ return e
 
 interface Commands {
   frpgwRegRegister (proxies: string, reservations: string, name: string, json: string): Promise<unknown>
-  frpgwRegRegisterMany (keys: number, ...keysThenArgs: string[]): Promise<unknown>
+  frpgwRegOneNode (keys: number, ...keysThenArgs: string[]): Promise<Array<number | number[]>>
   frpgwRegUnregister (proxies: string, logins: string, name: string, runId: string, now: string, settleMs: string): Promise<number>
   frpgwRegLogin (logins: string, runId: string, at: string, ttlMs: string): Promise<unknown>
   frpgwRegReserve (proxies: string, reservations: string, ...args: string[]): Promise<number[]>
@@ -201,12 +241,42 @@ interface Commands {
   frpgwPortOwner (ports: string, port: string): Promise<string | null>
 }
 
-// 5 arguments a record: at most 200 records a script
+// at most 166 records, 125 reservations or 166 port requests of one range a script
 const BATCH_ARGS = 1000
 const LIMITS: readonly QuotaLimit[] = ['maxProxies', 'maxProxiesPerClient', 'maxPorts']
 // `{}` is no hash tag (Cluster hashes each key whole, and a script on both fails), so the records of
 // clients without a user get keys no user's can be
 const userTag = (user: string): string => user === '' ? 'reg-nouser:{nouser}' : `reg:{${user}}`
+
+/**
+ * The changes asked in one turn of the event loop, sent as one script: a round trip costs the
+ * gateway more CPU than the script costs Redis, and under load the calls of several HTTP requests
+ * share one. Each change gets its item of the script's answer (an error item is thrown to its
+ * caller alone); a batch that fails (Redis away) fails each of its changes. Only for keys on one node.
+ */
+class Batches<T> {
+  #open: { keys: string[], args: string[], size: number, sent: Promise<T[]> } | undefined
+
+  constructor (readonly send: (keys: string[], args: string[]) => Promise<T[]>, readonly firstKeys: () => string[]) {}
+
+  async add (keys: readonly string[], args: readonly string[]): Promise<T> {
+    let batch = this.#open
+    if (batch === undefined || batch.args.length >= BATCH_ARGS) {
+      const next = { keys: this.firstKeys(), args: [] as string[], size: 0, sent: undefined as unknown as Promise<T[]> }
+      next.sent = new Promise(resolve => setImmediate(resolve)).then(async () => {
+        if (this.#open === next) this.#open = undefined
+        return await this.send(next.keys, next.args)
+      })
+      batch = this.#open = next
+    }
+    const i = batch.size++
+    batch.keys.push(...keys)
+    batch.args.push(...args)
+    const answer = (await batch.sent)[i]
+    if (answer instanceof Error) throw answer
+    return answer
+  }
+}
 
 /**
  * The registry in Redis, for every gateway sharing it (standalone, Sentinel, Cluster).
@@ -216,15 +286,17 @@ const userTag = (user: string): string => user === '' ? 'reg-nouser:{nouser}' : 
  * (`reg-nouser:{nouser}:...` for clients without a user);
  * `ports:{ports}` (hash: port -> {user, name, holdMs, heldUntil, run_id}) and `ports:{ports}:owners`
  * (hash: "user\nname" -> port), one slot for the port table; `reg:users` (set of users with
- * records) for listing. Every change is a Lua script on one slot; on Cluster a change touching a
- * user and the port table is two scripts, the port first, each idempotent (on one node, one script).
+ * records) for listing. Every change is a Lua script on one slot; on Cluster a record touching a
+ * user and the port table is three scripts, the port first, each idempotent. On one node, the
+ * reservations, ports and records asked in one turn of the event loop go out as one script.
  */
 export class RedisRegistry implements RegistryStore {
   readonly kind = 'redis' as const
   readonly #client: Redis | Cluster
   readonly #prefix: string
   readonly #c: Commands
-  #batch: { keys: string[], args: string[], sent: Promise<unknown> } | undefined
+  /** one node (standalone, Sentinel): every change of one turn of the event loop in one script */
+  readonly #changes: Batches<number | number[]> | undefined
 
   /** The client belongs to whoever created it (src/stores/redis-client.ts). */
   constructor (client: Redis | Cluster, opts: { keyPrefix: string }) {
@@ -233,7 +305,7 @@ export class RedisRegistry implements RegistryStore {
     this.#c = client as unknown as Commands
     const define = (name: string, keys: number, lua: string): void => client.defineCommand(name, { numberOfKeys: keys, lua })
     define('frpgwRegRegister', 2, REGISTER_LUA)
-    client.defineCommand('frpgwRegRegisterMany', { lua: REGISTER_MANY_LUA })
+    client.defineCommand('frpgwRegOneNode', { lua: ONE_NODE_LUA })
     define('frpgwRegUnregister', 2, UNREGISTER_LUA)
     define('frpgwRegLogin', 1, LOGIN_LUA)
     define('frpgwRegReserve', 2, RESERVE_LUA)
@@ -242,6 +314,10 @@ export class RedisRegistry implements RegistryStore {
     define('frpgwPortRelease', 2, RELEASE_PORT_LUA)
     define('frpgwPortAssign', 2, ASSIGN_LUA)
     define('frpgwPortOwner', 1, OWNER_LUA)
+    if (!client.isCluster) {
+      this.#changes = new Batches(async (keys, args) => await this.#c.frpgwRegOneNode(keys.length, ...keys, ...args),
+        () => [this.portsKey, this.ownersKey, this.usersKey])
+    }
   }
 
   proxiesKey (user: string): string { return `${this.#prefix}${userTag(user)}:proxies` }
@@ -255,33 +331,13 @@ export class RedisRegistry implements RegistryStore {
     const port = record.remote_port !== undefined && record.remote_port > 0 ? String(record.remote_port) : ''
     const { user, name, run_id: runId } = record
     const [proxies, reservations, json] = [this.proxiesKey(user), this.reservationsKey(user), JSON.stringify(record)]
-    if (!this.#client.isCluster) {
-      await this.#batched([proxies, reservations], [user, name, port, runId, json])
+    if (this.#changes !== undefined) {
+      await this.#changes.add([proxies, reservations], ['g', user, name, port, runId, json])
       return
     }
     if (port !== '') await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, user, name, port, runId)
     await this.#client.sadd(this.usersKey, user)
     await this.#c.frpgwRegRegister(proxies, reservations, name, json)
-  }
-
-  /**
-   * On one node, the records committed in one turn of the event loop go out as one script: a round
-   * trip costs the gateway more CPU than the script costs Redis, and a NewProxy's record was three.
-   * A batch that fails fails each of its records, which the registry asks again one by one.
-   */
-  async #batched (keys: string[], args: string[]): Promise<unknown> {
-    let batch = this.#batch
-    if (batch === undefined || batch.args.length >= BATCH_ARGS) {
-      const next = { keys: [this.portsKey, this.ownersKey, this.usersKey], args: [] as string[], sent: undefined as unknown as Promise<unknown> }
-      next.sent = new Promise(resolve => setImmediate(resolve)).then(async () => {
-        if (this.#batch === next) this.#batch = undefined
-        return await this.#c.frpgwRegRegisterMany(next.keys.length, ...next.keys, ...next.args)
-      })
-      batch = this.#batch = next
-    }
-    batch.keys.push(...keys)
-    batch.args.push(...args)
-    return await batch.sent
   }
 
   async noteLogin (user: string, runId: string, at: number): Promise<void> {
@@ -322,9 +378,12 @@ export class RedisRegistry implements RegistryStore {
 
   async reserve (request: QuotaRequest, limits: QuotaLimits): Promise<QuotaResult> {
     const max = (n: number | undefined): string => n === undefined ? '' : String(n)
-    const [allowed, which, count, most] = await this.#c.frpgwRegReserve(this.proxiesKey(request.user), this.reservationsKey(request.user),
-      request.name, request.run_id, request.port ? '1' : '0', String(Math.max(1, Math.ceil(request.ttlMs))),
-      max(limits.maxProxies), max(limits.maxProxiesPerClient), max(limits.maxPorts))
+    const keys = [this.proxiesKey(request.user), this.reservationsKey(request.user)]
+    const args = [request.name, request.run_id, request.port ? '1' : '0', String(Math.max(1, Math.ceil(request.ttlMs))),
+      max(limits.maxProxies), max(limits.maxProxiesPerClient), max(limits.maxPorts)]
+    const [allowed, which, count, most] = this.#changes === undefined
+      ? await this.#c.frpgwRegReserve(keys[0], keys[1], ...args)
+      : await this.#changes.add(keys, ['r', ...args]) as number[]
     return allowed === 1 ? { allowed: true } : { allowed: false, limit: LIMITS[which - 1], count, max: most }
   }
 
@@ -333,7 +392,10 @@ export class RedisRegistry implements RegistryStore {
   }
 
   async assignPort ({ user, name, ranges, holdMs }: PortRequest): Promise<number | undefined> {
-    const port = await this.#c.frpgwPortAssign(this.portsKey, this.ownersKey, user, name, String(holdMs), ...ranges.flatMap(([lo, hi]) => [String(lo), String(hi)]))
+    const bounds = ranges.flatMap(([lo, hi]) => [String(lo), String(hi)])
+    const port = this.#changes === undefined
+      ? await this.#c.frpgwPortAssign(this.portsKey, this.ownersKey, user, name, String(holdMs), ...bounds)
+      : await this.#changes.add([], ['a', user, name, String(holdMs), String(ranges.length), ...bounds]) as number
     return port === -1 ? undefined : port
   }
 

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Test } from 'tap'
-import type { ProxyRecord, RegistryStore } from '../../src/registry/store.js'
+import type { PortRanges, ProxyRecord, QuotaLimits, RegistryStore } from '../../src/registry/store.js'
 
 let n = 0
 /** A user no other test of the same store touches. */
@@ -116,6 +116,21 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.equal(results.filter(r => r.allowed).length, 7)
     })
 
+    t.test('quota: the reservations of one tick, of several users and limits, each get their own answer, in the order asked', async t => {
+      const [ann, ben, cy] = [someone(), someone(), someone()]
+      const ask = (user: string, short: string, limits: QuotaLimits, port = false) =>
+        store.reserve({ user, name: `${user}.${short}`, run_id: 'r', port, ttlMs: 5000 }, limits)
+      t.same(await Promise.all([
+        ask(ann, 'a', { maxProxies: 2 }), ask(ben, 'a', { maxProxies: 0 }), ask(ann, 'b', { maxProxies: 2 }),
+        ask(cy, 'a', { maxPorts: 1 }, true), ask(ann, 'c', { maxProxies: 2 }), ask(cy, 'a', { maxPorts: 1 }, true),
+        ask(cy, 'b', { maxPorts: 1 }, true), ask(cy, 'c', { maxPorts: 1 })
+      ]), [
+        { allowed: true }, { allowed: false, limit: 'maxProxies', count: 0, max: 0 }, { allowed: true },
+        { allowed: true }, { allowed: false, limit: 'maxProxies', count: 2, max: 2 }, { allowed: true },
+        { allowed: false, limit: 'maxPorts', count: 1, max: 1 }, { allowed: true }
+      ])
+    })
+
     t.test('ports: assigned from the ranges, sticky per user and name, held after close, then freed', async t => {
       const gina = someone()
       const hank = someone()
@@ -191,6 +206,16 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.equal(await store.unregister(oz, `${oz}.late`, 'o'), true, 'reconciliation removes the refused record')
       t.same(await store.portOwner(lo), { user: ned, name: `${ned}.live` }, 'and the port is still in use, not freed')
       t.equal(await store.assignPort({ user: oz, name: `${oz}.x`, ranges: [[lo, lo]], holdMs: 60_000 }), undefined, 'so no one is handed it')
+    })
+
+    t.test('ports: the asks of one tick, with one range or several, each get their own port, in the order asked', async t => {
+      const [lo] = ports(6)
+      const [dee, eli] = [someone(), someone()]
+      const ask = (user: string, short: string, ranges: PortRanges) => store.assignPort({ user, name: `${user}.${short}`, ranges, holdMs: 60_000 })
+      t.same(await Promise.all([
+        ask(dee, 'a', [[lo, lo + 1]]), ask(eli, 'a', [[lo, lo], [lo + 3, lo + 5]]), ask(dee, 'b', [[lo, lo + 1]]),
+        ask(dee, 'a', [[lo, lo + 1]]), ask(eli, 'b', [[lo + 1, lo + 1]]), ask(eli, 'c', [[lo + 1, lo + 2], [lo + 5, lo + 5]])
+      ]), [lo, lo + 3, lo + 1, lo, undefined, lo + 2])
     })
 
     t.test('ports: concurrent asks never hand one port to two names', async t => {

@@ -43,3 +43,25 @@ t.test('two gateways on one Redis count together and never hand one port to two 
   t.same(await gateways[1].portOwner(7200), { user: 'bob', name: 'bob.p' }, 'what one registers, the other sees')
   t.equal(await gateways[1].count(), 1)
 })
+
+t.test('one node: a change that fails in a shared script fails its own caller, and the others of that turn land', async t => {
+  const redis = await startRedis(t)
+  const client = createRedisClient({ url: redis.url })
+  t.teardown(() => client.disconnect())
+  await once(client, 'ready')
+  const store = new RedisRegistry(client, { keyPrefix: `frpgw:${randomUUID()}:` })
+  // a value no gateway writes: the reservation of mallory's p cannot be read
+  await client.hset(store.reservationsKey('mallory'), 'mallory.x', '{not json')
+  const [bad, good, port, record] = await Promise.allSettled([
+    store.reserve({ user: 'mallory', name: 'mallory.p', run_id: 'r', port: false, ttlMs: 5000 }, { maxProxies: 3 }),
+    store.reserve({ user: 'alice', name: 'alice.p', run_id: 'r', port: false, ttlMs: 5000 }, { maxProxies: 3 }),
+    store.assignPort({ user: 'alice', name: 'alice.p', ranges: [[7300, 7301]], holdMs: 60_000 }),
+    store.register({ user: 'bob', name: 'bob.p', type: 'tcp', run_id: 'r', remote_port: 7400, registered_at: 0 })
+  ])
+  t.equal(bad.status, 'rejected')
+  t.match((bad as PromiseRejectedResult).reason.message, /Expected object key string/, 'the change fails with what Redis said')
+  t.same(good, { status: 'fulfilled', value: { allowed: true } })
+  t.same(port, { status: 'fulfilled', value: 7300 })
+  t.equal(record.status, 'fulfilled')
+  t.same(await store.portOwner(7400), { user: 'bob', name: 'bob.p' }, 'the record landed')
+})
