@@ -258,6 +258,10 @@ async function main (): Promise<void> {
   await add('gateway, users + quota + ports (registry in Redis)', async () => await gateway(registryChain, {
     ...usersFileBlock, redis: { url: await redisUrl() }, registry: { store: 'redis' }
   }), { calls: perProxy })
+  // the same chain with nothing to wait for: what the steps, the modified answers and the records cost without Redis
+  await add('gateway, users + quota + ports (registry in memory)', async () => await gateway(registryChain, {
+    ...usersFileBlock, registry: { store: 'memory' }
+  }), { calls: perProxy, detail: true })
 
   const usersPlugin = lazily(async () => await plugin('users', usersFile))
   const oneGateway = lazily(async () => await gateway(threeSteps, usersFileBlock))

@@ -66,6 +66,36 @@ t.test('webhook: each event is POSTed as JSON; a 5xx is retried with backoff, a 
   t.same(failures, [`webhook ${new URL(rx.url).origin}/hook: HTTP 422`])
 })
 
+t.test('webhook: an answer is read up to 64 KiB, its status decides; an answer that stalls times out', async t => {
+  const big = 'x'.repeat(200 * 1024)
+  const rx = await receiver(t, (n, req, res) => {
+    const body = rx.bodies[n]
+    if (body.includes('stall')) {
+      res.writeHead(200, { 'content-length': '10' }).write('12345')
+      return
+    }
+    if (body.includes('endless')) {
+      // 32 KiB every 10 ms, never ended: only cutting it at 64 KiB frees the sink before its timeout
+      res.writeHead(200)
+      const timer = setInterval(() => res.write(big.slice(0, 32 * 1024)), 10)
+      res.on('close', () => clearInterval(timer))
+      return
+    }
+    res.writeHead(body.includes('bad') && n < 3 ? 500 : 200).end(big)
+  })
+  const sink = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 300 })
+  t.teardown(() => sink.close())
+  const { queue, counts, failures } = queueOf(sink, { concurrency: 1, retries: 1 })
+  queue.push('{"text":"ok"}')
+  queue.push('{"text":"endless"}')
+  queue.push('{"text":"bad"}')
+  queue.push('{"text":"stall"}')
+  t.equal(await queue.drain(5000), true)
+  t.same(counts, { sent: 3, retried: 2, failed: 1 }, 'a 200 with 200 KiB and an endless 200 are sent; a 500 with 200 KiB is retried, then sent')
+  t.same(rx.bodies, ['{"text":"ok"}', '{"text":"endless"}', '{"text":"bad"}', '{"text":"bad"}', '{"text":"stall"}', '{"text":"stall"}'])
+  t.same(failures, [`webhook ${new URL(rx.url).origin}/hook: no answer within 300 ms`])
+})
+
 t.test('webhook: a dead receiver costs retries, then the event is given up; a silent one times out', async t => {
   const dead = new WebhookSink({ url: 'http://127.0.0.1:1/hook', headers: {}, timeoutMs: 500 })
   t.teardown(() => dead.close())
