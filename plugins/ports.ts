@@ -3,7 +3,7 @@ import { durationIn } from '../src/bounds.js'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import { portRange } from '../src/match.js'
-import { copy, own, type Content } from '../src/protocol.js'
+import { copy, own, ownText, type Content } from '../src/protocol.js'
 import type { PortRanges } from '../src/registry/store.js'
 import { compileTemplate } from '../src/template.js'
 import { USER_NAME, type CompiledUser } from '../src/users/record.js'
@@ -101,8 +101,7 @@ export default definePlugin({
       if (mode === 'assign' && asked !== undefined && asked !== null && asked !== 0) return EXPLICIT
       const name = own(content, 'proxy_name')
       if (typeof name !== 'string' || name === '') return
-      const raw = own(own(content, 'user'), 'user')
-      const user = typeof raw === 'string' ? raw : ''
+      const user = ownText(own(content, 'user'), 'user')
       if (fixed !== undefined) return assign(content, ctx, user, name, fixed.ranges, fixed.text)
       if (!USER_NAME.test(user)) return UNKNOWN_USER
       const lookup = (table as UserTable).lookup(user)

@@ -3,7 +3,7 @@ import { intIn } from '../src/bounds.js'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import type { CommitEvent } from '../src/commit.js'
 import { compileAt } from '../src/errors.js'
-import { own, type Content } from '../src/protocol.js'
+import { own, ownText, type Content } from '../src/protocol.js'
 import { holdsPort } from '../src/registry/memory.js'
 import type { QuotaLimit, QuotaLimits, QuotaResult } from '../src/registry/store.js'
 import { MAX_MAX_PROXIES, USER_NAME, type CompiledUser } from '../src/users/record.js'
@@ -19,12 +19,11 @@ const COUNTED: Record<QuotaLimit, readonly [string, string]> = {
 const NAMES = ['count', 'limit', 'which', 'counted']
 const UNKNOWN: UserLookup<CompiledUser> = Object.freeze({ status: 'unknown' })
 
-const str = (v: unknown): string => typeof v === 'string' ? v : ''
 
 /** The proxy of a NewProxy: its user, name and run_id as frps sent them. */
 function proxyOf (content: Content): { user: string, name: string, runId: string } {
   const user = own(content, 'user')
-  return { user: str(own(user, 'user')), name: str(own(content, 'proxy_name')), runId: str(own(user, 'run_id')) }
+  return { user: ownText(user, 'user'), name: ownText(content, 'proxy_name'), runId: ownText(user, 'run_id') }
 }
 
 export default definePlugin({
@@ -69,7 +68,7 @@ export default definePlugin({
     const reserve = (content: Content, ctx: CallContext, applied: QuotaLimits): Promise<Verdict | undefined> | undefined => {
       if (applied.maxProxies === undefined && applied.maxProxiesPerClient === undefined && applied.maxPorts === undefined) return
       const { user, name, runId } = proxyOf(content)
-      const request = { user, name, run_id: runId, port: holdsPort(str(own(content, 'proxy_type'))), ttlMs: ctx.deadline - performance.now() }
+      const request = { user, name, run_id: runId, port: holdsPort(ownText(content, 'proxy_type')), ttlMs: ctx.deadline - performance.now() }
       return store.reserve(request, applied).then(r => decide(r, content, ctx), err => failed(err))
     }
 

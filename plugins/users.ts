@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { durationIn, formatDuration } from '../src/bounds.js'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { USERS_RESULTS, type UsersResult } from '../src/metrics.js'
-import { clip, copy, hostOf, own, put, type Content, type Op } from '../src/protocol.js'
+import { clip, copy, hostOf, own, ownText, put, type Content, type Op } from '../src/protocol.js'
 import { USER_NAME, type CompiledUser } from '../src/users/record.js'
 import type { UserLookup } from '../src/users/table.js'
 
@@ -156,8 +156,7 @@ export default definePlugin({
 
     return function users (content, ctx) {
       // Login carries the client's own user; every later op the client's (for NewUserConn: the proxy owner's)
-      const raw = ctx.op === 'Login' ? own(content, 'user') : own(own(content, 'user'), 'user')
-      const name = typeof raw === 'string' ? raw : ''
+      const name = ownText(ctx.op === 'Login' ? content : own(content, 'user'), 'user')
       // no table holds a name outside USER_NAME: such a name reaches no Redis key and no cache entry
       const lookup = USER_NAME.test(name) ? table.lookup(name) : UNKNOWN
       return lookup instanceof Promise ? lookup.then(l => decide(l, name, content, ctx)) : decide(lookup, name, content, ctx)

@@ -215,6 +215,12 @@ export function own (obj: unknown, key: string): unknown {
   return obj !== null && typeof obj === 'object' && hasOwn(obj, key) ? (obj as Content)[key] : undefined
 }
 
+/** An own property that is a string, else '' (a field frps left out, or a caller sent wrong). */
+export function ownText (obj: unknown, key: string): string {
+  const v = own(obj, key)
+  return typeof v === 'string' ? v : ''
+}
+
 /** Sets an own data property; `__proto__` is defined as a plain key instead of reaching the prototype setter. */
 export function put (obj: Content, key: string, value: unknown): void {
   if (key === '__proto__') Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true })

@@ -9,7 +9,7 @@ import { warnRepeated } from './log.js'
 import { compileWhen, proxyMetasPath, type Matcher } from './match.js'
 import { DECISIONS, type Metrics } from './metrics.js'
 import type { CompiledUser } from './users/record.js'
-import { checkCall, effectiveOp, OPS, own, type Content, type Op } from './protocol.js'
+import { checkCall, effectiveOp, OPS, own, ownText, type Content, type Op } from './protocol.js'
 import { MemoryStore } from './stores/memory-store.js'
 import { createRedisClient } from './stores/redis-client.js'
 import { RedisStore } from './stores/redis-store.js'
@@ -49,7 +49,6 @@ export class Runtime {
   readonly commits: Readonly<Record<Op, readonly CommitHook[]>>
   /** the ops whose chain reads the registry's record of the call's proxy (NewUserConn, CloseProxy; with the registry block) */
   readonly readsProxy: ReadonlySet<Op>
-  readonly #readers: ReadonlySet<Op> | undefined
   private readonly steps: readonly Step[]
   private readonly stores: Stores
   private readonly committer: Committer
@@ -62,7 +61,6 @@ export class Runtime {
     this.stores = stores
     this.committer = committer
     this.readsProxy = readsProxy
-    this.#readers = readsProxy.size > 0 ? readsProxy : undefined
   }
 
   /** The live proxy registry, when the config has a `registry` block. */
@@ -98,7 +96,7 @@ export class Runtime {
     if (invalid !== null) return { op, result: { outcome: 'error', reason: invalid } }
     const ctx: CallContext = { op, wireOp, reqid, deadline: started + this.config.deadlineMs, log, trace }
     // undefined unless some chain reads a proxy's metas: the other configs pay one comparison
-    if (this.#readers?.has(op) === true) return { op, result: withProxy(this.stores.registry as LiveRegistry, this.chains[op], content, ctx) }
+    if (this.readsProxy.has(op)) return { op, result: withProxy(this.stores.registry as LiveRegistry, this.chains[op], content, ctx) }
     return { op, result: runChain(this.chains[op], content, ctx) }
   }
 
@@ -138,9 +136,7 @@ export class Runtime {
  * error answer, as a step past it is.
  */
 async function withProxy (registry: LiveRegistry, chain: readonly ChainStep[], content: Content, ctx: CallContext): Promise<ChainResult> {
-  const owner = own(own(content, 'user'), 'user')
-  const proxyName = own(content, 'proxy_name')
-  const read = { user: typeof owner === 'string' ? owner : '', name: typeof proxyName === 'string' ? proxyName : '' }
+  const read = { user: ownText(own(content, 'user'), 'user'), name: ownText(content, 'proxy_name') }
   const started = performance.now()
   let error: unknown
   try {

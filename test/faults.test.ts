@@ -73,13 +73,16 @@ function lateOutcomes (op: Op, ms: number): Expected[] {
 interface Span<S> { from: number, to: number, states: readonly S[] }
 
 /** The states a call that was in flight over [sent, answered] may have met: `normal` unless one span covers it all. */
+const EDGE_MS = 50
 function statesDuring<S> (spans: ReadonlyArray<Span<S>>, normal: S, sent: number, answered: number): Set<S> {
   const met = new Set<S>()
   let covered = false
   for (const s of spans) {
     if (s.to < sent || s.from > answered) continue
     for (const state of s.states) met.add(state)
-    if (s.from <= sent && s.to >= answered) covered = true
+    // a call sent in the first ms of a window was seen to meet the state before it (2 calls in about 4 runs of 530, each
+    // sent within 5 ms of a downstream fault's start and answered as before it): the start is not sharp to the ms
+    if (s.from + EDGE_MS <= sent && s.to >= answered) covered = true
   }
   if (!covered) met.add(normal)
   return met

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import type { CommitEvent, CommitHook } from '../commit.js'
 import { warnRepeated } from '../log.js'
-import { own, type Content } from '../protocol.js'
+import { own, ownText, type Content } from '../protocol.js'
 import { onlineProxies, reconcile, type FrpsApiConfig } from './reconcile.js'
 import type { ProxyRecord, RegistryStore } from './store.js'
 
@@ -16,7 +16,6 @@ export interface RegistryOptions {
   reconcileEvery: number
 }
 
-const str = (v: unknown): string => typeof v === 'string' ? v : ''
 const strings = (v: unknown): string[] | undefined => Array.isArray(v) && v.length > 0 ? v.filter((s): s is string => typeof s === 'string') : undefined
 
 // A record and a removal are idempotent, so a store that did not answer (Redis restarting, failing
@@ -54,7 +53,7 @@ export const RECONNECT_SETTLE_MS = 5000
 /** The record of a NewProxy as frps was told to open it (the final content). */
 export function recordOf (content: Content, time: number): ProxyRecord {
   const user = own(content, 'user')
-  const record: ProxyRecord = { user: str(own(user, 'user')), name: str(own(content, 'proxy_name')), type: str(own(content, 'proxy_type')), run_id: str(own(user, 'run_id')), registered_at: time }
+  const record: ProxyRecord = { user: ownText(user, 'user'), name: ownText(content, 'proxy_name'), type: ownText(content, 'proxy_type'), run_id: ownText(user, 'run_id'), registered_at: time }
   const port = own(content, 'remote_port')
   if ((record.type === 'tcp' || record.type === 'udp') && typeof port === 'number' && port > 0) record.remote_port = port
   const domains = strings(own(content, 'custom_domains'))
@@ -104,13 +103,13 @@ export class LiveRegistry {
       await retrying(async () => { await this.store.register(record) })
     } else if (event.op === 'CloseProxy') {
       const user = own(event.content, 'user')
-      const [name, proxy, runId] = [str(own(user, 'user')), str(own(event.content, 'proxy_name')), str(own(user, 'run_id'))]
+      const [name, proxy, runId] = [ownText(user, 'user'), ownText(event.content, 'proxy_name'), ownText(user, 'run_id')]
       const settle = { now: event.time, ms: RECONNECT_SETTLE_MS }
       await retrying(async () => { await this.store.unregister(name, proxy, runId, settle) })
     } else if (event.op === 'Login') {
-      const runId = str(own(event.content, 'run_id'))
+      const runId = ownText(event.content, 'run_id')
       if (runId === '' || (event.outcome !== 'allow' && event.outcome !== 'modify')) return
-      await retrying(async () => { await this.store.noteLogin(str(own(event.content, 'user')), runId, event.time) })
+      await retrying(async () => { await this.store.noteLogin(ownText(event.content, 'user'), runId, event.time) })
     }
   }
 
@@ -122,11 +121,11 @@ export class LiveRegistry {
     }
     if (event.op === 'CloseProxy') {
       const user = own(event.content, 'user')
-      return `would remove ${str(own(event.content, 'proxy_name'))} of ${str(own(user, 'user'))} if its run_id is ${str(own(user, 'run_id'))}` +
+      return `would remove ${ownText(event.content, 'proxy_name')} of ${ownText(user, 'user')} if its run_id is ${ownText(user, 'run_id')}` +
         ` (and it was not registered after a reconnect of that run_id less than ${RECONNECT_SETTLE_MS / 1000} s ago)`
     }
     if (event.op === 'Login') {
-      const runId = str(own(event.content, 'run_id'))
+      const runId = ownText(event.content, 'run_id')
       if (runId === '' || (event.outcome !== 'allow' && event.outcome !== 'modify')) return undefined
       return `would note a reconnect of run_id ${runId}: for ${RECONNECT_SETTLE_MS / 1000} s, a CloseProxy of its proxies registered since stays unheeded`
     }
