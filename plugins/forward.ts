@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import { Pool, type Dispatcher } from 'undici'
 import { z } from 'zod'
-import { intIn, MAX_DEADLINE_MS } from '../src/bounds.js'
+import { intIn, MAX_DEADLINE_MS, undiciTimeouts } from '../src/bounds.js'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import { describeJsonError } from '../src/json-error.js'
@@ -236,8 +236,7 @@ export default definePlugin({
         headers: [...FRPS_HEADERS, 'X-Frp-Reqid', ctx.reqid, ...extra],
         body: `${envelopes[ctx.wireOp]}${JSON.stringify(content)}}`,
         signal: abort.signal,
-        headersTimeout: budget,
-        bodyTimeout: budget
+        ...undiciTimeouts(budget)
       }
       let attempts = 0
       try {

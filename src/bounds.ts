@@ -6,6 +6,14 @@ import { z } from 'zod'
  */
 export const MAX_DEADLINE_MS = 10_000
 
+/**
+ * undici's header and body timers tick every 499 ms and count from the tick before they were set: one
+ * can fire up to 499 ms before its time. Given half a second more they fire no earlier than `ms`, so
+ * the caller's own timer (an AbortSignal) ends a call on time, and where there is none, a call ends
+ * between `ms` and `ms` plus one second.
+ */
+export const undiciTimeouts = (ms: number): { headersTimeout: number, bodyTimeout: number } => ({ headersTimeout: ms + 500, bodyTimeout: ms + 500 })
+
 /** An integer config value; every error names the range the code accepts. */
 export function intIn (min: number, max: number, unit = ''): z.ZodNumber {
   const error = `expected an integer from ${min} to ${max}${unit}`

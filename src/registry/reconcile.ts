@@ -1,4 +1,5 @@
 import { request } from 'undici'
+import { undiciTimeouts } from '../bounds.js'
 import { PROXY_TYPES } from '../users/record.js'
 import type { RegistryStore } from './store.js'
 
@@ -28,7 +29,7 @@ export async function onlineProxies (api: FrpsApiConfig, types: readonly string[
     const where = `frps API ${url.href}`
     let res
     try {
-      res = await request(url, { headers, headersTimeout: READ_TIMEOUT_MS, bodyTimeout: READ_TIMEOUT_MS, signal: AbortSignal.timeout(READ_TIMEOUT_MS) })
+      res = await request(url, { headers, ...undiciTimeouts(READ_TIMEOUT_MS), signal: AbortSignal.timeout(READ_TIMEOUT_MS) })
     } catch (err) {
       throw new Error(`${where}: ${(err as Error).message}`, { cause: err })
     }

@@ -1,4 +1,5 @@
 import { Pool, type Dispatcher } from 'undici'
+import { undiciTimeouts } from '../bounds.js'
 import { SinkError, type Sink } from './sink.js'
 
 export interface WebhookOptions {
@@ -45,7 +46,7 @@ export class WebhookSink implements Sink {
       }
       let abort: (err: Error) => void = () => {}
       // undici's own handler shape (onConnect ... onError): the newer onRequestStart shape is wrapped into this one per request
-      this.#pool.dispatch({ method: 'POST', path: this.#path, headers: this.#headers, body: event, headersTimeout: this.#timeoutMs, bodyTimeout: this.#timeoutMs }, {
+      this.#pool.dispatch({ method: 'POST', path: this.#path, headers: this.#headers, body: event, ...undiciTimeouts(this.#timeoutMs) }, {
         onConnect: (stop: (err: Error) => void) => { abort = stop },
         onHeaders: (statusCode: number) => { status = statusCode; return true },
         // the answer is read only to free the connection; past the limit the connection is dropped

@@ -108,6 +108,25 @@ for (const c of cases) {
   })
 }
 
+t.test('timeoutMs is waited out in full, whenever a call starts', async t => {
+  // undici's header and body timers tick every 499 ms and count from the tick before they were set: given
+  // a bound of two ticks, one set between ticks fires early by the time since the last tick
+  const timeoutMs = 998
+  const down = await startDownstream(t, (req, res) => {
+    if ((JSON.parse(req.body) as { content: typeof content }).content.proxy_name === 'body') res.writeHead(200).write('{"reject"')
+  })
+  const gw = await startGateway(t, { deadlineMs: 5000, chain: [{ name: 'fw', plugin: 'forward', options: { url: down.url, timeoutMs } }] })
+  const calls = await Promise.all(['headers', 'body'].flatMap(proxyName => [0, 130, 260, 390].map(async at => {
+    await sleep(at)
+    return { proxyName, at, ...await timedCall(gw, 'NewProxy', { ...content, proxy_name: proxyName }) }
+  })))
+  for (const c of calls) {
+    t.same(c.body, FAILED, `no ${c.proxyName} (call started at +${c.at} ms)`)
+    t.ok(c.ms >= timeoutMs - 2 && c.ms < timeoutMs + MARGIN_MS, `answered in ${Math.round(c.ms)} ms`)
+  }
+  t.equal(await forwardCount(gw, 'timeout'), calls.length)
+})
+
 t.test('onError allow: a failed call goes on unchanged, and the steps after it still run', async t => {
   const gw = await startGateway(t, {
     chain: [

@@ -115,6 +115,19 @@ t.test('webhook: a dead receiver costs retries, then the event is given up; a si
   t.same(b.failures, [`webhook ${new URL(rx.url).origin}/hook: no answer within 100 ms`])
 })
 
+t.test('webhook: an attempt is given all of timeoutMs, whenever it starts, and at most a second more', async t => {
+  const rx = await receiver(t, () => {}) // never answers
+  const sink = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 998 })
+  t.teardown(() => sink.close())
+  const took = await Promise.all([0, 130, 260, 390].map(async at => {
+    await sleep(at)
+    const started = performance.now()
+    await t.rejects(sink.send('{}'), { message: `webhook ${new URL(rx.url).origin}/hook: no answer within 998 ms` })
+    return performance.now() - started
+  }))
+  for (const ms of took) t.ok(ms >= 998 - 2 && ms < 998 + 1000 + 300, `gave up after ${Math.round(ms)} ms`)
+})
+
 t.test('the queue is bounded: with the receiver stuck, the oldest events are dropped and counted, and concurrency holds', async t => {
   let release: (() => void) | undefined
   const stuck = new Promise<void>(resolve => { release = resolve })
