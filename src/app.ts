@@ -160,6 +160,7 @@ export function registerAdminRoutes (app: FastifyInstance, ref: RuntimeRef, metr
     return await metrics.register.metrics()
   })
   metrics.registryProxies.source.count = async () => await ref.current.registry?.store.count() ?? 0
+  metrics.redisUp.source.answers = async () => ref.current.redisInUse && await ref.current.ready() === null
   const proxies = async (user?: string): Promise<unknown> => {
     const registry = ref.current.registry
     if (registry === undefined) throw new GatewayError('FRPGW_ERR_NO_REGISTRY')

@@ -116,22 +116,34 @@ export class FastHistogram extends FastMetric<HistogramSeries> {
 /** Where the registry gauge reads its count at scrape time: the live runtime's registry, set on every swap. */
 export interface RegistrySource { count?: () => Promise<number> }
 
-function registryGauge (register: Registry): Gauge & { source: RegistrySource } {
-  const source: RegistrySource = {}
+/** Where frp_gateway_redis_up asks at scrape time: a Redis that holds its connections and answers nothing (stopped, swapping) sends no connection event. */
+interface RedisProbe { answers?: () => Promise<boolean> }
+
+/** A gauge read at scrape time from `source`, which the app points at the live runtime; `undefined` keeps the last value. */
+function scrapedGauge<S extends object> (register: Registry, name: string, help: string, source: S, read: (source: S) => Promise<number | undefined>): Gauge & { source: S } {
   const gauge = new Gauge({
-    name: 'frp_gateway_registry_proxies',
-    help: 'Proxies in the registry (every gateway sharing it), read at scrape time',
+    name,
+    help,
     registers: [register],
     async collect () {
-      if (source.count === undefined) return this.set(0)
-      // a registry that cannot be read now keeps its last count; frp_gateway_redis_up says why
-      try {
-        this.set(await source.count())
-      } catch {}
+      const value = await read(source)
+      if (value !== undefined) this.set(value)
     }
   })
   return Object.assign(gauge, { source })
 }
+
+const registryGauge = (register: Registry): Gauge & { source: RegistrySource } => scrapedGauge(register, 'frp_gateway_registry_proxies',
+  'Proxies in the registry (every gateway sharing it), read at scrape time', {}, async (source: RegistrySource) => {
+    if (source.count === undefined) return 0
+    // a registry that cannot be read now keeps its last count; frp_gateway_redis_up says why
+    return await source.count().catch(() => undefined)
+  })
+
+/** Also set by the client's connection events between scrapes. */
+const redisUpGauge = (register: Registry): Gauge & { source: RedisProbe } => scrapedGauge(register, 'frp_gateway_redis_up',
+  '1 when the configured Redis answers, 0 when it does not', {},
+  async (source: RedisProbe) => source.answers === undefined ? undefined : await source.answers() ? 1 : 0)
 
 /** Every metric the gateway exports, defined once per process and kept across config reloads. */
 export function createMetrics (register = new Registry()) {
@@ -153,11 +165,7 @@ export function createMetrics (register = new Registry()) {
     registryReconciles: new FastCounter('frp_gateway_registry_reconcile_total', 'Reconciliations of the registry against frps\'s dashboard API, by result', ['result'], register),
     registryReconcileRemoved: new FastCounter('frp_gateway_registry_reconcile_removed_total', 'Registry records removed because frps does not list their proxy online', [], register),
     registryProxies: registryGauge(register),
-    redisUp: new Gauge({
-      name: 'frp_gateway_redis_up',
-      help: '1 when the configured Redis answers, 0 when it does not',
-      registers: [register]
-    }),
+    redisUp: redisUpGauge(register),
     configReloads: new Counter({
       name: 'frp_gateway_config_reloads_total',
       help: 'Config reloads by result',

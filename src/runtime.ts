@@ -100,6 +100,11 @@ export class Runtime {
     return { op, result: runChain(this.chains[op], content, ctx) }
   }
 
+  /** true once a step uses the Redis of the config */
+  get redisInUse (): boolean {
+    return this.stores.connected !== undefined
+  }
+
   /** null when every store the chain needs answers, else the reason. */
   async ready (): Promise<string | null> {
     const redis = this.stores.connected

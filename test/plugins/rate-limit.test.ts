@@ -69,6 +69,18 @@ t.test('redis store: the same limits, keys under the prefix with a hash tag and 
   t.equal((await gw.app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
 })
 
+t.test('frp_gateway_redis_up is 0 while Redis holds its connections and answers nothing, 1 when it answers again', async t => {
+  const redis = await startRedis(t)
+  const gw = await startGateway(t, loginLimit({}, { redis: { url: redis.url } }))
+  t.same((await gw.call('Login', { user: 'alice' })).body, { reject: false, unchange: true })
+  t.equal(await gw.metric('frp_gateway_redis_up'), 1)
+  redis.pause(true)
+  t.teardown(() => { redis.pause(false) })
+  t.equal(await gw.metric('frp_gateway_redis_up'), 0, 'the connection is still open: only a PING at scrape time sees it')
+  redis.pause(false)
+  t.equal(await gw.metric('frp_gateway_redis_up'), 1)
+})
+
 t.test('at the bounds of limit, window and burst both stores decide exactly, and Redis never fails', async t => {
   const redis = await startRedis(t)
   for (const store of ['memory', 'redis']) {
