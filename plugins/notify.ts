@@ -144,8 +144,8 @@ export default definePlugin({
           return `would send to ${target.label}: ${JSON.stringify(render(e, valuesOf(e, 0)))}`
         }
       },
-      async close () {
-        await queue.drain(deps.drainMs)
+      async close (drainMs: number) {
+        await queue.drain(drainMs)
         await target.close()
       }
     })

@@ -50,12 +50,13 @@ export interface Verdict {
 }
 
 /**
- * A compiled step: validated and compiled once, called per call. `close` frees what it holds;
+ * A compiled step: validated and compiled once, called per call. `close` frees what it holds,
+ * finishing work after answers (a notify queue) for at most `drainMs`;
  * `commit` is told the final outcome of every call of the step's ops, once its answer is written.
  */
 export interface Step {
   (content: Content, ctx: CallContext): Verdict | undefined | Promise<Verdict | undefined>
-  close?: () => Promise<void>
+  close?: (drainMs: number) => Promise<void>
   /** `when`: the step's `when` is matched against the final content before `commit` is told (its in-chain skip says nothing then) */
   commit?: Omit<CommitHook, 'name'> & { when?: true }
 }
@@ -76,8 +77,6 @@ export interface PluginDeps {
   registry: () => LiveRegistry
   /** the runtime's Redis client (the top-level `redis` block); throws when there is none */
   redis: () => Redis | Cluster
-  /** the top-level drainMs: how long close may wait for work after answers */
-  drainMs: number
 }
 
 /** A built-in plugin: its options schema and a factory that validates and compiles once. */

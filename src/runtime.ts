@@ -127,9 +127,11 @@ export class Runtime {
     return await this.committer.drain(this.config.drainMs)
   }
 
+  /** One drainMs for all the work after answers: the commits in progress, then what the steps still hold (notify queues). */
   async close (): Promise<void> {
+    const until = performance.now() + this.config.drainMs
     await this.drain()
-    await Promise.allSettled(this.steps.map(async step => await step.close?.()))
+    await Promise.allSettled(this.steps.map(async step => await step.close?.(Math.max(0, until - performance.now()))))
     await this.stores.close()
   }
 }
@@ -347,7 +349,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
       metas: metasAt === undefined ? undefined : compileAt(`when.${metasAt}`, () => checkProxyMetas(ops, stores.registry !== undefined)),
       run: compileAt('options', () => def.create(sc.options, {
         name: sc.name, ops, log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind), users: () => stores.userTable(),
-        registry: () => stores.liveRegistry(`plugin ${sc.plugin}`), redis: () => stores.redisClient(`plugin ${sc.plugin}`), drainMs: config.drainMs
+        registry: () => stores.liveRegistry(`plugin ${sc.plugin}`), redis: () => stores.redisClient(`plugin ${sc.plugin}`)
       })),
       mode: def.observer === true && sc.mode === 'shadow' ? compileAt('mode', () => { throw new Error(`a ${sc.plugin} step takes no part in the decision: shadow mode has no meaning for it`) }) : undefined
     }))
@@ -365,7 +367,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     }
   })
   if (issues.length > 0) {
-    await Promise.allSettled(built.map(async step => await step.close?.()))
+    await Promise.allSettled(built.map(async step => await step.close?.(0)))
     await stores.close()
     throw new ConfigError(source, issues)
   }

@@ -137,8 +137,8 @@ export async function serve (file: string, watch: boolean): Promise<void> {
     logger.info({ signal }, 'stopping: finishing calls in flight')
     ref.stopping = true
     const { deadlineMs, drainMs } = ref.current.config
-    // calls in flight, then the commits (drainMs), then the steps' own queues (notify: drainMs again)
-    const force = setTimeout(() => process.exit(1), deadlineMs + 2 * drainMs + 5000).unref()
+    // calls in flight, then the commits and the steps' own queues (notify), drainMs for both
+    const force = setTimeout(() => process.exit(1), deadlineMs + drainMs + 5000).unref()
     await Promise.allSettled([app.close(), admin?.close()])
     // close waits for the commits in progress (of every config: the committer is shared), at most drainMs
     await ref.current.close()
@@ -147,7 +147,8 @@ export async function serve (file: string, watch: boolean): Promise<void> {
     if (left > 0) logger.warn({ left, drainMs }, 'stopped with work after answers left undone (registry records, events): drainMs passed')
     logger.info('stopped')
     logger.flush?.()
-    process.exitCode = 0
+    // nothing is left to wait for; a socket to a Redis that stopped answering would hold the process until Redis closes it
+    process.exit(0)
   }
   process.on('SIGTERM', () => { void stop('SIGTERM') })
   process.on('SIGINT', () => { void stop('SIGINT') })

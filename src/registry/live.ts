@@ -28,7 +28,8 @@ async function retrying (change: () => Promise<void>): Promise<void> {
       return await change()
     } catch (err) {
       if (attempt >= RETRY_DELAYS_MS.length) throw err
-      await new Promise(resolve => setTimeout(resolve, RETRY_DELAYS_MS[attempt]))
+      // unref: a retry never holds a stopping process past drainMs
+      await new Promise(resolve => setTimeout(resolve, RETRY_DELAYS_MS[attempt]).unref())
     }
   }
 }

@@ -12,7 +12,6 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[1])
 `
 
-// KEYS proxies; ARGV name, run_id. 1 when removed.
 // KEYS proxies, logins; ARGV name, run_id, now, settle ms ('' for none). 1 when removed.
 const UNREGISTER_LUA = `
 local v = redis.call('HGET', KEYS[1], ARGV[1])

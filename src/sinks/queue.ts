@@ -77,14 +77,20 @@ export class SinkQueue {
         this.opts.count('sent')
         return
       } catch (err) {
+        // cut by the sink's close after the drain: left undone, as what still waited
+        if (this.#closed) {
+          this.opts.count('dropped')
+          return
+        }
         const retryable = !(err instanceof SinkError) || err.retryable
-        if (!retryable || attempt >= this.opts.retries || this.#closed) {
+        if (!retryable || attempt >= this.opts.retries) {
           this.opts.count('failed')
           this.opts.onFailure(err as Error)
           return
         }
         this.opts.count('retried')
-        await new Promise(resolve => setTimeout(resolve, this.opts.backoffMs * 2 ** attempt))
+        // unref: a backoff never holds a stopping process past drainMs
+        await new Promise(resolve => setTimeout(resolve, this.opts.backoffMs * 2 ** attempt).unref())
       }
     }
   }

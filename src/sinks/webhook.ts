@@ -71,7 +71,8 @@ export class WebhookSink implements Sink {
     })
   }
 
+  /** After the queue's drain: a send still in flight is cut (pool.close would wait for it, up to timeoutMs past drainMs). */
   async close (): Promise<void> {
-    await this.#pool.close()
+    await this.#pool.destroy()
   }
 }

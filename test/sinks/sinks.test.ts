@@ -147,16 +147,23 @@ t.test('the queue is bounded: with the receiver stuck, the oldest events are dro
   t.same(rx.bodies.slice(3).map(b => JSON.parse(b).i).sort((a, b) => a - b), [40, 41, 42, 43, 44, 45, 46, 47, 48, 49], 'the newest were kept')
 })
 
-t.test('drain gives up after its bound: what waits is dropped and counted', async t => {
+t.test('drain gives up after its bound: what waits is dropped and counted; closing the sink cuts the send in flight, also dropped', async t => {
   const rx = await receiver(t, () => {})
   const sink = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 10_000 })
   t.teardown(() => sink.close())
-  const { queue, counts } = queueOf(sink, { concurrency: 1 })
+  const { queue, counts, failures } = queueOf(sink, { concurrency: 1 })
   for (let i = 0; i < 5; i++) queue.push('{}')
   t.equal(await queue.drain(200), false)
   t.equal(counts.dropped, 4)
   queue.push('{}')
   t.equal(counts.dropped, 5, 'a drained queue takes nothing more')
+  t.equal(rx.inFlight(), 1)
+  const closing = performance.now()
+  await sink.close()
+  const ms = performance.now() - closing
+  t.ok(ms < 1000, `closed in ${Math.round(ms)} ms, not when the send's timeoutMs (10 s) ends`)
+  for (let i = 0; i < 50 && counts.dropped === 5; i++) await new Promise(resolve => setTimeout(resolve, 10))
+  t.same({ ...counts, failures }, { dropped: 6, failures: [] }, 'the send cut at the stop is left undone, not a failed event')
 })
 
 t.test('redisStream: XADD with one field `event`, trimmed to about maxLen; events wait while Redis is away', async t => {
