@@ -10,7 +10,7 @@ import { describeJsonError } from './json-error.js'
 import { callLogger, quote, reqidOf } from './log.js'
 import { OUTCOMES, type Metrics, type Outcome } from './metrics.js'
 import {
-  answerFor, isObject, isOp, OPS, type Content, type Op
+  answerFor, clip, isObject, isOp, OPS, type Content, type Op
 } from './protocol.js'
 import { viewOf } from './registry/live.js'
 import type { Runtime } from './runtime.js'
@@ -33,6 +33,7 @@ export interface AppOptions {
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8'
+const MAX_LOGGED_REASON = 512
 // fastify's own errors, answered with ours
 const FASTIFY_ERRORS: Record<string, GatewayError | ((err: Error, opts: AppOptions) => GatewayError)> = {
   FST_ERR_CTP_BODY_TOO_LARGE: (_, opts) => new GatewayError('FRPGW_ERR_BODY_TOO_LARGE', opts.bodyLimitBytes),
@@ -141,7 +142,8 @@ function decodeBody (req: FastifyRequest, payload: Readable, limit: number): Rea
 /** Reads the envelope frps sends; every way it can be wrong is a 400 with its own code. */
 function envelope (req: FastifyRequest): { wireOp: Op, content: Content } {
   const body = req.body as { op?: unknown, content?: unknown } | null
-  if (body === undefined) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', 'body is empty')
+  // no Content-Type and no body: fastify parses nothing; the same answer as an empty JSON body
+  if (body === undefined) throw new GatewayError('FRPGW_ERR_INVALID_JSON', 'empty body')
   if (!isObject(body)) throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', 'body is not an object')
   if (typeof body.op !== 'string') throw new GatewayError('FRPGW_ERR_BAD_ENVELOPE', '"op" is missing or not a string')
   if (!isOp(body.op)) throw new GatewayError('FRPGW_ERR_UNKNOWN_OP', quote(body.op))

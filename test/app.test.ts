@@ -15,6 +15,7 @@ t.test('malformed calls answer 400/413/415 with their FRPGW_ERR code and count a
   const cases: Array<[string, ReturnType<typeof post>, number, string]> = [
     ['not JSON', post('{"op":'), 400, 'FRPGW_ERR_INVALID_JSON'],
     ['empty body', post(''), 400, 'FRPGW_ERR_INVALID_JSON'],
+    ['empty body, no Content-Type', post('', {}), 400, 'FRPGW_ERR_INVALID_JSON'],
     ['an array', post('[1]'), 400, 'FRPGW_ERR_BAD_ENVELOPE'],
     ['no op', post('{"content":{}}'), 400, 'FRPGW_ERR_BAD_ENVELOPE'],
     ['no content', post('{"op":"Login"}'), 400, 'FRPGW_ERR_BAD_ENVELOPE'],

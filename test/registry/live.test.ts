@@ -106,6 +106,23 @@ t.test('two gateways on one Redis: what one records, the other lists at once; a 
   redis.pause(false)
 })
 
+t.test('what one gateway records, another on the same Redis lists within 100 ms of the answer', async t => {
+  const redis = await startRedis(t)
+  const config = { redis: { url: redis.url, keyPrefix: 'frpgw:' }, registry: {} }
+  const [one, two] = [await startGateway(t, config), await startGateway(t, config)]
+  const took: number[] = []
+  for (let i = 0; i < 20; i++) {
+    const proxy = ssh()
+    proxy.proxy_name = `alice.p${i}`
+    t.equal((await one.call('NewProxy', proxy)).body.unchange, true)
+    const answered = performance.now()
+    while (!(await view(two, 'alice')).body.proxies.some((p: { name: string }) => p.name === proxy.proxy_name) && performance.now() - answered < 1000) {}
+    took.push(performance.now() - answered)
+  }
+  const late = took.filter(ms => ms >= 100)
+  t.same(late, [], `listed by the other gateway after ${Math.round(Math.min(...took))} to ${Math.round(Math.max(...took))} ms`)
+})
+
 t.test('with frpsApi, records frps does not list online go at the next reconciliation, and it is counted', async t => {
   const { createServer } = await import('node:http')
   let online = ['alice.ssh']
