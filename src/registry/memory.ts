@@ -10,7 +10,13 @@ const ownerKey = (user: string, name: string): string => `${user}\n${name}`
 const inRanges = (port: number, ranges: PortRequest['ranges']): boolean => ranges.some(([lo, hi]) => port >= lo && port <= hi)
 /** The order of list(): by user, then proxy name. */
 export const byUserThenName = (a: ProxyRecord, b: ProxyRecord): number => a.user < b.user ? -1 : a.user > b.user ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0
-const copy = (record: ProxyRecord): ProxyRecord => structuredClone(record)
+/** A record apart from the caller's: its two containers copied (structuredClone cost a NewProxy 4 us, most of the commit). */
+function copy (record: ProxyRecord): ProxyRecord {
+  const out = { ...record }
+  if (record.custom_domains !== undefined) out.custom_domains = [...record.custom_domains]
+  if (record.metas !== undefined) out.metas = { ...record.metas }
+  return out
+}
 
 /** The registry of one gateway process; `now` is injectable for tests of holds and reservations. */
 export class MemoryRegistry implements RegistryStore {

@@ -40,6 +40,20 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.ok(everyone.some(r => r.name === `${alice}.web`), 'list() holds every user')
     })
 
+    t.test('a record is the store\'s own: changing what was registered or read changes nothing stored', async t => {
+      const ann = someone()
+      const p = proxy(ann, 'web', { type: 'http', custom_domains: ['a.example.com'], metas: { team: 'red' } })
+      await store.register(p)
+      const kept = structuredClone(p)
+      p.metas!.team = 'blue'
+      p.custom_domains!.push('b.example.com')
+      const read = await store.get(ann, p.name)
+      t.same(read, kept)
+      read!.metas!.team = 'green'
+      read!.custom_domains!.length = 0
+      t.same(await store.get(ann, p.name), kept)
+    })
+
     t.test('unregister removes a record only for its run_id: a late CloseProxy of an old session changes nothing', async t => {
       const bob = someone()
       await store.register(proxy(bob, 'p', { run_id: 'old' }))
