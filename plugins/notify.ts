@@ -64,9 +64,17 @@ function compileEvent (value: unknown, step: string, path: string, depth = 0): R
   }
   if (value !== null && typeof value === 'object') {
     const fields = Object.entries(value).map(([k, v]) => [k, compileEvent(v, step, `${path}.${k}`, depth + 1)] as const)
+    // only "__proto__" is not a plain key under assignment; defineProperty for every field cost 3% of a notify call
+    if (fields.some(([k]) => k === '__proto__')) {
+      return (e, values) => {
+        const out: Record<string, Rendered> = {}
+        for (const [k, render] of fields) Object.defineProperty(out, k, { value: render(e, values), enumerable: true, writable: true, configurable: true })
+        return out
+      }
+    }
     return (e, values) => {
       const out: Record<string, Rendered> = {}
-      for (const [k, render] of fields) Object.defineProperty(out, k, { value: render(e, values), enumerable: true, writable: true, configurable: true })
+      for (const [k, render] of fields) out[k] = render(e, values)
       return out
     }
   }
@@ -80,7 +88,8 @@ export default definePlugin({
   options: z.strictObject({
     outcomes: z.array(z.enum(OUTCOMES)).min(1).default([...OUTCOMES]).describe('the final outcomes to report (default: all)'),
     sink,
-    template: z.json().optional().describe('a JSON value whose strings are templates; default: an event object {time, reqid, op, user, run_id, outcome, decided_by, reason, proxy_name, proxy_type, client_ip, remote_ip}'),
+    // not z.json: it rebuilds objects and drops a "__proto__" key without a word; the config is JSON already
+    template: z.unknown().optional().describe('a JSON value whose strings are templates; default: an event object {time, reqid, op, user, run_id, outcome, decided_by, reason, proxy_name, proxy_type, client_ip, remote_ip}'),
     throttle: z.strictObject({
       limit: intIn(1, 1_000_000),
       window: durationIn(1000, 86_400_000, 'a window'),

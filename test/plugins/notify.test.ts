@@ -67,6 +67,18 @@ t.test('Slack and Discord shapes, outcomes, and when matched on the final conten
   t.same(rx.bodies.filter(b => 'content' in b), [{ content: `login alice from ${content('Login').client_address?.split(':')[0] ?? ''} (allow)`, embeds: [{ title: 'blue' }] }])
 })
 
+t.test('a template key "__proto__" is sent as a plain key and sets no prototype', async t => {
+  const rx = await receiver(t)
+  const template = JSON.parse('{"__proto__": {"polluted": "{{user}}"}, "text": "{{user}}", "nested": {"__proto__": "{{op}}"}}')
+  const gw = await startGateway(t, { chain: [{ name: 'n', plugin: 'notify', ops: ['Login'], options: { sink: { webhook: { url: rx.url } }, template } }] })
+  await gw.call('Login', content('Login'))
+  await until(() => rx.bodies.length === 1)
+  const [event] = rx.bodies
+  t.same(Object.keys(event), ['__proto__', 'text', 'nested'])
+  t.same([Object.getOwnPropertyDescriptor(event, '__proto__')?.value, event.text, Object.getOwnPropertyDescriptor(event.nested, '__proto__')?.value], [{ polluted: 'alice' }, 'alice', 'Login'])
+  t.equal(({} as Record<string, unknown>).polluted, undefined)
+})
+
 t.test('throttle: a login storm sends a few events, and the next one says how many were held back', async t => {
   const rx = await receiver(t)
   const gw = await startGateway(t, { chain: [
