@@ -7,10 +7,10 @@ import type { Logger } from 'pino'
 import type { ChainResult } from './chain.js'
 import { GatewayError } from './errors.js'
 import { describeJsonError } from './json-error.js'
-import { callLogger, quote, reqidOf } from './log.js'
+import { callLogger, loggedReason, quote, reqidOf } from './log.js'
 import { OUTCOMES, type Metrics, type Outcome } from './metrics.js'
 import {
-  answerFor, clip, isObject, isOp, OPS, type Content, type Op
+  answerFor, isObject, isOp, OPS, type Content, type Op
 } from './protocol.js'
 import { viewOf } from './registry/live.js'
 import type { Runtime } from './runtime.js'
@@ -33,7 +33,6 @@ export interface AppOptions {
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8'
-const MAX_LOGGED_REASON = 512
 // fastify's own errors, answered with ours
 const FASTIFY_ERRORS: Record<string, GatewayError | ((err: Error, opts: AppOptions) => GatewayError)> = {
   FST_ERR_CTP_BODY_TOO_LARGE: (_, opts) => new GatewayError('FRPGW_ERR_BODY_TOO_LARGE', opts.bodyLimitBytes),
@@ -309,7 +308,7 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
     const body = answerFor(result)
     const seconds = (performance.now() - started) / 1000
     // allowed calls (modified or not) are the steady stream: one line each only at debug
-    if (result.reason !== undefined) log.info({ op, outcome: result.outcome, step: result.step, reason: result.loggedReason ?? result.reason, ms: seconds * 1000 }, 'call')
+    if (result.reason !== undefined) log.info({ op, outcome: result.outcome, step: result.step, reason: loggedReason(result.loggedReason ?? result.reason), ms: seconds * 1000 }, 'call')
     else if (opts.logger.isLevelEnabled('debug')) log.debug({ op, outcome: result.outcome, ms: seconds * 1000, content }, 'call')
     requests[op][result.outcome].inc()
     durations[op].observe(seconds)

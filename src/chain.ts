@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import type { z } from 'zod'
 import type { Cluster, Redis } from 'ioredis'
 import type { CommitHook } from './commit.js'
-import { warnRepeated } from './log.js'
+import { loggedReason, warnRepeated } from './log.js'
 import type { Matcher } from './match.js'
 import type { Decision, Metrics, Outcome } from './metrics.js'
 import type { RateLimitStore } from './stores/store.js'
@@ -228,6 +228,9 @@ function settle (step: ChainStep, state: State, verdict: Verdict | undefined, ct
     }
   }
   step.record(failed ? 'error' : decision, seconds)
+  // what shadow mode is for: the reject it would have made, on live traffic
+  if (decision === 'shadow_reject') ctx.log.info({ step: step.name, decision, reason: loggedReason(verdict?.loggedReason ?? verdict?.reject as string) }, 'shadow decision')
+  else if (decision === 'shadow_modify' && ctx.log.isLevelEnabled('debug')) ctx.log.debug({ step: step.name, decision }, 'shadow decision')
   ctx.trace?.({ step: step.name, decision: failed ? 'error' : decision, seconds, before, after: verdict?.content ?? before, reason: verdict?.reject, error: verdict?.error, rule: verdict?.rule })
   return ends
 }

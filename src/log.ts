@@ -45,6 +45,10 @@ const escapeChar = (c: string): string => `\\u${c.charCodeAt(0).toString(16).pad
 export const escapeUnsafe = (json: string): string => json.replace(UNSAFE, escapeChar)
 
 const MAX_ECHO = 64
+const MAX_LOGGED_REASON = 512
+
+/** A reason as a log line holds it: a template may render caller content (a 1 MiB user name); frpc gets it whole. */
+export const loggedReason = (reason: string): string => reason.length > MAX_LOGGED_REASON ? `${reason.slice(0, MAX_LOGGED_REASON)}...` : reason
 
 /** A caller's value for an error message: JSON-escaped, cut after MAX_ECHO characters with a marker. */
 export function quote (value: unknown): string {

@@ -139,7 +139,7 @@ t.test('content that ends equal to what frps sent answers unchanged', async t =>
   t.equal(await gw.metric('frp_gateway_requests_total', { op: 'NewProxy', outcome: 'modify' }), undefined)
 })
 
-t.test('mode shadow counts its decisions but neither rejects nor modifies', async t => {
+t.test('mode shadow counts and logs its decisions but neither rejects nor modifies', async t => {
   const gw = await startGateway(t, {
     chain: [
       { name: 'would-tag', plugin: 'metas', mode: 'shadow', options: { set: { shadow: 'yes' } } },
@@ -154,6 +154,10 @@ t.test('mode shadow counts its decisions but neither rejects nor modifies', asyn
   t.same(await decisions(gw, 'Login'), { 'would-tag': { shadow_modify: 1 }, 'would-reject': { shadow_reject: 1 } })
   t.same(await decisions(gw, 'Ping'), { 'would-tag': { shadow_modify: 1 }, 'would-reject': { shadow_reject: 1 }, real: { modify: 1 } })
   t.equal(await gw.metric('frp_gateway_requests_total', { op: 'Login', outcome: 'allow' }), 1)
+  t.same(gw.logs.filter(l => l.msg === 'shadow decision').map(l => [l.level, l.step, l.decision, l.reason]), [
+    [20, 'would-tag', 'shadow_modify', undefined], [30, 'would-reject', 'shadow_reject', 'rejected by would-reject'],
+    [20, 'would-tag', 'shadow_modify', undefined], [30, 'would-reject', 'shadow_reject', 'rejected by would-reject']
+  ], 'the reject it would have made at info, a change at debug')
 })
 
 t.test('CloseProxy runs every applicable step after a reject and answers allow unchanged', async t => {

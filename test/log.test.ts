@@ -128,6 +128,13 @@ t.test('a reason rendered from a secret is masked in the log, frpc still gets it
   t.notOk(gw.lines.join('\n').includes('Stok'), 'no secret in any line')
 })
 
+t.test('a reason rendered from caller content: frpc gets it whole, the log line its first 512 characters', async t => {
+  const gw = await startGateway(t, { chain: [{ name: 'no', plugin: 'reject', ops: ['Login'], options: { reason: 'no {{user}}' } }] })
+  const user = 'u'.repeat(100_000)
+  t.equal((await gw.call('Login', { user })).body.reject_reason, `no ${user}`)
+  t.same(gw.logs.filter(l => l.msg === 'call').map(l => l.reason), [`no ${'u'.repeat(509)}...`])
+})
+
 t.test('the reqid: frps\'s as sent, anything else bounded and made safe, downstream included', async t => {
   t.equal(reqidOf('0123456789abcdef'), '0123456789abcdef')
   t.equal(reqidOf('a'.repeat(64)), 'a'.repeat(64))
