@@ -407,6 +407,10 @@ export function describeChains (runtime: Runtime): string {
     })
     // NewUserConn and CloseProxy: the registry's record of the proxy is read before the steps
     if (runtime.readsProxy.has(op)) steps.unshift("(registry: the proxy's metas)")
-    return `${`${op}:`.padEnd(width)}${steps.length > 0 ? steps.join(' -> ') : '(no steps: allowed unchanged)'}`
+    if (steps.length === 0) steps.push('(no steps: allowed unchanged)')
+    // work after the answer that no step of the chain stands for (the registry's records): frps must still send the op
+    const after = runtime.commits[op].filter(hook => !runtime.chains[op].some(s => s.name === hook.name)).map(hook => hook.name)
+    if (after.length > 0) steps.push(`(after the answer: ${after.join(', ')})`)
+    return `${`${op}:`.padEnd(width)}${steps.join(' -> ')}`
   }).join('\n')
 }

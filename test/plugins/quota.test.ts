@@ -34,7 +34,7 @@ t.test('check refuses a quota step without the registry block, and one without a
   t.match(res.stderr, /\n {2}chain\[0\]\.options: plugin quota needs the top-level "registry" block: \{"store": "auto"\}\n/)
   const ok = await runCli(['check', '--config', configFile({ registry: {}, chain: [{ name: 'tunnels', plugin: 'quota', options: { maxProxies: 3 } }] })])
   t.equal(ok.code, 0, ok.stderr)
-  t.match(ok.stdout, /NewProxy: +tunnels \(quota\)\n/)
+  t.match(ok.stdout, /NewProxy: +tunnels \(quota\) -> \(after the answer: registry\)\n/)
 })
 
 t.test('fromUsers: the user\'s own maxProxies wins over the step\'s; users without one get the step\'s', async t => {

@@ -198,7 +198,9 @@ t.test('check: proxyMetas needs the registry block and ops that carry a proxy; c
   const gw = await startGateway(t, { registry: {}, chain: CHAIN })
   const lines = describeChains(gw.ref.current).split('\n')
   t.equal(lines.find(l => l.startsWith('NewUserConn:')), "NewUserConn: (registry: the proxy's metas) -> closed (reject; when proxyMetas) -> listed (reject; when not)")
-  t.equal(lines.find(l => l.startsWith('NewProxy:')), 'NewProxy:    own (reject; when proxyMetas)')
+  t.equal(lines.find(l => l.startsWith('NewProxy:')), 'NewProxy:    own (reject; when proxyMetas) -> (after the answer: registry)')
+  t.equal(lines.find(l => l.startsWith('Login:')), 'Login:       (no steps: allowed unchanged) -> (after the answer: registry)', 'an op frps must send though no step runs on it')
+  t.equal(lines.find(l => l.startsWith('Ping:')), 'Ping:        (no steps: allowed unchanged)')
 })
 
 t.test('trace shows the record read, or that there is none, or why it could not be read', async t => {
