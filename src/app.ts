@@ -162,13 +162,21 @@ export function registerAdminRoutes (app: FastifyInstance, ref: RuntimeRef, metr
   })
   metrics.registryProxies.source.count = async () => await ref.current.registry?.store.count() ?? 0
   metrics.redisUp.source.answers = async () => ref.current.redisInUse && await ref.current.ready() === null
-  const proxies = async (user?: string): Promise<unknown> => {
+  // errors answered here, not thrown: the error handler counts what it answers as a malformed call from frps
+  const proxies = async (reply: FastifyReply, user?: string): Promise<unknown> => {
     const registry = ref.current.registry
-    if (registry === undefined) throw new GatewayError('FRPGW_ERR_NO_REGISTRY')
-    return { proxies: (await registry.store.list(user)).map(viewOf) }
+    let err = new GatewayError('FRPGW_ERR_NO_REGISTRY')
+    if (registry !== undefined) {
+      try {
+        return { proxies: (await registry.store.list(user)).map(viewOf) }
+      } catch (e) {
+        err = new GatewayError('FRPGW_ERR_REGISTRY_UNAVAILABLE', (e as Error).message)
+      }
+    }
+    return await reply.code(err.statusCode).type(JSON_TYPE).send(JSON.stringify(err.toJSON()))
   }
-  app.get('/proxies', async () => await proxies())
-  app.get<{ Params: { user: string } }>('/proxies/:user', async req => await proxies(req.params.user))
+  app.get('/proxies', async (_, reply) => await proxies(reply))
+  app.get<{ Params: { user: string } }>('/proxies/:user', async (req, reply) => await proxies(reply, req.params.user))
   app.get('/healthz', async () => ({ status: 'ok' }))
   app.get('/readyz', async (_, reply) => {
     const reason = await ref.current.ready()

@@ -15,6 +15,7 @@ export const ERRORS = {
   FRPGW_ERR_NOT_FOUND: { status: 404, message: 'no route %s' },
   FRPGW_ERR_METHOD_NOT_ALLOWED: { status: 405, message: '%s %s: the plugin RPC takes POST only' },
   FRPGW_ERR_NO_REGISTRY: { status: 404, message: 'no registry: the config has no top-level "registry" block' },
+  FRPGW_ERR_REGISTRY_UNAVAILABLE: { status: 503, message: 'the registry cannot be read: %s' },
   FRPGW_ERR_INTERNAL: { status: 500, message: 'internal error: %s' },
   FRPGW_ERR_CONFIG: { status: 500, message: 'invalid config %s' }
 } as const satisfies Record<string, { status: number, message: string }>

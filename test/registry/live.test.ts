@@ -67,6 +67,7 @@ t.test('CloseProxy removes a record only for its run_id; a reconnect replaces th
 t.test('without the registry block the admin view says so, and nothing is recorded', async t => {
   const gw = await startGateway(t, {})
   t.same(await view(gw), { status: 404, body: { error: { code: 'FRPGW_ERR_NO_REGISTRY', message: 'no registry: the config has no top-level "registry" block' } } })
+  t.equal(await gw.metric('frp_gateway_requests_total', { op: 'invalid' }), undefined, 'not a malformed call from frps')
   t.equal(gw.ref.current.commits.NewProxy.length, 0, 'no commit work for calls')
   t.equal(await gw.metric('frp_gateway_registry_proxies'), 0)
 })
@@ -104,6 +105,23 @@ t.test('two gateways on one Redis: what one records, the other lists at once; a 
   t.equal(await one.metric('frp_gateway_commit_failures_total', { step: 'registry' }), 1, 'a longer outage loses the change, counted')
   t.ok(one.logs.some(l => l.msg === 'commit failed' && l.step === 'registry'), 'and logged')
   redis.pause(false)
+})
+
+t.test('the admin view while Redis is away: 503 saying so, not an internal error, and no call from frps counted', async t => {
+  const redis = await startRedis(t)
+  const gw = await startGateway(t, { redis: { url: redis.url }, registry: {} })
+  await gw.call('NewProxy', ssh())
+  t.same(await soon(gw, names => names.length === 1), ['alice.ssh'])
+  t.equal(await gw.metric('frp_gateway_registry_proxies'), 1)
+  await redis.stop()
+  for (const user of [undefined, 'alice']) {
+    const { status, body } = await view(gw, user)
+    t.equal(status, 503)
+    t.equal(body.error.code, 'FRPGW_ERR_REGISTRY_UNAVAILABLE')
+    t.match(body.error.message, /^the registry cannot be read: ./)
+  }
+  t.equal(await gw.metric('frp_gateway_requests_total', { op: 'invalid' }), undefined)
+  t.equal(await gw.metric('frp_gateway_registry_proxies'), 1, 'the gauge keeps its last value')
 })
 
 t.test('what one gateway records, another on the same Redis lists within 100 ms of the answer', async t => {
