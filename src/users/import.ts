@@ -61,23 +61,28 @@ const PANEL_KEYS = new Set(['user', 'token', 'comment', 'ports', 'domains', 'sub
  * the field is left out; `[]` means nothing is allowed and stays `[]`. Empty strings among other
  * entries are dropped; a port given as a string of digits becomes a number.
  */
-function panelList (value: unknown, path: string, issues: ConfigIssue[], ports: boolean): Array<string | number> | undefined {
+function panelList (value: unknown, path: string, issues: ConfigIssue[], ports: boolean): { list: Array<string | number>, from: number[] } | undefined {
   if (!Array.isArray(value)) {
     issues.push({ path, message: 'expected a list' })
     return undefined
   }
-  const kept: Array<string | number> = []
+  const list: Array<string | number> = []
+  // the file's index of each kept entry, so a record check names the entry where the file has it
+  const from: number[] = []
   for (const [i, entry] of value.entries()) {
     if (typeof entry === 'string') {
       const s = entry.trim()
-      if (s !== '') kept.push(ports && /^\d+$/.test(s) ? Number(s) : ports ? s.replace(/\s*-\s*/, '-') : s)
+      if (s === '') continue
+      list.push(ports && /^\d+$/.test(s) ? Number(s) : ports ? s.replace(/\s*-\s*/, '-') : s)
+      from.push(i)
     } else if (ports && typeof entry === 'number') {
-      kept.push(entry)
+      list.push(entry)
+      from.push(i)
     } else {
       issues.push({ path: `${path}[${i}]`, message: `expected ${ports ? 'a port number or a "low-high" string' : 'a string'}` })
     }
   }
-  return value.length > 0 && kept.length === 0 ? undefined : kept
+  return value.length > 0 && list.length === 0 ? undefined : { list, from }
 }
 
 /**
@@ -119,13 +124,19 @@ export function fromFrpsPanel (text: string, source = 'frps-panel tokens file'):
     const enable = t.enable ?? t.status
     if (enable !== undefined) record.enabled = enable
     if (t.comment !== undefined && t.comment !== '') record.comment = t.comment
+    const from: Record<string, number[]> = {}
     for (const field of ['ports', 'domains', 'subdomains'] as const) {
       if (t[field] === undefined) continue
-      const list = panelList(t[field], `${at}.${field}`, problems, field === 'ports')
-      if (list !== undefined) record[field] = list
+      const kept = panelList(t[field], `${at}.${field}`, problems, field === 'ports')
+      if (kept !== undefined) [record[field], from[field]] = [kept.list, kept.from]
     }
     const sourceKey = t.enable === undefined && t.status !== undefined ? 'status' : 'enable'
-    if (problems.length === 0) problems.push(...recordIssues(record, field => `${at}.${field.replace(/^enabled/, sourceKey)}`))
+    const fileKey = (field: string): string => `${at}.${field
+      .replace(/^enabled/, sourceKey)
+      .replace(/^(ports|domains|subdomains)\[(\d+)\]/, (_, list: string, i: string) => `${list}[${from[list][Number(i)]}]`)}`
+    // every problem in one run; a field already found wrong above is not reported twice
+    const found = new Set(problems.map(p => p.path))
+    problems.push(...recordIssues(record, fileKey).filter(p => !found.has(p.path)))
     issues.push(...problems)
     if (problems.length === 0) users.set(name, record)
   }

@@ -92,6 +92,7 @@ t.test('import: every problem of the source file, by line or TOML path; exit 1',
     `${panel} is not a valid frps-panel tokens file:`,
     '  tokens.a.colour: unknown key',
     '  tokens.a.token: missing or empty token',
+    '  tokens.a.ports[0]: "70000" is not a port or a "low-high" range within 0-65535',
     '  tokens.b.enable: Invalid input: expected boolean, received string',
     ''
   ].join('\n'), 'frps-panel')
