@@ -11,7 +11,6 @@ import { QUEUE_RESULTS, SinkQueue, type QueueResult } from '../src/sinks/queue.j
 import { RedisStreamSink } from '../src/sinks/redis-stream.js'
 import type { Sink } from '../src/sinks/sink.js'
 import { WebhookSink } from '../src/sinks/webhook.js'
-import { MemoryStore } from '../src/stores/memory-store.js'
 import { compileTemplate, type Template, type TemplateContext } from '../src/template.js'
 
 /** What an event may name besides the call's own template names. */
@@ -118,8 +117,18 @@ export default definePlugin({
       count: result => counters[result].inc(),
       onFailure: err => warnRepeated(deps.log, `${deps.name}\nnotify`, { err }, { error: err.message }, 'notify event given up')
     })
-    const buckets = new MemoryStore({ maxKeys: MAX_HELD_KEYS })
+    // per key, a window from its first event: at most `limit` events in it (a token bucket let nearly twice that through)
+    const windows = new Map<string, { ends: number, sent: number }>()
     const heldBack = new Map<string, number>()
+    /** The key's window at `now`, a new one when the last has ended; the oldest key goes past MAX_HELD_KEYS. */
+    const windowOf = (key: string, now: number, ms: number): { ends: number, sent: number } => {
+      let w = windows.get(key)
+      if (w !== undefined && w.ends > now) return w
+      windows.delete(key)
+      if (windows.size >= MAX_HELD_KEYS) windows.delete(windows.keys().next().value as string)
+      windows.set(key, w = { ends: now + ms, sent: 0 })
+      return w
+    }
 
     const valuesOf = (e: CommitEvent, held: number) => ({
       time: new Date(e.time).toISOString(), outcome: e.outcome, reason: e.reason ?? '', decided_by: e.decidedBy ?? '', held_back: held
@@ -128,12 +137,14 @@ export default definePlugin({
     const admitted = (e: CommitEvent): number | undefined => {
       if (throttle === undefined || throttleKey === undefined) return 0
       const key = throttleKey(e.content, { op: e.op, reqid: e.reqid, values: valuesOf(e, 0) })
-      if (!buckets.take(key, { limit: throttle.limit, windowMs: throttle.window, burst: throttle.limit }).allowed) {
+      const w = windowOf(key, e.time, throttle.window)
+      if (w.sent >= throttle.limit) {
         if (heldBack.size >= MAX_HELD_KEYS && !heldBack.has(key)) heldBack.delete(heldBack.keys().next().value as string)
         heldBack.set(key, (heldBack.get(key) ?? 0) + 1)
         counters.throttled.inc()
         return undefined
       }
+      w.sent++
       const held = heldBack.get(key) ?? 0
       heldBack.delete(key)
       return held

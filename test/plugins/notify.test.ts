@@ -94,6 +94,21 @@ t.test('throttle: a login storm sends a few events, and the next one says how ma
   t.same(rx.bodies.map(b => b.text), ['alice 0', 'alice 0', 'alice 8'])
 })
 
+t.test('throttle: at most limit events in a window, none let through early as the window goes on', async t => {
+  const rx = await receiver(t)
+  const gw = await startGateway(t, { chain: [
+    { name: 'few', plugin: 'notify', ops: ['Login'], options: { sink: { webhook: { url: rx.url } }, template: { n: '{{held_back}}' }, throttle: { limit: 2, window: '2s', key: '{{user}}' } } }
+  ] })
+  const started = performance.now()
+  for (let i = 0; i < 2; i++) await gw.call('Login', content('Login'))
+  await sleep(1200)
+  await gw.call('Login', content('Login'))
+  t.ok(performance.now() - started < 1900, 'the third call came inside the window')
+  await sleep(100)
+  t.equal(rx.bodies.length, 2)
+  t.equal(await gw.metric('frp_gateway_notify_events_total', { step: 'few', result: 'throttled' }), 1, 'a token bucket would have let it through at 1 s')
+})
+
 t.test('a dead receiver costs queue space, never an answer: calls are answered at once, drops and failures counted', async t => {
   const gw = await startGateway(t, { chain: [
     { name: 'dead', plugin: 'notify', options: { sink: { webhook: { url: 'http://127.0.0.1:1/hook', retries: 1, timeoutMs: 200 } }, queue: 5, concurrency: 1 } }
