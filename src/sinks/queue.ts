@@ -1,5 +1,8 @@
 import { SinkError, type Sink } from './sink.js'
 
+/** how long an event waiting for its sink to come back waits at most between two attempts */
+const MAX_WAIT_MS = 2000
+
 export const QUEUE_RESULTS = ['sent', 'retried', 'throttled', 'dropped', 'failed'] as const
 export type QueueResult = (typeof QUEUE_RESULTS)[number]
 
@@ -71,7 +74,7 @@ export class SinkQueue {
   }
 
   async #deliver (event: string): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0, waited = 0; ; attempt++) {
       try {
         await this.sink.send(event)
         this.opts.count('sent')
@@ -82,15 +85,19 @@ export class SinkQueue {
           this.opts.count('dropped')
           return
         }
+        const waits = err instanceof SinkError && err.waits
         const retryable = !(err instanceof SinkError) || err.retryable
-        if (!retryable || attempt >= this.opts.retries) {
+        if (!waits && (!retryable || attempt >= this.opts.retries)) {
           this.opts.count('failed')
           this.opts.onFailure(err as Error)
           return
         }
         this.opts.count('retried')
+        // a sink away spends no retries: the event waits for it, asked again every MAX_WAIT_MS at most
+        const ms = waits ? Math.min(this.opts.backoffMs * 2 ** waited++, MAX_WAIT_MS) : this.opts.backoffMs * 2 ** attempt
+        if (waits) attempt--
         // unref: a backoff never holds a stopping process past drainMs
-        await new Promise(resolve => setTimeout(resolve, this.opts.backoffMs * 2 ** attempt).unref())
+        await new Promise(resolve => setTimeout(resolve, ms).unref())
       }
     }
   }

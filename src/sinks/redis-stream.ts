@@ -1,4 +1,4 @@
-import type { Cluster, Redis } from 'ioredis'
+import { ReplyError, type Cluster, type Redis } from 'ioredis'
 import { SinkError, type Sink } from './sink.js'
 
 /**
@@ -15,8 +15,9 @@ export class RedisStreamSink implements Sink {
     try {
       await this.client.xadd(this.stream, 'MAXLEN', '~', this.maxLen, '*', 'event', event)
     } catch (err) {
-      // Redis away, a failover, a timeout: the queue keeps the event and asks again
-      throw new SinkError(`${this.label}: ${(err as Error).message}`, true, { cause: err })
+      // Redis answered no (the key holds another type): tried again as a webhook's 5xx would be, then given up.
+      // Anything else is Redis away (down, a failover, a timeout): the event waits in the queue for it
+      throw new SinkError(`${this.label}: ${(err as Error).message}`, true, { cause: err, waits: !(err instanceof ReplyError) })
     }
   }
 

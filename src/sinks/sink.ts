@@ -14,9 +14,12 @@ export interface Sink {
 
 export class SinkError extends Error {
   readonly retryable: boolean
-  constructor (message: string, retryable: boolean, options?: ErrorOptions) {
+  /** the sink is away (Redis down): the event waits, asked again without spending its retries, until the sink is back or the queue drops it */
+  readonly waits: boolean
+  constructor (message: string, retryable: boolean, options?: ErrorOptions & { waits?: boolean }) {
     super(message, options)
     this.name = 'SinkError'
     this.retryable = retryable
+    this.waits = options?.waits ?? false
   }
 }

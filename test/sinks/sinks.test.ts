@@ -166,7 +166,7 @@ t.test('drain gives up after its bound: what waits is dropped and counted; closi
   t.same({ ...counts, failures }, { dropped: 6, failures: [] }, 'the send cut at the stop is left undone, not a failed event')
 })
 
-t.test('redisStream: XADD with one field `event`, trimmed to about maxLen; events wait while Redis is away', async t => {
+t.test('redisStream: XADD with one field `event`, trimmed to about maxLen; events wait while Redis is away, past their retries', async t => {
   const redis = await startRedis(t)
   const client = createRedisClient({ url: redis.url })
   t.teardown(() => client.disconnect())
@@ -178,15 +178,26 @@ t.test('redisStream: XADD with one field `event`, trimmed to about maxLen; event
   const [[, fields]] = JSON.parse(await redisCli(redis.port, '--json', 'XRANGE', 'audit', '-', '+')) as Array<[string, string[]]>
   t.same(fields, ['event', '{"op":"Login","outcome":"allow"}'])
 
-  const later = queueOf(sink, { retries: 8, backoffMs: 100 })
+  // one retry after 100 ms would give an event up at once: a Redis away spends none, the events wait for it
+  const later = queueOf(sink, { retries: 1, backoffMs: 100, concurrency: 1 })
   await redis.stop()
-  later.queue.push('{"n":2}')
-  await sleep(400)
+  for (let i = 0; i < 3; i++) later.queue.push(`{"n":${i}}`)
+  await sleep(2500)
+  t.same({ ...later.counts, retried: undefined }, { retried: undefined }, 'nothing sent, failed or dropped while away')
+  t.equal(later.queue.length + later.queue.inFlight, 3, 'all three wait')
   await redis.start()
   t.equal(await later.queue.drain(10_000), true)
-  t.ok((later.counts.retried ?? 0) >= 1, 'retried while Redis was away')
-  t.equal(later.counts.sent, 1)
-  t.equal(await redisCli(redis.port, 'XLEN', 'audit'), '1\n', 'the restarted Redis (nothing persisted) has the retried event')
+  t.ok((later.counts.retried ?? 0) >= 3, `asked again while Redis was away (${later.counts.retried})`)
+  t.same([later.counts.sent, later.counts.failed], [3, undefined])
+  t.equal(await redisCli(redis.port, 'XLEN', 'audit'), '3\n', 'the restarted Redis (nothing persisted) has the three events')
+
+  // Redis answers no (the key is not a stream): tried again, then given up
+  await redisCli(redis.port, 'SET', 'not-a-stream', 'x')
+  const refused = queueOf(new RedisStreamSink(client, 'not-a-stream', 100), { retries: 1, backoffMs: 10 })
+  refused.queue.push('{}')
+  t.equal(await refused.queue.drain(5000), true)
+  t.same([refused.counts.retried, refused.counts.failed, refused.failures.length], [1, 1, 1])
+  t.match(refused.failures[0], /WRONGTYPE/)
 
   const many = queueOf(sink, { size: 1000 })
   for (let i = 0; i < 500; i++) many.queue.push(`{"i":${i}}`)
