@@ -13,6 +13,21 @@ export interface RedisClientOptions {
   commandTimeoutMs?: number
 }
 
+/**
+ * What the cluster's URLs say of every node: ioredis reads rediss:// and credentials only from the
+ * seeds' URLs, and connects the nodes it discovers with redisOptions alone (no TLS, no password).
+ */
+export function clusterNodeOptions (urls: readonly string[]): RedisOptions {
+  const out: RedisOptions = {}
+  // the config takes redis:// and rediss:// URLs only; "host:port" (ioredis takes it too) says nothing more
+  if (!/^rediss?:\/\//.test(urls[0])) return out
+  const url = new URL(urls[0])
+  if (url.protocol === 'rediss:') out.tls = {}
+  if (url.username !== '') out.username = decodeURIComponent(url.username)
+  if (url.password !== '') out.password = decodeURIComponent(url.password)
+  return out
+}
+
 /** Keep reconnecting forever so a Redis that comes back is used again without a restart. */
 const retry = (times: number): number => Math.min(times * 100, 1000)
 
@@ -32,7 +47,7 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
   let client: Redis | Cluster
   if ('cluster' in cfg) {
     client = new Cluster(cfg.cluster, {
-      redisOptions: perConnection,
+      redisOptions: { ...perConnection, ...clusterNodeOptions(cfg.cluster) },
       enableOfflineQueue: false,
       lazyConnect: false,
       clusterRetryStrategy: retry,

@@ -61,8 +61,8 @@ class RedisProcess implements RedisServer {
   readonly url: string
   #child: ChildProcess | undefined
 
-  constructor(readonly port: number, private readonly argv: string[]) {
-    this.url = `redis://127.0.0.1:${port}`
+  constructor(readonly port: number, private readonly argv: string[], private readonly password?: string) {
+    this.url = `redis://${password === undefined ? '' : `:${password}@`}127.0.0.1:${port}`
   }
 
   async start(): Promise<void> {
@@ -74,7 +74,7 @@ class RedisProcess implements RedisServer {
     await once(child, 'spawn')
     await waitFor(`redis-server on ${this.port}`, async () => {
       if (child.exitCode !== null) throw new Error(`redis-server on ${this.port} exited with ${child.exitCode}`)
-      return (await redisCli(this.port, 'PING')).trim() === 'PONG'
+      return (await redisCli(this.port, ...auth(this.password), 'PING')).trim() === 'PONG'
     })
   }
 
@@ -95,10 +95,13 @@ class RedisProcess implements RedisServer {
   }
 }
 
-async function launch(t: Teardown | undefined, argv: (port: number, dir: string) => Promise<string[]>): Promise<RedisServer> {
+/** redis-cli's arguments for a server started with a password */
+const auth = (password?: string): string[] => password === undefined ? [] : ['-a', password, '--no-auth-warning']
+
+async function launch(t: Teardown | undefined, argv: (port: number, dir: string) => Promise<string[]>, password?: string): Promise<RedisServer> {
   const dir = await mkdtemp(join(tmpdir(), 'frpgw-redis-'))
   const port = await freePort()
-  const server = new RedisProcess(port, await argv(port, dir))
+  const server = new RedisProcess(port, await argv(port, dir), password)
   t?.teardown(async () => {
     await server.stop()
     await rm(dir, { recursive: true, force: true })
@@ -123,18 +126,19 @@ export function startSentinel(t: Teardown | undefined, master: RedisServer, name
   })
 }
 
-/** 3 masters, no replicas; resolves once every node reports cluster_state:ok. */
-export async function startRedisCluster(t?: Teardown): Promise<RedisClusterHandle> {
+/** 3 masters, no replicas; resolves once every node reports cluster_state:ok. With a password, every node requires it (urls carry it). */
+export async function startRedisCluster(t?: Teardown, { password }: { password?: string } = {}): Promise<RedisClusterHandle> {
   const servers: RedisServer[] = []
+  const secured = password === undefined ? [] : ['--requirepass', password, '--masterauth', password]
   for (let i = 0; i < 3; i++) {
     // explicit bus port: the default port + 10000 can be past 65535 for an ephemeral port
     servers.push(await launch(t, async (port, dir) =>
-      serverArgv(port, dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(await freePort()))))
+      serverArgv(port, dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(await freePort()), ...secured), password))
   }
   const nodes = servers.map(s => ({ host: '127.0.0.1', port: s.port }))
-  await redisCli(servers[0].port, '--cluster', 'create', ...nodes.map(n => `${n.host}:${n.port}`), '--cluster-replicas', '0', '--cluster-yes')
+  await redisCli(servers[0].port, ...auth(password), '--cluster', 'create', ...nodes.map(n => `${n.host}:${n.port}`), '--cluster-replicas', '0', '--cluster-yes')
   for (const s of servers) {
-    await waitFor(`cluster_state:ok on ${s.port}`, async () => (await redisCli(s.port, 'CLUSTER', 'INFO')).includes('cluster_state:ok'), 30_000)
+    await waitFor(`cluster_state:ok on ${s.port}`, async () => (await redisCli(s.port, ...auth(password), 'CLUSTER', 'INFO')).includes('cluster_state:ok'), 30_000)
   }
   return { nodes, urls: servers.map(s => s.url), stop: async () => { await Promise.all(servers.map(s => s.stop())) } }
 }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import { Redis, type Cluster } from 'ioredis'
 import t from 'tap'
-import { createRedisClient } from '../../src/stores/redis-client.js'
+import { clusterNodeOptions, createRedisClient } from '../../src/stores/redis-client.js'
 import { RedisStore } from '../../src/stores/redis-store.js'
 import { startRedisCluster } from '../helpers/redis.js'
 import { runStoreContract } from './contract.js'
@@ -35,4 +35,23 @@ t.test('buckets spread over the masters and each works where it lands', async t 
     holders.add(cluster.nodes[found.indexOf(1)].port)
   }
   t.ok(holders.size >= 2, `buckets on ${holders.size} masters`)
+})
+
+t.test('a cluster with a password, named by one seed: the nodes found from it get the password too', async t => {
+  const secured = await startRedisCluster(t, { password: 's3cret' })
+  const one = createRedisClient({ cluster: [secured.urls[0]] }) as Cluster
+  t.teardown(() => one.disconnect())
+  await once(one, 'ready')
+  const store = new RedisStore(one, { keyPrefix: `frpgw:test:${randomUUID()}:` })
+  const rule = { limit: 1, windowMs: 60_000, burst: 1 }
+  const taken = await Promise.all(Array.from({ length: 20 }, async (_, i) => (await store.take(`user-${i}`, rule)).allowed))
+  t.same(taken, Array(20).fill(true), 'every key, on every master')
+  t.equal(new Set(one.nodes('master').map(n => n.options.port)).size, 3, 'the three masters, found from one seed')
+})
+
+t.test('clusterNodeOptions: TLS and credentials from the first URL, for the nodes ioredis finds by itself', async t => {
+  t.same(clusterNodeOptions(['rediss://app:p%40ss@10.0.0.1:6379', 'rediss://10.0.0.2:6379']), { tls: {}, username: 'app', password: 'p@ss' })
+  t.same(clusterNodeOptions(['redis://:pw@10.0.0.1:6379']), { password: 'pw' })
+  t.same(clusterNodeOptions(['redis://10.0.0.1:6379']), {})
+  t.same(clusterNodeOptions(['10.0.0.1:6379']), {}, 'host:port, as ioredis takes it')
 })
