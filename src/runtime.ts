@@ -127,8 +127,14 @@ export class Runtime {
     return await this.committer.drain(this.config.drainMs)
   }
 
-  /** One drainMs for all the work after answers: the commits in progress, then what the steps still hold (notify queues). */
+  #closing: Promise<void> | undefined
+
+  /** One drainMs for all the work after answers: the commits in progress, then what the steps still hold (notify queues). Once, however often asked. */
   async close (): Promise<void> {
+    return await (this.#closing ??= this.#close())
+  }
+
+  async #close (): Promise<void> {
     const until = performance.now() + this.config.drainMs
     await this.drain()
     await Promise.allSettled(this.steps.map(async step => await step.close?.(Math.max(0, until - performance.now()))))

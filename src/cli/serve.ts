@@ -97,6 +97,8 @@ export async function serve (file: string, watch: boolean): Promise<void> {
 
   let onSwap = (): void => {}
   let reloading = Promise.resolve()
+  /** chains a reload replaced, until they are closed */
+  const retiring = new Set<Runtime>()
   const reload = (why: string): void => {
     reloading = reloading.then(async () => {
       let next: Config
@@ -108,8 +110,9 @@ export async function serve (file: string, watch: boolean): Promise<void> {
         onSwap()
         metrics.configReloads.inc({ result: 'success' })
         logger.info({ why, file, chains: chainNames(runtime) }, 'config reloaded')
-        // calls in flight keep the old runtime and are bounded by its deadline: close it after that
-        setTimeout(() => { void old.close() }, old.config.deadlineMs + 100).unref()
+        // calls in flight keep the old runtime and are bounded by its deadline: close it after that (or at a stop, with the live one)
+        retiring.add(old)
+        setTimeout(() => { void old.close().finally(() => retiring.delete(old)) }, old.config.deadlineMs + 100).unref()
       } catch (err) {
         metrics.configReloads.inc({ result: 'failure' })
         const issues = err instanceof ConfigError ? err.issues : [{ path: '(file)', message: (err as Error).message }]
@@ -140,8 +143,9 @@ export async function serve (file: string, watch: boolean): Promise<void> {
     // calls in flight, then the commits and the steps' own queues (notify), drainMs for both
     const force = setTimeout(() => process.exit(1), deadlineMs + drainMs + 5000).unref()
     await Promise.allSettled([app.close(), admin?.close()])
-    // close waits for the commits in progress (of every config: the committer is shared), at most drainMs
-    await ref.current.close()
+    // close waits for the commits in progress (of every config: the committer is shared), at most drainMs; a chain a
+    // reload replaced is closed too, or its notify queues would go unsent and uncounted
+    await Promise.allSettled([ref.current, ...retiring].map(async runtime => { await runtime.close() }))
     const left = shared.committer.pending
     clearTimeout(force)
     if (left > 0) logger.warn({ left, drainMs }, 'stopped with work after answers left undone (registry records, events): drainMs passed')

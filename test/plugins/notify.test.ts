@@ -168,3 +168,24 @@ t.test('SIGTERM drains the queues (within drainMs): events still waiting for a s
   t.equal(await gw.exited, 0)
   t.same(rx.bodies.map(b => b.n).sort(), ['req0', 'req1', 'req2', 'req3', 'req4'], 'all five sent, one at a time, after the stop began')
 })
+
+t.test('a stop right after a reload drains the queues of the chain the reload replaced too', async t => {
+  const { configFile, serveCli } = await import('../helpers/cli.js')
+  const { writeFileSync } = await import('node:fs')
+  const rx = await receiver(t, (_req, res) => { setTimeout(() => res.writeHead(204).end(), 300) })
+  const config = (name: string): Record<string, unknown> => ({ listen: { port: 0 }, drainMs: 10_000, chain: [
+    { name, plugin: 'notify', ops: ['Login'], options: { sink: { webhook: { url: rx.url } }, concurrency: 1, template: { n: '{{reqid}}' } } }
+  ] })
+  const file = configFile(config('before'))
+  const gw = await serveCli(['--config', file], t)
+  const login = JSON.stringify({ version: '0.1.0', op: 'Login', content: content('Login') })
+  for (let i = 0; i < 4; i++) {
+    await fetch(`${gw.url}/handler?version=0.1.0&op=Login`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-frp-reqid': `req${i}` }, body: login })
+  }
+  writeFileSync(file, JSON.stringify(config('after')))
+  gw.child.kill('SIGHUP')
+  await until(() => gw.lines.some(l => l.msg === 'config reloaded'))
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
+  t.same(rx.bodies.map(b => b.n).sort(), ['req0', 'req1', 'req2', 'req3'], 'the replaced chain\'s events all sent before exit')
+})
