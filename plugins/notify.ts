@@ -115,7 +115,7 @@ export default definePlugin({
       retries: 'webhook' in options.sink ? options.sink.webhook.retries : 3,
       backoffMs: BACKOFF_MS,
       count: result => counters[result].inc(),
-      onFailure: err => warnRepeated(deps.log, `${deps.name}\nnotify`, { err }, { error: err.message }, 'notify event given up')
+      onFailure: (err, reqid) => warnRepeated(deps.log, `${deps.name}\nnotify`, { reqid, err }, { error: err.message }, 'notify event given up')
     })
     // per key, a window from its first event: at most `limit` events in it (a token bucket let nearly twice that through)
     const windows = new Map<string, { ends: number, sent: number }>()
@@ -157,7 +157,7 @@ export default definePlugin({
           if (!outcomes.has(e.outcome)) return
           const held = admitted(e)
           if (held === undefined) return
-          queue.push(JSON.stringify(render(e, valuesOf(e, held))))
+          queue.push(JSON.stringify(render(e, valuesOf(e, held))), e.reqid)
         },
         describe (e: CommitEvent) {
           if (!outcomes.has(e.outcome)) return `nothing: outcome ${e.outcome} is not in outcomes`

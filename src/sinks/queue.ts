@@ -16,8 +16,8 @@ export interface QueueOptions {
   /** the first backoff; doubled at every attempt */
   backoffMs: number
   count: (result: QueueResult) => void
-  /** a send given up (failed) or refused for good: logged by the owner, never thrown */
-  onFailure: (err: Error) => void
+  /** a send given up (failed) or refused for good, with the reqid of its call: logged by the owner, never thrown */
+  onFailure: (err: Error, reqid: string) => void
 }
 
 /**
@@ -27,6 +27,8 @@ export interface QueueOptions {
  */
 export class SinkQueue {
   readonly #waiting: string[] = []
+  /** the reqid of each waiting event's call, for the line that says it was given up */
+  readonly #reqids: string[] = []
   #head = 0
   #inFlight = 0
   #closed = false
@@ -42,7 +44,7 @@ export class SinkQueue {
     return this.#inFlight
   }
 
-  push (event: string): void {
+  push (event: string, reqid = ''): void {
     if (this.#closed) {
       this.opts.count('dropped')
       return
@@ -52,9 +54,11 @@ export class SinkQueue {
       this.opts.count('dropped')
     }
     this.#waiting.push(event)
-    // the array is compacted once half of it is spent, so pushes and shifts stay O(1) on average
+    this.#reqids.push(reqid)
+    // the arrays are compacted once half of them is spent, so pushes and shifts stay O(1) on average
     if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {
       this.#waiting.splice(0, this.#head)
+      this.#reqids.splice(0, this.#head)
       this.#head = 0
     }
     this.#pump()
@@ -63,9 +67,10 @@ export class SinkQueue {
   #pump (): void {
     while (this.#inFlight < this.opts.concurrency && this.length > 0) {
       const event = this.#waiting[this.#head]
+      const reqid = this.#reqids[this.#head]
       this.#waiting[this.#head++] = ''
       this.#inFlight++
-      void this.#deliver(event).finally(() => {
+      void this.#deliver(event, reqid).finally(() => {
         this.#inFlight--
         this.#pump()
         if (this.#inFlight === 0 && this.length === 0) for (const resolve of this.#idle) resolve()
@@ -73,7 +78,7 @@ export class SinkQueue {
     }
   }
 
-  async #deliver (event: string): Promise<void> {
+  async #deliver (event: string, reqid: string): Promise<void> {
     for (let attempt = 0, waited = 0; ; attempt++) {
       try {
         await this.sink.send(event)
@@ -89,7 +94,7 @@ export class SinkQueue {
         const retryable = !(err instanceof SinkError) || err.retryable
         if (!waits && (!retryable || attempt >= this.opts.retries)) {
           this.opts.count('failed')
-          this.opts.onFailure(err as Error)
+          this.opts.onFailure(err as Error, reqid)
           return
         }
         this.opts.count('retried')
@@ -118,6 +123,7 @@ export class SinkQueue {
     this.#closed = true
     for (let i = this.length; i > 0; i--) this.opts.count('dropped')
     this.#waiting.length = 0
+    this.#reqids.length = 0
     this.#head = 0
     return done
   }
