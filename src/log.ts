@@ -1,4 +1,5 @@
 import pino, { type DestinationStream, type Logger } from 'pino'
+import { clip } from './protocol.js'
 
 const SECRET_FIELDS = new Set(['privilege_key', 'http_pwd', 'sk', 'group_key'])
 // anywhere in a name, any case: api_key, X-Api-Key, Proxy-Authorization, Set-Cookie, sessionId, privateKey
@@ -48,7 +49,7 @@ const MAX_ECHO = 64
 const MAX_LOGGED_REASON = 512
 
 /** A reason as a log line holds it: a template may render caller content (a 1 MiB user name); frpc gets it whole. */
-export const loggedReason = (reason: string): string => reason.length > MAX_LOGGED_REASON ? `${reason.slice(0, MAX_LOGGED_REASON)}...` : reason
+export const loggedReason = (reason: string): string => clip(reason, MAX_LOGGED_REASON)
 
 /** A caller's value for an error message: JSON-escaped, cut after MAX_ECHO characters with a marker. */
 export function quote (value: unknown): string {

@@ -3,10 +3,9 @@ import { once } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { configFile, runCli } from '../helpers/cli.js'
-import { freePort, redisCli } from '../helpers/redis.js'
+import { freePort, redisCli, waitFor } from '../helpers/redis.js'
 import { makeCerts } from '../helpers/tls.js'
 
 // A Redis Cluster that speaks TLS only (no plaintext port), certificates made here, named to the
@@ -26,15 +25,9 @@ for (const port of ports) {
     '--tls-cert-file', join(dir, 'server.pem'), '--tls-key-file', join(dir, 'server.key'), '--tls-ca-cert-file', certs.caFile, '--tls-auth-clients', 'no', '--tls-client-cert-file', join(dir, 'server.pem'), '--tls-client-key-file', join(dir, 'server.key'),
     '--tls-cluster', 'yes', '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(await freePort())], { stdio: 'ignore' }))
 }
-async function until (what: string, check: () => Promise<boolean>): Promise<void> {
-  for (const end = Date.now() + 30_000; !await check().catch(() => false);) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await sleep(100)
-  }
-}
-for (const port of ports) await until(`redis-server on ${port}`, async () => (await redisCli(port, ...tls, 'PING')).trim() === 'PONG')
+for (const port of ports) await waitFor(`redis-server on ${port}`, async () => (await redisCli(port, ...tls, 'PING')).trim() === 'PONG')
 await redisCli(ports[0], ...tls, '--cluster', 'create', ...ports.map(p => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes')
-for (const port of ports) await until(`cluster_state:ok on ${port}`, async () => (await redisCli(port, ...tls, 'CLUSTER', 'INFO')).includes('cluster_state:ok'))
+for (const port of ports) await waitFor(`cluster_state:ok on ${port}`, async () => (await redisCli(port, ...tls, 'CLUSTER', 'INFO')).includes('cluster_state:ok'), 30_000)
 
 t.test('a TLS cluster named by one rediss:// seed: every master is reached over TLS', async t => {
   const steps = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'].map(name => ({ name, plugin: 'rate-limit', ops: ['Login'], options: { key: 'k', limit: 10, window: '1m' } }))
