@@ -243,9 +243,11 @@ interface Commands {
 // at most 166 records, 125 reservations or 166 port requests of one range a script
 const BATCH_ARGS = 1000
 const LIMITS: readonly QuotaLimit[] = ['maxProxies', 'maxProxiesPerClient', 'maxPorts']
-// `{}` is no hash tag (Cluster hashes each key whole, and a script on both fails), so the records of
-// clients without a user get keys no user's can be
-const userTag = (user: string): string => user === '' ? 'reg-nouser:{nouser}' : `reg:{${user}}`
+// `{}` (no user, or one starting with `}`) is no hash tag: Cluster would hash each key whole, and a
+// script on two of them fails (CROSSSLOT). Those users get keys of their own no other user's can be.
+const userTag = (user: string): string => user === ''
+  ? 'reg-nouser:{nouser}'
+  : user.startsWith('}') ? `reg-hex:{${Buffer.from(user).toString('hex')}}` : `reg:{${user}}`
 
 /**
  * The changes asked in one turn of the event loop, sent as one script: a round trip costs the
@@ -282,7 +284,7 @@ class Batches<T> {
  *
  * Layout under keyPrefix: `reg:{USER}:proxies` (hash: proxy name -> record JSON) and
  * `reg:{USER}:reservations` (hash: proxy name -> {run_id, port, exp}), one Cluster slot per user
- * (`reg-nouser:{nouser}:...` for clients without a user);
+ * (`reg-nouser:{nouser}:...` for clients without a user, `reg-hex:{HEX}:...` for a user starting with `}`);
  * `ports:{ports}` (hash: port -> {user, name, holdMs, heldUntil, run_id}) and `ports:{ports}:owners`
  * (hash: "user\nname" -> port), one slot for the port table; `reg:users` (set of users with
  * records) for listing. Every change is a Lua script on one slot; on Cluster a record touching a

@@ -256,6 +256,22 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.same(owners, records.slice(0, 100).map(r => ({ user: r.user, name: r.name })))
     })
 
+    t.test('user names with braces (a Redis Cluster hash tag\'s own characters) or none are users like any other', async t => {
+      const tag = someone()
+      for (const user of [`}${tag}`, `{}${tag}`, `${tag}}`, `{${tag}`, `}`, '']) {
+        const record = proxy(user, 'p', { remote_port: ports(1)[0] })
+        t.same(await store.reserve({ user, name: record.name, run_id: 'run-1', port: true, ttlMs: 5000 }, { maxProxies: 1 }), { allowed: true }, `${JSON.stringify(user)} reserves`)
+        t.equal(await store.assignPort({ user, name: record.name, ranges: [[record.remote_port as number, record.remote_port as number]], holdMs: 60_000 }), record.remote_port)
+        await store.register(record)
+        t.same(await store.get(user, record.name), record, `${JSON.stringify(user)} registers`)
+        t.same((await store.list(user)).map(r => r.name), [record.name])
+        t.same(await store.reserve({ user, name: `${user}.q`, run_id: 'run-1', port: false, ttlMs: 5000 }, { maxProxies: 1 }),
+          { allowed: false, limit: 'maxProxies', count: 1, max: 1 }, `${JSON.stringify(user)} is counted`)
+        t.equal(await store.unregister(user, record.name, 'run-1'), true)
+        t.equal(await store.get(user, record.name), undefined)
+      }
+    })
+
     t.test('names and metas are data, not keys of an object', async t => {
       const user = someone()
       const odd = proxy(user, '__proto__', { metas: JSON.parse('{"constructor": "x", "__proto__": "y"}') })
