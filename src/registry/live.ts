@@ -160,10 +160,11 @@ export class LiveRegistry {
   /** One reconciliation: never throws; a failed read removes nothing. */
   async reconcileOnce (api: FrpsApiConfig): Promise<void> {
     try {
-      const removed = await reconcile(this.store, await onlineProxies(api), this.options.reconcileEvery)
-      this.counters.reconciled('ok')
+      const { removed, failed } = await reconcile(this.store, await onlineProxies(api), this.options.reconcileEvery)
       this.counters.removed(removed)
       if (removed > 0) this.log.info({ removed }, 'registry reconciled: records frps does not list removed')
+      if (failed.length > 0) throw new Error(`${failed.length} record(s) could not be removed: ${failed[0].message}`, { cause: failed[0] })
+      this.counters.reconciled('ok')
     } catch (err) {
       this.counters.reconciled('error')
       warnRepeated(this.log, 'registry\nreconcile', { err }, { error: (err as Error).message }, 'registry reconciliation failed')

@@ -1,12 +1,14 @@
 import type { PortOwner, PortRequest, ProxyRecord, QuotaLimits, QuotaRequest, QuotaResult, RegistryStore, Settle } from './store.js'
 
 interface Reservation { run_id: string, port: boolean, expiresAt: number }
-interface PortEntry { user: string, name: string, holdMs: number, heldUntil?: number }
+/** run_id and `at` (registered_at): the record using it, so a removal releases only the port of the record it removed */
+interface PortEntry { user: string, name: string, holdMs: number, heldUntil?: number, run_id?: string, at?: number }
 
 /** tcp and udp proxies hold a remote port: they are what maxPorts counts. */
 export const holdsPort = (type: string): boolean => type === 'tcp' || type === 'udp'
 
-const ownerKey = (user: string, name: string): string => `${user}\n${name}`
+// the length first: a user name with a newline in it cannot make another user's key
+const ownerKey = (user: string, name: string): string => `${user.length}\n${user}\n${name}`
 const inRanges = (port: number, ranges: PortRequest['ranges']): boolean => ranges.some(([lo, hi]) => port >= lo && port <= hi)
 /** The order of list(): by user, then proxy name. */
 export const byUserThenName = (a: ProxyRecord, b: ProxyRecord): number => a.user < b.user ? -1 : a.user > b.user ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0
@@ -34,15 +36,25 @@ export class MemoryRegistry implements RegistryStore {
   }
 
   async register (record: ProxyRecord): Promise<void> {
-    if (record.remote_port !== undefined && record.remote_port > 0) this.#claim(record.user, record.name, record.remote_port)
-    let records = this.#records.get(record.user)
-    if (records === undefined) this.#records.set(record.user, records = new Map())
-    records.set(record.name, copy(record))
-    this.#reservations.get(record.user)?.delete(record.name)
+    const { user, name } = record
+    const port = record.remote_port !== undefined && record.remote_port > 0 ? record.remote_port : undefined
+    if (port !== undefined) this.#claim(user, name, port, record)
+    let records = this.#records.get(user)
+    if (records === undefined) this.#records.set(user, records = new Map())
+    const replaced = records.get(name)
+    // the proxy's previous port, when this record does not use it (no port, another, or one refused): released as at a close
+    if (replaced?.remote_port !== undefined && replaced.remote_port !== port) this.#release(replaced.remote_port, user, name, replaced)
+    records.set(name, copy(record))
+    this.#endReservation(user, name)
+  }
+
+  #endReservation (user: string, name: string): void {
+    const reservations = this.#reservations.get(user)
+    if (reservations?.delete(name) === true && reservations.size === 0) this.#reservations.delete(user)
   }
 
   // the port is in use by (user, name) from now on, whoever held it (a hold ends here), unless another proxy has it open
-  #claim (user: string, name: string, port: number): void {
+  #claim (user: string, name: string, port: number, record: ProxyRecord): void {
     const key = ownerKey(user, name)
     const entry = this.#ports.get(port)
     const own = entry !== undefined && entry.user === user && entry.name === name
@@ -51,7 +63,7 @@ export class MemoryRegistry implements RegistryStore {
     if (entry !== undefined && !own) this.#owners.delete(ownerKey(entry.user, entry.name))
     const previous = this.#owners.get(key)
     if (previous !== undefined && previous !== port) this.#ports.delete(previous)
-    this.#ports.set(port, { user, name, holdMs: own ? entry.holdMs : 0 })
+    this.#ports.set(port, { user, name, holdMs: own ? entry.holdMs : 0, run_id: record.run_id, at: record.registered_at })
     this.#owners.set(key, port)
   }
 
@@ -63,20 +75,25 @@ export class MemoryRegistry implements RegistryStore {
     if (this.#logins.size > 10_000) for (const [k] of this.#logins) { if (this.#logins.size <= 9_000) break; this.#logins.delete(k) }
   }
 
-  async unregister (user: string, name: string, runId: string, settle?: Settle): Promise<boolean> {
+  async unregister (user: string, name: string, runId: string, settle?: Settle, registeredAt?: number): Promise<boolean> {
     const records = this.#records.get(user)
     const record = records?.get(name)
     if (records === undefined || record === undefined || record.run_id !== runId) return false
+    if (registeredAt !== undefined && record.registered_at !== registeredAt) return false
     if (settle !== undefined && settling(record, this.#logins.get(ownerKey(user, runId)), settle)) return false
     records.delete(name)
     if (records.size === 0) this.#records.delete(user)
-    const port = record.remote_port
-    const entry = port === undefined ? undefined : this.#ports.get(port)
-    if (port !== undefined && entry !== undefined && entry.user === user && entry.name === name) {
-      if (entry.holdMs > 0) entry.heldUntil = this.#now() + entry.holdMs
-      else this.#free(port, entry)
-    }
+    if (record.remote_port !== undefined) this.#release(record.remote_port, user, name, record)
     return true
+  }
+
+  /** The port the record of (user, name) had in use, that record gone: held for its holdMs, or freed; not one a newer record claimed. */
+  #release (port: number, user: string, name: string, record: ProxyRecord): void {
+    const entry = this.#ports.get(port)
+    if (entry === undefined || entry.user !== user || entry.name !== name || entry.heldUntil !== undefined) return
+    if (entry.run_id !== record.run_id || entry.at !== record.registered_at) return
+    if (entry.holdMs > 0) entry.heldUntil = this.#now() + entry.holdMs
+    else this.#free(port, entry)
   }
 
   #free (port: number, entry: PortEntry): void {
@@ -106,7 +123,13 @@ export class MemoryRegistry implements RegistryStore {
     const { user, name } = request
     const records = this.#records.get(user)
     let reservations = this.#reservations.get(user)
-    if (reservations !== undefined) for (const [n, r] of reservations) if (r.expiresAt <= now) reservations.delete(n)
+    if (reservations !== undefined) {
+      for (const [n, r] of reservations) if (r.expiresAt <= now) reservations.delete(n)
+      if (reservations.size === 0) {
+        this.#reservations.delete(user)
+        reservations = undefined
+      }
+    }
     if (records?.has(name) === true || reservations?.has(name) === true) return { allowed: true }
     let proxies = 0
     let client = 0
@@ -129,8 +152,7 @@ export class MemoryRegistry implements RegistryStore {
   }
 
   async release (user: string, name: string, runId: string): Promise<void> {
-    const reservations = this.#reservations.get(user)
-    if (reservations?.get(name)?.run_id === runId) reservations.delete(name)
+    if (this.#reservations.get(user)?.get(name)?.run_id === runId) this.#endReservation(user, name)
   }
 
   async assignPort ({ user, name, ranges, holdMs }: PortRequest): Promise<number | undefined> {

@@ -42,15 +42,34 @@ export async function onlineProxies (api: FrpsApiConfig, types: readonly string[
       await res.body.dump()
       throw new Error(`${where}: a body of ${length} bytes is more than ${MAX_BODY_BYTES}`)
     }
+    // a chunked body has no Content-Length: it is counted as it comes
+    const chunks: Buffer[] = []
+    let size = 0
+    try {
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        size += chunk.length
+        if (size > MAX_BODY_BYTES) {
+          res.body.destroy()
+          throw new Error(`a body of more than ${MAX_BODY_BYTES} bytes`)
+        }
+        chunks.push(chunk)
+      }
+    } catch (err) {
+      throw new Error(`${where}: ${(err as Error).message}`, { cause: err })
+    }
     let body: unknown
     try {
-      body = await res.body.json()
+      body = JSON.parse(Buffer.concat(chunks, size).toString('utf8'))
     } catch (err) {
       throw new Error(`${where}: not JSON: ${(err as Error).message}`, { cause: err })
     }
-    const proxies = (body as { proxies?: unknown } | null)?.proxies
-    // frps answers {"proxies": null} for a type that has none
-    if (proxies === null || proxies === undefined) return
+    // frps always sends the key ({"proxies": []}, or null in some versions): a body without it is not
+    // frps's answer (a wrong URL, a proxy in front), and taking it for "none online" would empty the registry
+    if (body === null || typeof body !== 'object' || Array.isArray(body) || !Object.hasOwn(body, 'proxies')) {
+      throw new Error(`${where}: expected {"proxies": [...]}, not frps's answer`)
+    }
+    const proxies = (body as { proxies: unknown }).proxies
+    if (proxies === null) return
     if (!Array.isArray(proxies)) throw new Error(`${where}: expected {"proxies": [...]}`)
     for (const p of proxies) {
       const { name, status } = (p ?? {}) as { name?: unknown, status?: unknown }
@@ -62,14 +81,20 @@ export async function onlineProxies (api: FrpsApiConfig, types: readonly string[
 
 /**
  * Removes the records frps does not list online and that are older than `graceMs` (a proxy
- * registered a moment ago may not be listed yet). Each goes as a CloseProxy of its own run_id
- * would, so a proxy re-registered meanwhile stays. Answers the records removed.
+ * registered a moment ago may not be listed yet). Each goes only if it is still the record listed
+ * (same run_id and registration time), so a proxy re-registered meanwhile stays. A removal that
+ * fails does not stop the others. Answers the records removed and the removals that failed.
  */
-export async function reconcile (store: RegistryStore, online: ReadonlySet<string>, graceMs: number, now = Date.now()): Promise<number> {
+export async function reconcile (store: RegistryStore, online: ReadonlySet<string>, graceMs: number, now = Date.now()): Promise<{ removed: number, failed: Error[] }> {
   let removed = 0
+  const failed: Error[] = []
   for (const record of await store.list()) {
     if (online.has(record.name) || now - record.registered_at <= graceMs) continue
-    if (await store.unregister(record.user, record.name, record.run_id)) removed++
+    try {
+      if (await store.unregister(record.user, record.name, record.run_id, undefined, record.registered_at)) removed++
+    } catch (err) {
+      failed.push(err as Error)
+    }
   }
-  return removed
+  return { removed, failed }
 }

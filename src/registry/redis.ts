@@ -6,18 +6,21 @@ import type { PortOwner, PortRequest, ProxyRecord, QuotaLimit, QuotaLimits, Quot
 const NOW = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
 
-// KEYS proxies, reservations; ARGV name, record JSON
+// KEYS proxies, reservations; ARGV name, record JSON. The record it replaces, or nil.
 const REGISTER_LUA = `
+local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[1])
+return old
 `
 
-// KEYS proxies, logins; ARGV name, run_id, now, settle ms ('' for none). 1 when removed.
+// KEYS proxies, logins; ARGV name, run_id, now, settle ms ('' for none), registered_at of the record
+// to remove (not one registered since). 1 when removed.
 const UNREGISTER_LUA = `
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
 local r = cjson.decode(v)
-if r.run_id ~= ARGV[2] then return 0 end
+if r.run_id ~= ARGV[2] or r.registered_at ~= tonumber(ARGV[5]) then return 0 end
 if ARGV[4] ~= '' then
   local at = tonumber(redis.call('HGET', KEYS[2], ARGV[2]))
   if at and r.registered_at >= at and tonumber(ARGV[3]) - at < tonumber(ARGV[4]) then return 0 end
@@ -81,18 +84,24 @@ local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v and cjson.decode(v).run_id == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
 `
 
-// The port table: KEYS[1] port -> {user, name, holdMs, heldUntil}, KEYS[2] "user\\nname" -> port.
+// The port table: KEYS[1] port -> {user, name, holdMs, heldUntil, run_id, at}, KEYS[2] owner -> port,
+// the owner "user\\nname", or for a user with a newline in it (who could make another's) both in hex.
 const PORTS = `
-local function owner(d) return d.user .. '\\n' .. d.name end
+local function hex(s) return (string.gsub(s, '.', function(c) return string.format('%02x', string.byte(c)) end)) end
+local function okey(user, name)
+  if string.find(user, '\\n', 1, true) then return hex(user) .. ':' .. hex(name) end
+  return user .. '\\n' .. name
+end
+local function owner(d) return okey(d.user, d.name) end
 local function free(port, d)
   redis.call('HDEL', KEYS[1], port)
   if redis.call('HGET', KEYS[2], owner(d)) == port then redis.call('HDEL', KEYS[2], owner(d)) end
 end`
 
-// (user, name) uses port for run_id, whoever held it
+// (user, name) uses port for run_id and the record registered at `at`, whoever held it
 const CLAIM = `
-local function claim(user, name, port, runId)
-  local key = user .. '\\n' .. name
+local function claim(user, name, port, runId, at)
+  local key = okey(user, name)
   local holdMs = 0
   local e = redis.call('HGET', KEYS[1], port)
   if e then
@@ -106,35 +115,42 @@ local function claim(user, name, port, runId)
     local p = redis.call('HGET', KEYS[1], prev)
     if p and owner(cjson.decode(p)) == key then redis.call('HDEL', KEYS[1], prev) end
   end
-  redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = holdMs, run_id = runId}))
+  redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = holdMs, run_id = runId, at = tonumber(at)}))
   redis.call('HSET', KEYS[2], key, port)
 end`
 
-// ARGV user, name, port, run_id
+// ARGV user, name, port, run_id, registered_at
 const CLAIM_LUA = `${PORTS}${CLAIM}
-claim(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+claim(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 `
 
-// ARGV user, name, port, run_id: the proxy of that run_id closed; its port is held for holdMs, or freed.
-// A port a newer session of the proxy claimed meanwhile stays in use.
-const RELEASE_PORT_LUA = `${NOW}${PORTS}
-local e = redis.call('HGET', KEYS[1], ARGV[3])
-if not e then return 0 end
-local d = cjson.decode(e)
-if d.user ~= ARGV[1] or d.name ~= ARGV[2] or (d.run_id ~= nil and d.run_id ~= ARGV[4]) then return 0 end
-if d.holdMs > 0 then
-  d.heldUntil = now + d.holdMs
-  redis.call('HSET', KEYS[1], ARGV[3], cjson.encode(d))
-else
-  free(ARGV[3], d)
-end
-return 1
+// The port (user, name) has in use, its record (run_id, registered_at) gone: held for holdMs, or freed.
+// A port a newer record of the proxy claimed meanwhile stays in use (entries of older gateways have no `at`).
+const RELEASE = `
+local function release(user, name, port, runId, at)
+  local e = redis.call('HGET', KEYS[1], port)
+  if not e then return 0 end
+  local d = cjson.decode(e)
+  if d.user ~= user or d.name ~= name or d.heldUntil ~= nil then return 0 end
+  if (d.run_id ~= nil and d.run_id ~= runId) or (d.at ~= nil and d.at ~= at) then return 0 end
+  if d.holdMs > 0 then
+    d.heldUntil = now + d.holdMs
+    redis.call('HSET', KEYS[1], port, cjson.encode(d))
+  else
+    free(port, d)
+  end
+  return 1
+end`
+
+// ARGV user, name, port, run_id, registered_at
+const RELEASE_PORT_LUA = `${NOW}${PORTS}${RELEASE}
+return release(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
 `
 
 // The port of user and name, holding it holdMs; r: low and high of each range, flat. The port, or -1.
 const ASSIGN = `
 local function assign(user, name, holdMs, r)
-  local key = user .. '\\n' .. name
+  local key = okey(user, name)
   local function live(d) return d.heldUntil == nil or d.heldUntil > now end
   local function inside(p)
     for i = 1, #r, 2 do
@@ -184,11 +200,17 @@ return assign(ARGV[1], ARGV[2], tonumber(ARGV[3]), r)
 // 'r' (a reservation: KEYS its proxies and reservations, ARGV the 7 arguments of reserve),
 // 'a' (a port: user, name, holdMs, the number of ranges, then low and high of each), or
 // 'g' (a record: KEYS its proxies and reservations, ARGV user, name, port ('' for none), run_id,
-// record JSON). The answer of each change, in order (0 for a record); a change that fails (a value
+// registered_at, record JSON). The answer of each change, in order (0 for a record); a change that fails (a value
 // that is not what a gateway wrote) answers its error and leaves the others be.
-const ONE_NODE_LUA = `${NOW}${PORTS}${CLAIM}${RESERVE}${ASSIGN}
-local function register(kp, kr, user, name, port, runId, json)
-  if port ~= '' then claim(user, name, port, runId) end
+const ONE_NODE_LUA = `${NOW}${PORTS}${CLAIM}${RELEASE}${RESERVE}${ASSIGN}
+local function register(kp, kr, user, name, port, runId, at, json)
+  if port ~= '' then claim(user, name, port, runId, at) end
+  local old = redis.call('HGET', kp, name)
+  if old then
+    -- the proxy's previous port, when this record does not use it (no port, another, or one refused)
+    local o = cjson.decode(old)
+    if o.remote_port ~= nil and tostring(o.remote_port) ~= port then release(user, name, tostring(o.remote_port), o.run_id, o.registered_at) end
+  end
   redis.call('SADD', KEYS[3], user)
   redis.call('HSET', kp, name, json)
   redis.call('HDEL', kr, name)
@@ -211,8 +233,8 @@ while i <= #ARGV do
     out[#out + 1] = answer(pcall(assign, ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), r))
     i = i + 5 + n * 2
   else
-    out[#out + 1] = answer(pcall(register, KEYS[k], KEYS[k + 1], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]))
-    k, i = k + 2, i + 6
+    out[#out + 1] = answer(pcall(register, KEYS[k], KEYS[k + 1], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]))
+    k, i = k + 2, i + 7
   end
 end
 return out
@@ -228,14 +250,14 @@ return e
 `
 
 interface Commands {
-  frpgwRegRegister (proxies: string, reservations: string, name: string, json: string): Promise<unknown>
+  frpgwRegRegister (proxies: string, reservations: string, name: string, json: string): Promise<string | null>
   frpgwRegOneNode (keys: number, ...keysThenArgs: string[]): Promise<Array<number | number[]>>
-  frpgwRegUnregister (proxies: string, logins: string, name: string, runId: string, now: string, settleMs: string): Promise<number>
+  frpgwRegUnregister (proxies: string, logins: string, name: string, runId: string, now: string, settleMs: string, registeredAt: string): Promise<number>
   frpgwRegLogin (logins: string, runId: string, at: string, ttlMs: string): Promise<unknown>
   frpgwRegReserve (proxies: string, reservations: string, ...args: string[]): Promise<number[]>
   frpgwRegRelease (reservations: string, name: string, runId: string): Promise<unknown>
-  frpgwPortClaim (ports: string, owners: string, user: string, name: string, port: string, runId: string): Promise<unknown>
-  frpgwPortRelease (ports: string, owners: string, user: string, name: string, port: string, runId: string): Promise<number>
+  frpgwPortClaim (ports: string, owners: string, user: string, name: string, port: string, runId: string, registeredAt: string): Promise<unknown>
+  frpgwPortRelease (ports: string, owners: string, user: string, name: string, port: string, runId: string, registeredAt: string): Promise<number>
   frpgwPortAssign (ports: string, owners: string, ...args: string[]): Promise<number>
   frpgwPortOwner (ports: string, port: string): Promise<string | null>
 }
@@ -331,14 +353,19 @@ export class RedisRegistry implements RegistryStore {
   async register (record: ProxyRecord): Promise<void> {
     const port = record.remote_port !== undefined && record.remote_port > 0 ? String(record.remote_port) : ''
     const { user, name, run_id: runId } = record
-    const [proxies, reservations, json] = [this.proxiesKey(user), this.reservationsKey(user), JSON.stringify(record)]
+    const [proxies, reservations, json, at] = [this.proxiesKey(user), this.reservationsKey(user), JSON.stringify(record), String(record.registered_at)]
     if (this.#changes !== undefined) {
-      await this.#changes.add([proxies, reservations], ['g', user, name, port, runId, json])
+      await this.#changes.add([proxies, reservations], ['g', user, name, port, runId, at, json])
       return
     }
-    if (port !== '') await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, user, name, port, runId)
+    if (port !== '') await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, user, name, port, runId, at)
     await this.#client.sadd(this.usersKey, user)
-    await this.#c.frpgwRegRegister(proxies, reservations, name, json)
+    const old = await this.#c.frpgwRegRegister(proxies, reservations, name, json)
+    const replaced = old === null ? undefined : JSON.parse(old) as ProxyRecord
+    // the proxy's previous port, when this record does not use it (no port, another, or one refused)
+    if (replaced?.remote_port !== undefined && String(replaced.remote_port) !== port) {
+      await this.#c.frpgwPortRelease(this.portsKey, this.ownersKey, user, name, String(replaced.remote_port), replaced.run_id, String(replaced.registered_at))
+    }
   }
 
   async noteLogin (user: string, runId: string, at: number): Promise<void> {
@@ -346,18 +373,19 @@ export class RedisRegistry implements RegistryStore {
     await this.#c.frpgwRegLogin(this.loginsKey(user), runId, String(at), '60000')
   }
 
-  async unregister (user: string, name: string, runId: string, settle?: Settle): Promise<boolean> {
+  async unregister (user: string, name: string, runId: string, settle?: Settle, registeredAt?: number): Promise<boolean> {
     const record = await this.get(user, name)
-    if (record === undefined || record.run_id !== runId) return false
+    if (record === undefined || record.run_id !== runId || (registeredAt !== undefined && record.registered_at !== registeredAt)) return false
     if (settle !== undefined) {
       const at = await this.#client.hget(this.loginsKey(user), runId)
       if (settling(record, at === null ? undefined : Number(at), settle)) return false
     }
     if (record.remote_port !== undefined && record.remote_port > 0) {
-      await this.#c.frpgwPortRelease(this.portsKey, this.ownersKey, user, name, String(record.remote_port), runId)
+      await this.#c.frpgwPortRelease(this.portsKey, this.ownersKey, user, name, String(record.remote_port), runId, String(record.registered_at))
     }
+    // the record read: one registered since (a reconnect) stays, and its port was not released above
     return await this.#c.frpgwRegUnregister(this.proxiesKey(user), this.loginsKey(user), name, runId,
-      String(settle?.now ?? 0), settle === undefined ? '' : String(settle.ms)) === 1
+      String(settle?.now ?? 0), settle === undefined ? '' : String(settle.ms), String(record.registered_at)) === 1
   }
 
   async get (user: string, name: string): Promise<ProxyRecord | undefined> {

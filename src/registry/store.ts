@@ -64,14 +64,19 @@ export interface PortOwner { user: string, name: string, heldUntil?: number }
 
 export interface RegistryStore {
   readonly kind: 'memory' | 'redis'
-  /** A NewProxy answered allow or modify: replaces the record of (user, name), ends its reservation, and marks its remote port used. */
+  /**
+   * A NewProxy answered allow or modify: replaces the record of (user, name), ends its reservation, and
+   * marks its remote port used; the port of the record it replaces, if this one does not use it, is
+   * released as at a close.
+   */
   register (record: ProxyRecord): Promise<void>
   /**
    * A CloseProxy, or reconciliation finding the proxy gone: removes the record only when its run_id
    * matches; its port is then held for its holdMs. With `settle`, a record registered after a
-   * reconnect Login of that run_id less than settle.ms ago stays (see noteLogin). True when removed.
+   * reconnect Login of that run_id less than settle.ms ago stays (see noteLogin). With `registeredAt`
+   * (reconciliation), only the record registered then goes, not one registered again since. True when removed.
    */
-  unregister (user: string, name: string, runId: string, settle?: Settle): Promise<boolean>
+  unregister (user: string, name: string, runId: string, settle?: Settle, registeredAt?: number): Promise<boolean>
   /**
    * A Login of a client that has a run_id already: a reconnect. frpc keeps its run_id, and frps sends
    * the old session's CloseProxy calls from a background goroutine, so one can arrive after the new

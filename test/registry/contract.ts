@@ -222,6 +222,69 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.equal(await store.assignPort({ user: oz, name: `${oz}.x`, ranges: [[lo, lo]], holdMs: 60_000 }), undefined, 'so no one is handed it')
     })
 
+    t.test('ports: a record replaced by one that does not use its port (another type, port 0, or a port refused) releases it as a close would', async t => {
+      const ned = someone()
+      const [open] = ports(1)
+      await store.register(proxy(ned, 'live', { remote_port: open }))
+      for (const replacement of [{ type: 'http' }, { remote_port: undefined }, { remote_port: open }]) {
+        const kim = someone()
+        const [lo] = ports(1)
+        t.equal(await store.assignPort({ user: kim, name: `${kim}.p`, ranges: [[lo, lo]], holdMs: 60_000 }), lo)
+        await store.register(proxy(kim, 'p', { run_id: 'old', remote_port: lo }))
+        await store.register(proxy(kim, 'p', { run_id: 'new', registered_at: 1_780_000_001_000, ...replacement }))
+        const held = await store.portOwner(lo)
+        t.equal(held?.heldUntil !== undefined, true, `${JSON.stringify(replacement)}: the old port is held for the proxy, no longer in use`)
+        t.equal(await store.unregister(kim, `${kim}.p`, 'new'), true)
+        t.same(await store.portOwner(lo), held, 'and its close changes nothing more')
+        t.equal(await store.assignPort({ user: kim, name: `${kim}.p`, ranges: [[lo, lo]], holdMs: 60_000 }), lo, 'the proxy gets it back')
+      }
+      t.same(await store.portOwner(open), { user: ned, name: `${ned}.live` }, 'the port refused stays with the proxy that has it')
+    })
+
+    t.test('ports: a user name with a newline in it gets no other user\'s port', async t => {
+      const tag = someone()
+      const [lo, hi] = ports(2)
+      // the same "user\nname" text, split otherwise
+      const a = { user: tag, name: `${tag}.y\n${tag}.p` }
+      const b = { user: `${tag}\n${tag}.y`, name: `${tag}.p` }
+      const pa = await store.assignPort({ ...a, ranges: [[lo, hi]], holdMs: 60_000 })
+      const pb = await store.assignPort({ ...b, ranges: [[lo, hi]], holdMs: 60_000 })
+      t.same([pa, pb], [lo, hi])
+      await store.register({ ...a, type: 'tcp', run_id: 'a', remote_port: pa, registered_at: 1 })
+      await store.register({ ...b, type: 'tcp', run_id: 'b', remote_port: pb, registered_at: 1 })
+      t.equal(await store.unregister(b.user, b.name, 'b'), true)
+      t.same(await store.portOwner(lo), a, 'a\'s proxy keeps its port in use')
+      t.equal((await store.portOwner(hi))?.heldUntil !== undefined, true, 'b\'s is held for b')
+      t.equal(await store.assignPort({ ...b, ranges: [[lo, hi]], holdMs: 60_000 }), hi)
+    })
+
+    t.test('unregister with registeredAt removes only the record registered then, not one registered again since', async t => {
+      const ida = someone()
+      const [lo] = ports(1)
+      await store.register(proxy(ida, 'p', { remote_port: lo, registered_at: 1000 }))
+      await store.register(proxy(ida, 'p', { remote_port: lo, registered_at: 2000 }))
+      t.equal(await store.unregister(ida, `${ida}.p`, 'run-1', undefined, 1000), false)
+      t.same(await store.portOwner(lo), { user: ida, name: `${ida}.p` }, 'its port stays in use')
+      t.equal(await store.unregister(ida, `${ida}.p`, 'run-1', undefined, 2000), true)
+    })
+
+    t.test('ports: a close racing a reconnect of the same run_id never holds the port the new record uses', async t => {
+      for (let i = 0; i < 10; i++) {
+        const max = someone()
+        const [lo] = ports(1)
+        await store.assignPort({ user: max, name: `${max}.p`, ranges: [[lo, lo]], holdMs: 7 * 86_400_000 })
+        await store.register(proxy(max, 'p', { run_id: 'R', remote_port: lo, registered_at: 1000 }))
+        await store.noteLogin(max, 'R', 5000)
+        await Promise.all([
+          store.unregister(max, `${max}.p`, 'R', { now: 5010, ms: 5000 }),
+          store.register(proxy(max, 'p', { run_id: 'R', remote_port: lo, registered_at: 5005 }))
+        ])
+        const record = await store.get(max, `${max}.p`)
+        if (record !== undefined) t.same(await store.portOwner(lo), { user: max, name: `${max}.p` }, `round ${i}: a record stays, its port in use`)
+        else t.equal((await store.portOwner(lo))?.heldUntil !== undefined, true, `round ${i}: the record went (its close came first), its port held`)
+      }
+    })
+
     t.test('ports: the asks of one tick, with one range or several, each get their own port, in the order asked', async t => {
       const [lo] = ports(6)
       const [dee, eli] = [someone(), someone()]

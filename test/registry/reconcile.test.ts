@@ -48,15 +48,71 @@ t.test('a failed read throws naming the URL and why, so nothing is removed on it
   await t.rejects(onlineProxies({ url: 'http://127.0.0.1:1' }, ['tcp']), { message: /^frps API http:\/\/127\.0\.0\.1:1\/api\/proxy\/tcp: / })
 })
 
+t.test('a 200 answer that is not frps\'s (no "proxies" key: a wrong URL, a proxy in front) is a failed read, never "none online"', async t => {
+  for (const body of ['{}', 'null', '[]', '"ok"', '{"status":"ok"}']) {
+    const other = await fakeFrps(t, (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(body))
+    await t.rejects(onlineProxies({ url: other.url }, ['tcp']), { message: `frps API ${other.url}/api/proxy/tcp: expected {"proxies": [...]}, not frps's answer` }, body)
+  }
+})
+
+t.test('a chunked body (no Content-Length) is cut at 32 MiB', async t => {
+  const chunk = Buffer.alloc(1024 * 1024, ' ')
+  let written = 0
+  const frps = await fakeFrps(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.write('{"proxies":[')
+    const more = (): void => {
+      while (written < 40 * 1024 * 1024) {
+        written += chunk.length
+        if (!res.write(chunk)) { res.once('drain', more); return }
+      }
+      res.end(']}')
+    }
+    res.on('error', () => {})
+    more()
+  })
+  await t.rejects(onlineProxies({ url: frps.url }, ['tcp']), { message: `frps API ${frps.url}/api/proxy/tcp: a body of more than ${32 * 1024 * 1024} bytes` })
+  t.ok(written < 40 * 1024 * 1024, `the read stopped before the end (${written} bytes written)`)
+})
+
 t.test('reconcile removes records frps does not list online, once older than the grace period', async t => {
   const store = new MemoryRegistry()
   const now = 1_780_000_000_000
   await store.register({ user: 'alice', name: 'alice.p1', type: 'tcp', run_id: 'a', remote_port: 16001, registered_at: now - 120_000 })
   await store.register({ user: 'bob', name: 'bob.p1', type: 'tcp', run_id: 'b', remote_port: 16002, registered_at: now - 120_000 })
   await store.register({ user: 'bob', name: 'bob.new', type: 'tcp', run_id: 'b', registered_at: now - 10_000 })
-  t.equal(await reconcile(store, new Set(['alice.p1']), 60_000, now), 1)
+  t.same(await reconcile(store, new Set(['alice.p1']), 60_000, now), { removed: 1, failed: [] })
   t.same((await store.list()).map(r => r.name), ['alice.p1', 'bob.new'], 'bob.p1 is gone (offline); bob.new is too young to judge')
   t.equal(await store.portOwner(16002), undefined, 'and its port is freed')
-  t.equal(await reconcile(store, new Set(['alice.p1']), 60_000, now + 60_000), 1)
+  t.same(await reconcile(store, new Set(['alice.p1']), 60_000, now + 60_000), { removed: 1, failed: [] })
   t.same((await store.list()).map(r => r.name), ['alice.p1'])
+})
+
+t.test('reconcile leaves a record registered again (a reconnect keeps its run_id) after it listed the old one', async t => {
+  const store = new MemoryRegistry()
+  const old = { user: 'alice', name: 'alice.p1', type: 'tcp', run_id: 'r1', remote_port: 16001, registered_at: 1000 }
+  await store.register(old)
+  const list = store.list.bind(store)
+  store.list = async (user?: string) => {
+    const listed = await list(user)
+    await store.register({ ...old, registered_at: 200_000 })
+    return listed
+  }
+  t.same(await reconcile(store, new Set(), 60_000, 100_000), { removed: 0, failed: [] })
+  t.equal((await store.get('alice', 'alice.p1'))?.registered_at, 200_000)
+  t.same(await store.portOwner(16001), { user: 'alice', name: 'alice.p1' }, 'its port stays in use')
+})
+
+t.test('a removal that fails does not stop the others; the failures are answered', async t => {
+  const store = new MemoryRegistry()
+  for (const user of ['a', 'b', 'c']) await store.register({ user, name: `${user}.p`, type: 'http', run_id: 'r', registered_at: 0 })
+  const unregister = store.unregister.bind(store)
+  store.unregister = async (user, ...rest) => {
+    if (user === 'b') throw new Error('store said no')
+    return await unregister(user, ...rest)
+  }
+  const { removed, failed } = await reconcile(store, new Set(), 60_000, 100_000)
+  t.equal(removed, 2)
+  t.same(failed.map(e => e.message), ['store said no'])
+  t.same((await store.list()).map(r => r.name), ['b.p'])
 })
