@@ -262,6 +262,15 @@ interface Commands {
   frpgwPortOwner (ports: string, port: string): Promise<string | null>
 }
 
+// JSON.stringify writes a lone surrogate (from a caller, never from frps) as an escape, \ud800, that
+// Redis's cjson refuses to read: every script reading that user's records would fail, its quota with
+// them. Written as U+FFFD, as ioredis writes one in a key; an escaped backslash before it is kept.
+const LONE_SURROGATE = /(?<=(?:^|[^\\])(?:\\\\)*)\\ud[89a-f][0-9a-f]{2}/g
+function recordJson (record: ProxyRecord): string {
+  const json = JSON.stringify(record)
+  return json.includes('\\ud') ? json.replace(LONE_SURROGATE, '\\ufffd') : json
+}
+
 // at most 166 records, 125 reservations or 166 port requests of one range a script
 const BATCH_ARGS = 1000
 const LIMITS: readonly QuotaLimit[] = ['maxProxies', 'maxProxiesPerClient', 'maxPorts']
@@ -353,7 +362,7 @@ export class RedisRegistry implements RegistryStore {
   async register (record: ProxyRecord): Promise<void> {
     const port = record.remote_port !== undefined && record.remote_port > 0 ? String(record.remote_port) : ''
     const { user, name, run_id: runId } = record
-    const [proxies, reservations, json, at] = [this.proxiesKey(user), this.reservationsKey(user), JSON.stringify(record), String(record.registered_at)]
+    const [proxies, reservations, json, at] = [this.proxiesKey(user), this.reservationsKey(user), recordJson(record), String(record.registered_at)]
     if (this.#changes !== undefined) {
       await this.#changes.add([proxies, reservations], ['g', user, name, port, runId, at, json])
       return

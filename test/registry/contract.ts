@@ -335,6 +335,20 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       }
     })
 
+    t.test('a record with a lone surrogate in it (a caller\'s, never frps\'s) is counted, replaced and removed like any other', async t => {
+      const user = someone()
+      const [lo] = ports(1)
+      await store.register(proxy(user, 'a', { remote_port: lo, metas: { note: '\ud800', path: 'x\\ud800' }, subdomain: 'z\udfff' }))
+      const back = await store.get(user, `${user}.a`)
+      t.equal(back?.metas?.note.length, 1, 'one character stands for it')
+      t.equal(back?.metas?.path, 'x\\ud800', 'a backslash before "ud800" is kept as written')
+      t.same(await store.reserve({ user, name: `${user}.b`, run_id: 'run-1', port: true, ttlMs: 5000 }, { maxProxies: 1 }),
+        { allowed: false, limit: 'maxProxies', count: 1, max: 1 }, 'the quota counts it')
+      await store.register(proxy(user, 'a', { type: 'http', metas: { note: '\ud800' } }))
+      t.equal((await store.portOwner(lo))?.heldUntil !== undefined, true, 'replaced: its port released')
+      t.equal(await store.unregister(user, `${user}.a`, 'run-1'), true, 'a CloseProxy removes it')
+    })
+
     t.test('names and metas are data, not keys of an object', async t => {
       const user = someone()
       const odd = proxy(user, '__proto__', { metas: JSON.parse('{"constructor": "x", "__proto__": "y"}') })
