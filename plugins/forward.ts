@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import { Pool, type Dispatcher } from 'undici'
 import { z } from 'zod'
-import { intIn, MAX_DEADLINE_MS, undiciTimeouts } from '../src/bounds.js'
+import { intIn, MAX_DEADLINE_MS, parseHttpUrl, undiciTimeouts } from '../src/bounds.js'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import { describeJsonError } from '../src/json-error.js'
@@ -105,13 +105,6 @@ function createBreaker ({ failureThreshold, resetAfterMs }: { failureThreshold: 
   }
 }
 
-function parseUrl (raw: string): URL {
-  const url = new URL(raw)
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`expected an http:// or https:// URL, got ${url.protocol}`)
-  if (url.username !== '' || url.password !== '') throw new Error('credentials in the URL are not sent: put an Authorization header in headers')
-  return url
-}
-
 function readCa (path: string): Buffer {
   const pem = readFileSync(path)
   try {
@@ -151,7 +144,7 @@ export default definePlugin({
     }).optional()
   }),
   create (options, deps) {
-    const url = compileAt('url', () => parseUrl(options.url))
+    const url = compileAt('url', () => parseHttpUrl(options.url))
     if (url?.protocol === 'http:' && (options.tls.ca !== undefined || !options.tls.verify)) compileAt('tls', () => { throw new Error('tls applies to https:// URLs only') })
     const ca = options.tls.ca !== undefined ? compileAt('tls.ca', () => readCa(options.tls.ca as string)) : undefined
     const extra = Object.entries(options.headers).flatMap(([name, value]) => {

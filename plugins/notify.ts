@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { durationIn, intIn } from '../src/bounds.js'
+import { durationIn, intIn, parseHttpUrl } from '../src/bounds.js'
 import { definePlugin } from '../src/chain.js'
 import type { CommitEvent } from '../src/commit.js'
 import { compileAt, OptionError } from '../src/errors.js'
@@ -104,7 +104,10 @@ export default definePlugin({
     const throttleKey = throttle === undefined ? undefined : compileAt('throttle.key', () => compileTemplate(throttle.key, { step: deps.name, extra: EVENT_NAMES }))
     const target: Sink = compileAt('sink', () => {
       const s = options.sink
-      if ('webhook' in s) return new WebhookSink(s.webhook)
+      if ('webhook' in s) {
+        compileAt('webhook.url', () => parseHttpUrl(s.webhook.url))
+        return new WebhookSink({ ...s.webhook, connections: options.concurrency })
+      }
       if ('redisStream' in s) return new RedisStreamSink(deps.redis(), s.redisStream.stream, s.redisStream.maxLen)
       return new FileSink(s.file.path)
     })

@@ -36,3 +36,11 @@ export function durationIn (minMs: number, maxMs: number, what: string): z.ZodTy
     .transform(d => typeof d === 'number' ? d : Number(/^\d+/.exec(d)?.[0]) * UNITS[d.replace(/^\d+/, '')])
     .refine(ms => ms >= minMs && ms <= maxMs, `expected ${what} ${range}`)
 }
+
+/** An http(s) URL for undici, which sends no credentials written in it: refused at config time, not lost at every call. */
+export function parseHttpUrl (raw: string): URL {
+  const url = new URL(raw)
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`expected an http:// or https:// URL, got ${url.protocol}`)
+  if (url.username !== '' || url.password !== '') throw new Error('credentials in the URL are not sent: put an Authorization header in headers')
+  return url
+}

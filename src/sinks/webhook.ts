@@ -6,29 +6,47 @@ export interface WebhookOptions {
   url: string
   headers: Record<string, string>
   timeoutMs: number
+  /** the step's concurrency (default 4): a send past the pool's connections would wait for one, outside its timeout */
+  connections?: number
 }
 
 // a receiver's answer is read only to free the connection: a chat API answers a few bytes
 const MAX_ANSWER_BYTES = 64 * 1024
+// undici's timers bound the wait for the headers and between chunks, not a whole answer dripped
+// slowly: attempts past timeoutMs + CUT_AFTER_MS are cut at the next sweep (within timeoutMs + 1 s)
+const CUT_AFTER_MS = 500
+const SWEEP_MS = 500
 
 /** POSTs each event as JSON. A connection error, a timeout or a 5xx may pass on another attempt; any other non-2xx will not. */
 export class WebhookSink implements Sink {
   readonly label: string
   readonly #pool: Pool
-  readonly #url: URL
   readonly #path: string
   readonly #headers: Record<string, string>
   readonly #timeoutMs: number
+  /** attempts in flight: when each is cut, and how */
+  readonly #inFlight = new Map<() => void, number>()
+  #sweeper: NodeJS.Timeout | undefined
 
   constructor (opts: WebhookOptions) {
-    this.#url = new URL(opts.url)
+    const url = new URL(opts.url)
     // the path only: a token in the query (Slack, Discord and Feishu hooks carry one) stays out of logs
-    this.label = `webhook ${this.#url.origin}${this.#url.pathname.replace(/\/[^/]{16,}/g, '/***')}`
-    // the pool's own timeouts bound an attempt (connect, then headers, then body): an AbortSignal.timeout per event cost more than the request itself
-    this.#pool = new Pool(this.#url.origin, { connections: 8, connect: { timeout: opts.timeoutMs } })
-    this.#path = `${this.#url.pathname}${this.#url.search}`
+    this.label = `webhook ${url.origin}${url.pathname.replace(/\/[^/]{16,}/g, '/***')}`
+    // the pool's own timeouts bound an attempt's waits (connect, then headers, then each chunk) and a
+    // sweep its whole: an AbortSignal.timeout per event cost more than the request itself
+    this.#pool = new Pool(url.origin, { connections: opts.connections ?? 4, connect: { timeout: opts.timeoutMs } })
+    this.#path = `${url.pathname}${url.search}`
     this.#headers = { ...opts.headers, 'content-type': 'application/json' }
     this.#timeoutMs = opts.timeoutMs
+  }
+
+  #sweep (): void {
+    const now = performance.now()
+    for (const [cut, at] of this.#inFlight) if (at <= now) cut()
+    if (this.#inFlight.size === 0) {
+      clearInterval(this.#sweeper)
+      this.#sweeper = undefined
+    }
   }
 
   /**
@@ -39,12 +57,26 @@ export class WebhookSink implements Sink {
     await new Promise<void>((resolve, reject) => {
       let status = 0
       let bytes = 0
-      let tooLong = false
+      let cut: 'too long' | 'too slow' | undefined
+      const done = (): void => { this.#inFlight.delete(stop) }
+      // an answer whose status came is judged by it (a 2xx answered slowly was received: not sent twice)
       const settle = (): void => {
+        done()
         if (status >= 200 && status < 300) return resolve()
+        if (status === 0) return reject(new SinkError(`${this.label}: no answer within ${this.#timeoutMs} ms`, true))
         reject(new SinkError(`${this.label}: HTTP ${status}`, status >= 500 || status === 429))
       }
-      let abort: (err: Error) => void = () => {}
+      let abort: ((err: Error) => void) | undefined
+      const stop = (): void => {
+        cut ??= 'too slow'
+        if (abort !== undefined) abort(new Error('the answer took too long'))
+        else settle()
+      }
+      this.#inFlight.set(stop, performance.now() + this.#timeoutMs + CUT_AFTER_MS)
+      if (this.#sweeper === undefined) {
+        this.#sweeper = setInterval(() => this.#sweep(), SWEEP_MS)
+        this.#sweeper.unref()
+      }
       // undici's own handler shape (onConnect ... onError): the newer onRequestStart shape is wrapped into this one per request
       this.#pool.dispatch({ method: 'POST', path: this.#path, headers: this.#headers, body: event, ...undiciTimeouts(this.#timeoutMs) }, {
         onConnect: (stop: (err: Error) => void) => { abort = stop },
@@ -52,15 +84,16 @@ export class WebhookSink implements Sink {
         // the answer is read only to free the connection; past the limit the connection is dropped
         onData: (chunk: Buffer) => {
           bytes += chunk.length
-          if (bytes > MAX_ANSWER_BYTES && !tooLong) {
-            tooLong = true
-            abort(new Error(`answer over ${MAX_ANSWER_BYTES} bytes`))
+          if (bytes > MAX_ANSWER_BYTES && cut === undefined) {
+            cut = 'too long'
+            abort?.(new Error(`answer over ${MAX_ANSWER_BYTES} bytes`))
           }
           return true
         },
         onComplete: settle,
         onError: (err: Error) => {
-          if (tooLong) return settle()
+          if (cut !== undefined) return settle()
+          done()
           const { code } = err as { code?: string }
           const why = code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT'
             ? `no answer within ${this.#timeoutMs} ms`
@@ -74,5 +107,6 @@ export class WebhookSink implements Sink {
   /** After the queue's drain: a send still in flight is cut (pool.close would wait for it, up to timeoutMs past drainMs). */
   async close (): Promise<void> {
     await this.#pool.destroy()
+    clearInterval(this.#sweeper)
   }
 }

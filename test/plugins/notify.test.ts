@@ -148,13 +148,16 @@ t.test('redisStream and file sinks; trace shows the event and sends nothing', as
   t.equal(readFileSync(join(dir, 'events.jsonl'), 'utf8'), '{"u":"alice"}\n', 'trace sent nothing')
 })
 
-t.test('config: shadow mode, a sink with two keys, a bad template name are errors', async t => {
+t.test('config: shadow mode, a sink with two keys, a bad template name, credentials in a webhook URL are errors', async t => {
   const sink = { file: { path: '/tmp/x' } }
   const one = async (step: Record<string, unknown>) => await configIssues(t, { chain: [{ name: 'a', plugin: 'notify', ...step }] })
   t.match(await one({ mode: 'shadow', options: { sink } }), [{ path: 'chain[0].mode', message: /shadow mode has no meaning/ }])
   t.match(await one({ options: { sink: { ...sink, webhook: { url: 'http://x' } } } }), [{ path: 'chain[0].options.sink', message: /exactly one of/ }])
   t.match(await one({ options: { sink, template: { text: '{{nope}}' } } }), [{ path: 'chain[0].options.template.text', message: /unknown template name \{\{nope\}\}/ }])
   t.match(await one({ options: { sink: { redisStream: { stream: 's' } } } }), [{ path: 'chain[0].options.sink', message: /needs the top-level "redis" block/ }])
+  // undici would drop them from every POST: the receiver would answer 401 to each event
+  t.same(await one({ options: { sink: { webhook: { url: 'http://hook:s3cret@127.0.0.1/x' } } } }),
+    [{ path: 'chain[0].options.sink.webhook.url', message: 'credentials in the URL are not sent: put an Authorization header in headers' }])
 })
 
 t.test('SIGTERM drains the queues (within drainMs): events still waiting for a slow receiver are sent before exit', async t => {

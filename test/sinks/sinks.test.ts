@@ -10,9 +10,9 @@ import { createRedisClient } from '../../src/stores/redis-client.js'
 import { FileSink } from '../../src/sinks/file.js'
 import { SinkQueue, type QueueResult } from '../../src/sinks/queue.js'
 import { RedisStreamSink } from '../../src/sinks/redis-stream.js'
-import type { Sink } from '../../src/sinks/sink.js'
+import type { Sink, SinkError } from '../../src/sinks/sink.js'
 import { WebhookSink } from '../../src/sinks/webhook.js'
-import { redisCli, startRedis } from '../helpers/redis.js'
+import { redisCli, startRedis, waitFor } from '../helpers/redis.js'
 
 interface Receiver { url: string, bodies: string[], inFlight: () => number, most: () => number }
 
@@ -126,6 +126,38 @@ t.test('webhook: an attempt is given all of timeoutMs, whenever it starts, and a
     return performance.now() - started
   }))
   for (const ms of took) t.ok(ms >= 998 - 2 && ms < 998 + 1000 + 300, `gave up after ${Math.round(ms)} ms`)
+})
+
+t.test('webhook: an answer dripped slowly is cut within timeoutMs and a second more; its status, once come, decides', async t => {
+  // headers at once, then one byte every 200 ms: undici's timers see no wait long enough
+  const rx = await receiver(t, (_n, req, res) => {
+    res.writeHead(req.headers['x-status'] === '503' ? 503 : 200)
+    const timer = setInterval(() => res.write('x'), 200)
+    res.on('close', () => clearInterval(timer))
+  })
+  for (const status of ['200', '503']) {
+    const sink = new WebhookSink({ url: rx.url, headers: { 'x-status': status }, timeoutMs: 500 })
+    t.teardown(() => sink.close())
+    const started = performance.now()
+    const outcome = await sink.send('{}').then(() => 'sent', (err: SinkError) => `${err.message} (retryable: ${err.retryable})`)
+    const took = performance.now() - started
+    t.equal(outcome, status === '200' ? 'sent' : `webhook ${new URL(rx.url).origin}/hook: HTTP 503 (retryable: true)`, `a ${status} dripped`)
+    t.ok(took >= 500 && took < 500 + 1000 + 300, `cut after ${Math.round(took)} ms`)
+  }
+  await waitFor('the cut connections closed at the receiver', async () => rx.inFlight() === 0, 2000)
+})
+
+t.test('webhook: every send of the step\'s concurrency is in flight at once, none waits for a connection outside its timeout', async t => {
+  const rx = await receiver(t, () => {}) // never answers
+  const sink = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 400, connections: 16 })
+  t.teardown(() => sink.close())
+  const took = await Promise.all(Array.from({ length: 16 }, async () => {
+    const started = performance.now()
+    await t.rejects(sink.send('{}'), { message: /no answer within 400 ms/ })
+    return performance.now() - started
+  }))
+  t.equal(rx.most(), 16)
+  for (const ms of took) t.ok(ms < 400 + 1000 + 300, `gave up after ${Math.round(ms)} ms`)
 })
 
 t.test('the queue is bounded: with the receiver stuck, the oldest events are dropped and counted, and concurrency holds', async t => {
