@@ -55,7 +55,7 @@ function compileEvent (value: unknown, step: string, path: string, depth = 0): R
   if (depth > MAX_TEMPLATE_DEPTH) throw new OptionError(path, `nested more than ${MAX_TEMPLATE_DEPTH} levels`)
   if (typeof value === 'string') {
     const template: Template = compileAt(path, () => compileTemplate(value, { step, extra: EVENT_NAMES }))
-    return (e, values) => template(e.content, { op: e.op, reqid: e.reqid, values })
+    return (e, values) => template(e.content, { op: e.op, reqid: e.reqid, values, proxy: e.proxy })
   }
   if (Array.isArray(value)) {
     const items = value.map((v, i) => compileEvent(v, step, `${path}[${i}]`, depth + 1))
@@ -139,7 +139,7 @@ export default definePlugin({
     /** The key's count of events held back since its last event, or undefined when this one is held back too. */
     const admitted = (e: CommitEvent): number | undefined => {
       if (throttle === undefined || throttleKey === undefined) return 0
-      const key = throttleKey(e.content, { op: e.op, reqid: e.reqid, values: valuesOf(e, 0) })
+      const key = throttleKey(e.content, { op: e.op, reqid: e.reqid, values: valuesOf(e, 0), proxy: e.proxy })
       const w = windowOf(key, e.time, throttle.window)
       if (w.sent >= throttle.limit) {
         if (heldBack.size >= MAX_HELD_KEYS && !heldBack.has(key)) heldBack.delete(heldBack.keys().next().value as string)

@@ -111,6 +111,8 @@ export interface ChainResult {
   content?: Content
   /** the step that rejected or failed */
   step?: string
+  /** the registry's record of the call's proxy, read before the chain (NewUserConn, CloseProxy), for the commit */
+  proxy?: ProxyLookup
 }
 
 interface State { content: Content, modified: number, i: number, failure?: ChainResult }

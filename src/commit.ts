@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import { warnRepeated } from './log.js'
 import type { Outcome } from './metrics.js'
 import type { Content, Op } from './protocol.js'
+import type { ProxyLookup } from './registry/store.js'
 
 /** What frps was told, as the commit phase tells it to the steps that ask. */
 export interface CommitEvent {
@@ -15,6 +16,8 @@ export interface CommitEvent {
   reqid: string
   /** when the call arrived, ms since the epoch */
   time: number
+  /** the registry's record of the call's proxy, when a step reads its metas (NewUserConn, CloseProxy) */
+  proxy?: ProxyLookup
   log: Logger
 }
 

@@ -159,15 +159,17 @@ async function withProxy (registry: LiveRegistry, chain: readonly ChainStep[], c
     ctx.proxy = 'error'
   }
   ctx.trace?.({ step: 'registry', read, record: ctx.proxy, seconds: (performance.now() - started) / 1000, error })
-  if (error === undefined) return await runChain(chain, content, ctx)
+  // the record goes on to the commit, for the steps that act there (notify's when and templates)
+  const run = async (): Promise<ChainResult> => ({ ...await runChain(chain, content, ctx), proxy: ctx.proxy })
+  if (error === undefined) return await run()
   const late = error instanceof DeadlineExceeded
   const { code, name, message } = error as { code?: unknown, name?: unknown, message?: unknown }
   warnRepeated(ctx.log, `registry\nread\n${String(code ?? name)}`, { step: 'registry', err: error }, { step: 'registry', error: message ?? String(error) },
     late ? 'deadline exceeded' : 'registry read failed')
-  if (ctx.op === 'CloseProxy') return late ? { outcome: 'allow' } : await runChain(chain, content, ctx)
+  if (ctx.op === 'CloseProxy') return late ? { outcome: 'allow' } : await run()
   if (late) return { outcome: 'error', reason: 'frp-plugin-gateway: deadline exceeded reading the registry', step: 'registry' }
   if (registry.options.onStoreError === 'reject') return { outcome: 'error', reason: 'frp-plugin-gateway: the registry cannot be read', step: 'registry' }
-  return await runChain(chain, content, ctx)
+  return await run()
 }
 
 /** A step's commit hook; with `when`, told only of calls whose final content its `when` matches. */
@@ -175,9 +177,9 @@ function commitHook (name: string, hook: NonNullable<Step['commit']>, when: Matc
   if (hook.when !== true) return { name, commit: hook.commit, describe: hook.describe }
   return {
     name,
-    commit: event => when(event.op, event.content) === null ? hook.commit(event) : undefined,
+    commit: event => when(event.op, event.content, event) === null ? hook.commit(event) : undefined,
     describe: event => {
-      const failed = when(event.op, event.content)
+      const failed = when(event.op, event.content, event)
       return failed === null ? hook.describe(event) : `nothing: when.${failed} does not hold on the final content`
     }
   }
@@ -198,7 +200,8 @@ function commitEvent (op: Op, sent: Content, result: ChainResult, reqid: string,
     reason: result.loggedReason ?? result.reason,
     reqid,
     time: Date.now(),
-    log
+    log,
+    proxy: result.proxy
   }
 }
 

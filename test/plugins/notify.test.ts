@@ -196,3 +196,25 @@ t.test('a stop right after a reload drains the queues of the chain the reload re
   t.equal(await gw.exited, 0)
   t.same(rx.bodies.map(b => b.n).sort(), ['req0', 'req1', 'req2', 'req3'], 'the replaced chain\'s events all sent before exit')
 })
+
+t.test('on NewUserConn and CloseProxy, a notify step\'s when.proxyMetas and {{proxy_metas.KEY}} read the registry\'s record of the proxy', async t => {
+  const rx = await receiver(t)
+  const gw = await startGateway(t, {
+    registry: {},
+    chain: [
+      { name: 'visits', plugin: 'notify', ops: ['NewUserConn', 'CloseProxy'], options: { sink: { webhook: { url: rx.url } }, template: { text: '{{op}} {{proxy_name}} owner={{proxy_metas.owner}}' } } },
+      { name: 'watched', plugin: 'notify', ops: ['NewUserConn'], when: { proxyMetas: { owner: 'ops' } }, options: { sink: { webhook: { url: rx.url } }, template: { watched: '{{proxy_name}}' } } }
+    ]
+  })
+  const opened = content('NewProxy', 'alice.ssh')
+  opened.metas = { owner: 'ops' }
+  t.equal((await gw.call('NewProxy', opened)).status, 200)
+  await gw.ref.current.drain()
+  t.equal((await gw.call('NewUserConn', content('NewUserConn', 'alice.ssh'))).status, 200)
+  await until(() => rx.bodies.length >= 2)
+  t.equal((await gw.call('CloseProxy', { user: opened.user, proxy_name: 'alice.ssh' })).status, 200)
+  await until(() => rx.bodies.length >= 3)
+  await sleep(100)
+  t.same(rx.bodies.filter(b => 'text' in b).map(b => b.text), ['NewUserConn alice.ssh owner=ops', 'CloseProxy alice.ssh owner=ops'])
+  t.same(rx.bodies.filter(b => 'watched' in b), [{ watched: 'alice.ssh' }])
+})
