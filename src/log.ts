@@ -94,7 +94,9 @@ export function createLogger (options: LogOptions, destination?: DestinationStre
     redact: { paths: options.redact, censor: REDACTED },
     serializers: { content: redactContent, err: pino.stdSerializers.err },
     hooks: { streamWrite: escapeUnsafe }
-  }, destination)
+    // stdout written synchronously: pino's default buffer is flushed at exit by a loop that retries a
+    // broken pipe (a log reader gone) for ever, so a stop never ended
+  }, destination ?? pino.destination({ dest: 1, sync: true }))
   repeatsOf.set(logger, { intervalMs: options.repeatIntervalMs ?? REPEAT_INTERVAL_MS, seen: new Map() })
   return logger
 }
