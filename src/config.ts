@@ -48,7 +48,9 @@ export const configSchema = z.strictObject({
     host: z.string().default('127.0.0.1'),
     port: port.default(9000),
     // a pattern, not zod's startsWith: that becomes "format": "starts_with", which no JSON Schema validator knows
-    path: z.string().regex(/^\//, 'expected a path starting with /').default('/handler').describe('path of the plugin RPC (frps httpPlugins.path)'),
+    // a plain path: fastify would take ":x" and "*" as route patterns, frps sends "?" and "#" as no path has them
+    path: z.string().regex(/^\/[A-Za-z0-9._~\/-]*$/, 'expected a path starting with /, of letters, digits, "/", ".", "_", "~" and "-"')
+      .default('/handler').describe('path of the plugin RPC (frps httpPlugins.path)'),
     // frp's control messages are at most 10 KiB each, so a call from frps is a few tens of KiB at most
     bodyLimitBytes: intIn(1024, 16 * 1024 * 1024).default(1024 * 1024).describe('larger bodies get 413 (bytes)'), // 1 MiB
     tls: tls.optional().describe('serve https (frps: addr = "https://...")')
@@ -121,10 +123,20 @@ function parseParts (raw: unknown): { config: Config, issues: ConfigIssue[] } {
     else issues.push(...issuesOf(parsed.error, ['chain', i]), ...unknownPluginBase(s, parsed.error, i), ...whenOfUnparsed(s, i))
   })
   issues.push(...duplicateNames(steps))
+  if (top.success) issues.push(...adminRouteTaken(top.data))
   const base = top.success ? top.data : topLevel.parse({})
   const redisBlock = top.success ? top.data.redis : redis.optional().safeParse((raw as { redis?: unknown } | null)?.redis).data
   const usersBlock = top.success ? top.data.users : (configSchema.shape.users).safeParse((raw as { users?: unknown } | null)?.users).data
   return { config: { ...base, redis: redisBlock, users: usersBlock, chain }, issues }
+}
+
+const ADMIN_ROUTES = ['/metrics', '/healthz', '/readyz', '/proxies']
+
+// Without an admin block the RPC listener serves the admin routes too: the RPC path cannot be one of them.
+function adminRouteTaken (config: { listen: { path: string }, admin?: unknown }): ConfigIssue[] {
+  const { path } = config.listen
+  if (config.admin !== undefined || !(ADMIN_ROUTES.includes(path) || path.startsWith('/proxies/'))) return []
+  return [{ path: 'listen.path', message: `"${path}" is an admin route, served on this listener without an "admin" block: choose another path, or add "admin"` }]
 }
 
 // A step of an unknown plugin still has its name, when, mode and enabled checked.

@@ -178,3 +178,15 @@ t.test('the example config rejects proxies that do not ask for encryption, and c
   t.same(await call({ ...proxy, proxy_type: 'xtcp' }), { outcome: 'allow' }, 'xtcp streams never pass frps')
   t.notMatch(readFileSync(`${ROOT}config/gateway.example.json`, 'utf8'), /"rewrite"/, 'no rewrite step in the example')
 })
+
+t.test('listen.path: a plain path, and no admin route when the admin routes are served beside it', async t => {
+  const problems = (raw: unknown) => issuesOf(() => parseConfig(raw))
+  for (const path of ['/:x', '/handler/*', '/h?x=1', '/a b', '/a%20b', 'handler']) {
+    t.same(problems({ listen: { path } }), [{ path: 'listen.path', message: 'expected a path starting with /, of letters, digits, "/", ".", "_", "~" and "-"' }], path)
+  }
+  for (const path of ['/metrics', '/healthz', '/readyz', '/proxies', '/proxies/alice']) {
+    t.same(problems({ listen: { path } }), [{ path: 'listen.path', message: `"${path}" is an admin route, served on this listener without an "admin" block: choose another path, or add "admin"` }], path)
+    t.equal(parseConfig({ listen: { path }, admin: {} }).listen.path, path, `${path} with an admin listener`)
+  }
+  t.equal(parseConfig({ listen: { path: '/frp/plugin-v1.0_~x' } }).listen.path, '/frp/plugin-v1.0_~x')
+})

@@ -39,7 +39,7 @@ t.test('SIGTERM with calls in flight: each gets its answer, then the process exi
 
 t.test('SIGTERM with its log reader gone (stdout a broken pipe): the process still exits 0', async t => {
   const served = await serveCli(['--config', configFile({ listen: { port: 0 }, drainMs: 0, chain: [] })], t)
-  served.child.stdout.destroy()
+  served.child.stdout?.destroy()
   await new Promise(resolve => setTimeout(resolve, 200))
   served.child.kill('SIGTERM')
   const code = await Promise.race([served.exited, new Promise(resolve => setTimeout(() => resolve('still running after 8 s'), 8000))])
