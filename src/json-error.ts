@@ -3,9 +3,14 @@
  * JSON.parse's own message quotes the text, and a body may hold a secret. Runs only after JSON.parse
  * failed; iterative, so any nesting depth is fine.
  */
-export function describeJsonError (text: string): string {
+export function describeJsonError (text: string, { lines = false } = {}): string {
   const found = findJsonError(text)
-  return found === null ? 'syntax error' : `${found.kind} at position ${found.at}`
+  if (found === null) return 'syntax error'
+  if (!lines) return `${found.kind} at position ${found.at}`
+  // a file is read by line and column
+  const before = text.slice(0, found.at)
+  const newline = before.lastIndexOf('\n')
+  return `${found.kind} at line ${before.split('\n').length}, column ${found.at - newline}`
 }
 
 const WHITESPACE = new Set([' ', '\t', '\n', '\r'])

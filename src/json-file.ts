@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { ConfigError } from './errors.js'
+import { describeJsonError } from './json-error.js'
 
 /** A JSON file's value; a ConfigError at `(file)` when it cannot be read or is not JSON. */
 export async function readJsonFile (file: string): Promise<unknown> {
@@ -11,7 +12,8 @@ export async function readJsonFile (file: string): Promise<unknown> {
   }
   try {
     return JSON.parse(text)
-  } catch (err) {
-    throw new ConfigError(file, [{ path: '(file)', message: `not valid JSON: ${(err as Error).message}` }])
+  } catch {
+    // JSON.parse's message quotes the file around the error, which may hold a password
+    throw new ConfigError(file, [{ path: '(file)', message: `not valid JSON: ${describeJsonError(text, { lines: true })}` }])
   }
 }

@@ -88,6 +88,9 @@ t.test('loadConfig names unreadable files and JSON syntax errors', async t => {
   t.match((missing as ConfigError).issues[0].message, /cannot read/)
   const broken = await loadConfig(configFile('{"chain": [')).catch((e: unknown) => e)
   t.match((broken as ConfigError).issues[0].message, /not valid JSON/)
+  // the commonest slip, a trailing comma: where, in one line, quoting nothing of the file (it may hold a password)
+  const comma = await loadConfig(configFile('{\n  "redis": {"url": "redis://:s3cret@h:6379"},\n  "chain": [\n    {"name": "a", "plugin": "reject"},\n  ]\n}\n')).catch((e: unknown) => e)
+  t.same((comma as ConfigError).issues, [{ path: '(file)', message: 'not valid JSON: unexpected character at line 5, column 3' }])
 })
 
 t.test('every number has a bound the code honours: past it, the error names the path and the range', async t => {

@@ -67,6 +67,11 @@ t.test('trace names a mislabelled NewWorkConn and content of the wrong type', as
   const notJson = await runCli(['trace', '--config', file, '--op', 'Login'], { stdin: '{' })
   t.equal(notJson.code, 1)
   t.match(notJson.stderr, /not valid JSON/)
+  const deep = await runCli(['trace', '--config', file], { stdin: JSON.stringify({ op: 'Login', content: { x: JSON.parse('['.repeat(40) + ']'.repeat(40)) } }) })
+  t.same({ code: deep.code, stderr: deep.stderr }, {
+    code: 1,
+    stderr: 'content (stdin): content.x nests objects and arrays deeper than 32 levels (the RPC route answers 400 FRPGW_ERR_TOO_DEEP)\n'
+  }, 'content the RPC route refuses: said as the route says it, no stack')
 })
 
 t.test('a whole frps body whose op differs from --op is refused, as the RPC route refuses it', async t => {

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { loadConfig } from '../config.js'
+import { GatewayError } from '../errors.js'
+import { describeJsonError } from '../json-error.js'
 import { createLogger } from '../log.js'
 import { createMetrics, type Outcome } from '../metrics.js'
 import { isObject, isOp, OPS, type Op } from '../protocol.js'
@@ -32,8 +34,8 @@ export async function trace (file: string, opName: string | undefined, contentFi
   let content: unknown
   try {
     content = JSON.parse(text)
-  } catch (err) {
-    throw new StartError(`content ${source} is not valid JSON: ${(err as Error).message}`)
+  } catch {
+    throw new StartError(`content ${source} is not valid JSON: ${describeJsonError(text, { lines: true })}`)
   }
   let op: Op | undefined = opName
   // a whole frps body is accepted too: {"version", "op", "content"}, and its op is the call's, as on the RPC route
@@ -47,7 +49,14 @@ export async function trace (file: string, opName: string | undefined, contentFi
   if (!isObject(content)) throw new StartError(`content ${source} must be a JSON object`)
   const runtime = await createRuntime(config, { metrics: createMetrics(), log, baseDir: dirname(file) }, file)
   try {
-    const result = await traceCall(runtime, op, content, log)
+    let result
+    try {
+      result = await traceCall(runtime, op, content, log)
+    } catch (err) {
+      // content the RPC route refuses before any step (nested too deep): said as the route says it
+      if (!(err instanceof GatewayError)) throw err
+      throw new StartError(`content ${source}: ${err.message} (the RPC route answers ${err.statusCode} ${err.code})`)
+    }
     process.stdout.write(formatTrace(result, new Map(config.chain.map(s => [s.name, s.plugin]))))
     return TRACE_EXIT[result.result.outcome]
   } finally {

@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path'
 import type { Cluster, Redis } from 'ioredis'
 import { loadConfig, type Config } from '../config.js'
 import { ConfigError, type ConfigIssue } from '../errors.js'
+import { describeJsonError } from '../json-error.js'
 import { readJsonFile } from '../json-file.js'
 import { createRedisClient, type RedisConfig } from '../stores/redis-client.js'
 import { FileUserSource } from '../users/file-source.js'
@@ -127,8 +128,8 @@ function parseRecord (name: string, text: string): Record<string, unknown> {
   let raw: unknown
   try {
     raw = JSON.parse(text)
-  } catch (err) {
-    throw new StartError(`${name}: the record is not valid JSON: ${(err as Error).message}`)
+  } catch {
+    throw new StartError(`${name}: the record is not valid JSON: ${describeJsonError(text)}`)
   }
   const issues = recordIssues(raw)
   if (issues.length > 0) throw new StartError(issueLines(`${name}: not a valid record`, issues))

@@ -1,5 +1,6 @@
 import { request } from 'undici'
 import { undiciTimeouts } from '../bounds.js'
+import { describeJsonError } from '../json-error.js'
 import { PROXY_TYPES } from '../users/record.js'
 import type { RegistryStore } from './store.js'
 
@@ -57,11 +58,12 @@ export async function onlineProxies (api: FrpsApiConfig, types: readonly string[
     } catch (err) {
       throw new Error(`${where}: ${(err as Error).message}`, { cause: err })
     }
+    const text = Buffer.concat(chunks, size).toString('utf8')
     let body: unknown
     try {
-      body = JSON.parse(Buffer.concat(chunks, size).toString('utf8'))
+      body = JSON.parse(text)
     } catch (err) {
-      throw new Error(`${where}: not JSON: ${(err as Error).message}`, { cause: err })
+      throw new Error(`${where}: not JSON: ${describeJsonError(text)}`, { cause: err })
     }
     // frps always sends the key ({"proxies": []}, or null in some versions): a body without it is not
     // frps's answer (a wrong URL, a proxy in front), and taking it for "none online" would empty the registry
