@@ -7,10 +7,10 @@ import type { Logger } from 'pino'
 import type { ChainResult } from './chain.js'
 import { GatewayError } from './errors.js'
 import { describeJsonError } from './json-error.js'
-import { callLogger, loggedReason, quote, reqidOf } from './log.js'
+import { callLogger, escapeUnsafe, loggedReason, quote, reqidOf } from './log.js'
 import { OUTCOMES, type Metrics, type Outcome } from './metrics.js'
 import {
-  answerFor, isObject, isOp, OPS, type Content, type Op
+  answerFor, clip, isObject, isOp, OPS, type Content, type Op
 } from './protocol.js'
 import { viewOf } from './registry/live.js'
 import type { Runtime } from './runtime.js'
@@ -49,10 +49,12 @@ function toGatewayError (err: Error & { code?: string, statusCode?: number }, re
     const type = req.headers['content-type']
     return new GatewayError('FRPGW_ERR_UNSUPPORTED_MEDIA_TYPE', type !== undefined ? quote(type) : 'none')
   }
-  // a client gone mid-body (aborted), or another of fastify's refusals of what was sent
-  if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) return new GatewayError('FRPGW_ERR_BAD_REQUEST', err.message)
+  // a client gone mid-body (aborted), or another of fastify's refusals of what was sent (its message may repeat the caller's path)
+  if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) return new GatewayError('FRPGW_ERR_BAD_REQUEST', escapeUnsafe(clip(err.message, MAX_FRAMEWORK_MESSAGE)))
   return new GatewayError('FRPGW_ERR_INTERNAL', err.message)
 }
+
+const MAX_FRAMEWORK_MESSAGE = 200
 
 /** Node's limit on the request line and headers together (its default, stated). */
 export const MAX_HEADER_BYTES = 16384
@@ -210,6 +212,8 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
   const app = Fastify({
     logger: false,
     requestIdHeader: false,
+    // GET /proxies/USER: a user name as long as a request line may be (fastify's default cuts at 100)
+    maxParamLength: MAX_HEADER_BYTES,
     genReqId: (req: { headers: Record<string, string | string[] | undefined> }) => reqidOf(req.headers['x-frp-reqid']),
     ...serverOptions(listener.deadlineMs, opts.https),
     clientErrorHandler (err: Error & { code?: string }, socket: Socket) {
@@ -242,6 +246,12 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
     refused(err, opts.logger)
     answerRaw(socket, err)
   })
+  // Node answers an Expect other than 100-continue by itself (a bare 417): answered as other refusals are
+  app.server.on('checkExpectation', (req: IncomingMessage) => {
+    const err = new GatewayError('FRPGW_ERR_BAD_REQUEST', `Expect ${quote(req.headers.expect ?? '')} is not supported`)
+    refused(err, opts.logger)
+    answerRaw(req.socket, err)
+  })
   const noRoute = (req: FastifyRequest, reply: FastifyReply): FastifyReply => {
     const path = req.url.split('?')[0]
     const err = path === listener.rpc?.path && req.method !== 'POST'
@@ -254,7 +264,7 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
   app.setNotFoundHandler(noRoute)
   // the common other methods on the RPC path are answered before their body is read (or refused)
   if (listener.rpc !== undefined) {
-    app.route({ method: ['GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'], url: listener.rpc.path, onRequest: async (req, reply) => noRoute(req, reply), handler: async () => {} })
+    app.route({ method: ['GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'QUERY'], url: listener.rpc.path, onRequest: async (req, reply) => noRoute(req, reply), handler: async () => {} })
   }
   app.setErrorHandler((err, req, reply) => {
     const gwErr = toGatewayError(err as Error, req, opts)

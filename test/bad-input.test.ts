@@ -264,6 +264,8 @@ const RAW_CASES: RawCase[] = [
   { name: 'a body that comes one byte at a time', send: s => { s.write(head('Content-Length: 100\r\n')); const drip = setInterval(() => { if (s.destroyed) clearInterval(drip); else s.write(' ') }, 100) }, status: 408, code: 'FRPGW_ERR_REQUEST_TIMEOUT' },
   { name: 'headers and then nothing', send: write(head('Content-Length: 2\r\n')), status: 408, code: 'FRPGW_ERR_REQUEST_TIMEOUT' },
   { name: 'half the headers', send: write('POST /handler?op=Login HTTP/1.1\r\nHost: 127.0.0.1\r\n'), status: 408, code: 'FRPGW_ERR_REQUEST_TIMEOUT' },
+  { name: 'an Expect other than 100-continue (Node would answer a bare 417)', send: write(head('Expect: foo\r\nContent-Length: 2\r\n') + '{}'), status: 400, code: 'FRPGW_ERR_BAD_REQUEST' },
+  { name: 'QUERY without a Content-Type', send: write('QUERY /handler HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), status: 405, code: 'FRPGW_ERR_METHOD_NOT_ALLOWED' },
   { name: 'no Host header (frps always sends it; it is no reason to refuse a call)', send: write('POST /handler?op=Login HTTP/1.1\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}'), status: 400, code: 'FRPGW_ERR_BAD_ENVELOPE' }
 ]
 

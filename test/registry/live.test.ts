@@ -213,3 +213,16 @@ t.test('a reconnect: the old session\'s late CloseProxy, with the run_id frpc ke
   const log = (await import('pino')).default({ level: 'silent' })
   t.match((await traceCall(gw.ref.current, 'Login', login, log)).commits, [/^registry: would note a reconnect of run_id 9a961f8f3302e589: for 5 s/])
 })
+
+t.test('GET /proxies/USER for a user name of any length a request line allows (fastify cut params at 100)', async t => {
+  const gw = await startGateway(t, { registry: {}, chain: [] })
+  const user = 'u'.repeat(5000)
+  const opened = ssh()
+  opened.user.user = user
+  opened.proxy_name = `${user}.ssh`
+  t.equal((await gw.call('NewProxy', opened)).status, 200)
+  await gw.ref.current.drain()
+  const res = await view(gw, user)
+  t.equal(res.status, 200)
+  t.same(res.body.proxies.map((p: { name: string }) => p.name), [`${user}.ssh`])
+})
