@@ -213,7 +213,7 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
     logger: false,
     requestIdHeader: false,
     // GET /proxies/USER: a user name as long as a request line may be (fastify's default cuts at 100)
-    maxParamLength: MAX_HEADER_BYTES,
+    routerOptions: { maxParamLength: MAX_HEADER_BYTES },
     genReqId: (req: { headers: Record<string, string | string[] | undefined> }) => reqidOf(req.headers['x-frp-reqid']),
     ...serverOptions(listener.deadlineMs, opts.https),
     clientErrorHandler (err: Error & { code?: string }, socket: Socket) {

@@ -1,4 +1,6 @@
-import { dirname } from 'node:path'
+import { readFileSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import { createSecureContext } from 'node:tls'
 import { z } from 'zod'
 import { plugins } from '../plugins/index.js'
 import { durationIn, intIn, MAX_DEADLINE_MS } from './bounds.js'
@@ -174,4 +176,25 @@ export async function loadConfig (file: string): Promise<Config> {
 /** The JSON Schema of the config file (config/gateway.schema.json is this, generated). */
 export function configJsonSchema (): unknown {
   return z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' })
+}
+
+/**
+ * listen.tls, read and checked before anything opens (and by check): an unusable file is a config
+ * error naming its key. Relative paths are from the config file's folder, as the users file's.
+ */
+export function readTls (file: string, tls: { cert: string, key: string }): { cert: Buffer, key: Buffer } {
+  const read = (key: 'cert' | 'key'): Buffer => {
+    try {
+      return readFileSync(resolve(dirname(file), tls[key]))
+    } catch (err) {
+      throw new ConfigError(file, [{ path: `listen.tls.${key}`, message: `cannot read ${tls[key]}: ${(err as Error).message}` }])
+    }
+  }
+  const pair = { cert: read('cert'), key: read('key') }
+  try {
+    createSecureContext(pair)
+  } catch (err) {
+    throw new ConfigError(file, [{ path: 'listen.tls', message: `${tls.cert} and ${tls.key} are not a usable certificate and key: ${(err as Error).message}` }])
+  }
+  return pair
 }

@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { createServer } from 'node:net'
 import { Agent, request } from 'undici'
 import t from 'tap'
@@ -63,6 +64,21 @@ t.test('listen.tls that cannot be used fails to start with exit 1 and names the 
   t.equal(unusable.stdout, '')
   t.equal(unusable.stderr.split('\n')[0], `invalid config ${notPem}:`)
   t.ok(unusable.stderr.split('\n')[1].startsWith(`  listen.tls: ${cert} and ${cert} are not a usable certificate and key: `), unusable.stderr)
+  const checked = await runCli(['check', '--config', missing])
+  t.same({ code: checked.code, stderr: checked.stderr }, { code: 1, stderr: unread.stderr }, 'check refuses what run refuses')
+})
+
+t.test('listen.tls paths are from the config file\'s folder, wherever the gateway is started', async t => {
+  const certs = await makeCerts(t)
+  const dir = dirname(configFile(certs.cert, 'server.pem'))
+  writeFileSync(join(dir, 'server.key'), certs.key)
+  const file = join(dir, 'gateway.json')
+  writeFileSync(file, JSON.stringify({ listen: { port: 0, tls: { cert: 'server.pem', key: 'server.key' } }, chain }))
+  t.equal((await runCli(['check', '--config', file])).code, 0)
+  const gw = await serveCli(['--config', file], t)
+  t.match(gw.url, /^https:\/\//)
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
 })
 
 t.test('a listen address in use: one line naming it and the listener, exit 1', async t => {

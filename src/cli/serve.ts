@@ -1,8 +1,7 @@
 import { readFileSync, watch as watchFs, type FSWatcher } from 'node:fs'
 import { basename, dirname, resolve } from 'node:path'
-import { createSecureContext } from 'node:tls'
 import { buildAdminApp, buildApp, LISTEN_BACKLOG, type RuntimeRef } from '../app.js'
-import { loadConfig, type Config } from '../config.js'
+import { loadConfig, readTls, type Config } from '../config.js'
 import { ConfigError } from '../errors.js'
 import { createLogger } from '../log.js'
 import { createMetrics } from '../metrics.js'
@@ -15,24 +14,6 @@ import { StartError } from './usage.js'
 /** The step names of every op, in the order they run. */
 const chainNames = (runtime: Runtime): Record<Op, string[]> =>
   Object.fromEntries(OPS.map(op => [op, runtime.chains[op].map(s => s.name)])) as Record<Op, string[]>
-
-/** listen.tls, read and checked before anything opens: an unusable file is a config error naming its key. */
-function readTls (file: string, tls: { cert: string, key: string }): { cert: Buffer, key: Buffer } {
-  const read = (key: 'cert' | 'key'): Buffer => {
-    try {
-      return readFileSync(tls[key])
-    } catch (err) {
-      throw new ConfigError(file, [{ path: `listen.tls.${key}`, message: `cannot read ${tls[key]}: ${(err as Error).message}` }])
-    }
-  }
-  const pair = { cert: read('cert'), key: read('key') }
-  try {
-    createSecureContext(pair)
-  } catch (err) {
-    throw new ConfigError(file, [{ path: 'listen.tls', message: `${tls.cert} and ${tls.key} are not a usable certificate and key: ${(err as Error).message}` }])
-  }
-  return pair
-}
 
 /** A listener that cannot start, in one line: which address, and which listener of the config. */
 function listenFailed (err: unknown, listener: 'RPC' | 'admin', { host, port }: { host: string, port: number }): StartError {
