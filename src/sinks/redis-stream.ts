@@ -1,6 +1,10 @@
 import { ReplyError, type Cluster, type Redis } from 'ioredis'
 import { SinkError, type Sink } from './sink.js'
 
+// Redis's answers that say it cannot take a write now (a replica during a failover, loading, busy,
+// out of memory): away, as a lost connection is, not a refusal of this event
+const AWAY = new Set(['READONLY', 'LOADING', 'MASTERDOWN', 'CLUSTERDOWN', 'TRYAGAIN', 'BUSY', 'NOREPLICAS', 'OOM'])
+
 /**
  * XADDs each event to a stream, field `event`, trimmed to about maxLen entries (MAXLEN ~). The
  * stream's name is used as written, not under keyPrefix: its consumers name it.
@@ -17,7 +21,8 @@ export class RedisStreamSink implements Sink {
     } catch (err) {
       // Redis answered no (the key holds another type): tried again as a webhook's 5xx would be, then given up.
       // Anything else is Redis away (down, a failover, a timeout): the event waits in the queue for it
-      throw new SinkError(`${this.label}: ${(err as Error).message}`, true, { cause: err, waits: !(err instanceof ReplyError) })
+      const away = !(err instanceof ReplyError) || AWAY.has(err.message.split(' ', 1)[0])
+      throw new SinkError(`${this.label}: ${(err as Error).message}`, true, { cause: err, waits: away })
     }
   }
 

@@ -198,6 +198,22 @@ t.test('drain gives up after its bound: what waits is dropped and counted; closi
   t.same({ ...counts, failures }, { dropped: 6, failures: [] }, 'the send cut at the stop is left undone, not a failed event')
 })
 
+t.test('redisStream: a Redis that cannot take writes now (a demoted master: READONLY) is away, not a refusal: events wait for it', async t => {
+  const [master, other] = await Promise.all([startRedis(t), startRedis(t)])
+  const client = createRedisClient({ url: master.url })
+  t.teardown(() => client.disconnect())
+  await once(client, 'ready')
+  const { queue, counts, failures } = queueOf(new RedisStreamSink(client, 'audit', 100), { retries: 1, backoffMs: 50 })
+  await redisCli(master.port, 'REPLICAOF', '127.0.0.1', String(other.port))
+  queue.push('{"n":1}')
+  await sleep(1500)
+  t.same([failures, counts.sent, counts.failed], [[], undefined, undefined], 'neither sent nor given up while it is a replica')
+  await redisCli(master.port, 'REPLICAOF', 'NO', 'ONE')
+  t.equal(await queue.drain(10_000), true)
+  t.equal(counts.sent, 1)
+  t.equal(await redisCli(master.port, 'XLEN', 'audit'), '1\n')
+})
+
 t.test('redisStream: XADD with one field `event`, trimmed to about maxLen; events wait while Redis is away, past their retries', async t => {
   const redis = await startRedis(t)
   const client = createRedisClient({ url: redis.url })
