@@ -1,3 +1,4 @@
+import { hash } from 'node:crypto'
 import { z } from 'zod'
 import { durationIn, intIn, parseHttpUrl } from '../src/bounds.js'
 import { definePlugin } from '../src/chain.js'
@@ -46,6 +47,9 @@ const sink = z.union([
 const MAX_TEMPLATE_DEPTH = 8
 const BACKOFF_MS = 200
 const MAX_HELD_KEYS = 100_000
+// a key renders caller content (a user name as long as a body): longer ones are kept as their hash
+const MAX_KEY_CHARS = 128
+const keyOf = (rendered: string): string => rendered.length <= MAX_KEY_CHARS ? rendered : `#${hash('sha256', rendered, 'base64')}`
 
 type Rendered = string | number | boolean | null | Rendered[] | { [key: string]: Rendered }
 type Render = (event: CommitEvent, values: TemplateContext['values']) => Rendered
@@ -128,6 +132,11 @@ export default definePlugin({
       let w = windows.get(key)
       if (w !== undefined && w.ends > now) return w
       windows.delete(key)
+      // windows are in the order they began, all as long: the ones that ended are first
+      for (const [k, old] of windows) {
+        if (old.ends > now) break
+        windows.delete(k)
+      }
       if (windows.size >= MAX_HELD_KEYS) windows.delete(windows.keys().next().value as string)
       windows.set(key, w = { ends: now + ms, sent: 0 })
       return w
@@ -139,7 +148,7 @@ export default definePlugin({
     /** The key's count of events held back since its last event, or undefined when this one is held back too. */
     const admitted = (e: CommitEvent): number | undefined => {
       if (throttle === undefined || throttleKey === undefined) return 0
-      const key = throttleKey(e.content, { op: e.op, reqid: e.reqid, values: valuesOf(e, 0), proxy: e.proxy })
+      const key = keyOf(throttleKey(e.content, { op: e.op, reqid: e.reqid, values: valuesOf(e, 0), proxy: e.proxy }))
       const w = windowOf(key, e.time, throttle.window)
       if (w.sent >= throttle.limit) {
         if (heldBack.size >= MAX_HELD_KEYS && !heldBack.has(key)) heldBack.delete(heldBack.keys().next().value as string)
@@ -170,6 +179,9 @@ export default definePlugin({
       async close (drainMs: number) {
         await queue.drain(drainMs)
         await target.close()
+      },
+      async reopen () {
+        await target.reopen?.()
       }
     })
   }

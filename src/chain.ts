@@ -57,6 +57,8 @@ export interface Verdict {
 export interface Step {
   (content: Content, ctx: CallContext): Verdict | undefined | Promise<Verdict | undefined>
   close?: (drainMs: number) => Promise<void>
+  /** opens again the files it writes (SIGHUP: logrotate moved them) */
+  reopen?: () => Promise<void>
   /** `when`: the step's `when` is matched against the final content before `commit` is told (its in-chain skip says nothing then) */
   commit?: Omit<CommitHook, 'name'> & { when?: true }
 }

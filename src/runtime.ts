@@ -129,6 +129,11 @@ export class Runtime {
 
   #closing: Promise<void> | undefined
 
+  /** The steps open their files again (a SIGHUP whose reload failed: logrotate moved them all the same). */
+  async reopen (): Promise<void> {
+    await Promise.allSettled(this.steps.map(async step => await step.reopen?.()))
+  }
+
   /** One drainMs for all the work after answers: the commits in progress, then what the steps still hold (notify queues). Once, however often asked. */
   async close (): Promise<void> {
     return await (this.#closing ??= this.#close())

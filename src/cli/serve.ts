@@ -98,6 +98,8 @@ export async function serve (file: string, watch: boolean): Promise<void> {
         metrics.configReloads.inc({ result: 'failure' })
         const issues = err instanceof ConfigError ? err.issues : [{ path: '(file)', message: (err as Error).message }]
         logger.error({ why, file, issues }, 'config reload failed: the previous chain keeps serving')
+        // logrotate sends SIGHUP whatever the config's state: the files it moved are opened again all the same
+        if (why === 'SIGHUP') await ref.current.reopen()
       }
     })
   }

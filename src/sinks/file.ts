@@ -1,37 +1,50 @@
 import { open, type FileHandle } from 'node:fs/promises'
 import { SinkError, type Sink } from './sink.js'
 
-/** Appends one event per line. Reopened on reload (SIGHUP), so logrotate can move the file away. */
+/**
+ * Appends one event per line, one append at a time: appendFile writes in pieces of 512 KiB, and two
+ * at once would interleave a large event's. Reopened on reload (SIGHUP), so logrotate can move the file away.
+ */
 export class FileSink implements Sink {
   readonly label: string
-  #handle: Promise<FileHandle> | undefined
+  #handle: FileHandle | undefined
+  /** the appends, reopens and the close, in the order asked */
+  #last: Promise<unknown> = Promise.resolve()
+  #closed = false
 
   constructor (private readonly path: string) {
     this.label = `file ${path}`
   }
 
-  #file (): Promise<FileHandle> {
-    this.#handle ??= open(this.path, 'a')
-    // a failed open is tried again at the next event
-    this.#handle.catch(() => { this.#handle = undefined })
-    return this.#handle
+  #next<T> (work: () => Promise<T>): Promise<T> {
+    const done = this.#last.then(work)
+    this.#last = done.catch(() => {})
+    return done
   }
 
   async send (event: string): Promise<void> {
     try {
-      await (await this.#file()).appendFile(`${event}\n`)
+      await this.#next(async () => {
+        if (this.#closed) throw new Error('closed')
+        // a failed open is tried again at the next event
+        this.#handle ??= await open(this.path, 'a')
+        await this.#handle.appendFile(`${event}\n`)
+      })
     } catch (err) {
-      throw new SinkError(`${this.label}: ${(err as Error).message}`, true, { cause: err })
+      throw new SinkError(`${this.label}: ${(err as Error).message}`, !this.#closed, { cause: err })
     }
   }
 
   async reopen (): Promise<void> {
-    const old = this.#handle
-    this.#handle = undefined
-    await (await old?.catch(() => undefined))?.close()
+    await this.#next(async () => {
+      const old = this.#handle
+      this.#handle = undefined
+      await old?.close()
+    })
   }
 
   async close (): Promise<void> {
+    this.#closed = true
     await this.reopen()
   }
 }

@@ -2,6 +2,11 @@ import { SinkError, type Sink } from './sink.js'
 
 /** how long an event waiting for its sink to come back waits at most between two attempts */
 const MAX_WAIT_MS = 2000
+/**
+ * The characters of the events waiting, at most, whatever their number: a caller can make an event
+ * as large as a body (1 MiB by default), and 10,000 of them would take gigabytes
+ */
+export const MAX_QUEUE_CHARS = 32 * 1024 * 1024
 
 export const QUEUE_RESULTS = ['sent', 'retried', 'throttled', 'dropped', 'failed'] as const
 export type QueueResult = (typeof QUEUE_RESULTS)[number]
@@ -30,6 +35,7 @@ export class SinkQueue {
   /** the reqid of each waiting event's call, for the line that says it was given up */
   readonly #reqids: string[] = []
   #head = 0
+  #chars = 0
   #inFlight = 0
   #closed = false
   readonly #idle = new Set<() => void>()
@@ -49,10 +55,15 @@ export class SinkQueue {
       this.opts.count('dropped')
       return
     }
-    if (this.length >= this.opts.size) {
-      this.#head++
+    if (event.length > MAX_QUEUE_CHARS) {
+      this.opts.count('dropped')
+      return
+    }
+    while (this.length > 0 && (this.length >= this.opts.size || this.#chars + event.length > MAX_QUEUE_CHARS)) {
+      this.#take()
       this.opts.count('dropped')
     }
+    this.#chars += event.length
     this.#waiting.push(event)
     this.#reqids.push(reqid)
     // the arrays are compacted once half of them is spent, so pushes and shifts stay O(1) on average
@@ -64,11 +75,18 @@ export class SinkQueue {
     this.#pump()
   }
 
+  /** The oldest waiting event, its slot freed. */
+  #take (): [event: string, reqid: string] {
+    const event = this.#waiting[this.#head]
+    const reqid = this.#reqids[this.#head]
+    this.#waiting[this.#head++] = ''
+    this.#chars -= event.length
+    return [event, reqid]
+  }
+
   #pump (): void {
     while (this.#inFlight < this.opts.concurrency && this.length > 0) {
-      const event = this.#waiting[this.#head]
-      const reqid = this.#reqids[this.#head]
-      this.#waiting[this.#head++] = ''
+      const [event, reqid] = this.#take()
       this.#inFlight++
       void this.#deliver(event, reqid).finally(() => {
         this.#inFlight--
@@ -103,6 +121,11 @@ export class SinkQueue {
         if (waits) attempt--
         // unref: a backoff never holds a stopping process past drainMs
         await new Promise(resolve => setTimeout(resolve, ms).unref())
+        // drained meanwhile: the sink may be closed, and is not asked again
+        if (this.#closed) {
+          this.opts.count('dropped')
+          return
+        }
       }
     }
   }
@@ -125,6 +148,7 @@ export class SinkQueue {
     this.#waiting.length = 0
     this.#reqids.length = 0
     this.#head = 0
+    this.#chars = 0
     return done
   }
 }

@@ -21,7 +21,7 @@ export class RedisStreamSink implements Sink {
     } catch (err) {
       // Redis answered no (the key holds another type): tried again as a webhook's 5xx would be, then given up.
       // Anything else is Redis away (down, a failover, a timeout): the event waits in the queue for it
-      const away = !(err instanceof ReplyError) || AWAY.has(err.message.split(' ', 1)[0])
+      const away = !(err instanceof ReplyError) || AWAY.has((err as Error).message.split(' ', 1)[0])
       throw new SinkError(`${this.label}: ${(err as Error).message}`, true, { cause: err, waits: away })
     }
   }

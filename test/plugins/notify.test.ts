@@ -218,3 +218,51 @@ t.test('on NewUserConn and CloseProxy, a notify step\'s when.proxyMetas and {{pr
   t.same(rx.bodies.filter(b => 'text' in b).map(b => b.text), ['NewUserConn alice.ssh owner=ops', 'CloseProxy alice.ssh owner=ops'])
   t.same(rx.bodies.filter(b => 'watched' in b), [{ watched: 'alice.ssh' }])
 })
+
+t.test('logrotate: a SIGHUP whose reload fails (the config mid-edit) still opens the file sink\'s file again', async t => {
+  const { configFile, serveCli } = await import('../helpers/cli.js')
+  const { existsSync, renameSync, writeFileSync } = await import('node:fs')
+  const { dirname } = await import('node:path')
+  const file = configFile({ listen: { port: 0 }, chain: [] })
+  const events = join(dirname(file), 'events.jsonl')
+  const good = { listen: { port: 0 }, chain: [{ name: 'audit', plugin: 'notify', ops: ['Login'], options: { sink: { file: { path: events } }, template: { u: '{{user}}' } } }] }
+  writeFileSync(file, JSON.stringify(good))
+  const gw = await serveCli(['--config', file], t)
+  const login = async (user: string): Promise<void> => {
+    await fetch(`${gw.url}/handler?version=0.1.0&op=Login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version: '0.1.0', op: 'Login', content: { user } }) })
+  }
+  await login('before')
+  await until(() => existsSync(events) && readFileSync(events, 'utf8') !== '')
+  renameSync(events, `${events}.1`)
+  writeFileSync(file, JSON.stringify({ ...good, deadlineMs: 'oops' }))
+  gw.child.kill('SIGHUP')
+  await until(() => gw.lines.some(l => l.msg === 'config reload failed: the previous chain keeps serving'))
+  await sleep(100)
+  await login('after')
+  await until(() => existsSync(events))
+  await sleep(100)
+  t.equal(readFileSync(`${events}.1`, 'utf8'), '{"u":"before"}\n', 'the rotated file got nothing more')
+  t.equal(existsSync(events) ? readFileSync(events, 'utf8') : '(no file)', '{"u":"after"}\n', 'a new file at the path')
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
+})
+
+t.test('throttle keys are bounded in memory whatever the caller renders into them (long keys kept as a hash)', async t => {
+  const { setFlagsFromString } = await import('node:v8')
+  const { runInNewContext } = await import('node:vm')
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const rx = await receiver(t)
+  const gw = await startGateway(t, { listen: { bodyLimitBytes: 1024 * 1024 }, chain: [{ name: 'n', plugin: 'notify', ops: ['Login'], options: {
+    sink: { webhook: { url: rx.url } }, template: { text: 'login' }, throttle: { limit: 1, window: '1h', key: '{{user}}' }
+  } }] }, { level: 'error' })
+  const pad = 'u'.repeat(200 * 1024)
+  gc()
+  const before = process.memoryUsage().heapUsed
+  for (let i = 0; i < 200; i++) t.equal((await gw.call('Login', { user: `${i}${pad}` })).status, 200)
+  await until(() => rx.bodies.length >= 200, 10_000)
+  t.equal(rx.bodies.length, 200, 'each key sent its first event')
+  gc()
+  const grown = process.memoryUsage().heapUsed - before
+  t.ok(grown < 15_000_000, `the heap grew by ${grown} bytes for 200 keys of 200 KiB (80 MB of key text)`)
+})

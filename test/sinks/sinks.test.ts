@@ -1,5 +1,5 @@
 import { once } from 'node:events'
-import { mkdtempSync, readFileSync, renameSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync } from 'node:fs'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -270,4 +270,50 @@ t.test('file: one event per line, appended; reopen follows a rotated file', asyn
   t.equal(await queue.drain(5000), true)
   t.equal(readFileSync(`${path}.1`, 'utf8'), '{"n":1}\n{"n":2}\n')
   t.equal(readFileSync(path, 'utf8'), '{"n":3}\n')
+})
+
+t.test('file: large events written at once stay whole lines (appendFile writes 512 KiB pieces)', async t => {
+  const path = join(mkdtempSync(join(tmpdir(), 'frpgw-sink-')), 'events.jsonl')
+  const sink = new FileSink(path)
+  t.teardown(() => sink.close())
+  const { queue, counts } = queueOf(sink, { concurrency: 4 })
+  for (const c of 'abcdefgh') queue.push(JSON.stringify({ user: c.repeat(900 * 1024) }))
+  t.equal(await queue.drain(10_000), true)
+  t.equal(counts.sent, 8)
+  const users = readFileSync(path, 'utf8').split('\n').filter(l => l !== '').map(l => (JSON.parse(l) as { user: string }).user)
+  t.same(users.map(u => [u[0], u.length]), [...'abcdefgh'].map(c => [c, 900 * 1024]))
+})
+
+t.test('file: an event waiting to be tried again when the queue is drained is dropped, and the closed sink opens nothing', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'frpgw-sink-'))
+  const path = join(dir, 'later', 'events.jsonl')
+  const sink = new FileSink(path)
+  const { queue, counts } = queueOf(sink, { concurrency: 1, backoffMs: 200 })
+  queue.push('{"n":1}')
+  await sleep(50)
+  t.equal(await queue.drain(0), false)
+  await sink.close()
+  mkdirSync(join(dir, 'later'))
+  await sleep(500)
+  t.same(counts, { retried: 1, dropped: 1 })
+  t.equal(existsSync(path), false, 'nothing was written after the close')
+  t.same(readdirSync('/proc/self/fd').filter(fd => { try { return readlinkSync(`/proc/self/fd/${fd}`) === path } catch { return false } }), [], 'no descriptor left open')
+})
+
+t.test('the queue holds 32 Mi characters of events at most, whatever their number: the oldest are dropped', async t => {
+  const rx = await receiver(t, () => {}) // never answers
+  const sink = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 10_000 })
+  t.teardown(() => sink.close())
+  const { queue, counts } = queueOf(sink, { size: 10_000, concurrency: 1 })
+  const big = 'x'.repeat(1024 * 1024)
+  for (let i = 0; i < 40; i++) queue.push(big)
+  t.equal(queue.inFlight, 1)
+  t.equal(queue.length, 32, '32 events of 1 Mi characters')
+  t.equal(counts.dropped, 7)
+  queue.push('x'.repeat(33 * 1024 * 1024))
+  t.equal(queue.length, 32, 'an event larger than the whole bound is dropped itself')
+  t.equal(counts.dropped, 8)
+  queue.push('{}')
+  t.equal(queue.length, 32, 'a small one takes the place of the oldest')
+  t.equal(await queue.drain(0), false)
 })
