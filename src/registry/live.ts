@@ -56,7 +56,8 @@ export function recordOf (content: Content, time: number): ProxyRecord {
   const user = own(content, 'user')
   const record: ProxyRecord = { user: ownText(user, 'user'), name: ownText(content, 'proxy_name'), type: ownText(content, 'proxy_type'), run_id: ownText(user, 'run_id'), registered_at: time }
   const port = own(content, 'remote_port')
-  if ((record.type === 'tcp' || record.type === 'udp') && typeof port === 'number' && port > 0) record.remote_port = port
+  // a port frps could open: anything else it refuses, and the port table is not to hold it
+  if ((record.type === 'tcp' || record.type === 'udp') && Number.isInteger(port) && (port as number) > 0 && (port as number) <= 65535) record.remote_port = port as number
   const domains = strings(own(content, 'custom_domains'))
   if (domains !== undefined) record.custom_domains = domains
   const subdomain = own(content, 'subdomain')

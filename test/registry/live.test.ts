@@ -226,3 +226,17 @@ t.test('GET /proxies/USER for a user name of any length a request line allows (f
   t.equal(res.status, 200)
   t.same(res.body.proxies.map((p: { name: string }) => p.name), [`${user}.ssh`])
 })
+
+t.test('a remote_port frps could not open (over 65535) is recorded without a port, and the port table holds none of it', async t => {
+  const gw = await startGateway(t, { registry: {}, chain: [] })
+  for (const [i, port] of [70_000, 1e15].entries()) {
+    const opened = ssh()
+    opened.proxy_name = `alice.odd${i}`
+    opened.remote_port = port
+    t.equal((await gw.call('NewProxy', opened)).status, 200)
+  }
+  await gw.ref.current.drain()
+  const { body } = await view(gw, 'alice')
+  t.same(body.proxies.map((p: { name: string, remote_port?: number }) => [p.name, p.remote_port]), [['alice.odd0', undefined], ['alice.odd1', undefined]])
+  t.equal(await gw.ref.current.registry?.store.portOwner(70_000), undefined)
+})
