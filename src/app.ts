@@ -55,6 +55,8 @@ function toGatewayError (err: Error & { code?: string, statusCode?: number }, re
 }
 
 const MAX_FRAMEWORK_MESSAGE = 200
+const CHARSET = /;\s*charset\s*=\s*"?([^";\s]*)/i
+const UTF8 = /^utf-?8$/i
 
 /** Node's limit on the request line and headers together (its default, stated). */
 export const MAX_HEADER_BYTES = 16384
@@ -309,7 +311,13 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
   // frps sends only JSON; JSON.parse keeps a "__proto__" key as a plain own key (never a prototype),
   // where fastify's default parser would refuse the call.
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    // the body is read as UTF-8 (frps names no charset): another one would be read wrong
+    const charset = CHARSET.exec(req.headers['content-type'] ?? '')?.[1]
+    if (charset !== undefined && !UTF8.test(charset)) {
+      done(new GatewayError('FRPGW_ERR_UNSUPPORTED_MEDIA_TYPE', `${quote(req.headers['content-type'])} (charset: only utf-8)`), undefined)
+      return
+    }
     try {
       done(null, JSON.parse(body as string))
     } catch {

@@ -99,6 +99,11 @@ const BODY_CASES: BodyCase[] = [
   })),
   { name: 'no content-type', body: envelope('Login', { user: 'alice' }), headers: { 'content-type': null }, status: 415, code: 'FRPGW_ERR_UNSUPPORTED_MEDIA_TYPE' },
   { name: 'content-type with charset', body: envelope('Login', { user: 'alice' }), headers: { 'content-type': 'application/json; charset=utf-8' }, status: 200, answer: ALICE },
+  { name: 'content-type with charset "UTF8"', body: envelope('Login', { user: 'alice' }), headers: { 'content-type': 'application/json;charset="UTF8"' }, status: 200, answer: ALICE },
+  // the body would be read as UTF-8 all the same
+  ...['utf-16', 'latin1', 'x'].map(charset => ({
+    name: `content-type with charset ${charset}`, body: envelope('Login', { user: 'alice' }), headers: { 'content-type': `application/json; charset=${charset}` }, status: 415, code: 'FRPGW_ERR_UNSUPPORTED_MEDIA_TYPE'
+  })),
   // content encodings
   { name: 'gzip', body: gzipped, headers: { 'content-encoding': 'gzip' }, status: 200, answer: ALICE },
   { name: 'x-gzip', body: gzipped, headers: { 'content-encoding': 'x-gzip' }, status: 200, answer: ALICE },
