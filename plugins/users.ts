@@ -84,7 +84,8 @@ export default definePlugin({
       let next: Content | undefined
       const set = record.metas
       if (set !== undefined) {
-        for (const key in set) if (own(metas, key) !== set[key]) put(next ??= copy(metas), key, set[key])
+        // never the token's key: frps hands these metas to every later call, whose token check would then fail
+        for (const key in set) if (key !== tokenMeta && own(metas, key) !== set[key]) put(next ??= copy(metas), key, set[key])
       }
       if (stripToken && own(next ?? metas, tokenMeta) !== undefined) delete (next ??= copy(metas))[tokenMeta]
       if (next === undefined) return ok()

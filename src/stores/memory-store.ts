@@ -7,7 +7,7 @@ interface Bucket { tat: number; expiresAt: number; seq: number }
 export interface MemoryStoreOptions {
   /** default 100_000 */
   maxKeys?: number
-  /** default Date.now */
+  /** default performance.now: the wall clock steps (NTP, a resumed VM), and a step back would close every bucket for as long */
   now?: () => number
 }
 
@@ -20,7 +20,7 @@ export class MemoryStore implements RateLimitStore {
 
   constructor(opts: MemoryStoreOptions = {}) {
     this.#maxKeys = opts.maxKeys ?? 100_000
-    this.#now = opts.now ?? Date.now
+    this.#now = opts.now ?? (() => performance.now())
   }
 
   get size(): number {

@@ -38,14 +38,22 @@ const globs = z.array(z.string().min(1, 'an empty glob matches nothing').max(253
 // frp's BandwidthQuantity: a number (a fraction too) and KB or MB; zero would mean no limit at all
 const BANDWIDTH = /^(?=[\d.]*[1-9])\d+(\.\d+)?(KB|MB)$/
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/
+/** Date.parse rolls a day the month does not have over (April 31 is May 1): the written day must exist */
+const realDate = (s: string): boolean => {
+  const [y, m, d] = s.slice(0, 10).split('-').map(Number)
+  const day = new Date(Date.UTC(y, m - 1, d))
+  return Number.isFinite(Date.parse(s)) && day.getUTCMonth() === m - 1 && day.getUTCDate() === d
+}
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
 
 export const userRecordSchema = z.strictObject({
   token: z.string().min(1).max(1024).optional().describe('the secret in plaintext, as frpc sends it in metadatas.token'),
-  tokenSha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'expected the SHA-256 of the token as 64 hex characters').optional()
+  tokenSha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'expected the SHA-256 of the token as 64 hex characters')
+    .refine(h => h.toLowerCase() !== EMPTY_SHA256, 'this is the SHA-256 of an empty secret (an unset variable?): a token is 1 to 1024 characters').optional()
     .describe('hex of the SHA-256 of the secret, so the file need not hold it'),
   enabled: z.boolean().default(true),
   expires: z.string().regex(DATE_TIME, 'expected an ISO date-time with a zone, e.g. 2027-01-31T00:00:00Z')
-    .refine(s => Number.isFinite(Date.parse(s)), 'not a real date-time').optional().describe('ISO date-time with a zone; from then on the user is refused'),
+    .refine(realDate, 'not a real date-time').optional().describe('ISO date-time with a zone; from then on the user is refused'),
   clientCidrs: z.array(z.string()).max(MAX_LIST).superRefine(eachCompiles(cidrList)).optional()
     .describe("CIDRs or addresses that Login's client_address must be inside"),
   proxyTypes: z.array(z.enum(PROXY_TYPES)).optional().describe('proxy types the user may register'),
@@ -147,7 +155,7 @@ export function compileUser (name: string, record: UserRecord): CompiledUser {
     record,
     enabled: record.enabled,
     hasToken: digest !== undefined,
-    tokenMatches: secret => digest !== undefined && typeof secret === 'string' && timingSafeEqual(sha256(secret), digest),
+    tokenMatches: secret => digest !== undefined && typeof secret === 'string' && secret !== '' && timingSafeEqual(sha256(secret), digest),
     expired: now => now >= expiresAt,
     cidrAllowed: record.clientCidrs === undefined ? always : cidrList(record.clientCidrs),
     typeAllowed: types === undefined ? always : type => types.has(type),

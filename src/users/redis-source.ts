@@ -136,7 +136,7 @@ export class RedisUserSource<R> {
   get(name: string): UserLookup<R> | Promise<UserLookup<R>> {
     const entry = this.#cache.get(name)
     if (entry !== undefined) {
-      if (entry.expiresAt > Date.now()) {
+      if (entry.expiresAt > performance.now()) {
         if (this.#moves - entry.seq > this.#maxEntries / 2) {
           this.#cache.delete(name)
           this.#cache.set(name, entry)
@@ -166,8 +166,8 @@ export class RedisUserSource<R> {
   }
 
   #remember(name: string, result: UserLookup<R>): void {
-    this.#cache.set(name, { result, expiresAt: Date.now() + this.#cacheMs, seq: this.#moves++ })
-    if (this.#cache.size > this.#maxEntries) evictLru(this.#cache, this.#maxEntries, Date.now())
+    this.#cache.set(name, { result, expiresAt: performance.now() + this.#cacheMs, seq: this.#moves++ })
+    if (this.#cache.size > this.#maxEntries) evictLru(this.#cache, this.#maxEntries, performance.now())
   }
 
   async #load(name: string): Promise<UserLookup<R>> {

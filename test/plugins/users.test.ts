@@ -260,3 +260,18 @@ t.test('trace names the rule that decided', async t => {
   const modified = await runCli(['trace', '--config', file, '--op', 'Login'], { stdin: JSON.stringify({ user: 'alice', metas: { token: SECRET } }) })
   t.match(timings(modified.stdout), '  1. users (users): modify in X ms (rule ok)\n       + metas.team = "blue"\n')
 })
+
+t.test('a record\'s metas never overwrite the token\'s meta: frps hands those metas to every later call, whose token check would fail', async t => {
+  const gw = await startGateway(t, usersConfig({}, { carol: { token: 'c1', metas: { token: 'public', team: 'green' } } }))
+  const res = await gw.call('Login', login('carol', 'c1'))
+  t.same(res.body.content?.metas, { team: 'green', token: 'c1' })
+  const ping = await gw.call('Ping', { user: { user: 'carol', metas: res.body.content.metas, run_id: 'r1' }, timestamp: now(), privilege_key: 'x' })
+  t.same(ping.body, ALLOW, 'the next call passes its token check')
+})
+
+t.test('an empty secret never matches: the SHA-256 of "" is refused in a record, and an empty token meta is no token', async t => {
+  const empty = createHash('sha256').update('').digest('hex')
+  t.match(await configIssues(t, usersConfig({}, { dave: { tokenSha256: empty } })), [{ path: /^users\.file .*users\.json: users\.dave\.tokenSha256$/, message: /^this is the SHA-256 of an empty secret/ }])
+  const gw = await startGateway(t, usersConfig())
+  t.same((await gw.call('Login', login('hashed', ''))).body, rejected('token does not match for hashed'))
+})

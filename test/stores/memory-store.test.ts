@@ -150,3 +150,17 @@ t.test('a burst at one instant is counted exactly up to the largest burst the co
   }
   t.pass('every burst counted exactly')
 })
+
+t.test('a wall clock stepped back (NTP, a resumed VM) closes no bucket: the default clock is monotonic', async t => {
+  const wall = Date.now
+  let stepped = 0
+  Date.now = () => wall() - stepped
+  t.teardown(() => { Date.now = wall })
+  const store = new MemoryStore()
+  const rule = { limit: 1, windowMs: 1000, burst: 1 }
+  t.equal(store.take('k', rule).allowed, true)
+  stepped = 3_600_000
+  await new Promise(resolve => setTimeout(resolve, 1100))
+  const again = store.take('k', rule)
+  t.same([again.allowed, again.retryAfterMs], [true, 0], 'a window later the bucket has its token again')
+})

@@ -132,7 +132,9 @@ t.test('compiled checks match what the record says', async t => {
 t.test('expires needs a zone and a real date', async t => {
   t.ok(userRecordSchema.safeParse({ expires: '2027-01-31T00:00:00+02:00' }).success)
   t.ok(userRecordSchema.safeParse({ expires: '2027-01-31T00:00Z' }).success)
-  for (const bad of ['2027-01-31', '2027-01-31T00:00:00', '2027-13-01T00:00:00Z', 'tomorrow']) {
+  t.ok(userRecordSchema.safeParse({ expires: '2028-02-29T00:00:00Z' }).success, 'a leap day')
+  // Date.parse would roll these over to the next month
+  for (const bad of ['2027-01-31', '2027-01-31T00:00:00', '2027-13-01T00:00:00Z', 'tomorrow', '2027-04-31T00:00:00Z', '2027-02-29T00:00:00Z', '2027-02-30T00:00:00+02:00']) {
     t.notOk(userRecordSchema.safeParse({ expires: bad }).success, bad)
   }
   const u = compileUser('x', record({ expires: '2027-01-31T00:00:00+02:00' }))

@@ -290,3 +290,17 @@ t.test('standalone: a hung Redis fails within the command timeout', async t => {
   own.pause(false)
   t.equal((await waitAnswered(users, 'alice')).status, 'found')
 })
+
+t.test('a wall clock stepped back (NTP, a resumed VM) never keeps a cached record past cacheMs', async t => {
+  const own = await startRedis(t)
+  const users = new RedisUserSource(await gatewayClient(t, own.url), { keyPrefix: prefix(), parse, cacheMs: 50 })
+  await users.set('alice', { token: 'a', enabled: true })
+  t.equal(record(await users.get('alice'))?.enabled, true)
+  // changed behind the gateway's back, as another gateway or redis-cli would
+  await redisCli(own.port, 'HSET', users.userKey('alice'), 'enabled', 'false')
+  const wall = Date.now
+  Date.now = () => wall() - 3_600_000
+  t.teardown(() => { Date.now = wall })
+  await sleep(150)
+  t.equal(record(await users.get('alice'))?.enabled, false, 'read again once cacheMs passed, whatever the wall clock says')
+})
