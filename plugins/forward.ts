@@ -67,6 +67,11 @@ export function mergePatch (target: unknown, patch: unknown): unknown {
   return out ?? base
 }
 
+/** A body not to be read: the connection goes with it (its destroy emits an error no one else waits for). */
+function discard (body: Dispatcher.ResponseData['body']): void {
+  body.on('error', () => {}).destroy()
+}
+
 async function readAnswer (body: Dispatcher.ResponseData['body']): Promise<string> {
   const chunks: Buffer[] = []
   let size = 0
@@ -169,8 +174,8 @@ export default definePlugin({
       try {
         const res = await pool.request(request)
         if (res.statusCode !== 200) {
-          // drained in the background (bounded by bodyTimeout) so the connection can be reused
-          res.body.dump().catch(() => {})
+          // not read (frps closes it too): a body trickled slowly would hold the connection with no end
+          discard(res.body)
           throw new ForwardError('http_status', `downstream answered HTTP ${res.statusCode}`, res.statusCode)
         }
         text = await readAnswer(res.body)
@@ -257,6 +262,7 @@ export default definePlugin({
       }
     }
 
-    return Object.assign(forward, { close: async () => { await pool.close() } })
+    // closed after the deadline of every call that used it: what is still in flight is of no use to anyone
+    return Object.assign(forward, { close: async () => { await pool.destroy() } })
   }
 })

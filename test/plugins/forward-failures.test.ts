@@ -253,3 +253,41 @@ t.test('circuit breaker with onError allow: open means allowed unchanged, fast',
   t.equal(down.requests.length, 1)
   t.equal(await forwardCount(gw, 'circuit_open'), 1)
 })
+
+// a non-200 whose body never ends: frps closes such a body; reading it would hold a pooled connection as long as it trickles
+const trickling503: Handler = async (_req, res) => {
+  res.writeHead(503)
+  for (let i = 0; i < 80 && !res.destroyed; i++) {
+    res.write('.')
+    await sleep(100)
+  }
+  res.end()
+}
+
+t.test('answers whose error body trickles hold no connection: with all 64 once taken so, the next call still keeps timeoutMs', async t => {
+  const down = await startDownstream(t, trickling503)
+  const gw = await startGateway(t, { chain: [{ name: 'fw', plugin: 'forward', options: { url: down.url, timeoutMs: TIMEOUT_MS } }] }, { level: 'silent' })
+  const first = await Promise.all(Array.from({ length: 64 }, async () => await gw.call('NewProxy', content)))
+  t.same(first.map(r => r.body), Array.from({ length: 64 }, () => FAILED))
+  await sleep(300)
+  down.handler = () => ALLOW
+  const { body, ms } = await timedCall(gw)
+  t.same(body, ALLOW, 'the downstream answers well again, and is heard')
+  t.ok(ms < TIMEOUT_MS + MARGIN_MS, `answered in ${Math.round(ms)} ms`)
+})
+
+t.test('a call waiting for one of the pool\'s connections keeps timeoutMs all the same, and a reload\'s close does not wait for them', async t => {
+  // 64 calls the downstream holds, then one more that can only wait for a connection
+  const down = await startDownstream(t, () => undefined)
+  const gw = await startGateway(t, { drainMs: 0, chain: [{ name: 'fw', plugin: 'forward', options: { url: down.url, timeoutMs: 2000 } }] }, { level: 'silent' })
+  const held = Array.from({ length: 64 }, async () => await gw.call('NewProxy', content))
+  await sleep(300)
+  const started = performance.now()
+  const queued = await timedCall(gw)
+  t.same(queued.body, FAILED)
+  t.ok(queued.ms < 2000 + MARGIN_MS, `the 65th call failed at its timeout: ${Math.round(queued.ms)} ms`)
+  await Promise.all(held)
+  const closing = performance.now()
+  await gw.ref.current.close()
+  t.ok(performance.now() - closing < 1000, `closed in ${Math.round(performance.now() - closing)} ms, past every call's deadline (started ${Math.round(closing - started)} ms after)`)
+})
