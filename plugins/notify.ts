@@ -1,4 +1,3 @@
-import { hash } from 'node:crypto'
 import { z } from 'zod'
 import { durationIn, intIn, parseHttpUrl } from '../src/bounds.js'
 import { definePlugin } from '../src/chain.js'
@@ -12,7 +11,7 @@ import { QUEUE_RESULTS, SinkQueue, type QueueResult } from '../src/sinks/queue.j
 import { RedisStreamSink } from '../src/sinks/redis-stream.js'
 import type { Sink } from '../src/sinks/sink.js'
 import { WebhookSink } from '../src/sinks/webhook.js'
-import { compileTemplate, type Template, type TemplateContext } from '../src/template.js'
+import { boundedKey, compileTemplate, type Template, type TemplateContext } from '../src/template.js'
 
 /** What an event may name besides the call's own template names. */
 const EVENT_NAMES = ['time', 'outcome', 'reason', 'decided_by', 'held_back'] as const
@@ -47,9 +46,6 @@ const sink = z.union([
 const MAX_TEMPLATE_DEPTH = 8
 const BACKOFF_MS = 200
 const MAX_HELD_KEYS = 100_000
-// a key renders caller content (a user name as long as a body): longer ones are kept as their hash
-const MAX_KEY_CHARS = 128
-const keyOf = (rendered: string): string => rendered.length <= MAX_KEY_CHARS ? rendered : `#${hash('sha256', rendered, 'base64')}`
 
 type Rendered = string | number | boolean | null | Rendered[] | { [key: string]: Rendered }
 type Render = (event: CommitEvent, values: TemplateContext['values']) => Rendered
@@ -148,7 +144,7 @@ export default definePlugin({
     /** The key's count of events held back since its last event, or undefined when this one is held back too. */
     const admitted = (e: CommitEvent): number | undefined => {
       if (throttle === undefined || throttleKey === undefined) return 0
-      const key = keyOf(throttleKey(e.content, { op: e.op, reqid: e.reqid, values: valuesOf(e, 0), proxy: e.proxy }))
+      const key = boundedKey(throttleKey(e.content, { op: e.op, reqid: e.reqid, values: valuesOf(e, 0), proxy: e.proxy }))
       const w = windowOf(key, e.time, throttle.window)
       if (w.sent >= throttle.limit) {
         if (heldBack.size >= MAX_HELD_KEYS && !heldBack.has(key)) heldBack.delete(heldBack.keys().next().value as string)

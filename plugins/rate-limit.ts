@@ -4,7 +4,7 @@ import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import { OPS, type Content } from '../src/protocol.js'
 import { countsExactly, GCRA_ROUNDING_MS, GCRA_SLACK_MS, MAX_BUCKET_MS, MIN_INTERVAL_MS, type TakeResult } from '../src/stores/store.js'
-import { compileTemplate } from '../src/template.js'
+import { boundedKey, compileTemplate } from '../src/template.js'
 
 const window = durationIn(1, MAX_BUCKET_MS, 'a window')
   .describe(`the period in which \`limit\` tokens refill: "1s", "10s", "1m", "1h" or milliseconds, from ${formatDuration(1)} to ${formatDuration(MAX_BUCKET_MS)}`)
@@ -77,7 +77,7 @@ export default definePlugin({
     return function rateLimit (content, ctx) {
       let result
       try {
-        result = store.take(prefix + key(content, ctx), rule)
+        result = store.take(prefix + boundedKey(key(content, ctx)), rule)
       } catch (err) {
         return failed(err)
       }

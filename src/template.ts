@@ -1,3 +1,4 @@
+import { hash } from 'node:crypto'
 import { isSecretName, redactContent } from './log.js'
 import { clientIp, clientMetas, clientRunId, clientUser, getIn, own, proxyMetas, remoteIp, type Content, type Op } from './protocol.js'
 import type { ProxyLookup } from './registry/store.js'
@@ -109,3 +110,14 @@ function render (parts: ReadonlyArray<string | Getter>): Template {
 
 /** True when the template reads nothing at run time. */
 export const isConstantTemplate = (source: string): boolean => !source.includes('{{')
+
+const MAX_KEY_CHARS = 128
+// any half of a pair: a key with one (an emoji, or a lone one) is hashed, which is no loss
+const SURROGATE = /[\uD800-\uDFFF]/
+/**
+ * A rendered key (rate-limit bucket, notify throttle) as it is kept: whole when short, else its hash.
+ * A key renders caller content (a user name as long as a body) and is kept by the thousand; a lone
+ * surrogate would reach Redis as U+FFFD and share another key's bucket. Hashed as UTF-16, which keeps them apart.
+ */
+export const boundedKey = (rendered: string): string =>
+  rendered.length <= MAX_KEY_CHARS && !SURROGATE.test(rendered) ? rendered : `#${hash('sha256', Buffer.from(rendered, 'utf16le'), 'base64')}`

@@ -176,3 +176,28 @@ t.test('a reload keeps memory buckets when the runtime shares the process memory
   await two.close()
   t.equal(memoryStore.size, 1, 'closing a runtime leaves the shared store alone')
 })
+
+t.test('keys rendered from caller content are bounded: a long one is kept as its hash, so memory stays bounded', async t => {
+  const { setFlagsFromString } = await import('node:v8')
+  const { runInNewContext } = await import('node:vm')
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const gw = await startGateway(t, { chain: [{ name: 'rl', plugin: 'rate-limit', ops: ['Login'], options: { key: '{{user}}', limit: 1, window: '1h' } }] }, { level: 'silent' })
+  gc()
+  const before = process.memoryUsage().heapUsed
+  for (let i = 0; i < 200; i++) {
+    const user = `${i}`.padEnd(200_000, 'x')
+    t.equal((await gw.call('Login', { user })).body.reject, false, 'each user has a bucket of its own')
+    if (i === 0) t.equal((await gw.call('Login', { user })).body.reject, true, 'and the same user hits it')
+  }
+  gc()
+  const grown = process.memoryUsage().heapUsed - before
+  t.ok(grown < 10_000_000, `the heap grew by ${grown} bytes for 200 keys of 200,000 characters`)
+})
+
+t.test('Redis: users whose names differ in a lone surrogate (a caller\'s; frps writes U+FFFD) get a bucket each', async t => {
+  const redis = await startRedis(t)
+  const gw = await startGateway(t, { redis: { url: redis.url }, chain: [{ name: 'rl', plugin: 'rate-limit', ops: ['Login'], options: { key: '{{user}}', limit: 1, window: '1h' } }] }, { level: 'silent' })
+  for (const user of ['bob\ud800', 'bob\udfff', 'bob\ufffd']) t.equal((await gw.call('Login', { user })).body.reject, false, JSON.stringify(user))
+  t.equal((await gw.call('Login', { user: 'bob\udfff' })).body.reject, true, 'and each is counted')
+})
