@@ -9,7 +9,7 @@ import { compileAt } from '../src/errors.js'
 import { describeJsonError } from '../src/json-error.js'
 import { FORWARD_RESULTS, type ForwardResult } from '../src/metrics.js'
 import {
-  AGREED_FIELDS, AGREED_OP, changedAgreedField, checkContent, copy, isObject, OPS, own, put, sameJson, type Content, type Op
+  AGREED_FIELDS, AGREED_OP, changedAgreedField, checkContent, copy, foldedField, isObject, OPS, own, put, sameJson, type Content, type Op
 } from '../src/protocol.js'
 
 const MAX_ANSWER_BYTES = 1024 * 1024
@@ -206,6 +206,8 @@ export default definePlugin({
       const next = merge === 'patch' ? mergePatch(content, returned) as Content : returned
       const problem = checkContent(op, next)
       if (problem !== null) throw invalid(`the answer makes ${problem}`)
+      const folded = foldedField(op, next)
+      if (folded !== undefined) throw invalid(`the answer has ${folded} (Go matches keys whatever their case)`)
       const changed = op === AGREED_OP ? changedAgreedField(content, next) : undefined
       if (changed !== undefined) {
         throw invalid(`the answer changes ${changed}, which frpc and frps must agree on (${AGREED_FIELDS.get(changed) as string})`)

@@ -162,6 +162,35 @@ const contents = Object.fromEntries(OPS.map(op => [op, object(CONTENT[op], 'cont
 /** Content schemas per op (zod): field types only; unknown fields pass through. */
 export const contentSchemas = Object.fromEntries(OPS.map(op => [op, contents[op].zod])) as Record<Op, z.ZodType>
 
+// Go's encoding/json matches a key to a field whatever its case (folding \u017f to s, the Kelvin sign
+// to k, the Turkish i's to i), the last one winning: a key that is no field's name but folds to one
+// reaches frps as that field
+const goFold = (key: string): string => key.replace(/[\u017f\u212a\u0130\u0131]/g, c => GO_FOLDS[c]).toLowerCase()
+const GO_FOLDS: Record<string, string> = { '\u017f': 's', '\u212a': 'k', '\u0130': 'i', '\u0131': 'i' }
+const foldedNames = new WeakMap<Record<string, Field>, Map<string, string>>()
+
+/** The first key of content frps would read as a field it is not named (`PROXY_NAME`: proxy_name), with that field; undefined when none. */
+export function foldedField (op: Op, content: Content): string | undefined {
+  return foldedIn(CONTENT[op], content, 'content')
+}
+
+function foldedIn (fields: Record<string, Field>, value: Content, path: string): string | undefined {
+  let names = foldedNames.get(fields)
+  if (names === undefined) foldedNames.set(fields, names = new Map(Object.keys(fields).map(name => [goFold(name), name])))
+  for (const key in value) {
+    if (Object.hasOwn(fields, key)) {
+      const below = fields[key].fields
+      const inner = value[key]
+      const found = below !== undefined && isObject(inner) ? foldedIn(below, inner, `${path}.${key}`) : undefined
+      if (found !== undefined) return found
+      continue
+    }
+    const name = names.get(goFold(key))
+    if (name !== undefined) return `${path}.${clip(key)}, which frps reads as ${path}.${name}`
+  }
+  return undefined
+}
+
 /** Dotted path of a value inside content, as an operator would write it: `user.metas.team`, `locations[1]`. */
 export function formatPath (path: readonly PropertyKey[]): string {
   let out = ''

@@ -259,3 +259,23 @@ t.test('bad options fail at start, naming the path', async t => {
     [{ path: 'chain[0].options.circuitBreaker.failureThreshold' }, { path: 'chain[0].options.circuitBreaker.resetAfterMs' }])
   t.same(await issues({ url, timeout: 5 }), [{ path: 'chain[0].options.timeout', message: 'unknown key' }])
 })
+
+t.test('an answer with a key frps would read as another field (Go matches keys whatever their case) is an invalid_response naming both', async t => {
+  const sent = { user: { user: 'alice', metas: { team: 'blue' } }, proxy_name: 'alice.ssh', proxy_type: 'tcp', remote_port: 6000, sk: 'k1' }
+  let extra: Record<string, unknown> = {}
+  const down = await startDownstream(t, req => ({ unchange: false, content: { ...contentOf(req), ...extra } }))
+  const gw = await startGateway(t, { chain: [{ name: 'fw', plugin: 'forward', ops: ['NewProxy'], options: { url: down.url } }] })
+  const cases: Array<[Record<string, unknown>, string]> = [
+    [{ PROXY_NAME: 'evil' }, 'content.PROXY_NAME, which frps reads as content.proxy_name'],
+    [{ '\u017fk': 'other-secret' }, 'content.\u017fk, which frps reads as content.sk'],
+    [{ Remote_Port: 'not a port' }, 'content.Remote_Port, which frps reads as content.remote_port'],
+    [{ user: { user: 'alice', metas: { team: 'blue' }, USER: 'eve' } }, 'content.user.USER, which frps reads as content.user.user']
+  ]
+  for (const [added, named] of cases) {
+    extra = added
+    t.same((await gw.call('NewProxy', sent)).body, rejected('frp-plugin-gateway: step fw failed'), Object.keys(added)[0])
+    t.match(gw.logs.filter(l => l.msg === 'step failed').at(-1), { err: { result: 'invalid_response', message: `the answer has ${named} (Go matches keys whatever their case)` } })
+  }
+  extra = { user: { user: 'alice', metas: { TEAM: 'red' } }, plugin_x: 1 }
+  t.same((await gw.call('NewProxy', sent)).body, modified({ ...sent, ...extra }), 'map keys (metas) and unknown fields are no fields of frps')
+})
