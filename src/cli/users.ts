@@ -92,9 +92,15 @@ async function list (table: Table): Promise<number> {
     return 0
   }
   const names = await table.source.list()
-  const raws = await Promise.all(names.map(async name => await table.source.read(name)))
+  const raws = await Promise.allSettled(names.map(async name => await table.source.read(name)))
   print(names.flatMap((name, i) => {
-    const raw = raws[i]
+    const read = raws[i]
+    // a key that holds no hash (set by hand) is that user's problem, not the list's
+    if (read.status === 'rejected') {
+      if (!String((read.reason as Error).message).startsWith('WRONGTYPE')) throw read.reason
+      return [listLine(name, new Error(`${table.source.userKey(name)} is not a hash`), now)]
+    }
+    const raw = read.value
     if (raw === undefined) return [] // deleted since it was listed
     try {
       return [listLine(name, parseUserRecord(name, raw), now)]

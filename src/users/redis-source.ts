@@ -33,13 +33,17 @@ interface Entry<R> { result: UserLookup<R>; expiresAt: number; seq: number }
 const UNKNOWN = Object.freeze({ status: 'unknown' as const })
 
 // KEYS[1] the user's hash; ARGV[1] 'true' or 'false'. -1: no such user, 0: unchanged, 1: changed.
-// A missing or unreadable field counts as enabled, the record's default.
+// A missing or unreadable field counts as enabled, the record's default; the field is read as the
+// gateway reads it (JSON: "false" with spaces or a newline around it is false too).
 const SET_ENABLED_LUA = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local old = redis.call('HGET', KEYS[1], 'enabled')
 redis.call('HSET', KEYS[1], 'enabled', ARGV[1])
 local was = 'true'
-if old == 'false' then was = 'false' end
+if old then
+  local ok, v = pcall(cjson.decode, old)
+  if ok and v == false then was = 'false' end
+end
 if was == ARGV[1] then return 0 end
 return 1
 `
@@ -175,6 +179,8 @@ export class RedisUserSource<R> {
       const raw = await this.read(name)
       return raw === undefined ? UNKNOWN : this.#validate(name, raw)
     } catch (err) {
+      // the key holds no hash (set by hand): a record that is not valid, not a Redis away
+      if (message(err).startsWith('WRONGTYPE')) return { status: 'invalid', error: new Error(`user ${name} in Redis (${this.userKey(name)}) is not a hash`, { cause: err }) }
       return { status: 'error', error: new Error(`users in Redis: reading ${this.userKey(name)} failed: ${message(err)}`, { cause: err }) }
     }
   }

@@ -16,3 +16,17 @@ t.test('Redis standalone: every sub-command', async t => {
     `note: ${bare} has no "users" block yet: add "users": {"redis": {}} for the gateway to read this table\n`, 'import without a users block')
   t.same(lines(await redisCli(redis.port, 'HGETALL', `${keyPrefix}user:{user3}`)), ['token', '"with spaces around = and an equals sign"', 'enabled', 'true'])
 })
+
+t.test('Redis: a hand-made value read as the gateway reads it; a key that holds no hash is that user\'s problem, not the list\'s', async t => {
+  const redis = await startRedis(t)
+  const cfg = configFile({ redis: { url: redis.url }, users: { redis: {} }, chain: [{ name: 'users', plugin: 'users' }] })
+  const users = async (...args: string[]) => await runCli(['users', ...args, '--config', cfg])
+  await redisCli(redis.port, 'HSET', 'frpgw:user:{alice}', 'token', '"a1"', 'enabled', 'false\n')
+  await redisCli(redis.port, 'SADD', 'frpgw:users', 'alice', 'bob')
+  expect(t, await users('list'), 0, 'alice (disabled)\n', '', 'JSON false with a newline is false')
+  expect(t, await users('enable', 'alice'), 0, 'alice: enabled\n', '', 'and enabling it is a change')
+  await redisCli(redis.port, 'SET', 'frpgw:user:{bob}', 'x')
+  expect(t, await users('list'), 0, 'alice\nbob (not a valid record: frpgw:user:{bob} is not a hash)\n')
+  const gw = await (await import('../helpers/gateway.js')).startGateway(t, { redis: { url: redis.url }, users: { redis: {} }, chain: [{ name: 'users', plugin: 'users', ops: ['Login'] }] })
+  t.same((await gw.call('Login', { user: 'bob', metas: { token: 'x' } })).body, { reject: true, reject_reason: 'frp-plugin-gateway: step users failed: the record of bob is not valid', unchange: true }, 'the gateway: an invalid record, not a table away')
+})
