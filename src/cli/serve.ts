@@ -1,4 +1,4 @@
-import { readFileSync, watch as watchFs, type FSWatcher } from 'node:fs'
+import { realpathSync, statSync, watch as watchFs, type FSWatcher } from 'node:fs'
 import { basename, dirname, resolve } from 'node:path'
 import { buildAdminApp, buildApp, LISTEN_BACKLOG, type RuntimeRef } from '../app.js'
 import { loadConfig, readTls, type Config } from '../config.js'
@@ -25,6 +25,17 @@ function listenFailed (err: unknown, listener: 'RPC' | 'admin', { host, port }: 
   return new StartError(`cannot start: ${address} (the ${listener} listener: ${listener === 'RPC' ? 'listen' : 'admin'}.host and .port) ${why}`)
 }
 
+/** What a path leads to now: the file at the end of its links, and its inode, size and time. */
+function fingerprint (path: string): string {
+  try {
+    const real = realpathSync(path)
+    const { ino, size, mtimeMs } = statSync(real)
+    return `${real} ${ino} ${size} ${mtimeMs}`
+  } catch {
+    return 'missing'
+  }
+}
+
 /**
  * --watch: the config file, and the users file the live config names (which can change with a
  * reload). Folders, not files: editors that save by rename would leave a file watcher on the old inode.
@@ -40,14 +51,25 @@ function watchFiles (file: string, ref: RuntimeRef, reload: (why: string) => voi
     const users = ref.current.config.users
     return users !== undefined && 'file' in users ? resolve(dirname(file), users.file) : undefined
   }
+  // a file swapped through a link elsewhere in its folder (a Kubernetes ConfigMap moves its ..data link)
+  // raises events under other names: what the path leads to is compared, not only the name
+  const seen = new Map<string, string>()
+  const changed = (path: string): boolean => {
+    const now = fingerprint(path)
+    const before = seen.get(path)
+    seen.set(path, now)
+    return before !== undefined && before !== now
+  }
   const watchFolder = (folder: string): void => {
     if (watchers.has(folder)) return
     try {
       watchers.set(folder, watchFs(folder, (_event, name) => {
         const users = usersFile()
-        if (name === basename(file) && folder === dirname(resolve(file))) later('file changed')
-        else if (users !== undefined && name === basename(users) && folder === dirname(users)) later('users file changed')
+        const config = resolve(file)
+        if (folder === dirname(config) && (name === basename(file) || changed(config))) later('file changed')
+        else if (users !== undefined && folder === dirname(users) && (name === basename(users) || changed(users))) later('users file changed')
       }).unref())
+      for (const path of [resolve(file), usersFile()]) if (path !== undefined && dirname(path) === folder) seen.set(path, fingerprint(path))
     } catch {} // a folder that does not exist has nothing to watch; a reload that fixes the path watches it then
   }
   watchFolder(dirname(resolve(file)))

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, renameSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -76,6 +76,27 @@ t.test('--watch: a change of the users file alone reloads', async t => {
   const gw = await serveCli(['--config', paths.config, '--watch'], t)
   t.same(await login(gw, 'alice', 'a1'), ALLOW)
   writeFileSync(paths.users, JSON.stringify({ users: { alice: { token: 'a1', enabled: false } } }))
+  const reloaded = await waitForLog(gw, 'config reloaded')
+  t.equal(reloaded.why, 'users file changed')
+  t.same(await login(gw, 'alice', 'a1'), { reject: true, reject_reason: 'user alice is disabled', unchange: true })
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
+})
+
+t.test('--watch: a users file swapped as a Kubernetes ConfigMap volume swaps it (a link renamed elsewhere in the folder) reloads', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'frpgw-cm-'))
+  mkdirSync(join(dir, '..v1'))
+  writeFileSync(join(dir, '..v1', 'users.json'), JSON.stringify({ users: { alice: { token: 'a1' } } }))
+  symlinkSync('..v1', join(dir, '..data'))
+  symlinkSync('..data/users.json', join(dir, 'users.json'))
+  const config = join(dir, 'gateway.json')
+  writeFileSync(config, JSON.stringify({ listen: { port: 0 }, users: { file: 'users.json' }, chain: [{ name: 'users', plugin: 'users', ops: ['Login'] }] }))
+  const gw = await serveCli(['--config', config, '--watch'], t)
+  t.same(await login(gw, 'alice', 'a1'), ALLOW)
+  mkdirSync(join(dir, '..v2'))
+  writeFileSync(join(dir, '..v2', 'users.json'), JSON.stringify({ users: { alice: { token: 'a1', enabled: false } } }))
+  symlinkSync('..v2', join(dir, '..data_tmp'))
+  renameSync(join(dir, '..data_tmp'), join(dir, '..data'))
   const reloaded = await waitForLog(gw, 'config reloaded')
   t.equal(reloaded.why, 'users file changed')
   t.same(await login(gw, 'alice', 'a1'), { reject: true, reject_reason: 'user alice is disabled', unchange: true })
