@@ -124,6 +124,8 @@ function readCa (path: string): Buffer {
 function checkHeader (name: string, value: string): void {
   if (!TOKEN.test(name)) throw new Error('not a valid header name')
   if (RESERVED_HEADERS.has(name.toLowerCase())) throw new Error('the gateway sets this header as frps does; it cannot be replaced')
+  // a compressed answer would be read as JSON, and every call fail
+  if (name.toLowerCase() === 'accept-encoding') throw new Error('the gateway reads answers as they come, uncompressed: it cannot ask for an encoding')
   if (!FIELD_VALUE.test(value)) throw new Error('the value holds a control character')
 }
 

@@ -246,6 +246,8 @@ t.test('bad options fail at start, naming the path', async t => {
     [{ path: 'chain[0].options.headers.X-Frp-Reqid', message: 'the gateway sets this header as frps does; it cannot be replaced' }])
   t.same(await issues({ url, headers: { 'content-type': 'text/plain' } }),
     [{ path: 'chain[0].options.headers.content-type', message: 'the gateway sets this header as frps does; it cannot be replaced' }])
+  t.same(await issues({ url, headers: { 'Accept-Encoding': 'gzip' } }),
+    [{ path: 'chain[0].options.headers.Accept-Encoding', message: 'the gateway reads answers as they come, uncompressed: it cannot ask for an encoding' }])
   t.same(await issues({ url, headers: { 'X Team': 'a' } }), [{ path: 'chain[0].options.headers.X Team', message: 'not a valid header name' }])
   t.same(await issues({ url, headers: { 'X-Team': 'a\r\nHost: evil' } }),
     [{ path: 'chain[0].options.headers.X-Team', message: 'the value holds a control character' }])
