@@ -6,12 +6,10 @@ import type { PortOwner, PortRequest, ProxyRecord, QuotaLimit, QuotaLimits, Quot
 const NOW = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
 
-// KEYS proxies, reservations; ARGV name, record JSON. The record it replaces, or nil.
+// KEYS proxies, reservations; ARGV name, record JSON
 const REGISTER_LUA = `
-local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[1])
-return old
 `
 
 // KEYS proxies, logins; ARGV name, run_id, now, settle ms ('' for none), registered_at of the record
@@ -98,41 +96,16 @@ local function free(port, d)
   if redis.call('HGET', KEYS[2], owner(d)) == port then redis.call('HDEL', KEYS[2], owner(d)) end
 end`
 
-// (user, name) uses port for run_id and the record registered at `at`, whoever held it
-const CLAIM = `
-local function claim(user, name, port, runId, at)
-  local key = okey(user, name)
-  local holdMs = 0
-  local e = redis.call('HGET', KEYS[1], port)
-  if e then
-    local d = cjson.decode(e)
-    -- another proxy has it open: frps refuses this one (port in use), and reconciliation removes its record
-    if owner(d) ~= key and d.heldUntil == nil then return end
-    if owner(d) == key then holdMs = d.holdMs else free(port, d) end
-  end
-  local prev = redis.call('HGET', KEYS[2], key)
-  if prev and prev ~= port then
-    local p = redis.call('HGET', KEYS[1], prev)
-    if p and owner(cjson.decode(p)) == key then redis.call('HDEL', KEYS[1], prev) end
-  end
-  redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = holdMs, run_id = runId, at = tonumber(at)}))
-  redis.call('HSET', KEYS[2], key, port)
-end`
-
-// ARGV user, name, port, run_id, registered_at
-const CLAIM_LUA = `${PORTS}${CLAIM}
-claim(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
-`
-
-// The port (user, name) has in use, its record (run_id, registered_at) gone: held for holdMs, or freed.
-// A port a newer record of the proxy claimed meanwhile stays in use (entries of older gateways have no `at`).
+// The port (user, name) has in use, its record (run_id, registered_at; nil: whichever) gone: held for
+// holdMs, or freed. A port a newer record of the proxy claimed meanwhile stays in use (entries of
+// older gateways have no `at`).
 const RELEASE = `
 local function release(user, name, port, runId, at)
   local e = redis.call('HGET', KEYS[1], port)
   if not e then return 0 end
   local d = cjson.decode(e)
   if d.user ~= user or d.name ~= name or d.heldUntil ~= nil then return 0 end
-  if (d.run_id ~= nil and d.run_id ~= runId) or (d.at ~= nil and d.at ~= at) then return 0 end
+  if runId ~= nil and ((d.run_id ~= nil and d.run_id ~= runId) or (d.at ~= nil and d.at ~= at)) then return 0 end
   if d.holdMs > 0 then
     d.heldUntil = now + d.holdMs
     redis.call('HSET', KEYS[1], port, cjson.encode(d))
@@ -141,6 +114,37 @@ local function release(user, name, port, runId, at)
   end
   return 1
 end`
+
+// (user, name) uses port ('' for none) for run_id and the record registered at `at`, whoever held it.
+// The port the proxy had before, if another, is released as at a close: freed when this one is taken.
+const CLAIM = `
+local function claim(user, name, port, runId, at)
+  local key = okey(user, name)
+  local prev = redis.call('HGET', KEYS[2], key)
+  -- no port, or one another proxy has open (frps refuses this one, and reconciliation removes its record)
+  local function none()
+    if prev and prev ~= port then release(user, name, prev, nil, nil) end
+  end
+  if port == '' then return none() end
+  local holdMs = 0
+  local e = redis.call('HGET', KEYS[1], port)
+  if e then
+    local d = cjson.decode(e)
+    if owner(d) ~= key and d.heldUntil == nil then return none() end
+    if owner(d) == key then holdMs = d.holdMs else free(port, d) end
+  end
+  if prev and prev ~= port then
+    local p = redis.call('HGET', KEYS[1], prev)
+    if p and owner(cjson.decode(p)) == key then redis.call('HDEL', KEYS[1], prev) end
+  end
+  redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = holdMs, run_id = runId, at = tonumber(at)}))
+  redis.call('HSET', KEYS[2], key, port)
+end`
+
+// ARGV user, name, port ('' for none), run_id, registered_at
+const CLAIM_LUA = `${NOW}${PORTS}${RELEASE}${CLAIM}
+claim(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+`
 
 // ARGV user, name, port, run_id, registered_at
 const RELEASE_PORT_LUA = `${NOW}${PORTS}${RELEASE}
@@ -202,15 +206,9 @@ return assign(ARGV[1], ARGV[2], tonumber(ARGV[3]), r)
 // 'g' (a record: KEYS its proxies and reservations, ARGV user, name, port ('' for none), run_id,
 // registered_at, record JSON). The answer of each change, in order (0 for a record); a change that fails (a value
 // that is not what a gateway wrote) answers its error and leaves the others be.
-const ONE_NODE_LUA = `${NOW}${PORTS}${CLAIM}${RELEASE}${RESERVE}${ASSIGN}
+const ONE_NODE_LUA = `${NOW}${PORTS}${RELEASE}${CLAIM}${RESERVE}${ASSIGN}
 local function register(kp, kr, user, name, port, runId, at, json)
-  if port ~= '' then claim(user, name, port, runId, at) end
-  local old = redis.call('HGET', kp, name)
-  if old then
-    -- the proxy's previous port, when this record does not use it (no port, another, or one refused)
-    local o = cjson.decode(old)
-    if o.remote_port ~= nil and tostring(o.remote_port) ~= port then release(user, name, tostring(o.remote_port), o.run_id, o.registered_at) end
-  end
+  claim(user, name, port, runId, at)
   redis.call('SADD', KEYS[3], user)
   redis.call('HSET', kp, name, json)
   redis.call('HDEL', kr, name)
@@ -250,7 +248,7 @@ return e
 `
 
 interface Commands {
-  frpgwRegRegister (proxies: string, reservations: string, name: string, json: string): Promise<string | null>
+  frpgwRegRegister (proxies: string, reservations: string, name: string, json: string): Promise<unknown>
   frpgwRegOneNode (keys: number, ...keysThenArgs: string[]): Promise<Array<number | number[]>>
   frpgwRegUnregister (proxies: string, logins: string, name: string, runId: string, now: string, settleMs: string, registeredAt: string): Promise<number>
   frpgwRegLogin (logins: string, runId: string, at: string, ttlMs: string): Promise<unknown>
@@ -367,14 +365,9 @@ export class RedisRegistry implements RegistryStore {
       await this.#changes.add([proxies, reservations], ['g', user, name, port, runId, at, json])
       return
     }
-    if (port !== '') await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, user, name, port, runId, at)
+    await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, user, name, port, runId, at)
     await this.#client.sadd(this.usersKey, user)
-    const old = await this.#c.frpgwRegRegister(proxies, reservations, name, json)
-    const replaced = old === null ? undefined : JSON.parse(old) as ProxyRecord
-    // the proxy's previous port, when this record does not use it (no port, another, or one refused)
-    if (replaced?.remote_port !== undefined && String(replaced.remote_port) !== port) {
-      await this.#c.frpgwPortRelease(this.portsKey, this.ownersKey, user, name, String(replaced.remote_port), replaced.run_id, String(replaced.registered_at))
-    }
+    await this.#c.frpgwRegRegister(proxies, reservations, name, json)
   }
 
   async noteLogin (user: string, runId: string, at: number): Promise<void> {
