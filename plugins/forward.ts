@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import { Pool, type Dispatcher } from 'undici'
 import { z } from 'zod'
-import { intIn, MAX_DEADLINE_MS, parseHttpUrl, undiciTimeouts } from '../src/bounds.js'
+import { BodyTooLarge, intIn, MAX_DEADLINE_MS, parseHttpUrl, readBounded, undiciTimeouts } from '../src/bounds.js'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import { describeJsonError } from '../src/json-error.js'
@@ -73,14 +73,11 @@ function discard (body: Dispatcher.ResponseData['body']): void {
 }
 
 async function readAnswer (body: Dispatcher.ResponseData['body']): Promise<string> {
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    size += chunk.length
-    if (size > MAX_ANSWER_BYTES) throw invalid(`answer is larger than ${MAX_ANSWER_BYTES} bytes`)
-    chunks.push(chunk)
+  try {
+    return await readBounded(body, MAX_ANSWER_BYTES)
+  } catch (err) {
+    throw err instanceof BodyTooLarge ? invalid(`answer is larger than ${MAX_ANSWER_BYTES} bytes`) : err
   }
-  return Buffer.concat(chunks, size).toString('utf8')
 }
 
 interface Breaker { admit: (now: number) => boolean, succeeded: () => void, failed: (now: number) => void }

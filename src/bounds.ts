@@ -44,3 +44,18 @@ export function parseHttpUrl (raw: string): URL {
   if (url.username !== '' || url.password !== '') throw new Error('credentials in the URL are not sent: put an Authorization header in headers')
   return url
 }
+
+/** A body past its bound: read no further (leaving the loop that reads it destroys the stream). */
+export class BodyTooLarge extends Error {}
+
+/** An answer's body as UTF-8 text, read to maxBytes at most as it comes (a chunked one has no Content-Length to check first). */
+export async function readBounded (body: AsyncIterable<Buffer>, maxBytes: number): Promise<string> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of body) {
+    size += chunk.length
+    if (size > maxBytes) throw new BodyTooLarge(`a body of more than ${maxBytes} bytes`)
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks, size).toString('utf8')
+}

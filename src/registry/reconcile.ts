@@ -1,5 +1,5 @@
 import { request } from 'undici'
-import { undiciTimeouts } from '../bounds.js'
+import { readBounded, undiciTimeouts } from '../bounds.js'
 import { describeJsonError } from '../json-error.js'
 import { PROXY_TYPES } from '../users/record.js'
 import type { RegistryStore } from './store.js'
@@ -43,22 +43,12 @@ export async function onlineProxies (api: FrpsApiConfig, types: readonly string[
       await res.body.dump()
       throw new Error(`${where}: a body of ${length} bytes is more than ${MAX_BODY_BYTES}`)
     }
-    // a chunked body has no Content-Length: it is counted as it comes
-    const chunks: Buffer[] = []
-    let size = 0
+    let text
     try {
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        size += chunk.length
-        if (size > MAX_BODY_BYTES) {
-          res.body.destroy()
-          throw new Error(`a body of more than ${MAX_BODY_BYTES} bytes`)
-        }
-        chunks.push(chunk)
-      }
+      text = await readBounded(res.body, MAX_BODY_BYTES)
     } catch (err) {
       throw new Error(`${where}: ${(err as Error).message}`, { cause: err })
     }
-    const text = Buffer.concat(chunks, size).toString('utf8')
     let body: unknown
     try {
       body = JSON.parse(text)
