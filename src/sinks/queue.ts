@@ -75,18 +75,18 @@ export class SinkQueue {
     this.#pump()
   }
 
-  /** The oldest waiting event, its slot freed. */
-  #take (): [event: string, reqid: string] {
+  /** The oldest waiting event, its slot freed (its reqid is at #head before). */
+  #take (): string {
     const event = this.#waiting[this.#head]
-    const reqid = this.#reqids[this.#head]
     this.#waiting[this.#head++] = ''
     this.#chars -= event.length
-    return [event, reqid]
+    return event
   }
 
   #pump (): void {
     while (this.#inFlight < this.opts.concurrency && this.length > 0) {
-      const [event, reqid] = this.#take()
+      const reqid = this.#reqids[this.#head]
+      const event = this.#take()
       this.#inFlight++
       void this.#deliver(event, reqid).finally(() => {
         this.#inFlight--
