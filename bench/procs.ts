@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
 
 // Child processes and ports for `npm run bench` and `npm run soak`.
 
@@ -51,5 +52,20 @@ export class RedisProcess {
     child.kill('SIGCONT')
     child.kill('SIGTERM')
     await exited
+  }
+}
+
+/** The options of a bench script, or its usage on stderr and exit 2: a mistyped option is no stack trace. */
+export function scriptArgs<T extends ParseArgsConfig['options']> (usage: string, options: T, valid: (values: ReturnType<typeof parseArgs<{ options: T }>>['values']) => boolean): ReturnType<typeof parseArgs<{ options: T }>>['values'] {
+  const fail = (why: string): never => {
+    process.stderr.write(`${why}\nusage: ${usage}\n`)
+    process.exit(2)
+  }
+  try {
+    const { values } = parseArgs({ options })
+    if (!valid(values)) fail('an option is out of range')
+    return values
+  } catch (err) {
+    return fail((err as Error).message)
   }
 }

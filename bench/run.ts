@@ -3,24 +3,21 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
-import { freePort, redisAnswers, redisArgs, waitUntil } from './procs.js'
+import { freePort, redisAnswers, redisArgs, scriptArgs, waitUntil } from './procs.js'
 import { proxyCalls, USER_COUNT, userCalls, writeUsersFile, type BenchCalls, type BenchRequest } from './users.js'
 
 // npm run bench: every scenario side by side in one run, on this machine, each server in its own process.
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const DIST = fileURLToPath(new URL('../', import.meta.url))
-const { values } = parseArgs({
-  options: {
-    duration: { type: 'string', default: '3' },
-    rounds: { type: 'string', default: '5' },
-    only: { type: 'string', multiple: true },
-    connections: { type: 'string', default: '10' },
-    'no-pin': { type: 'boolean', default: false },
-    out: { type: 'string', default: join(ROOT, 'bench', 'results.json') }
-  }
-})
+const values = scriptArgs('run.js [--duration SECONDS] [--rounds N] [--connections N] [--only NAME]... [--no-pin] [--out FILE]', {
+  duration: { type: 'string', default: '3' },
+  rounds: { type: 'string', default: '5' },
+  only: { type: 'string', multiple: true },
+  connections: { type: 'string', default: '10' },
+  'no-pin': { type: 'boolean', default: false },
+  out: { type: 'string', default: join(ROOT, 'bench', 'results.json') }
+}, v => Number(v.duration) > 0 && [v.rounds, v.connections].every(n => Number.isInteger(Number(n)) && Number(n) >= 1))
 const duration = Number(values.duration)
 const rounds = Number(values.rounds)
 const connections = Number(values.connections)

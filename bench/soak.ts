@@ -4,30 +4,23 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import { Agent, request } from 'undici'
 import { DOWNSTREAM_FAULTS, faultChain, faultWindows, seededRandom, startFaultyDownstream, type FaultWindow } from './faults.js'
-import { freePort, RedisProcess, waitUntil } from './procs.js'
+import { freePort, RedisProcess, scriptArgs, waitUntil } from './procs.js'
 
 // npm run soak: a bounded run of mixed frps calls at a high rate through faultChain(), against the
 // gateway as a child process, while both downstream plugins and Redis fail at random moments.
 // Fails (exit 1) when a call goes unanswered, an answer is not 200, the gateway's counters do not add
 // up to the calls sent, or the gateway's RSS grows past the bound.
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
-const { values } = parseArgs({
-  options: {
-    duration: { type: 'string', default: '60' },
-    connections: { type: 'string', default: '32' },
-    seed: { type: 'string' }
-  }
-})
+const values = scriptArgs('soak.js [--duration SECONDS (>= 10)] [--connections N] [--seed N]', {
+  duration: { type: 'string', default: '60' },
+  connections: { type: 'string', default: '32' },
+  seed: { type: 'string' }
+}, v => Number(v.duration) >= 10 && Number(v.connections) >= 1 && (v.seed === undefined || Number.isInteger(Number(v.seed))))
 const durationMs = Number(values.duration) * 1000
 const connections = Number(values.connections)
 const seed = values.seed !== undefined ? Number(values.seed) : Math.floor(Math.random() * 2 ** 32)
-if (!(durationMs >= 10_000) || !(connections >= 1)) {
-  process.stderr.write('usage: soak.js [--duration SECONDS (>= 10)] [--connections N] [--seed N]\n')
-  process.exit(2)
-}
 
 const DEADLINE_MS = 1000
 const AUTH_TIMEOUT_MS = 250
