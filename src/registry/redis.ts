@@ -12,8 +12,8 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[1])
 `
 
-// KEYS proxies, logins; ARGV name, run_id, now, settle ms ('' for none), registered_at of the record
-// to remove (not one registered since). 1 when removed.
+// KEYS proxies, logins, and on one node the users set; ARGV name, run_id, now, settle ms ('' for none),
+// registered_at of the record to remove (not one registered since), user. 1 when removed.
 const UNREGISTER_LUA = `
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
@@ -24,6 +24,7 @@ if ARGV[4] ~= '' then
   if at and r.registered_at >= at and tonumber(ARGV[3]) - at < tonumber(ARGV[4]) then return 0 end
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+if KEYS[3] and redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[6]) end
 return 1
 `
 
@@ -250,7 +251,7 @@ return e
 interface Commands {
   frpgwRegRegister (proxies: string, reservations: string, name: string, json: string): Promise<unknown>
   frpgwRegOneNode (keys: number, ...keysThenArgs: string[]): Promise<Array<number | number[]>>
-  frpgwRegUnregister (proxies: string, logins: string, name: string, runId: string, now: string, settleMs: string, registeredAt: string): Promise<number>
+  frpgwRegUnregister (keys: number, ...keysThenArgs: string[]): Promise<number>
   frpgwRegLogin (logins: string, runId: string, at: string, ttlMs: string): Promise<unknown>
   frpgwRegReserve (proxies: string, reservations: string, ...args: string[]): Promise<number[]>
   frpgwRegRelease (reservations: string, name: string, runId: string): Promise<unknown>
@@ -336,7 +337,7 @@ export class RedisRegistry implements RegistryStore {
     const define = (name: string, keys: number, lua: string): void => client.defineCommand(name, { numberOfKeys: keys, lua })
     define('frpgwRegRegister', 2, REGISTER_LUA)
     client.defineCommand('frpgwRegOneNode', { lua: ONE_NODE_LUA })
-    define('frpgwRegUnregister', 2, UNREGISTER_LUA)
+    client.defineCommand('frpgwRegUnregister', { lua: UNREGISTER_LUA })
     define('frpgwRegLogin', 1, LOGIN_LUA)
     define('frpgwRegReserve', 2, RESERVE_LUA)
     define('frpgwRegRelease', 1, RELEASE_LUA)
@@ -366,8 +367,9 @@ export class RedisRegistry implements RegistryStore {
       return
     }
     await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, user, name, port, runId, at)
-    await this.#client.sadd(this.usersKey, user)
     await this.#c.frpgwRegRegister(proxies, reservations, name, json)
+    // after the record: a removal racing this one (#forget) then sees the record, or is undone here
+    await this.#client.sadd(this.usersKey, user)
   }
 
   async noteLogin (user: string, runId: string, at: number): Promise<void> {
@@ -386,8 +388,23 @@ export class RedisRegistry implements RegistryStore {
       await this.#c.frpgwPortRelease(this.portsKey, this.ownersKey, user, name, String(record.remote_port), runId, String(record.registered_at))
     }
     // the record read: one registered since (a reconnect) stays, and its port was not released above
-    return await this.#c.frpgwRegUnregister(this.proxiesKey(user), this.loginsKey(user), name, runId,
-      String(settle?.now ?? 0), settle === undefined ? '' : String(settle.ms), String(record.registered_at)) === 1
+    const keys = [this.proxiesKey(user), this.loginsKey(user), ...this.#changes !== undefined ? [this.usersKey] : []]
+    const removed = await this.#c.frpgwRegUnregister(keys.length, ...keys, name, runId,
+      String(settle?.now ?? 0), settle === undefined ? '' : String(settle.ms), String(record.registered_at), user) === 1
+    if (removed && this.#changes === undefined) await this.#forget(user)
+    return removed
+  }
+
+  /**
+   * Cluster: a user without records leaves the users set (one node: in the removal's script), so
+   * list() and count() do not read every user who ever had a proxy. The set is in another slot than
+   * the records: taken out, then put back if a record came meanwhile (a record is added after it is written).
+   */
+  async #forget (user: string): Promise<void> {
+    const proxies = this.proxiesKey(user)
+    if (await this.#client.hlen(proxies) > 0) return
+    await this.#client.srem(this.usersKey, user)
+    if (await this.#client.hlen(proxies) > 0) await this.#client.sadd(this.usersKey, user)
   }
 
   async get (user: string, name: string): Promise<ProxyRecord | undefined> {

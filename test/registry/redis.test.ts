@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import t from 'tap'
 import { RedisRegistry } from '../../src/registry/redis.js'
+import type { ProxyRecord } from '../../src/registry/store.js'
 import { createRedisClient } from '../../src/stores/redis-client.js'
 import { startRedis, startRedisCluster } from '../helpers/redis.js'
 import { runRegistryContract } from './contract.js'
@@ -65,3 +66,31 @@ t.test('one node: a change that fails in a shared script fails its own caller, a
   t.equal(record.status, 'fulfilled')
   t.same(await store.portOwner(7400), { user: 'bob', name: 'bob.p' }, 'the record landed')
 })
+
+for (const [kind, start] of [['standalone', 'one'], ['Cluster', 'cluster']] as const) {
+  t.test(`${kind}: a user leaves the users set with its last record, and is back with its next one, whatever the order`, async t => {
+    const client = start === 'one'
+      ? createRedisClient({ url: (await startRedis(t)).url })
+      : createRedisClient({ cluster: (await startRedisCluster(t)).urls })
+    t.teardown(() => client.disconnect())
+    await once(client, 'ready')
+    const store = new RedisRegistry(client, { keyPrefix: `frpgw:${randomUUID()}:` })
+    const record = (user: string, name: string, at = 1): ProxyRecord => ({ user, name, type: 'tcp', run_id: 'r', registered_at: at })
+    await store.register(record('ann', 'ann.a'))
+    await store.register(record('ann', 'ann.b'))
+    await store.unregister('ann', 'ann.a', 'r')
+    t.same(await client.smembers(store.usersKey), ['ann'], 'a user with a record left stays')
+    await store.unregister('ann', 'ann.b', 'r')
+    t.same(await client.smembers(store.usersKey), [], 'without records, no longer listed')
+    // a proxy closing and another of the same user opening at once, the opening a few round trips later each time
+    const later = async (n: number): Promise<void> => { for (let j = 0; j < n; j++) await client.ping() }
+    for (let i = 0; i < 30; i++) {
+      await store.register(record('bob', `bob.${i}`, i))
+      await Promise.all([store.unregister('bob', `bob.${i}`, 'r'), later(i % 6).then(async () => { await store.register(record('bob', `bob.${i + 1}`, i + 1)) })])
+      t.same(await client.smembers(store.usersKey), ['bob'], `round ${i}: bob has a record, and is listed`)
+      await store.unregister('bob', `bob.${i + 1}`, 'r')
+    }
+    t.same(await store.list(), [])
+    t.same(await client.smembers(store.usersKey), [])
+  })
+}
