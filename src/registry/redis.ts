@@ -396,9 +396,10 @@ export class RedisRegistry implements RegistryStore {
   }
 
   /**
-   * Cluster: a user without records leaves the users set (one node: in the removal's script), so
-   * list() and count() do not read every user who ever had a proxy. The set is in another slot than
-   * the records: taken out, then put back if a record came meanwhile (a record is added after it is written).
+   * A user without records leaves the users set (on one node a removal does it in its script), so
+   * list() and count() do not read every user who ever had a proxy. On Cluster the set is in another
+   * slot than the records: taken out, then put back if a record came meanwhile (a record is added
+   * to the set after it is written).
    */
   async #forget (user: string): Promise<void> {
     const proxies = this.proxiesKey(user)
@@ -415,6 +416,8 @@ export class RedisRegistry implements RegistryStore {
   async list (user?: string): Promise<ProxyRecord[]> {
     const users = user === undefined ? await this.#client.smembers(this.usersKey) : [user]
     const all = await Promise.all(users.map(async u => await this.#client.hvals(this.proxiesKey(u))))
+    // users a gateway before this one left in the set when their last record went
+    if (user === undefined) await Promise.all(users.filter((_, i) => all[i].length === 0).map(async u => { await this.#forget(u) }))
     return all.flat().map(json => JSON.parse(json) as ProxyRecord).sort(byUserThenName)
   }
 

@@ -92,5 +92,10 @@ for (const [kind, start] of [['standalone', 'one'], ['Cluster', 'cluster']] as c
     }
     t.same(await store.list(), [])
     t.same(await client.smembers(store.usersKey), [])
+    // as an earlier gateway left it: a user in the set without records
+    await client.sadd(store.usersKey, 'carol')
+    await store.register(record('dan', 'dan.a'))
+    t.same((await store.list()).map(r => r.name), ['dan.a'])
+    t.same(await client.smembers(store.usersKey), ['dan'], 'listing every user drops the ones without records')
   })
 }
