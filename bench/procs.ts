@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
@@ -27,6 +27,12 @@ export const redisArgs = (port: number): string[] =>
 export const redisAnswers = async (port: number): Promise<boolean> => await new Promise<boolean>(resolve => {
   spawn('redis-cli', ['-p', String(port), 'ping']).on('close', code => resolve(code === 0))
 })
+
+/** The Lua scripts (EVALSHA, EVAL) a Redis has run: what the gateway asked of it, whatever the scripts do inside. */
+export function redisScripts (port: number): number {
+  const stats = spawnSync('redis-cli', ['-p', String(port), 'info', 'commandstats'], { encoding: 'utf8' }).stdout
+  return [...stats.matchAll(/^cmdstat_eval(?:sha)?:calls=(\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0)
+}
 
 /** A redis-server on one port that can be stopped and started again (the soak's outages). */
 export class RedisProcess {

@@ -4,7 +4,7 @@ import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
-import { freePort, redisAnswers, redisArgs, scriptArgs, waitUntil } from './procs.js'
+import { freePort, redisAnswers, redisArgs, redisScripts, scriptArgs, waitUntil } from './procs.js'
 import { proxyCalls, USER_COUNT, userCalls, writeUsersFile, type BenchCalls, type BenchRequest } from './users.js'
 
 // npm run bench: every scenario side by side in one run, on this machine, each server in its own process.
@@ -42,8 +42,8 @@ function start (args: string[], cpu: string): ChildProcess {
 
 const answers = async (url: string) => (await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"op":"Ping","content":{}}' })).ok
 
-/** pids: every process that serves a call, whose CPU time the call costs */
-interface Server { url: string, pids: Array<number | undefined> }
+/** pids: every process that serves a call, whose CPU time the call costs; redis: the port of the Redis it asks */
+interface Server { url: string, pids: Array<number | undefined>, redis?: number }
 
 /** a bench/SCRIPT.js server: SCRIPT KIND PORT ARGS... */
 async function benchServer (script: string, kind: string, args: string[], cpu: string): Promise<Server> {
@@ -83,11 +83,11 @@ function cpuSeconds (pids: Array<number | undefined>): number {
   }, 0)
 }
 
-async function redis (): Promise<string> {
+async function redis (): Promise<number> {
   const port = await freePort()
   start(redisArgs(port), BESIDE)
   await waitUntil('redis-server', async () => await redisAnswers(port))
-  return `redis://127.0.0.1:${port}`
+  return port
 }
 
 // Realistic frps bodies: a Login and a NewProxy recorded from frps 0.41.
@@ -106,7 +106,8 @@ const { file: usersFile, users } = writeUsersFile(tmp)
 const perUser = userCalls(users, login, newProxy)
 const perProxy = proxyCalls(users, newProxy)
 
-interface Sample { rps: number, p50: number, p99: number, errors: number, cpuUs: number }
+/** scripts: the Lua scripts sent to Redis per call (every gateway call of a Redis scenario asks one or more; the gateway batches them) */
+interface Sample { rps: number, p50: number, p99: number, errors: number, cpuUs: number, scripts?: number }
 interface Row extends Sample { scenario: string, connections: number, ratio: number }
 
 function percentile (sorted: Float64Array, p: number): number {
@@ -137,7 +138,7 @@ async function checkAnswers (url: string, { requests, refused, remotePorts }: Be
 /** autocannon against url; latencies kept in full (autocannon's own histogram rounds to whole ms). */
 const warmed = new Set<string>()
 
-async function measure ({ url, pids, calls, check }: Scenario, conns: number): Promise<Sample> {
+async function measure ({ url, pids, calls, check, redis }: Scenario, conns: number): Promise<Sample> {
   const opts = { url, connections: conns, pipelining: 1, requests: calls.requests }
   if (!warmed.has(`${url} ${conns}`)) {
     warmed.add(`${url} ${conns}`)
@@ -147,18 +148,21 @@ async function measure ({ url, pids, calls, check }: Scenario, conns: number): P
   }
   const latencies: number[] = []
   const cpuBefore = cpuSeconds(pids)
+  const scriptsBefore = redis === undefined ? 0 : redisScripts(redis)
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon({ ...opts, duration }, (err, res) => err ? reject(err) : resolve(res))
     instance.on('response', (_client, _status, _bytes, responseTime) => { latencies.push(responseTime) })
   })
   const cpuUs = (cpuSeconds(pids) - cpuBefore) * 1e6 / result.requests.total
+  const scripts = redis === undefined ? undefined : (redisScripts(redis) - scriptsBefore) / result.requests.total
   const sorted = Float64Array.from(latencies).sort()
   return {
     rps: result.requests.total / duration,
     p50: percentile(sorted, 0.5),
     p99: percentile(sorted, 0.99),
     errors: result.errors + result.timeouts + result.non2xx,
-    cpuUs
+    cpuUs,
+    scripts
   }
 }
 
@@ -242,8 +246,13 @@ async function main (): Promise<void> {
       await waitUntil('notify events at the webhook receiver', async () => Number(await (await fetch(url)).text()) >= Math.min(4, recorded.requests.length))
     }
   })
-  const redisUrl = lazily(redis)
-  await add('gateway, Redis rate-limit', async () => await gateway([{ name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', ...NO_LIMIT } }], { redis: { url: await redisUrl() } }))
+  const redisPort = lazily(redis)
+  /** a gateway with the bench's Redis */
+  const withRedis = async (chain: unknown[], extra: Record<string, unknown> = {}): Promise<Server> => {
+    const port = await redisPort()
+    return { ...await gateway(chain, { ...extra, redis: { url: `redis://127.0.0.1:${port}` } }), redis: port }
+  }
+  await add('gateway, Redis rate-limit', async () => await withRedis([{ name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', ...NO_LIMIT } }]))
   const downstream = lazily(async () => await server('downstream'))
   const forwarding = lazily(async () => await gateway([{ name: 'auth', plugin: 'forward', options: { url: `${(await downstream()).url}/handler` } }]))
   await add(DIRECT, downstream)
@@ -252,8 +261,8 @@ async function main (): Promise<void> {
   await add(FORWARD, forwarding, { conns: 1 })
   await add(`gateway, users chain (file table of ${USER_COUNT.toLocaleString('en')} users)`,
     async () => await gateway([threeSteps[0]], usersFileBlock), { calls: perUser })
-  await add('gateway, users + quota + ports (registry in Redis)', async () => await gateway(registryChain, {
-    ...usersFileBlock, redis: { url: await redisUrl() }, registry: { store: 'redis' }
+  await add('gateway, users + quota + ports (registry in Redis)', async () => await withRedis(registryChain, {
+    ...usersFileBlock, registry: { store: 'redis' }
   }), { calls: perProxy })
   // the same chain with nothing to wait for: what the steps, the modified answers and the records cost without Redis
   await add('gateway, users + quota + ports (registry in memory)', async () => await gateway(registryChain, {
@@ -278,7 +287,7 @@ async function main (): Promise<void> {
   const [base, ...others] = scenarios
   const samples = scenarios.map(() => [] as Array<Sample & { ratio: number }>)
   const log = (round: number, sc: Scenario, sample: Sample): void => {
-    process.stderr.write(`round ${round + 1}: ${sc.name} (${sc.connections}): ${Math.round(sample.rps)} req/s, p50 ${sample.p50.toFixed(3)} ms, ${sample.cpuUs.toFixed(1)} us CPU/call\n`)
+    process.stderr.write(`round ${round + 1}: ${sc.name} (${sc.connections}): ${Math.round(sample.rps)} req/s, p50 ${sample.p50.toFixed(3)} ms, ${sample.cpuUs.toFixed(1)} us CPU/call${sample.scripts === undefined ? "" : `, ${sample.scripts.toFixed(2)} Redis scripts/call`}\n`)
   }
   for (let round = 0; round < rounds; round++) {
     let before = await measure(base, base.connections)
@@ -300,6 +309,7 @@ async function main (): Promise<void> {
     p99: median(samples[i].map(s => s.p99)),
     ratio: median(samples[i].map(s => s.ratio)),
     cpuUs: median(samples[i].map(s => s.cpuUs)),
+    scripts: sc.redis === undefined ? undefined : median(samples[i].map(s => s.scripts as number)),
     errors: samples[i].reduce((n, s) => n + s.errors, 0)
   }))
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node.js ${process.version}; ${pinned
@@ -330,9 +340,9 @@ async function main (): Promise<void> {
   const table = [
     `machine: ${machine}; medians of ${rounds} rounds of ${duration} s per scenario, the baseline measured again between every two`,
     '',
-    '| scenario | conns | req/s | p50 ms | p99 ms | ratio to baseline | server CPU us/call |',
-    '|---|---:|---:|---:|---:|---:|---:|',
-    ...rows.map(r => `| ${r.scenario} | ${r.connections} | ${r.rps} | ${r.p50.toFixed(3)} | ${r.p99.toFixed(3)} | ${r.ratio.toFixed(2)} | ${r.cpuUs.toFixed(1)} |`),
+    '| scenario | conns | req/s | p50 ms | p99 ms | ratio to baseline | server CPU us/call | Redis scripts/call |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map(r => `| ${r.scenario} | ${r.connections} | ${r.rps} | ${r.p50.toFixed(3)} | ${r.p99.toFixed(3)} | ${r.ratio.toFixed(2)} | ${r.cpuUs.toFixed(1)} | ${r.scripts?.toFixed(2) ?? ''} |`),
     '',
     ...Object.entries(comparisons).map(([what, v]) => `${what}: ${(v as number).toFixed(3)}`)
   ].join('\n')
