@@ -287,7 +287,7 @@ async function main (): Promise<void> {
   const [base, ...others] = scenarios
   const samples = scenarios.map(() => [] as Array<Sample & { ratio: number }>)
   const log = (round: number, sc: Scenario, sample: Sample): void => {
-    process.stderr.write(`round ${round + 1}: ${sc.name} (${sc.connections}): ${Math.round(sample.rps)} req/s, p50 ${sample.p50.toFixed(3)} ms, ${sample.cpuUs.toFixed(1)} us CPU/call${sample.scripts === undefined ? "" : `, ${sample.scripts.toFixed(2)} Redis scripts/call`}\n`)
+    process.stderr.write(`round ${round + 1}: ${sc.name} (${sc.connections}): ${Math.round(sample.rps)} req/s, p50 ${sample.p50.toFixed(3)} ms, ${sample.cpuUs.toFixed(1)} us CPU/call${sample.scripts === undefined ? '' : `, ${sample.scripts.toFixed(2)} Redis scripts/call`}\n`)
   }
   for (let round = 0; round < rounds; round++) {
     let before = await measure(base, base.connections)
