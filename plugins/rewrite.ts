@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { definePlugin, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import {
-  AGREED_FIELDS, AGREED_OP, checkFields, getIn, jsonRecord, nestsDeeper, OPS, parsePath, pathTarget, sameJson, setIn, type Content
+  AGREED_FIELDS, AGREED_OP, checkFields, foldedPath, getIn, goFold, jsonRecord, nestsDeeper, OPS, parsePath, pathTarget, sameJson, setIn, type Content
 } from '../src/protocol.js'
 import { compileTemplate, isConstantTemplate, type TemplateContext } from '../src/template.js'
 
@@ -38,12 +38,15 @@ export default definePlugin({
     const pathOf = (where: string, raw: string, use: Use): string[] => compileAt(where, () => {
       const path = parsePath(raw)
       if (path.length > MAX_VALUE_DEPTH) throw new Error(`${raw} has more than ${MAX_VALUE_DEPTH} parts (frps content is 3 deep)`)
-      const why = AGREED_FIELDS.get(path[0])
+      // frps reads USE_ENCRYPTION as use_encryption
+      const why = AGREED_FIELDS.get(goFold(path[0]))
       if (why !== undefined && deps.ops.includes(AGREED_OP)) {
         throw new Error(`${path[0]} cannot be rewritten: frpc and frps must agree on it and frpc would never learn of the change ` +
           `(${why}); reject instead, with when.fields`)
       }
       for (const op of deps.ops) {
+        const folded = foldedPath(op, path)
+        if (folded !== undefined) throw new Error(folded)
         const { field, inList } = pathTarget(op, path)
         if (inList && (use === 'set' || use === 'default')) {
           throw new Error(`${raw} is an element of a list in ${op} content: where the list is absent or null the result would be ` +

@@ -165,7 +165,7 @@ export const contentSchemas = Object.fromEntries(OPS.map(op => [op, contents[op]
 // Go's encoding/json matches a key to a field whatever its case (folding \u017f to s, the Kelvin sign
 // to k, the Turkish i's to i), the last one winning: a key that is no field's name but folds to one
 // reaches frps as that field
-const goFold = (key: string): string => key.replace(/[\u017f\u212a\u0130\u0131]/g, c => GO_FOLDS[c]).toLowerCase()
+export const goFold = (key: string): string => key.replace(/[\u017f\u212a\u0130\u0131]/g, c => GO_FOLDS[c]).toLowerCase()
 const GO_FOLDS: Record<string, string> = { '\u017f': 's', '\u212a': 'k', '\u0130': 'i', '\u0131': 'i' }
 const foldedNames = new WeakMap<Record<string, Field>, Map<string, string>>()
 
@@ -174,9 +174,31 @@ export function foldedField (op: Op, content: Content): string | undefined {
   return foldedIn(CONTENT[op], content, 'content')
 }
 
-function foldedIn (fields: Record<string, Field>, value: Content, path: string): string | undefined {
+function foldedNamesOf (fields: Record<string, Field>): Map<string, string> {
   let names = foldedNames.get(fields)
   if (names === undefined) foldedNames.set(fields, names = new Map(Object.keys(fields).map(name => [goFold(name), name])))
+  return names
+}
+
+/** Why a config path names a field of the op's content by another case (`USE_ENCRYPTION`); undefined when it does not. */
+export function foldedPath (op: Op, path: readonly string[]): string | undefined {
+  let fields: Record<string, Field> | undefined = CONTENT[op]
+  for (let i = 0; i < path.length && fields !== undefined; i++) {
+    const key = path[i]
+    if (hasOwn(fields, key)) {
+      fields = fields[key].fields
+      continue
+    }
+    const name = foldedNamesOf(fields).get(goFold(key))
+    if (name === undefined) return undefined
+    const field = [...path.slice(0, i), name].join('.')
+    return `${path.slice(0, i + 1).join('.')} is no field name, but frps reads it as ${field} (Go matches keys whatever their case): write ${field}`
+  }
+  return undefined
+}
+
+function foldedIn (fields: Record<string, Field>, value: Content, path: string): string | undefined {
+  const names = foldedNamesOf(fields)
   for (const key in value) {
     if (Object.hasOwn(fields, key)) {
       const below = fields[key].fields

@@ -202,6 +202,31 @@ t.test('fields frpc and frps must agree on cannot be rewritten on NewProxy: a co
     'ops whose answer frps ignores may carry another name to the steps after')
 })
 
+t.test('a key frps reads as a field of another case is a config error: an agreed field that way too', async t => {
+  const agreed = (field: string, why: string) => `${field} cannot be rewritten: frpc and frps must agree on it and frpc would never ` +
+    `learn of the change (${why}); reject instead, with when.fields`
+  t.same(await configIssues(t, steps(['NewProxy'],
+    { set: { USE_ENCRYPTION: true } },
+    { remove: ['\u017fk'] },
+    { set: { Remote_Port: 'x' } },
+    { set: { 'user.USER': 'bob' } },
+    { set: { 'user.metas.TEAM': 'blue', 'x_future.Remote_Port': 1 } }
+  )), [
+    { path: 'chain[0].options.set.USE_ENCRYPTION', message: agreed('USE_ENCRYPTION', 'frps would encrypt (or not) the stream to frpc where ' +
+      'frpc does the opposite: every connection breaks') },
+    { path: 'chain[1].options.remove[0]', message: agreed('\u017fk', "visitors present the secret key the proxy's owner gave them " +
+      '(xtcp peers also encrypt with it): they would be refused') },
+    { path: 'chain[2].options.set.Remote_Port', message: 'Remote_Port is no field name, but frps reads it as remote_port ' +
+      '(Go matches keys whatever their case): write remote_port' },
+    { path: 'chain[3].options.set.user.USER', message: 'user.USER is no field name, but frps reads it as user.user ' +
+      '(Go matches keys whatever their case): write user.user' }
+  ], 'metas keys and fields frps does not know are taken as written')
+  t.same(await configIssues(t, rewrite({ set: { Client_Address: '' } })), [
+    { path: 'chain[0].options.set.Client_Address', message: 'Client_Address is no field name, but frps reads it as client_address ' +
+      '(Go matches keys whatever their case): write client_address' }
+  ])
+})
+
 t.test('a path the step\'s ops cannot hold is a config error, not a reject on every call', async t => {
   t.same(await configIssues(t, steps(['NewProxy'],
     { set: { 'custom_domains.0': 'a.example' } },
