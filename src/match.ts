@@ -2,7 +2,7 @@ import { BlockList, isIP } from 'node:net'
 import { z } from 'zod'
 import { compileAt } from './errors.js'
 import {
-  carries, clientIp, clientMetas, clientUser, getIn, isObject, jsonRecord, OPS, own, parsePath, pathTarget, proxyMetas, remoteIp, sameJson,
+  carries, clientIp, clientMetas, clientUser, foldedPath, getIn, isObject, jsonRecord, OPS, own, parsePath, pathTarget, proxyMetas, remoteIp, sameJson,
   stringRecord, type Content, type Op
 } from './protocol.js'
 import type { ProxyLookup } from './registry/store.js'
@@ -161,6 +161,11 @@ export function compileGlob (glob: string): (name: string) => boolean {
 /** One `when.fields` entry: the ops whose content can hold the path, and a test of its value. */
 function fieldCheck (raw: string, wanted: unknown): Check {
   const path = parsePath(raw)
+  // frps never sends such a key: the condition would read a field that is always absent
+  for (const op of OPS) {
+    const folded = foldedPath(op, path)
+    if (folded !== undefined) throw new Error(folded)
+  }
   const values = Array.isArray(wanted) ? wanted : [wanted]
   if (values.length === 0) throw new Error('an empty list matches nothing')
   const ops = new Set(OPS.filter(op => carries(op, path)))

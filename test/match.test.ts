@@ -275,12 +275,17 @@ t.test('fields: bad paths and values that can never match are errors naming the 
     [{ remote_port: [6000, '6001'] }, 'fields.remote_port', '"6001" can never match: remote_port is a number'],
     [{ custom_domains: ['a.example'] }, 'fields.custom_domains',
       '"a.example" can never match: custom_domains is a list of strings (a list of values matches any of them: match a list with [[...]])'],
-    [{ 'proxy_name.x': 'y' }, 'fields.proxy_name.x', '"y" can never match: no op carries this field']
+    [{ 'proxy_name.x': 'y' }, 'fields.proxy_name.x', '"y" can never match: no op carries this field'],
+    [{ USE_ENCRYPTION: [false, null] }, 'fields.USE_ENCRYPTION',
+      'USE_ENCRYPTION is no field name, but frps reads it as use_encryption (Go matches keys whatever their case): write use_encryption'],
+    [{ 'user.Metas.team': 'x' }, 'fields.user.Metas.team',
+      'user.Metas is no field name, but frps reads it as user.metas (Go matches keys whatever their case): write user.metas']
   ] as Array<[Record<string, unknown>, string, string]>) {
     t.throws(() => compileWhen({ fields }), { name: 'OptionError', path, message }, path)
   }
   t.throws(() => compileWhen({ not: { fields: { sk: 1 } } }), { name: 'OptionError', path: 'not.fields.sk', message: '1 can never match: sk is a string' })
   t.equal(typeof compileWhen({ fields: { 'proxy_name.x': null } }), 'function', 'null can always match: absent')
+  t.equal(typeof compileWhen({ fields: { 'metas.TEAM': 'x', X_FUTURE: 1 } }), 'function', 'metas keys and unknown fields are taken as written')
 })
 
 t.test('a when parsed from config keeps a fields path named __proto__, and refuses it', async t => {
