@@ -221,7 +221,11 @@ function settle (step: ChainStep, state: State, verdict: Verdict | undefined, ct
   if (verdict?.reject !== undefined) {
     decision = step.shadow ? 'shadow_reject' : 'reject'
     if (!step.shadow && ctx.op !== 'CloseProxy') {
-      state.failure = { outcome: failed ? 'error' : 'reject', reason: verdict.reject, loggedReason: verdict.loggedReason, step: step.name }
+      // frps hands the reason to frpc as its error text, and frpc takes an empty one for success (a proxy "running")
+      const empty = verdict.reject === ''
+      state.failure = {
+        outcome: failed ? 'error' : 'reject', reason: empty ? `rejected by ${step.name}` : verdict.reject, loggedReason: empty ? undefined : verdict.loggedReason, step: step.name
+      }
       ends = true
     }
   } else if (verdict?.content !== undefined && verdict.content !== state.content) {

@@ -36,6 +36,18 @@ t.test('reason template', async t => {
   t.same((await gw.call('Ping', {})).body, rejected('no pings today'))
 })
 
+t.test('a reason that renders empty names the step: frpc takes an empty error text for success', async t => {
+  const gw = await startGateway(t, {
+    chain: [
+      { name: 'why', plugin: 'reject', ops: ['NewProxy'], options: { reason: '{{metas.why}}' } },
+      { name: 'blank', plugin: 'reject', ops: ['Login'], options: { reason: '' } }
+    ]
+  })
+  t.equal((await gw.call('NewProxy', { user: { user: 'a', metas: null } })).raw, '{"reject":true,"reject_reason":"rejected by why","unchange":true}')
+  t.same((await gw.call('NewProxy', { user: { user: 'a', metas: { why: 'closed' } } })).body, rejected('closed'))
+  t.same((await gw.call('Login', {})).body, rejected('rejected by blank'))
+})
+
 t.test('as an access-control list: when with not', async t => {
   const gw = await startGateway(t, {
     chain: [{ name: 'acl', plugin: 'reject', ops: ['Login'], when: { not: { users: ['alice', 'bob'], clientCidrs: ['10.0.0.0/8'] } },
