@@ -12,6 +12,9 @@ type Use = 'set' | 'default' | 'remove' | 'replace'
 // a path and a value each at most this deep keep what a step writes well inside the content depth bound
 const MAX_VALUE_DEPTH = 8
 
+/** The highest list index `set` and `default` take: past a list's end they fill the gap with null, sent whole to frps. */
+const MAX_SET_INDEX = 1023
+
 /** The longest string a `replace` pattern runs on: frpc controls the content, and a regex run cannot be interrupted. */
 export const MAX_REPLACE_INPUT = 1024
 
@@ -38,6 +41,11 @@ export default definePlugin({
     const pathOf = (where: string, raw: string, use: Use): string[] => compileAt(where, () => {
       const path = parsePath(raw)
       if (path.length > MAX_VALUE_DEPTH) throw new Error(`${raw} has more than ${MAX_VALUE_DEPTH} parts (frps content is 3 deep)`)
+      const index = path.find(key => /^\d+$/.test(key) && Number(key) > MAX_SET_INDEX)
+      if (index !== undefined && (use === 'set' || use === 'default')) {
+        throw new Error(`${raw}: ${index} is over ${MAX_SET_INDEX}: setting an element past a list's end fills the gap with null, ` +
+          'and the answer to frps would carry them all')
+      }
       // frps reads USE_ENCRYPTION as use_encryption
       const why = AGREED_FIELDS.get(goFold(path[0]))
       if (why !== undefined && deps.ops.includes(AGREED_OP)) {

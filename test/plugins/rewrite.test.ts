@@ -227,6 +227,22 @@ t.test('a key frps reads as a field of another case is a config error: an agreed
   ])
 })
 
+t.test('set and default take a list index up to 1023: past a list\'s end the gap is filled with null', async t => {
+  const over = (path: string, index: string) => `${path}: ${index} is over 1023: setting an element past a list's end fills the gap with null, ` +
+    'and the answer to frps would carry them all'
+  t.same(await configIssues(t, steps(['Login'],
+    { set: { 'x_future.300000000': 1 } },
+    { default: { 'x_future.1024.a': 1 } }
+  )), [
+    { path: 'chain[0].options.set.x_future.300000000', message: over('x_future.300000000', '300000000') },
+    { path: 'chain[1].options.default.x_future.1024.a', message: over('x_future.1024.a', '1024') }
+  ])
+  const gw = await startGateway(t, steps(['Login'], { set: { 'x_future.1023': 1 } }, { remove: ['x_future.300000000'] }))
+  const r = await gw.call('Login', { x_future: [] })
+  t.equal(r.status, 200)
+  t.same(r.body.content.x_future, [...Array(1023).fill(null), 1])
+})
+
 t.test('a path the step\'s ops cannot hold is a config error, not a reject on every call', async t => {
   t.same(await configIssues(t, steps(['NewProxy'],
     { set: { 'custom_domains.0': 'a.example' } },
