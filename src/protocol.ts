@@ -425,7 +425,9 @@ export function getIn (root: unknown, path: readonly string[]): unknown {
  */
 export function setIn (root: Content, path: readonly string[], value: unknown, at = 0): Content {
   const key = path[at]
-  const current = own(root, key)
+  // an element as getIn reads it ("01" is element 1): a root that is a list is reached by a numeric key only
+  const list = Array.isArray(root)
+  const current = list ? root[Number(key)] : own(root, key)
   let next = value
   if (at < path.length - 1) {
     // an array is walked into only by a numeric key; anything else on the path becomes an object
@@ -433,10 +435,10 @@ export function setIn (root: Content, path: readonly string[], value: unknown, a
     if (!descend && value === undefined) return root
     next = setIn(descend ? current as Content : {}, path, value, at + 1)
     if (next === current) return root
-  } else if (value === undefined ? !hasOwn(root, key) : sameJson(value, current)) {
+  } else if (value === undefined ? !(list ? Number(key) < root.length : hasOwn(root, key)) : sameJson(value, current)) {
     return root
   }
-  if (Array.isArray(root)) {
+  if (list) {
     const list: unknown[] = [...root]
     if (next === undefined) list.splice(Number(key), 1)
     else list[Number(key)] = next

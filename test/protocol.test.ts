@@ -132,6 +132,10 @@ t.test('setIn', async t => {
     t.equal(setIn(list, ['locations', '5'], undefined), list, 'removing past the end')
     t.same(setIn(list, ['locations', '2'], '/c'), { locations: ['/a', '/b', '/c'], k: 1 }, 'append at the end')
     t.same(setIn(list, ['locations', 'x'], 1), { locations: { x: 1 }, k: 1 }, 'a name is no index: an object replaces the list')
+    const objects = { x: [{ a: 0, b: 1 }, { a: 2, b: 3 }] }
+    t.same(setIn(objects, ['x', '01', 'a'], 9), { x: [{ a: 0, b: 1 }, { a: 9, b: 3 }] }, '"01" is element 1, as getIn reads it: its other keys kept')
+    t.same(setIn(objects, ['x', '01'], undefined), { x: [{ a: 0, b: 1 }] }, 'and is removed as element 1')
+    t.equal(setIn(objects, ['x', '01', 'a'], 2), objects, 'an equal value through "01" is no change')
   })
 
   t.test('never pollutes a prototype', async t => {
