@@ -35,14 +35,18 @@ const metaValues = z.any().superRefine((value, ctx) => {
   }
 }).meta({ type: 'object', propertyNames: { type: 'string' }, additionalProperties: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' }, minItems: 1 }] } })
 
+// like an empty list, a condition with no key checks nothing; under `not` it makes a step that never runs (`not: {}` too: compileWhen)
+const someKey = <T extends z.ZodType>(schema: T, what: string) =>
+  schema.refine(v => !isObject(v) || Object.keys(v).length > 0, `an empty ${what} holds on every call (under not: on none); give a key or leave it out`)
+
 export const whenSchema: z.ZodType<When> = z.lazy(() => z.strictObject({
   users: names.optional().describe('client user names (Login: user; other ops: user.user)'),
   proxyTypes: names.optional().describe('proxy types: tcp, udp, http, https, stcp, xtcp, sudp, tcpmux'),
   proxyNames: names.optional().describe('globs against proxy_name (* and ?); frps prefixes it with "user."'),
-  metas: stringRecord().optional().describe('client metas that must have these exact values'),
-  proxyMetas: metaValues.optional().describe('proxy metas -> a value or a list of values (any of them). NewProxy: its own metas; ' +
+  metas: someKey(stringRecord(), 'metas condition').optional().describe('client metas that must have these exact values'),
+  proxyMetas: someKey(metaValues, 'proxyMetas condition').optional().describe('proxy metas -> a value or a list of values (any of them). NewProxy: its own metas; ' +
     'NewUserConn, CloseProxy: the metas the registry holds for the proxy (needs the registry block)'),
-  fields: jsonRecord().optional().describe('content fields by dotted path -> a JSON value or a list of values (any of them); ' +
+  fields: someKey(jsonRecord(), 'fields condition').optional().describe('content fields by dotted path -> a JSON value or a list of values (any of them); ' +
     'null: absent or null; a list field is matched by a list of lists'),
   clientCidrs: list.optional().describe("CIDRs or addresses against Login's client_address"),
   remoteCidrs: list.optional().describe("CIDRs or addresses against NewUserConn's remote_addr"),
@@ -254,7 +258,10 @@ export function compileWhen (when: When | undefined): Matcher {
     checks.push(['fields', (op, c) => fields.every(check => check(op, c))])
   }
   if (when.not) {
-    const inner = compileAt('not', () => compileWhen(when.not))
+    const inner = compileAt('not', () => {
+      if (Object.keys(when.not as When).length === 0) throw new Error('an empty condition holds on every call, so under not on none: the step would never run')
+      return compileWhen(when.not)
+    })
     checks.push(['not', (op, c, ctx) => inner(op, c, ctx) !== null])
   }
   // while the registry cannot be read (onStoreError allow), a `when` that reads it does not hold, even under `not`

@@ -305,6 +305,20 @@ t.test('empty names and globs are config errors with their path', async t => {
   ])
 })
 
+t.test('empty maps and an empty not are config errors with their path: they check nothing', async t => {
+  const r = whenSchema.safeParse({ metas: {}, proxyMetas: {}, fields: {}, not: { fields: {} } })
+  t.same(r.error?.issues.map(i => [i.path.join('.'), i.message]), [
+    ['metas', 'an empty metas condition holds on every call (under not: on none); give a key or leave it out'],
+    ['proxyMetas', 'an empty proxyMetas condition holds on every call (under not: on none); give a key or leave it out'],
+    ['fields', 'an empty fields condition holds on every call (under not: on none); give a key or leave it out'],
+    ['not.fields', 'an empty fields condition holds on every call (under not: on none); give a key or leave it out']
+  ])
+  t.throws(() => compileWhen(whenSchema.parse({ users: ['a'], not: {} })),
+    { name: 'OptionError', path: 'not', message: 'an empty condition holds on every call, so under not on none: the step would never run' })
+  t.throws(() => compileWhen({ not: { not: {} } }), { name: 'OptionError', path: 'not.not' })
+  t.same(run(whenSchema.parse({}), [['Login', {}]]), [null], 'an empty when is no condition: always')
+})
+
 t.test('proxyNames globs match in time linear in the name: no backtracking on a long hostile name', async t => {
   const hostile = ['*a*a*a*b', '*a*a*a*a*a*a*a*a*a*a*b', '?*?*?*?*?*b', 'a*a*a*a*a*?b', '*aa*aa*aa*aaa*b']
   for (const length of [300, 100_000]) {
