@@ -33,6 +33,9 @@ export default definePlugin({
     const sets = compile('set', options.set)
     const defaults = compile('default', options.default)
     const { remove, scope } = options
+    if (scope === 'proxy' && !deps.ops.includes('NewProxy')) {
+      compileAt('scope', () => { throw new Error(`scope proxy acts on NewProxy only, and the step's ops (${deps.ops.join(', ')}) have none: it would never change anything`) })
+    }
     return function metas (content, ctx) {
       const path = metasPath(scope, ctx.op)
       if (path === undefined) return

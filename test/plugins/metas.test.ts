@@ -134,4 +134,7 @@ t.test('bad options fail at start, naming the path', async t => {
   t.same(await issues({ remove: 'token' }), [{ path: 'chain[0].options.remove', message: 'Invalid input: expected array, received string' }])
   t.same(await issues({ scope: 'client' }), [{ path: 'chain[0].options.scope', message: 'Invalid option: expected one of "auto"|"user"|"proxy"' }])
   t.same(await issues({ sett: {} }), [{ path: 'chain[0].options.sett', message: 'unknown key' }])
+  t.same(await configIssues(t, metasStep({ scope: 'proxy', set: { k: 'v' } }, { ops: ['Login', 'Ping'] })), [{
+    path: 'chain[0].options.scope', message: "scope proxy acts on NewProxy only, and the step's ops (Login, Ping) have none: it would never change anything"
+  }])
 })
