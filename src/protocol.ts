@@ -439,10 +439,10 @@ export function setIn (root: Content, path: readonly string[], value: unknown, a
     return root
   }
   if (list) {
-    const list: unknown[] = [...root]
-    if (next === undefined) list.splice(Number(key), 1)
-    else list[Number(key)] = next
-    return list as unknown as Content
+    const items: unknown[] = [...root]
+    if (next === undefined) items.splice(Number(key), 1)
+    else items[Number(key)] = next
+    return items as unknown as Content
   }
   const out = copy(root)
   if (next === undefined) delete out[key]
