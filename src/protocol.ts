@@ -347,8 +347,20 @@ export const effectiveOp = (op: Op, content: Content): Op =>
 
 // Answers always carry JSON booleans; frps cannot decode "false" strings.
 export const ALLOW_UNCHANGED = '{"reject":false,"unchange":true}'
+/**
+ * frps passes the reason to frpc in one message, and frpc drops its whole session (every proxy, then
+ * a new login) on a message over 10,240 bytes. Go's JSON writes a character in up to 6 bytes
+ * (`\u003c`): 1,000 leave room for the message's other fields.
+ */
+export const MAX_REJECT_REASON = 1000
+const frpcReason = (reason: string): string => {
+  if (reason.length <= MAX_REJECT_REASON) return reason
+  // never half of a surrogate pair
+  const end = /[\ud800-\udbff]/.test(reason[MAX_REJECT_REASON - 1]) ? MAX_REJECT_REASON - 1 : MAX_REJECT_REASON
+  return `${reason.slice(0, end)}...`
+}
 export const answerReject = (reason: string): string =>
-  `{"reject":true,"reject_reason":${JSON.stringify(reason)},"unchange":true}`
+  `{"reject":true,"reject_reason":${JSON.stringify(frpcReason(reason))},"unchange":true}`
 /** frps decodes the content into an empty struct and replaces its own: it must be whole. */
 export const answerModified = (content: Content): string =>
   `{"reject":false,"unchange":false,"content":${JSON.stringify(content)}}`

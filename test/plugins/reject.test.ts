@@ -71,3 +71,14 @@ t.test('bad options fail at start, naming the path', async t => {
   t.same(await issues({ chain: [{ name: 'r', plugin: 'reject', options: { why: 'x' } }] }),
     [{ path: 'chain[0].options.why', message: 'unknown key' }])
 })
+
+t.test('a reason over 1,000 characters reaches frps cut there: frpc drops its session on a message over 10,240 bytes', async t => {
+  const gw = await startGateway(t, {
+    chain: [{ name: 'why', plugin: 'reject', options: { reason: '{{metas.why}}' } }]
+  })
+  const answer = async (why: string): Promise<string> => ((await gw.call('Login', { user: 'alice', metas: { why } })).body as { reject_reason: string }).reject_reason
+  t.equal(await answer('x'.repeat(1000)), 'x'.repeat(1000), '1,000 characters are sent whole')
+  t.equal(await answer('<'.repeat(20_000)), `${'<'.repeat(1000)}...`, 'more are cut at 1,000')
+  // frps writes "<" as \u003c: 6 bytes each, 6,003 for the reason, within frpc's 10,240 with the other fields
+  t.equal(await answer(`${'a'.repeat(999)}\u{1F600}tail`), `${'a'.repeat(999)}...`, 'never half of a surrogate pair')
+})
