@@ -174,7 +174,7 @@ t.test('the example config rejects proxies that do not ask for encryption, and c
   for (const type of ['tcp', 'udp', 'stcp']) {
     for (const flag of [false, null, undefined]) {
       t.same(await call({ ...proxy, proxy_type: type, use_encryption: flag }),
-        { outcome: 'reject', reason: 'set transport.useEncryption = true on alice.ssh', step: 'need-encryption' }, `${type}, use_encryption ${String(flag)}`)
+        { outcome: 'reject', reason: 'turn on encryption for alice.ssh (transport.useEncryption = true in frpc.toml, use_encryption = true in frpc.ini)', step: 'need-encryption' }, `${type}, use_encryption ${String(flag)}`)
     }
     t.same(await call({ ...proxy, proxy_type: type, use_encryption: true }), { outcome: 'allow' }, `${type} with encryption`)
   }
