@@ -28,6 +28,17 @@ export const redisAnswers = async (port: number): Promise<boolean> => await new 
   spawn('redis-cli', ['-p', String(port), 'ping']).on('close', code => resolve(code === 0))
 })
 
+/**
+ * Kills what `kill` names when this script ends, also by a signal (Ctrl-C, `timeout`): a bench
+ * or soak stopped midway leaves no gateway or redis-server running on.
+ */
+export function killOnExit (kill: () => void): void {
+  process.on('exit', kill)
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+    process.once(signal, () => process.exit(code))
+  }
+}
+
 /** The Lua scripts (EVALSHA, EVAL) a Redis has run: what the gateway asked of it, whatever the scripts do inside. */
 export function redisScripts (port: number): number {
   const stats = spawnSync('redis-cli', ['-p', String(port), 'info', 'commandstats'], { encoding: 'utf8' }).stdout

@@ -4,7 +4,7 @@ import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
-import { freePort, redisAnswers, redisArgs, redisScripts, scriptArgs, waitUntil } from './procs.js'
+import { freePort, killOnExit, redisAnswers, redisArgs, redisScripts, scriptArgs, waitUntil } from './procs.js'
 import { proxyCalls, USER_COUNT, userCalls, writeUsersFile, type BenchCalls, type BenchRequest } from './users.js'
 
 // npm run bench: every scenario side by side in one run, on this machine, each server in its own process.
@@ -31,7 +31,7 @@ const pinned = !values['no-pin'] && cpus().length >= 2 &&
   spawnSync('taskset', ['-a', '-cp', BESIDE, String(process.pid)], { stdio: 'ignore' }).status === 0
 
 const children: ChildProcess[] = []
-process.on('exit', () => { for (const c of children) c.kill('SIGKILL') })
+killOnExit(() => { for (const c of children) c.kill('SIGKILL') })
 
 function start (args: string[], cpu: string): ChildProcess {
   const argv = pinned ? ['taskset', '-c', cpu, ...args] : args

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { Agent, request } from 'undici'
 import { DOWNSTREAM_FAULTS, faultChain, faultWindows, seededRandom, startFaultyDownstream, type FaultWindow } from './faults.js'
-import { freePort, RedisProcess, scriptArgs, waitUntil } from './procs.js'
+import { freePort, killOnExit, RedisProcess, scriptArgs, waitUntil } from './procs.js'
 
 // npm run soak: a bounded run of mixed frps calls at a high rate through faultChain(), against the
 // gateway as a child process, while both downstream plugins and Redis fail at random moments.
@@ -48,6 +48,8 @@ async function main (): Promise<number> {
   const random = seededRandom(seed)
   process.stdout.write(`soak: ${durationMs / 1000} s, ${connections} connections, seed ${seed} (--seed ${seed} replays the fault schedule)\n`)
   const redis = new RedisProcess(await freePort())
+  const running: { gateway?: ChildProcess } = {}
+  killOnExit(() => { running.gateway?.kill('SIGKILL'); redis.child?.kill('SIGKILL') })
   await redis.start()
   const auth = await startFaultyDownstream(AUTH_TIMEOUT_MS * 1.5)
   const audit = await startFaultyDownstream(DEADLINE_MS * 1.5)
@@ -60,6 +62,7 @@ async function main (): Promise<number> {
     chain: faultChain({ authUrl: auth.url, auditUrl: audit.url, authTimeoutMs: AUTH_TIMEOUT_MS, resetAfterMs: 500 })
   }))
   const gateway = spawn(process.execPath, [join(ROOT, 'dist', 'src', 'main.js'), '--config', file], { stdio: ['ignore', 'ignore', 'inherit'] })
+  running.gateway = gateway
   const url = `http://127.0.0.1:${port}`
   const agent = new Agent({ connections, headersTimeout: CLIENT_TIMEOUT_MS, bodyTimeout: CLIENT_TIMEOUT_MS })
   const status = async (path: string): Promise<number> => {

@@ -1,4 +1,6 @@
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { ROOT } from '../helpers/cli.js'
@@ -24,5 +26,29 @@ t.test('a bad option of the bench or the soak is a usage error', async t => {
     t.ok(lines[0].startsWith(why), `${name} ${args.join(' ')}: ${lines[0]}`)
     t.match(lines[1], new RegExp(`^usage: ${name}\\.js `), 'then the usage')
     t.notMatch(res.stderr, /\n\s+at /, 'no stack trace')
+  }
+})
+
+const childrenOf = (pid: number): number[] =>
+  spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map(Number)
+const gateway = (pid: number): boolean => spawnSync('ps', ['-o', 'args=', '-p', String(pid)], { encoding: 'utf8' }).stdout.includes(join('dist', 'src', 'main.js'))
+const alive = (pid: number): boolean => spawnSync('ps', ['-o', 'stat=', '-p', String(pid)], { encoding: 'utf8' }).stdout.trim().replace(/^Z.*/, '') !== ''
+
+t.test('a bench or a soak stopped by a signal leaves none of its servers running', async t => {
+  for (const [name, args] of [['run', ['--only', 'typical', '--rounds', '50']], ['soak', ['--duration', '600']]] as const) {
+    const script = spawn(process.execPath, [join(ROOT, 'dist', 'bench', `${name}.js`), ...args], { stdio: 'ignore' })
+    const pid = script.pid as number
+    // its gateway is the last server it starts
+    let started: number[] = []
+    for (let i = 0; i < 300 && !started.some(gateway); i++) {
+      await sleep(100)
+      started = childrenOf(pid)
+    }
+    t.ok(started.some(gateway) && started.length >= 2, `${name}: its servers started (${started.length})`)
+    const exited = once(script, 'exit')
+    script.kill('SIGTERM')
+    t.equal((await exited)[0], 143, `${name}: exits 143 (SIGTERM)`)
+    for (let i = 0; i < 50 && started.some(alive); i++) await sleep(100)
+    t.same(started.filter(alive), [], `${name}: no server it started is left`)
   }
 })
