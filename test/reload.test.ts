@@ -1,4 +1,6 @@
+import { once } from 'node:events'
 import { writeFileSync } from 'node:fs'
+import { createServer, type AddressInfo, type Socket } from 'node:net'
 import t from 'tap'
 import { Agent, request } from 'undici'
 import { configFile, serveCli, type Served } from './helpers/cli.js'
@@ -105,6 +107,27 @@ t.test('--watch reloads when the file changes', async t => {
   await waitForLog(gw, 'config reloaded')
   const res = await fetch(`${gw.url}/handler?op=Login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"op":"Login","content":{}}' })
   t.same(await res.json(), { reject: false, unchange: false, content: { metas: { config: 'w' } } })
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
+})
+
+t.test('SIGHUP while starting (waiting for Redis) does not end the process: the config is reloaded once it serves', async t => {
+  // a Redis that takes the connection and answers nothing, as a stopped one: the gateway waits for it (2 s) while starting
+  let waiting: () => void = () => {}
+  const connected = new Promise<void>(resolve => { waiting = resolve })
+  const sockets = new Set<Socket>()
+  const silent = createServer(socket => { sockets.add(socket); waiting() })
+  silent.listen(0, '127.0.0.1')
+  await once(silent, 'listening')
+  t.teardown(() => { for (const socket of sockets) socket.destroy(); silent.close() })
+  const file = configFile({
+    listen: { port: 0 },
+    redis: { url: `redis://127.0.0.1:${(silent.address() as AddressInfo).port}` },
+    chain: [{ name: 'limit', plugin: 'rate-limit', ops: ['Login'], options: { limit: 10, window: '1s', onStoreError: 'allow' } }]
+  })
+  const gw = await serveCli(['--config', file], t, 1, child => { void connected.then(() => child.kill('SIGHUP')) })
+  await waitForLog(gw, 'config reloaded')
+  t.equal(gw.lines.find(l => l.msg === 'config reloaded')?.why, 'SIGHUP')
   gw.child.kill('SIGTERM')
   t.equal(await gw.exited, 0)
 })

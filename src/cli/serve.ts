@@ -82,6 +82,10 @@ function watchFiles (file: string, ref: RuntimeRef, reload: (why: string) => voi
 }
 
 export async function serve (file: string, watch: boolean): Promise<void> {
+  // a SIGHUP's default action ends the process: one sent while starting (logrotate; up to 2 s waiting for Redis) reloads once started
+  let hupped = false
+  const early = (): void => { hupped = true }
+  process.on('SIGHUP', early)
   const config = await loadConfig(file)
   const tls = config.listen.tls !== undefined ? readTls(file, config.listen.tls) : undefined
   const logger = createLogger(config.log)
@@ -126,6 +130,8 @@ export async function serve (file: string, watch: boolean): Promise<void> {
     })
   }
   process.on('SIGHUP', () => reload('SIGHUP'))
+  process.off('SIGHUP', early)
+  if (hupped) reload('SIGHUP')
   if (watch) onSwap = watchFiles(file, ref, reload)
   // listening comes last: a reload asked for from the moment the port is up must be heard
   let failing: 'RPC' | 'admin' = 'RPC'

@@ -45,9 +45,13 @@ export interface Served {
   exited: Promise<number | null>
 }
 
-/** Starts the gateway as a child process and resolves once its listeners are up (ports are read from its start-up lines). */
-export async function serveCli (args: string[], t: { teardown: (fn: () => unknown) => void }, listeners = 1): Promise<Served> {
+/**
+ * Starts the gateway as a child process and resolves once its listeners are up (ports are read from its start-up lines);
+ * `spawned` is given the child at once, to signal it while it starts.
+ */
+export async function serveCli (args: string[], t: { teardown: (fn: () => unknown) => void }, listeners = 1, spawned?: (child: ChildProcess) => void): Promise<Served> {
   const child = spawn(process.execPath, [MAIN, ...args], { cwd: ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+  spawned?.(child)
   const exited = new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   const lines: Array<Record<string, any>> = []
