@@ -216,6 +216,8 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
     requestIdHeader: false,
     // GET /proxies/USER: a user name as long as a request line may be (fastify's default cuts at 100)
     routerOptions: { maxParamLength: MAX_HEADER_BYTES },
+    // a call that began arriving before a stop is in flight: answered by the chain (Connection: close), not by fastify's own 503 body
+    return503OnClosing: false,
     genReqId: (req: { headers: Record<string, string | string[] | undefined> }) => reqidOf(req.headers['x-frp-reqid']),
     ...serverOptions(listener.deadlineMs, opts.https),
     clientErrorHandler (err: Error & { code?: string }, socket: Socket) {

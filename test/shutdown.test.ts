@@ -1,6 +1,7 @@
 import t from 'tap'
 import { configFile, serveCli } from './helpers/cli.js'
 import { startDownstream } from './helpers/downstream.js'
+import { frpsRequest, RawConnection } from './helpers/raw-http.js'
 
 t.test('SIGTERM with calls in flight: each gets its answer, then the process exits 0', async t => {
   const delayMs = 600
@@ -44,4 +45,20 @@ t.test('SIGTERM with its log reader gone (stdout a broken pipe): the process sti
   served.child.kill('SIGTERM')
   const code = await Promise.race([served.exited, new Promise(resolve => setTimeout(() => resolve('still running after 8 s'), 8000))])
   t.equal(code, 0)
+})
+
+t.test('SIGTERM while a call is arriving (its headers in two packets): it is answered by the chain, then the connection closes', async t => {
+  const gw = await serveCli(['--config', configFile({ listen: { port: 0 }, chain: [{ name: 'tag', plugin: 'metas', ops: ['Login'], options: { set: { checked: 'yes' } } }] })], t)
+  const conn = await RawConnection.open(Number(new URL(gw.url).port))
+  const request = frpsRequest('{"op":"Login","content":{"user":"a"}}')
+  // a connection whose call has begun is not idle: the stop waits for it
+  conn.socket.write(request.slice(0, 40))
+  await new Promise(resolve => setTimeout(resolve, 100))
+  gw.child.kill('SIGTERM')
+  for (let i = 0; i < 100 && !gw.lines.some(l => l.msg === 'stopping: finishing calls in flight'); i++) await new Promise(resolve => setTimeout(resolve, 10))
+  const answer = await conn.request(request.slice(40))
+  t.equal(answer.status, 200)
+  t.same(JSON.parse(answer.body), { reject: false, unchange: false, content: { user: 'a', metas: { checked: 'yes' } } })
+  t.equal(answer.headers.connection, 'close')
+  t.equal(await gw.exited, 0)
 })
