@@ -1,6 +1,7 @@
 import { once } from 'node:events'
 import { writeFileSync } from 'node:fs'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
+import { dirname, join } from 'node:path'
 import t from 'tap'
 import { Agent, request } from 'undici'
 import { configFile, serveCli, type Served } from './helpers/cli.js'
@@ -128,6 +129,25 @@ t.test('SIGHUP while starting (waiting for Redis) does not end the process: the 
   const gw = await serveCli(['--config', file], t, 1, child => { void connected.then(() => child.kill('SIGHUP')) })
   await waitForLog(gw, 'config reloaded')
   t.equal(gw.lines.find(l => l.msg === 'config reloaded')?.why, 'SIGHUP')
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
+})
+
+t.test('--watch: one edit is one reload, however many files change in the folder after it', async t => {
+  const file = configFile(chainTagging('a'))
+  const gw = await serveCli(['--config', file, '--watch'], t)
+  const reloads = () => gw.lines.filter(l => l.msg === 'config reloaded').length
+  writeFileSync(file, JSON.stringify(chainTagging('b')))
+  await waitForLog(gw, 'config reloaded')
+  // an editor's swap and backup files, written beside the config
+  for (const other of ['.gateway.json.swp', 'gateway.json~']) writeFileSync(join(dirname(file), other), 'x')
+  await pause(500)
+  writeFileSync(file, JSON.stringify(chainTagging('c')))
+  for (let i = 0; i < 500 && reloads() < 2; i++) await pause(10)
+  await pause(300)
+  t.equal(reloads(), 2, 'the config was reloaded for its two edits only')
+  const metrics = await (await fetch(`${gw.url}/metrics`)).text()
+  t.match(metrics, /frp_gateway_config_reloads_total\{result="success"\} 2\n/)
   gw.child.kill('SIGTERM')
   t.equal(await gw.exited, 0)
 })

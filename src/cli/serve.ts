@@ -63,11 +63,13 @@ function watchFiles (file: string, ref: RuntimeRef, reload: (why: string) => voi
   const watchFolder = (folder: string): void => {
     if (watchers.has(folder)) return
     try {
+      // each path's fingerprint is taken on every event, its own included: else the next event in the folder reloaded again
+      const hit = (path: string | undefined, name: string | null): boolean => path !== undefined && folder === dirname(path) && (changed(path) || name === basename(path))
       watchers.set(folder, watchFs(folder, (_event, name) => {
-        const users = usersFile()
-        const config = resolve(file)
-        if (folder === dirname(config) && (name === basename(file) || changed(config))) later('file changed')
-        else if (users !== undefined && folder === dirname(users) && (name === basename(users) || changed(users))) later('users file changed')
+        const config = hit(resolve(file), name)
+        const users = hit(usersFile(), name)
+        if (config) later('file changed')
+        else if (users) later('users file changed')
       }).unref())
       for (const path of [resolve(file), usersFile()]) if (path !== undefined && dirname(path) === folder) seen.set(path, fingerprint(path))
     } catch {} // a folder that does not exist has nothing to watch; a reload that fixes the path watches it then
