@@ -7,7 +7,7 @@ import { durationIn, intIn, MAX_DEADLINE_MS } from './bounds.js'
 import { collectIssues, ConfigError, type ConfigIssue } from './errors.js'
 import { issuesOf } from './issues.js'
 import { readJsonFile } from './json-file.js'
-import { createLogger } from './log.js'
+import { createLogger, redactPathProblem } from './log.js'
 import { compileWhen, whenSchema } from './match.js'
 import { createMetrics } from './metrics.js'
 import { createRuntime } from './runtime.js'
@@ -84,7 +84,10 @@ export const configSchema = z.strictObject({
   deadlineMs: intIn(1, MAX_DEADLINE_MS).default(3000).describe('no answer to frps takes longer (ms; frpc waits 10 s for a Login answer)'),
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
-    redact: z.array(z.string()).default([]).describe('extra pino redact paths')
+    redact: z.array(z.string().superRefine((path, ctx) => {
+      const problem = redactPathProblem(path)
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `not a pino redact path: ${problem}` })
+    })).default([]).describe('extra pino redact paths')
   }).prefault({}),
   chain: z.array(step).default([]).describe('the steps, run in this order')
 })

@@ -87,6 +87,16 @@ const REPEAT_INTERVAL_MS = 10_000
 interface Repeats { intervalMs: number, seen: Map<string, { suppressed: number, brief: Record<string, unknown> }> }
 const repeatsOf = new WeakMap<Logger, Repeats>()
 
+/** Why pino refuses a redact path (it throws only when a logger is made, after the config is taken), or undefined. */
+export function redactPathProblem (path: string): string | undefined {
+  try {
+    pino({ redact: [path] }, { write () {} })
+    return undefined
+  } catch (err) {
+    return (err as Error).message
+  }
+}
+
 /** pino JSON logs; content is always logged under `content`, through redactContent. */
 export function createLogger (options: LogOptions, destination?: DestinationStream): Logger {
   const logger = pino({

@@ -100,3 +100,13 @@ t.test('run with a broken config exits 1 before listening', async t => {
   t.equal(res.code, 1)
   t.match(res.stderr, /chain\[0\]\.plugin: unknown plugin/)
 })
+
+t.test('a log.redact path pino cannot take is a config error with its path, for check and for run (no stack)', async t => {
+  const file = configFile({ listen: { port: 0 }, log: { redact: ['content.metas.ok', 'a..b'] } })
+  for (const args of [['check', '--config', file], ['--config', file]]) {
+    const res = await runCli(args)
+    t.equal(res.code, 1, args[0])
+    t.match(res.stderr, /^ {2}log\.redact\[1\]: .*a\.\.b/m, args[0])
+    t.notMatch(res.stderr, /\n\s+at /, `${args[0]}: no stack`)
+  }
+})
