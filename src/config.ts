@@ -171,8 +171,8 @@ export async function loadConfig (file: string): Promise<Config> {
   const raw = await readJsonFile(file)
   const { config, issues } = parseParts(raw)
   if (issues.length === 0) return config
-  // compile what did parse, for every problem in one report (createRuntime throws them all)
-  await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }), open: false, baseDir: dirname(file) }, file, issues)
+  // compile what did parse, for every problem in one report (createRuntime throws them all); a reload comes here for every bad file
+  await createRuntime(config, { metrics: createMetrics(undefined, { defaults: false }), log: createLogger({ level: 'silent', redact: [] }), open: false, baseDir: dirname(file) }, file, issues)
   throw new ConfigError(file, issues)
 }
 

@@ -145,9 +145,12 @@ const redisUpGauge = (register: Registry): Gauge & { source: RedisProbe } => scr
   '1 when the configured Redis answers, 0 when it does not', {},
   async (source: RedisProbe) => source.answers === undefined ? undefined : await source.answers() ? 1 : 0)
 
-/** Every metric the gateway exports, defined once per process and kept across config reloads. */
-export function createMetrics (register = new Registry()) {
-  collectDefaultMetrics({ register })
+/**
+ * Every metric the gateway exports, defined once per process and kept across config reloads. `defaults`: prom-client's
+ * process metrics, whose collectors (an event-loop monitor, a GC observer) stay on for the life of the process.
+ */
+export function createMetrics (register = new Registry(), { defaults = true } = {}) {
+  if (defaults) collectDefaultMetrics({ register })
   return {
     register,
     requests: new FastCounter('frp_gateway_requests_total',

@@ -1,7 +1,9 @@
+import { execFile } from 'node:child_process'
 import { once } from 'node:events'
 import { writeFileSync } from 'node:fs'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { dirname, join } from 'node:path'
+import { promisify } from 'node:util'
 import t from 'tap'
 import { Agent, request } from 'undici'
 import { configFile, serveCli, type Served } from './helpers/cli.js'
@@ -150,4 +152,22 @@ t.test('--watch: one edit is one reload, however many files change in the folder
   t.match(metrics, /frp_gateway_config_reloads_total\{result="success"\} 2\n/)
   gw.child.kill('SIGTERM')
   t.equal(await gw.exited, 0)
+})
+
+t.test('a reload of a bad file leaves nothing running behind it (prom-client\'s GC observer and event-loop monitor)', async t => {
+  // a schema problem (the steps that parse are compiled too, for every problem in one report) and a compile problem
+  const file = configFile({ chain: [{ name: 'x', plugin: 'reject', options: { reason: '{{nope}}' } }, { name: 'y', plugin: 'nope' }] })
+  // the count of GC observers is Node's own, read as its tests read it (--expose-internals)
+  const script = `
+    import { createRequire } from 'node:module'
+    const { internalBinding } = createRequire(import.meta.url)('internal/test/binding')
+    const { observerCounts, constants } = internalBinding('performance')
+    const { loadConfig } = await import(${JSON.stringify(new URL('../dist/src/config.js', import.meta.url).href)})
+    const observers = () => observerCounts[constants.NODE_PERFORMANCE_ENTRY_TYPE_GC]
+    const before = observers()
+    for (let i = 0; i < 5; i++) await loadConfig(${JSON.stringify(file)}).catch(() => {})
+    process.stdout.write(JSON.stringify({ before, after: observers() }))`
+  const { stdout } = await promisify(execFile)(process.execPath, ['--expose-internals', '--no-warnings', '--input-type=module', '-e', script])
+  const { before, after } = JSON.parse(stdout)
+  t.equal(after, before)
 })

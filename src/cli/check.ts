@@ -8,7 +8,7 @@ export async function check (file: string): Promise<number> {
   const config = await loadConfig(file)
   // as run reads them, so check passes only what run starts with
   if (config.listen.tls !== undefined) readTls(file, config.listen.tls)
-  const runtime = await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }), open: false, baseDir: dirname(file) }, file)
+  const runtime = await createRuntime(config, { metrics: createMetrics(undefined, { defaults: false }), log: createLogger({ level: 'silent', redact: [] }), open: false, baseDir: dirname(file) }, file)
   try {
     process.stdout.write(`${file}: OK\n${describeChains(runtime)}\n`)
   } finally {
