@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs'
 import t from 'tap'
 import { configFile, serveCli } from './helpers/cli.js'
 import { startDownstream } from './helpers/downstream.js'
@@ -61,4 +62,25 @@ t.test('SIGTERM while a call is arriving (its headers in two packets): it is ans
   t.same(JSON.parse(answer.body), { reject: false, unchange: false, content: { user: 'a', metas: { checked: 'yes' } } })
   t.equal(answer.headers.connection, 'close')
   t.equal(await gw.exited, 0)
+})
+
+t.test('SIGTERM right after a reload that shortened drainMs: the replaced chain drains for its own drainMs, and the process exits 0', async t => {
+  const webhook = await startDownstream(t, async () => await new Promise(() => {}))
+  const config = (drainMs: number) => ({
+    listen: { port: 0 },
+    deadlineMs: 100,
+    drainMs,
+    chain: [{ name: 'audit', plugin: 'notify', ops: ['Login'], options: { sink: { webhook: { url: webhook.url, timeoutMs: 60000, retries: 0 } } } }]
+  })
+  const file = configFile(config(6000))
+  const gw = await serveCli(['--config', file], t)
+  await fetch(`${gw.url}/handler?op=Login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"op":"Login","content":{"user":"a"}}' })
+  // the event is out to a webhook that never answers: the old chain's close waits its 6 s for it
+  for (let i = 0; i < 100 && webhook.requests.length === 0; i++) await new Promise(resolve => setTimeout(resolve, 10))
+  writeFileSync(file, JSON.stringify(config(0)))
+  gw.child.kill('SIGHUP')
+  for (let i = 0; i < 500 && !gw.lines.some(l => l.msg === 'config reloaded'); i++) await new Promise(resolve => setTimeout(resolve, 10))
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
+  t.ok(gw.lines.some(l => l.msg === 'stopped'))
 })

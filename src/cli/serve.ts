@@ -152,9 +152,10 @@ export async function serve (file: string, watch: boolean): Promise<void> {
     stopping = true
     logger.info({ signal }, 'stopping: finishing calls in flight')
     ref.stopping = true
-    const { deadlineMs, drainMs } = ref.current.config
-    // calls in flight, then the commits and the steps' own queues (notify), drainMs for both
-    const force = setTimeout(() => process.exit(1), deadlineMs + drainMs + 5000).unref()
+    const { drainMs } = ref.current.config
+    // calls in flight, then the commits and the steps' own queues (notify), drainMs for both; a chain a reload replaced keeps its own
+    const bound = Math.max(...[ref.current, ...retiring].map(({ config }) => config.deadlineMs + config.drainMs))
+    const force = setTimeout(() => process.exit(1), bound + 5000).unref()
     await Promise.allSettled([app.close(), admin?.close()])
     // close waits for the commits in progress (of every config: the committer is shared), at most drainMs; a chain a
     // reload replaced is closed too, or its notify queues would go unsent and uncounted
