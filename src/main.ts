@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs'
 import { args, checkSubCommand, COMMANDS, configPath, help, StartError, subCommand, UsageError, type Option } from './cli/usage.js'
+import type { EarlyHup } from './cli/serve.js'
 import { ConfigError } from './errors.js'
 
 // each command's module is loaded when it runs: usage, help and --version start in a third of the time
@@ -40,8 +41,11 @@ export async function main (argv: string[]): Promise<number> {
   if (stray !== undefined) throw new UsageError(`--${stray} does not apply to ${command}`)
   switch (command) {
     case 'run': {
+      // heard from before the server loads (a moment): serve reloads for it once started
+      const early: EarlyHup = { heard: false, listener: () => { early.heard = true } }
+      process.on('SIGHUP', early.listener)
       const { serve } = await import('./cli/serve.js')
-      await serve(configPath(values.config), values.watch === true)
+      await serve(configPath(values.config), values.watch === true, early)
       return 0
     }
     case 'check': {

@@ -114,8 +114,11 @@ t.test('--watch reloads when the file changes', async t => {
   t.equal(await gw.exited, 0)
 })
 
-t.test('SIGHUP while starting (waiting for Redis) does not end the process: the config is reloaded once it serves', async t => {
-  // a Redis that takes the connection and answers nothing, as a stopped one: the gateway waits for it (2 s) while starting
+/**
+ * A config whose Redis takes the connection and answers nothing, as a stopped one: the gateway waits for it (2 s) while
+ * starting. `connected` resolves once it is waited for.
+ */
+async function waitingForRedis (t: { teardown: (fn: () => unknown) => void }, listenPort = 0): Promise<{ file: string, connected: Promise<void> }> {
   let waiting: () => void = () => {}
   const connected = new Promise<void>(resolve => { waiting = resolve })
   const sockets = new Set<Socket>()
@@ -124,15 +127,31 @@ t.test('SIGHUP while starting (waiting for Redis) does not end the process: the 
   await once(silent, 'listening')
   t.teardown(() => { for (const socket of sockets) socket.destroy(); silent.close() })
   const file = configFile({
-    listen: { port: 0 },
+    listen: { port: listenPort },
     redis: { url: `redis://127.0.0.1:${(silent.address() as AddressInfo).port}` },
     chain: [{ name: 'limit', plugin: 'rate-limit', ops: ['Login'], options: { limit: 10, window: '1s', onStoreError: 'allow' } }]
   })
+  return { file, connected }
+}
+
+t.test('SIGHUP while starting (waiting for Redis) does not end the process: the config is reloaded once it serves', async t => {
+  const { file, connected } = await waitingForRedis(t)
   const gw = await serveCli(['--config', file], t, 1, child => { void connected.then(() => child.kill('SIGHUP')) })
   await waitForLog(gw, 'config reloaded')
   t.equal(gw.lines.find(l => l.msg === 'config reloaded')?.why, 'SIGHUP')
   gw.child.kill('SIGTERM')
   t.equal(await gw.exited, 0)
+})
+
+t.test('SIGHUP while starting, then the listen port is taken: the start fails with exit 1, the reload keeps nothing open', async t => {
+  const taken = createServer()
+  taken.listen(0, '127.0.0.1')
+  await once(taken, 'listening')
+  t.teardown(() => taken.close())
+  const { file, connected } = await waitingForRedis(t, (taken.address() as AddressInfo).port)
+  const started = serveCli(['--config', file], t, 1, child => { void connected.then(() => child.kill('SIGHUP')) })
+  const outcome = await Promise.race([started.then(() => 'listening', (err: Error) => err.message), pause(15_000).then(() => 'still running after 15 s')])
+  t.match(outcome, /exited with 1 before listening: cannot start: .* is already in use/)
 })
 
 t.test('--watch: one edit is one reload, however many files change in the folder after it', async t => {

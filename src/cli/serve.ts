@@ -83,11 +83,11 @@ function watchFiles (file: string, ref: RuntimeRef, reload: (why: string) => voi
   return follow
 }
 
-export async function serve (file: string, watch: boolean): Promise<void> {
-  // a SIGHUP's default action ends the process: one sent while starting (logrotate; up to 2 s waiting for Redis) reloads once started
-  let hupped = false
-  const early = (): void => { hupped = true }
-  process.on('SIGHUP', early)
+/** The SIGHUP listener main sets before loading the server, and whether a SIGHUP came since. */
+export interface EarlyHup { heard: boolean, listener: () => void }
+
+/** `early`: a SIGHUP's default action ends the process; one sent while starting (logrotate; up to 2 s waiting for Redis) reloads once started. */
+export async function serve (file: string, watch: boolean, early: EarlyHup): Promise<void> {
   const config = await loadConfig(file)
   const tls = config.listen.tls !== undefined ? readTls(file, config.listen.tls) : undefined
   const logger = createLogger(config.log)
@@ -108,8 +108,11 @@ export async function serve (file: string, watch: boolean): Promise<void> {
   let reloading = Promise.resolve()
   /** chains a reload replaced, until they are closed */
   const retiring = new Set<Runtime>()
+  /** set when the start failed: a reload asked for meanwhile opens nothing that would keep the process up */
+  let failed = false
   const reload = (why: string): void => {
     reloading = reloading.then(async () => {
+      if (failed) return
       let next: Config
       try {
         next = await loadConfig(file)
@@ -132,8 +135,8 @@ export async function serve (file: string, watch: boolean): Promise<void> {
     })
   }
   process.on('SIGHUP', () => reload('SIGHUP'))
-  process.off('SIGHUP', early)
-  if (hupped) reload('SIGHUP')
+  process.off('SIGHUP', early.listener)
+  if (early.heard) reload('SIGHUP')
   if (watch) onSwap = watchFiles(file, ref, reload)
   // listening comes last: a reload asked for from the moment the port is up must be heard
   let failing: 'RPC' | 'admin' = 'RPC'
@@ -142,7 +145,10 @@ export async function serve (file: string, watch: boolean): Promise<void> {
     failing = 'admin'
     if (admin !== undefined && config.admin !== undefined) await admin.listen({ host: config.admin.host, port: config.admin.port })
   } catch (err) {
-    await Promise.allSettled([app.close(), admin?.close(), ref.current.close()])
+    failed = true
+    // a reload already under way (a SIGHUP while starting) may still swap in a runtime: the last one is closed
+    await reloading
+    await Promise.allSettled([app.close(), admin?.close(), ...[ref.current, ...retiring].map(async runtime => { await runtime.close() })])
     throw listenFailed(err, failing, failing === 'RPC' ? config.listen : config.admin ?? config.listen)
   }
 
