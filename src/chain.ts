@@ -132,7 +132,10 @@ export function runChain (steps: readonly ChainStep[], original: Content, ctx: C
     if (skip(step, state, ctx)) continue
     const started = performance.now()
     const verdict = run(step, state, ctx)
-    if (isPromise(verdict)) return finishAsync(steps, original, state, ctx, verdict, started)
+    if (isPromise(verdict)) {
+      if (detached(step, state, ctx, verdict, started)) continue
+      return finishAsync(steps, original, state, ctx, verdict, started)
+    }
     if (settle(step, state, verdict, ctx, started)) return state.failure as ChainResult
   }
   return finish(original, state, ctx)
@@ -174,20 +177,38 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
     }
     const advance = (step: ChainStep, verdict: Verdict | undefined): void => {
       if (done) return
+      if (settle(step, state, verdict, ctx, started)) return end(state.failure as ChainResult)
       while (true) {
-        if (settle(step, state, verdict, ctx, started)) return end(state.failure as ChainResult)
         do state.i++
         while (state.i < steps.length && skip(steps[state.i], state, ctx))
         if (state.i >= steps.length) return end(finish(original, state, ctx))
         step = steps[state.i]
         started = performance.now()
         const next = run(step, state, ctx)
-        if (isPromise(next)) return follow(step, next)
-        verdict = next
+        if (isPromise(next)) {
+          if (detached(step, state, ctx, next, started)) continue
+          return follow(step, next)
+        }
+        if (settle(step, state, next, ctx, started)) return end(state.failure as ChainResult)
       }
     }
     follow(steps[state.i], first)
   })
+}
+
+/**
+ * A shadow step takes no part in the answer, nor in its time: one that goes asynchronous (a forward,
+ * a store) runs beside the rest of the chain, and its decision is recorded when it comes, past the
+ * answer if need be (a shadow step slower than deadlineMs would otherwise fail the call). trace
+ * waits for it, to print every step in order.
+ */
+function detached (step: ChainStep, state: State, ctx: CallContext, pending: Promise<Verdict | undefined>, started: number): boolean {
+  if (!step.shadow || ctx.trace !== undefined) return false
+  const alone: State = { content: state.content, modified: 0, i: state.i }
+  pending.then(verdict => settle(step, alone, verdict, ctx, started), (err: unknown) => settle(step, alone, failed(step, err), ctx, started))
+    // settle only counts and logs: a log destination that throws has nowhere else to go
+    .catch(() => {})
+  return true
 }
 
 function skip (step: ChainStep, state: State, ctx: CallContext): boolean {

@@ -6,6 +6,7 @@ import { runChain, type CallContext, type ChainResult, type ChainStep, type Step
 import { compileWhen, type When } from '../src/match.js'
 import type { Decision } from '../src/metrics.js'
 import type { Content, Op } from '../src/protocol.js'
+import { startDownstream, until } from './helpers/downstream.js'
 import { loadSamples } from './helpers/fixtures.js'
 import { startGateway, type TestGateway } from './helpers/gateway.js'
 
@@ -310,4 +311,32 @@ t.test('the deadline on CloseProxy still answers allow', async t => {
   const h = harness('CloseProxy', [['slow', () => later(1000, { reject: 'x' })]], 20)
   t.same(await runChain(h.steps, {}, h.ctx), { outcome: 'allow' })
   t.same(h.recorded, [['slow', 'error']])
+})
+
+t.test('a shadow step that goes asynchronous takes no part in the answer nor its time: one slower than deadlineMs fails no call', async t => {
+  // a downstream that answers the first call after 600 ms, past the call's deadline of 300 ms, and the others at once
+  let calls = 0
+  const downstream = await startDownstream(t, (_req, res) => {
+    const answer = (): void => { res.end('{"reject":true,"reject_reason":"would refuse","unchange":true}') }
+    if (calls++ === 0) setTimeout(answer, 600)
+    else answer()
+  })
+  const gw = await startGateway(t, {
+    deadlineMs: 300,
+    chain: [
+      { name: 'try-auth', plugin: 'forward', mode: 'shadow', options: { url: downstream.url, timeoutMs: 1000 } },
+      { name: 'tag', plugin: 'metas', ops: ['Login'], options: { set: { region: 'eu' } } }
+    ]
+  })
+  const started = performance.now()
+  const slow = await gw.call('Login', { user: 'a' })
+  const ms = performance.now() - started
+  t.same(slow.body, { reject: false, unchange: false, content: { user: 'a', metas: { region: 'eu' } } }, 'the steps after it decide, as if it were not there')
+  t.ok(ms < 300, `answered before the deadline, not held by the shadow step (${ms.toFixed(0)} ms)`)
+  t.same((await gw.call('Login', { user: 'b' })).body, { reject: false, unchange: false, content: { user: 'b', metas: { region: 'eu' } } })
+  // its decisions are counted when they come: the slow one past its answer, as an error when forward's
+  // own budget (the call's deadline) ran out
+  t.ok(await until(() => gw.logs.filter(l => l.msg === 'shadow decision').length === 2, 3000), 'both shadow decisions logged')
+  t.same(await decisions(gw, 'Login'), { 'try-auth': { shadow_reject: 1, error: 1 }, tag: { modify: 2 } })
+  t.equal(await gw.metric('frp_gateway_requests_total', { op: 'Login', outcome: 'modify' }), 2)
 })
