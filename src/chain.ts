@@ -147,12 +147,20 @@ export function runChain (steps: readonly ChainStep[], original: Content, ctx: C
  */
 function finishAsync (steps: readonly ChainStep[], original: Content, state: State, ctx: CallContext,
   first: Promise<Verdict | undefined>, started: number): Promise<ChainResult> {
-  return new Promise(resolve => {
+  return new Promise((resolve, reject) => {
     let done = false
     const end = (result: ChainResult): void => {
       done = true
       clearTimeout(timer)
       resolve(result)
+    }
+    // what the synchronous path does with a throw (a log destination failing): the call is answered
+    // by the error handler, where a throw in a promise callback or a timer would end the process
+    const abort = (err: unknown): void => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      reject(err)
     }
     // timers may fire a little early against performance.now(): re-arm for what is left
     const arm = (): NodeJS.Timeout => setTimeout(onDeadline, Math.max(0, Math.ceil(ctx.deadline - performance.now())))
@@ -164,9 +172,13 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
       }
       const step = steps[state.i]
       const seconds = (performance.now() - started) / 1000
-      step.record('error', seconds)
-      ctx.trace?.({ step: step.name, decision: 'error', seconds, before: state.content, after: state.content, reason: 'deadline exceeded' })
-      warnRepeated(ctx.log, `${step.name}\ndeadline`, { step: step.name }, { step: step.name }, 'deadline exceeded')
+      try {
+        step.record('error', seconds)
+        ctx.trace?.({ step: step.name, decision: 'error', seconds, before: state.content, after: state.content, reason: 'deadline exceeded' })
+        warnRepeated(ctx.log, `${step.name}\ndeadline`, { step: step.name }, { step: step.name }, 'deadline exceeded')
+      } catch (err) {
+        return abort(err)
+      }
       const reason = `frp-plugin-gateway: deadline exceeded in step ${step.name}`
       end(ctx.op === 'CloseProxy' ? { outcome: 'allow' } : { outcome: 'error', reason, step: step.name })
     }
@@ -177,19 +189,23 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
     }
     const advance = (step: ChainStep, verdict: Verdict | undefined): void => {
       if (done) return
-      if (settle(step, state, verdict, ctx, started)) return end(state.failure as ChainResult)
-      while (true) {
-        do state.i++
-        while (state.i < steps.length && skip(steps[state.i], state, ctx))
-        if (state.i >= steps.length) return end(finish(original, state, ctx))
-        step = steps[state.i]
-        started = performance.now()
-        const next = run(step, state, ctx)
-        if (isPromise(next)) {
-          if (detached(step, state, ctx, next, started)) continue
-          return follow(step, next)
+      try {
+        if (settle(step, state, verdict, ctx, started)) return end(state.failure as ChainResult)
+        while (true) {
+          do state.i++
+          while (state.i < steps.length && skip(steps[state.i], state, ctx))
+          if (state.i >= steps.length) return end(finish(original, state, ctx))
+          step = steps[state.i]
+          started = performance.now()
+          const next = run(step, state, ctx)
+          if (isPromise(next)) {
+            if (detached(step, state, ctx, next, started)) continue
+            return follow(step, next)
+          }
+          if (settle(step, state, next, ctx, started)) return end(state.failure as ChainResult)
         }
-        if (settle(step, state, next, ctx, started)) return end(state.failure as ChainResult)
+      } catch (err) {
+        abort(err)
       }
     }
     follow(steps[state.i], first)

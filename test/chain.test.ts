@@ -340,3 +340,17 @@ t.test('a shadow step that goes asynchronous takes no part in the answer nor its
   t.same(await decisions(gw, 'Login'), { 'try-auth': { shadow_reject: 1, error: 1 }, tag: { modify: 2 } })
   t.equal(await gw.metric('frp_gateway_requests_total', { op: 'Login', outcome: 'modify' }), 2)
 })
+
+t.test('runChain: a throw once a step went asynchronous (a log destination failing) fails the call, as on the synchronous path, never the process', async t => {
+  const throwing = { write (): void { throw new Error('disk full') } }
+  for (const [what, deadlineMs, steps] of [
+    ['a step that fails, logged', 1000, [['a', () => later(1, undefined)], ['b', () => Promise.reject(new Error('down'))]]],
+    ['the deadline, logged', 20, [['slow', () => later(500, undefined)]]]
+  ] as Array<[string, number, Array<[string, Step]>]>) {
+    const h = harness('Login', steps, deadlineMs)
+    h.ctx.log = pino({ level: 'warn' }, throwing)
+    const result = runChain(h.steps, { user: 'u' }, h.ctx)
+    t.ok(result instanceof Promise, what)
+    await t.rejects(result as Promise<ChainResult>, /disk full/, `${what}: the call's promise rejects with the throw`)
+  }
+})
