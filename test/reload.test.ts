@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process'
 import { once } from 'node:events'
-import { writeFileSync } from 'node:fs'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
@@ -189,4 +189,23 @@ t.test('a reload of a bad file leaves nothing running behind it (prom-client\'s 
   const { stdout } = await promisify(execFile)(process.execPath, ['--expose-internals', '--no-warnings', '--input-type=module', '-e', script])
   const { before, after } = JSON.parse(stdout)
   t.equal(after, before)
+})
+
+t.test('--watch: a folder removed and made again (a deploy replacing it whole) is watched again, and its config loaded', async t => {
+  const file = configFile(chainTagging('a'))
+  const gw = await serveCli(['--config', file, '--watch'], t)
+  rmSync(dirname(file), { recursive: true })
+  await waitForLog(gw, 'watched folder removed: --watch resumes when it is back (SIGHUP reloads meanwhile)')
+  mkdirSync(dirname(file))
+  writeFileSync(file, JSON.stringify(chainTagging('b')))
+  await waitForLog(gw, 'config reloaded')
+  const res = await fetch(`${gw.url}/handler?op=Login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"op":"Login","content":{}}' })
+  t.same(await res.json(), { reject: false, unchange: false, content: { metas: { config: 'b' } } }, 'the new config serves')
+  // and the folder's changes are seen again
+  writeFileSync(file, JSON.stringify(chainTagging('c')))
+  for (let i = 0; i < 300 && gw.lines.filter(l => l.msg === 'config reloaded').length < 2; i++) await pause(10)
+  const again = await fetch(`${gw.url}/handler?op=Login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"op":"Login","content":{}}' })
+  t.same(await again.json(), { reject: false, unchange: false, content: { metas: { config: 'c' } } }, 'an edit after it is seen')
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
 })

@@ -1,5 +1,6 @@
-import { realpathSync, statSync, watch as watchFs, type FSWatcher } from 'node:fs'
+import { existsSync, realpathSync, statSync, watch as watchFs, type FSWatcher } from 'node:fs'
 import { basename, dirname, resolve } from 'node:path'
+import type { Logger } from 'pino'
 import { buildAdminApp, buildApp, LISTEN_BACKLOG, type RuntimeRef } from '../app.js'
 import { loadConfig, readTls, type Config } from '../config.js'
 import { ConfigError } from '../errors.js'
@@ -40,7 +41,9 @@ function fingerprint (path: string): string {
  * --watch: the config file, and the users file the live config names (which can change with a
  * reload). Folders, not files: editors that save by rename would leave a file watcher on the old inode.
  */
-function watchFiles (file: string, ref: RuntimeRef, reload: (why: string) => void): () => void {
+const WATCH_POLL_MS = 500
+
+function watchFiles (file: string, ref: RuntimeRef, reload: (why: string) => void, logger: Logger): () => void {
   let timer: NodeJS.Timeout | undefined
   const later = (why: string): void => {
     clearTimeout(timer)
@@ -66,6 +69,7 @@ function watchFiles (file: string, ref: RuntimeRef, reload: (why: string) => voi
       // each path's fingerprint is taken on every event, its own included: else the next event in the folder reloaded again
       const hit = (path: string | undefined, name: string | null): boolean => path !== undefined && folder === dirname(path) && (changed(path) || name === basename(path))
       watchers.set(folder, watchFs(folder, (_event, name) => {
+        if (!existsSync(folder)) return gone(folder)
         const config = hit(resolve(file), name)
         const users = hit(usersFile(), name)
         if (config) later('file changed')
@@ -73,6 +77,18 @@ function watchFiles (file: string, ref: RuntimeRef, reload: (why: string) => voi
       }).unref())
       for (const path of [resolve(file), usersFile()]) if (path !== undefined && dirname(path) === folder) seen.set(path, fingerprint(path))
     } catch {} // a folder that does not exist has nothing to watch; a reload that fixes the path watches it then
+  }
+  // a folder removed (a deploy that replaces it whole) takes its watch with it: watched again once it is back
+  const gone = (folder: string): void => {
+    watchers.get(folder)?.close()
+    watchers.delete(folder)
+    logger.warn({ folder }, 'watched folder removed: --watch resumes when it is back (SIGHUP reloads meanwhile)')
+    const back = setInterval(() => {
+      if (!existsSync(folder)) return
+      clearInterval(back)
+      watchFolder(folder)
+      later('watched folder back')
+    }, WATCH_POLL_MS).unref()
   }
   watchFolder(dirname(resolve(file)))
   const follow = (): void => {
@@ -137,7 +153,7 @@ export async function serve (file: string, watch: boolean, early: EarlyHup): Pro
   process.on('SIGHUP', () => reload('SIGHUP'))
   process.off('SIGHUP', early.listener)
   if (early.heard) reload('SIGHUP')
-  if (watch) onSwap = watchFiles(file, ref, reload)
+  if (watch) onSwap = watchFiles(file, ref, reload, logger)
   // listening comes last: a reload asked for from the moment the port is up must be heard
   let failing: 'RPC' | 'admin' = 'RPC'
   try {
