@@ -201,12 +201,14 @@ return assign(ARGV[1], ARGV[2], tonumber(ARGV[3]), r)
 `
 
 // One node: the changes of one turn of the event loop, in the order they came, each as its own
-// script would make it. KEYS ports, owners, users, then the keys of each change; ARGV each change:
-// 'r' (a reservation: KEYS its proxies and reservations, ARGV the 7 arguments of reserve),
-// 'a' (a port: user, name, holdMs, the number of ranges, then low and high of each), or
-// 'g' (a record: KEYS its proxies and reservations, ARGV user, name, port ('' for none), run_id,
-// registered_at, record JSON). The answer of each change, in order (0 for a record); a change that fails (a value
-// that is not what a gateway wrote) answers its error and leaves the others be.
+// script would make it. KEYS ports, owners, users, then the keys of each change; ARGV[1] the changes,
+// a JSON array (one argument: ioredis handles each argument apart, and a batch had about sixty),
+// each an array of strings:
+// ['r', the 7 arguments of reserve] (a reservation: KEYS its proxies and reservations),
+// ['a', user, name, holdMs, then low and high of each range] (a port), or
+// ['g', user, name, port ('' for none), run_id, registered_at, record JSON] (a record: KEYS its
+// proxies and reservations). The answer of each change, in order (0 for a record); a change that
+// fails (a value that is not what a gateway wrote) answers its error and leaves the others be.
 const ONE_NODE_LUA = `${NOW}${PORTS}${RELEASE}${CLAIM}${RESERVE}${ASSIGN}
 local function register(kp, kr, user, name, port, runId, at, json)
   claim(user, name, port, runId, at)
@@ -219,21 +221,19 @@ local function answer(ok, r)
   if ok then return r end
   return {err = tostring(r)}
 end
-local out, k, i = {}, 4, 1
-while i <= #ARGV do
-  local kind = ARGV[i]
+local out, k = {}, 4
+for _, c in ipairs(cjson.decode(ARGV[1])) do
+  local kind = c[1]
   if kind == 'r' then
-    out[#out + 1] = answer(pcall(reserve, KEYS[k], KEYS[k + 1], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]))
-    k, i = k + 2, i + 8
+    out[#out + 1] = answer(pcall(reserve, KEYS[k], KEYS[k + 1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]))
+    k = k + 2
   elseif kind == 'a' then
-    local n = tonumber(ARGV[i + 4])
     local r = {}
-    for j = 1, n * 2 do r[j] = tonumber(ARGV[i + 4 + j]) end
-    out[#out + 1] = answer(pcall(assign, ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), r))
-    i = i + 5 + n * 2
+    for j = 5, #c do r[#r + 1] = tonumber(c[j]) end
+    out[#out + 1] = answer(pcall(assign, c[2], c[3], tonumber(c[4]), r))
   else
-    out[#out + 1] = answer(pcall(register, KEYS[k], KEYS[k + 1], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]))
-    k, i = k + 2, i + 7
+    out[#out + 1] = answer(pcall(register, KEYS[k], KEYS[k + 1], c[2], c[3], c[4], c[5], c[6], c[7]))
+    k = k + 2
   end
 end
 return out
@@ -265,10 +265,8 @@ interface Commands {
 // Redis's cjson refuses to read: every script reading that user's records would fail, its quota with
 // them. Written as U+FFFD, as ioredis writes one in a key; an escaped backslash before it is kept.
 const LONE_SURROGATE = /(?<=(?:^|[^\\])(?:\\\\)*)\\ud[89a-f][0-9a-f]{2}/g
-function recordJson (record: ProxyRecord): string {
-  const json = JSON.stringify(record)
-  return json.includes('\\ud') ? json.replace(LONE_SURROGATE, '\\ufffd') : json
-}
+const wellFormed = (json: string): string => json.includes('\\ud') ? json.replace(LONE_SURROGATE, '\\ufffd') : json
+const recordJson = (record: ProxyRecord): string => wellFormed(JSON.stringify(record))
 
 // at most 166 records, 125 reservations or 166 port requests of one range a script
 const BATCH_ARGS = 1000
@@ -286,23 +284,24 @@ const userTag = (user: string): string => user === ''
  * caller alone); a batch that fails (Redis away) fails each of its changes. Only for keys on one node.
  */
 class Batches<T> {
-  #open: { keys: string[], args: string[], size: number, sent: Promise<T[]> } | undefined
+  #open: { keys: string[], changes: Array<readonly string[]>, args: number, sent: Promise<T[]> } | undefined
 
-  constructor (readonly send: (keys: string[], args: string[]) => Promise<T[]>, readonly firstKeys: () => string[]) {}
+  constructor (readonly send: (keys: string[], changes: Array<readonly string[]>) => Promise<T[]>, readonly firstKeys: () => string[]) {}
 
   async add (keys: readonly string[], args: readonly string[]): Promise<T> {
     let batch = this.#open
-    if (batch === undefined || batch.args.length >= BATCH_ARGS) {
-      const next = { keys: this.firstKeys(), args: [] as string[], size: 0, sent: undefined as unknown as Promise<T[]> }
+    if (batch === undefined || batch.args >= BATCH_ARGS) {
+      const next = { keys: this.firstKeys(), changes: [] as Array<readonly string[]>, args: 0, sent: undefined as unknown as Promise<T[]> }
       next.sent = new Promise(resolve => setImmediate(resolve)).then(async () => {
         if (this.#open === next) this.#open = undefined
-        return await this.send(next.keys, next.args)
+        return await this.send(next.keys, next.changes)
       })
       batch = this.#open = next
     }
-    const i = batch.size++
+    const i = batch.changes.length
     batch.keys.push(...keys)
-    batch.args.push(...args)
+    batch.changes.push(args)
+    batch.args += args.length
     const answer = (await batch.sent)[i]
     if (answer instanceof Error) throw answer
     return answer
@@ -346,7 +345,7 @@ export class RedisRegistry implements RegistryStore {
     define('frpgwPortAssign', 2, ASSIGN_LUA)
     define('frpgwPortOwner', 1, OWNER_LUA)
     if (!client.isCluster) {
-      this.#changes = new Batches(async (keys, args) => await this.#c.frpgwRegOneNode(keys.length, ...keys, ...args),
+      this.#changes = new Batches(async (keys, changes) => await this.#c.frpgwRegOneNode(keys.length, ...keys, wellFormed(JSON.stringify(changes))),
         () => [this.portsKey, this.ownersKey, this.usersKey])
     }
   }
@@ -446,7 +445,7 @@ export class RedisRegistry implements RegistryStore {
     const bounds = ranges.flatMap(([lo, hi]) => [String(lo), String(hi)])
     const port = this.#changes === undefined
       ? await this.#c.frpgwPortAssign(this.portsKey, this.ownersKey, user, name, String(holdMs), ...bounds)
-      : await this.#changes.add([], ['a', user, name, String(holdMs), String(ranges.length), ...bounds]) as number
+      : await this.#changes.add([], ['a', user, name, String(holdMs), ...bounds]) as number
     return port === -1 ? undefined : port
   }
 

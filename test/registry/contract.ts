@@ -349,6 +349,22 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.equal(await store.unregister(user, `${user}.a`, 'run-1'), true, 'a CloseProxy removes it')
     })
 
+    t.test('a user and a proxy name with lone surrogates are reserved, given a port and recorded, and the others asked in the same turn too', async t => {
+      const odd = `${someone()}\udc00`
+      const other = someone()
+      const [lo, hi] = ports(2)
+      const asks = await Promise.all([
+        store.reserve({ user: odd, name: `${odd}.p\ud800`, run_id: 'run-1', port: true, ttlMs: 5000 }, { maxProxies: 1 }),
+        store.assignPort({ user: odd, name: `${odd}.p\ud800`, ranges: [[lo, hi]], holdMs: 60_000 }),
+        store.reserve({ user: other, name: `${other}.p`, run_id: 'run-1', port: true, ttlMs: 5000 }, { maxProxies: 1 }),
+        store.assignPort({ user: other, name: `${other}.p`, ranges: [[lo, hi]], holdMs: 60_000 })
+      ])
+      t.same(asks, [{ allowed: true }, lo, { allowed: true }, hi])
+      await store.register(proxy(odd, 'p\ud800', { remote_port: lo }))
+      t.equal((await store.list(odd)).length, 1, 'recorded')
+      t.ok(await store.portOwner(lo), 'its port in use')
+    })
+
     t.test('names and metas are data, not keys of an object', async t => {
       const user = someone()
       const odd = proxy(user, '__proto__', { metas: JSON.parse('{"constructor": "x", "__proto__": "y"}') })
