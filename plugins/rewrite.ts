@@ -74,13 +74,26 @@ export default definePlugin({
       if (typeof value !== 'string' || isConstantTemplate(value)) return () => value
       return compileAt(where, () => compileTemplate(value, { step: deps.name }))
     }
+    // a value the field cannot take would fail every call that reaches the step: said by check instead
+    const fits = (where: string, path: string[], value: unknown): void => compileAt(where, () => {
+      const template = typeof value === 'string' && !isConstantTemplate(value)
+      for (const op of deps.ops) {
+        const { field } = pathTarget(op, path)
+        if (field !== undefined && !field.ok(template ? '' : value)) {
+          throw new Error(`${path.join('.')} is ${field.kind} in ${op} content: ${template ? 'a template renders a string, which' : `${JSON.stringify(value)}`} ` +
+            'would fail every call the step runs on')
+        }
+      }
+    })
     for (const [raw, value] of Object.entries(options.set)) {
       const path = pathOf(`set.${raw}`, raw, 'set')
+      fits(`set.${raw}`, path, value)
       const get = valueOf(`set.${raw}`, value)
       edits.push((c, ctx) => setIn(c, path, get(c, ctx)))
     }
     for (const [raw, value] of Object.entries(options.default)) {
       const path = pathOf(`default.${raw}`, raw, 'default')
+      fits(`default.${raw}`, path, value)
       const get = valueOf(`default.${raw}`, value)
       edits.push((c, ctx) => getIn(c, path) == null ? setIn(c, path, get(c, ctx)) : c)
     }

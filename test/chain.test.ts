@@ -6,7 +6,7 @@ import { runChain, type CallContext, type ChainResult, type ChainStep, type Step
 import { compileWhen, type When } from '../src/match.js'
 import type { Decision } from '../src/metrics.js'
 import type { Content, Op } from '../src/protocol.js'
-import { startDownstream, until } from './helpers/downstream.js'
+import { closedPort, startDownstream, until } from './helpers/downstream.js'
 import { loadSamples } from './helpers/fixtures.js'
 import { startGateway, type TestGateway } from './helpers/gateway.js'
 
@@ -168,7 +168,8 @@ t.test('CloseProxy runs every applicable step after a reject and answers allow u
       { name: 'm2', plugin: 'metas', options: { set: { x: '1' } } },
       { name: 'skipped', plugin: 'reject', when: { users: ['nobody'] } },
       { name: 'r3', plugin: 'reject', ops: ['CloseProxy'] },
-      { name: 'bad', plugin: 'rewrite', ops: ['CloseProxy'], options: { set: { proxy_name: 5 } } }
+      // a downstream that is not there: the step fails
+      { name: 'bad', plugin: 'forward', ops: ['CloseProxy'], options: { url: `http://127.0.0.1:${await closedPort()}/handler` } }
     ]
   })
   const { op, content } = sample('frps-0.41.0-requests.jsonl', 9)
