@@ -130,7 +130,7 @@ export class MemoryRegistry implements RegistryStore {
         reservations = undefined
       }
     }
-    if (records?.has(name) === true || reservations?.has(name) === true) return { allowed: true }
+    if (records?.has(name) === true) return { allowed: true }
     let proxies = 0
     let client = 0
     let ports = 0
@@ -139,13 +139,16 @@ export class MemoryRegistry implements RegistryStore {
       if (r.run_id === request.run_id) client++
       if (holdsPort(r.type)) ports++
     }
-    for (const r of reservations?.values() ?? []) {
+    for (const [n, r] of reservations ?? []) {
+      // the same proxy: not counted twice, but the others still count (another quota step of the same call checks its own limits)
+      if (n === name) continue
       proxies++
       if (r.run_id === request.run_id) client++
       if (r.port) ports++
     }
     const over = exceeded(limits, request.port, proxies, client, ports)
     if (over !== undefined) return over
+    if (reservations?.has(name) === true) return { allowed: true }
     if (reservations === undefined) this.#reservations.set(user, reservations = new Map())
     reservations.set(name, { run_id: request.run_id, port: request.port, expiresAt: now + request.ttlMs })
     return { allowed: true }

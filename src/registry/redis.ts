@@ -46,13 +46,17 @@ local function reserve(kp, kr, name, runId, port, ttlMs, maxProxies, maxClient, 
     if d.exp <= now then
       redis.call('HDEL', kr, r[i])
     else
-      if r[i] == name then reserved = true end
-      proxies = proxies + 1
-      if d.run_id == runId then client = client + 1 end
-      if d.port then ports = ports + 1 end
+      -- the same proxy (another quota step of this call, or its call in progress): not counted twice, the others still are
+      if r[i] == name then
+        reserved = true
+      else
+        proxies = proxies + 1
+        if d.run_id == runId then client = client + 1 end
+        if d.port then ports = ports + 1 end
+      end
     end
   end
-  if reserved or redis.call('HEXISTS', kp, name) == 1 then return {1} end
+  if redis.call('HEXISTS', kp, name) == 1 then return {1} end
   local v = redis.call('HVALS', kp)
   for i = 1, #v do
     local d = cjson.decode(v[i])
@@ -66,6 +70,7 @@ local function reserve(kp, kr, name, runId, port, ttlMs, maxProxies, maxClient, 
       return {0, i, limits[i][1], tonumber(limits[i][2])}
     end
   end
+  if reserved then return {1} end
   local ttl = tonumber(ttlMs)
   redis.call('HSET', kr, name, cjson.encode({run_id = runId, port = port == '1', exp = now + ttl}))
   if redis.call('PTTL', kr) < ttl then redis.call('PEXPIRE', kr, ttl) end

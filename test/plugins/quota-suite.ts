@@ -85,6 +85,23 @@ export function runQuotaSuite (t: Test, label: string, setup: (t: Test) => Promi
       t.equal(await answer(gw, newProxy('http', 'alice.web', 'second-frpc')), 'alice has 1 proxy on this client, the limit is 1 (maxProxiesPerClient)')
     })
 
+    t.test('two quota steps: each counts with its own limits (a shadow one in front leaves the enforcing one whole)', async t => {
+      const gw = await gateway(t, {
+        chain: [
+          { name: 'trial', plugin: 'quota', mode: 'shadow', options: { maxProxies: 1 } },
+          { name: 'quota', plugin: 'quota', options: { maxProxies: 5 } },
+          { name: 'per-client', plugin: 'quota', options: { maxProxiesPerClient: 2 } }
+        ]
+      })
+      t.equal(await answer(gw, newProxy('tcp')), 'allow')
+      t.equal(await answer(gw, newProxy('udp')), 'allow')
+      t.equal(await answer(gw, newProxy('http')), 'alice has 2 proxies on this client, the limit is 2 (maxProxiesPerClient)')
+      await gw.ref.current.drain()
+      t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewProxy', step: 'trial', decision: 'shadow_reject' }), 2)
+      t.same(await recorded(gw), [`alice.dns@${RUN_ID}`, `alice.ssh@${RUN_ID}`])
+      t.equal(await answer(gw, newProxy('http', 'alice.web', 'second-frpc')), 'allow', 'the reservation of the refused one was released')
+    })
+
     t.test('maxPorts: tcp and udp proxies only; http goes by', async t => {
       const gw = await gateway(t, { chain: [quotaStep({ maxPorts: 1, reason: '{{which}} {{count}}/{{limit}} {{counted}} for {{user}} ({{proxy_name}})' })] })
       t.equal(await answer(gw, newProxy('tcp')), 'allow')

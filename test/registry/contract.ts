@@ -92,6 +92,7 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.same(await store.reserve(req('d'), { maxProxies: 3 }), { allowed: false, limit: 'maxProxies', count: 3, max: 3 })
       t.same(await store.reserve(req('a'), { maxProxies: 3 }), { allowed: true }, 'a registered name is no new proxy')
       t.same(await store.reserve(req('b'), { maxProxies: 3 }), { allowed: true }, 'nor a reserved one')
+      t.same(await store.reserve(req('b'), { maxProxies: 2 }), { allowed: false, limit: 'maxProxies', count: 2, max: 2 }, 'but the others count against a reserved one (a second quota step)')
       await store.release(carol, `${carol}.c`, 'other-run')
       t.same(await store.reserve(req('d'), { maxProxies: 3 }), { allowed: false, limit: 'maxProxies', count: 3, max: 3 }, 'release needs the run_id that reserved')
       await store.release(carol, `${carol}.c`, 'r1')
