@@ -115,9 +115,11 @@ export interface ChainResult {
   step?: string
   /** the registry's record of the call's proxy, read before the chain (NewUserConn, CloseProxy), for the commit */
   proxy?: ProxyLookup
+  /** shadow steps with a commit hook still running beside the chain: the commit waits for them (until the deadline) */
+  settling?: Promise<void>
 }
 
-interface State { content: Content, modified: number, i: number, failure?: ChainResult }
+interface State { content: Content, modified: number, i: number, failure?: ChainResult, detached?: Array<Promise<void>> }
 
 const isPromise = (v: unknown): v is Promise<unknown> => typeof (v as Promise<unknown> | undefined)?.then === 'function'
 
@@ -136,9 +138,21 @@ export function runChain (steps: readonly ChainStep[], original: Content, ctx: C
       if (detached(step, state, ctx, verdict, started)) continue
       return finishAsync(steps, original, state, ctx, verdict, started)
     }
-    if (settle(step, state, verdict, ctx, started)) return state.failure as ChainResult
+    if (settle(step, state, verdict, ctx, started)) return withDetached(state, ctx, state.failure as ChainResult)
   }
-  return finish(original, state, ctx)
+  return withDetached(state, ctx, finish(original, state, ctx))
+}
+
+/**
+ * A shadow quota's reservation may come after the answer: its commit (the release on a reject) must
+ * come after it, or the reservation stands until the deadline. Past the deadline it has lapsed anyway.
+ */
+function withDetached (state: State, ctx: CallContext, result: ChainResult): ChainResult {
+  if (state.detached === undefined) return result
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<void>(resolve => { timer = setTimeout(resolve, Math.max(0, Math.ceil(ctx.deadline - performance.now()))) })
+  const all = Promise.all(state.detached).then(() => { clearTimeout(timer) })
+  return { ...result, settling: Promise.race([all, deadline]) }
 }
 
 /**
@@ -152,7 +166,7 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
     const end = (result: ChainResult): void => {
       done = true
       clearTimeout(timer)
-      resolve(result)
+      resolve(withDetached(state, ctx, result))
     }
     // what the synchronous path does with a throw (a log destination failing): the call is answered
     // by the error handler, where a throw in a promise callback or a timer would end the process
@@ -221,9 +235,10 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
 function detached (step: ChainStep, state: State, ctx: CallContext, pending: Promise<Verdict | undefined>, started: number): boolean {
   if (!step.shadow || ctx.trace !== undefined) return false
   const alone: State = { content: state.content, modified: 0, i: state.i }
-  pending.then(verdict => settle(step, alone, verdict, ctx, started), (err: unknown) => settle(step, alone, failed(step, err), ctx, started))
+  const settled = pending.then(verdict => settle(step, alone, verdict, ctx, started), (err: unknown) => settle(step, alone, failed(step, err), ctx, started))
     // settle only counts and logs: a log destination that throws has nowhere else to go
-    .catch(() => {})
+    .then(() => {}, () => {})
+  if (step.run.commit !== undefined) (state.detached ??= []).push(settled)
   return true
 }
 

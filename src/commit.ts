@@ -44,8 +44,12 @@ export class Committer {
   #queued: Array<[readonly CommitHook[], CommitEvent]> = []
   constructor (private readonly counters: CommitCounters) {}
 
-  /** Schedules the hooks for after the current tick: the answer is written first. */
-  run (hooks: readonly CommitHook[], event: CommitEvent): void {
+  /** Schedules the hooks for after the current tick: the answer is written first; with `after`, once it settles too. */
+  run (hooks: readonly CommitHook[], event: CommitEvent, after?: Promise<void>): void {
+    if (after !== undefined) {
+      this.#track(after.then(() => { for (const hook of hooks) this.#one(hook, event) }))
+      return
+    }
     if (this.#queued.length === 0) this.#track(new Promise<void>(resolve => setImmediate(resolve)).then(() => { this.#flush() }))
     this.#queued.push([hooks, event])
   }

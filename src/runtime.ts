@@ -72,7 +72,7 @@ export class Runtime {
   commit (op: Op, sent: Content, result: ChainResult, reqid: string, log: Logger): void {
     const hooks = this.commits[op]
     if (hooks.length === 0) return
-    this.committer.run(hooks, commitEvent(op, sent, result, reqid, log))
+    this.committer.run(hooks, commitEvent(op, sent, result, reqid, log), result.settling)
   }
 
   /** What the commit hooks of the op would do with this result, doing nothing: one line per hook that would act. */

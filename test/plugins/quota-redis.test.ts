@@ -1,5 +1,9 @@
 import { randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
+import { parseUserRecord } from '../../src/users/record.js'
+import { RedisUserSource } from '../../src/users/redis-source.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { startRedis, startRedisCluster } from '../helpers/redis.js'
 import { answer, newProxy, quotaStep, recorded, runQuotaSuite } from './quota-suite.js'
@@ -92,4 +96,32 @@ t.test('fromUsers with the users table in Redis: a user\'s maxProxies set there 
   t.equal(await answer(gw, newProxy('udp')), 'allow', 'no maxProxies in the record: the step\'s 5')
   await redis.stop()
   t.equal(await answer(gw, newProxy('http')), 'frp-plugin-gateway: step quota failed: user table unavailable')
+})
+
+t.test('a shadow quota waiting on a users table in Redis: a later reject releases its reservation all the same', async t => {
+  const redis = await startRedis(t)
+  const client = new Redis(redis.port, '127.0.0.1')
+  t.teardown(() => client.disconnect())
+  await new RedisUserSource(client, { keyPrefix: 'frpgw:', parse: parseUserRecord }).set('alice', { maxProxies: 5 })
+  const gw = await startGateway(t, {
+    redis: { url: redis.url },
+    users: { redis: {} },
+    registry: { store: 'memory' },
+    deadlineMs: 10_000,
+    chain: [
+      { name: 'trial', plugin: 'quota', mode: 'shadow', options: { fromUsers: true } },
+      { name: 'no-http', plugin: 'reject', ops: ['NewProxy'], when: { proxyTypes: ['http'] }, options: { reason: 'no http here' } },
+      quotaStep({ maxProxies: 1 })
+    ]
+  })
+  // the table answers only once the call is answered and committed
+  redis.pause(true)
+  t.equal(await answer(gw, newProxy('http')), 'no http here')
+  await sleep(100)
+  redis.pause(false)
+  await gw.ref.current.drain()
+  await sleep(200)
+  // a reservation left behind would count until the deadline, 10 s from the call
+  t.equal(await answer(gw, newProxy('tcp')), 'allow')
+  t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewProxy', step: 'trial', decision: 'allow' }), 2)
 })
