@@ -52,6 +52,11 @@ export default definePlugin({
         throw new Error(`${path[0]} cannot be rewritten: frpc and frps must agree on it and frpc would never learn of the change ` +
           `(${why}); reject instead, with when.fields`)
       }
+      // frps keeps its session's user whatever a plugin answers; the registry and quotas would count under the rewritten one
+      if (path[0] === 'user' && (path.length === 1 || path[1] === 'user' || path[1] === 'run_id') && deps.ops.some(op => op !== 'Login')) {
+        throw new Error(`${raw} cannot be rewritten outside Login: frps keeps the user and run_id of the client's session, and ` +
+          'quotas and the registry would count the proxy under another user than its CloseProxy; give the step ops: ["Login"] to rename a user')
+      }
       for (const op of deps.ops) {
         const folded = foldedPath(op, path)
         if (folded !== undefined) throw new Error(folded)

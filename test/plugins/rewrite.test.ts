@@ -89,7 +89,7 @@ t.test('edits apply in order: set, default, remove, replace', async t => {
 
 t.test('a value equal to what is there is no change', async t => {
   const gw = await startGateway(t, rewrite({
-    set: { multiplexer: '', remote_port: 16000, metas: { id: '123' }, custom_domains: null, 'user.user': '{{user}}' },
+    set: { multiplexer: '', remote_port: 16000, metas: { id: '123' }, custom_domains: null, 'user.metas.token': '{{content.user.metas.token}}' },
     default: { subdomain: 'x' },
     remove: ['absent'],
     replace: [{ path: 'host_header_rewrite', pattern: 'nomatch', replacement: 'y' }]
@@ -115,7 +115,7 @@ t.test('a value the field cannot take is a config error naming the path: it woul
     chain: [
       { name: 'bad-port', plugin: 'rewrite', ops: ['NewProxy'], options: { set: { remote_port: 'x' }, default: { bandwidth_limit: 5 } } },
       { name: 'bad-meta', plugin: 'rewrite', ops: ['Login'], options: { set: { 'metas.n': 5, metas: { m: true } } } },
-      { name: 'bad-user', plugin: 'rewrite', ops: ['Ping'], options: { set: { user: '{{user}}' } } },
+      { name: 'bad-time', plugin: 'rewrite', ops: ['NewWorkConn'], options: { set: { timestamp: '{{user}}' } } },
       { name: 'fine', plugin: 'rewrite', ops: ['NewProxy'], options: { set: { remote_port: null, 'user.metas.x': 'y', subdomain: '{{user}}' } } },
       { name: 'fine-too', plugin: 'rewrite', ops: ['Login'], options: { set: { 'metas.n': '{{user}}' }, default: { 'metas.m': 'z' } } }
     ]
@@ -125,8 +125,21 @@ t.test('a value the field cannot take is a config error naming the path: it woul
     ['chain[0].options.default.bandwidth_limit', 'bandwidth_limit is a string in NewProxy content: 5 would fail every call the step runs on'],
     ['chain[1].options.set.metas.n', 'metas.n is a string in Login content: 5 would fail every call the step runs on'],
     ['chain[1].options.set.metas', 'metas is a map of strings in Login content: {"m":true} would fail every call the step runs on'],
-    ['chain[2].options.set.user', 'user is an object in Ping content: a template renders a string, which would fail every call the step runs on']
+    ['chain[2].options.set.timestamp', 'timestamp is a number in NewWorkConn content: a template renders a string, which would fail every call the step runs on']
   ])
+})
+
+t.test('the user and run_id of a session are rewritten at Login only: frps keeps them, and quotas and the registry would count under another user', async t => {
+  const issues = await configIssues(t, {
+    chain: [
+      { name: 'shared', plugin: 'rewrite', ops: ['NewProxy'], options: { set: { 'user.user': 'shared' } } },
+      { name: 'runs', plugin: 'rewrite', options: { remove: ['user.run_id'], default: { user: { user: 'x' } } } },
+      { name: 'rename', plugin: 'rewrite', ops: ['Login'], options: { set: { user: 'bob' } } },
+      { name: 'tag', plugin: 'rewrite', ops: ['NewProxy'], options: { set: { 'user.metas.team': 'red' } } }
+    ]
+  })
+  t.same(issues.map(i => i.path), ['chain[0].options.set.user.user', 'chain[1].options.default.user', 'chain[1].options.remove[0]'])
+  for (const issue of issues) t.match(issue.message, /cannot be rewritten outside Login: frps keeps the user and run_id of the client's session/)
 })
 
 t.test('setting an element of a list, past its end or not, is a config error for each path (a list with holes would reach frps as nulls)', async t => {
