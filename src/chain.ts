@@ -143,6 +143,8 @@ export function runChain (steps: readonly ChainStep[], original: Content, ctx: C
   return withDetached(state, ctx, finish(original, state, ctx))
 }
 
+const TRACE_GRACE_MS = 1000
+
 /**
  * A shadow quota's reservation may come after the answer: its commit (the release on a reject) must
  * come after it, or the reservation stands until the deadline. Past the deadline it has lapsed anyway.
@@ -150,7 +152,9 @@ export function runChain (steps: readonly ChainStep[], original: Content, ctx: C
 function withDetached (state: State, ctx: CallContext, result: ChainResult): ChainResult {
   if (state.detached === undefined) return result
   let timer: NodeJS.Timeout | undefined
-  const deadline = new Promise<void>(resolve => { timer = setTimeout(resolve, Math.max(0, Math.ceil(ctx.deadline - performance.now()))) })
+  // trace waits a little past it: a step that ends at the deadline (a forward's own budget) is still printed
+  const bound = ctx.deadline - performance.now() + (ctx.trace !== undefined ? TRACE_GRACE_MS : 0)
+  const deadline = new Promise<void>(resolve => { timer = setTimeout(resolve, Math.max(0, Math.ceil(bound))) })
   const all = Promise.all(state.detached).then(() => { clearTimeout(timer) })
   return { ...result, settling: Promise.race([all, deadline]) }
 }
@@ -230,15 +234,16 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
  * A shadow step takes no part in the answer, nor in its time: one that goes asynchronous (a forward,
  * a store) runs beside the rest of the chain, and its decision is recorded when it comes, past the
  * answer if need be (a shadow step slower than deadlineMs would otherwise fail the call). trace
- * waits for it, to print every step in order.
+ * answers as a run does, then waits for it (until the deadline) to print its line.
  */
 function detached (step: ChainStep, state: State, ctx: CallContext, pending: Promise<Verdict | undefined>, started: number): boolean {
-  if (!step.shadow || ctx.trace !== undefined) return false
+  if (!step.shadow) return false
   const alone: State = { content: state.content, modified: 0, i: state.i }
   const settled = pending.then(verdict => settle(step, alone, verdict, ctx, started), (err: unknown) => settle(step, alone, failed(step, err), ctx, started))
     // settle only counts and logs: a log destination that throws has nowhere else to go
     .then(() => {}, () => {})
-  if (step.run.commit !== undefined) (state.detached ??= []).push(settled)
+  // the commit waits for a step's own commit hook; trace, to print every step
+  if (step.run.commit !== undefined || ctx.trace !== undefined) (state.detached ??= []).push(settled)
   return true
 }
 

@@ -11,6 +11,8 @@ export async function traceCall (runtime: Runtime, wireOp: Op, content: Content,
   const entries: TraceEntry[] = []
   const { op, result } = runtime.call(wireOp, content, performance.now(), 'trace', log, e => entries.push(e))
   const settled = await result
+  // a shadow step that went asynchronous ran beside the chain: its line comes when it answers (until the deadline)
+  await settled.settling
   return { op, wireOp, entries, result: settled, answer: answerFor(settled), commits: runtime.describeCommit(op, content, settled, log) }
 }
 
@@ -50,10 +52,14 @@ function readLine ({ read, record, seconds, error }: RegistryRead): string {
     `registered ${new Date(record.registered_at).toISOString()} (read in ${ms} ms)`
 }
 
+/** plugins: each step's plugin, in chain order */
 export function formatTrace (trace: Trace, plugins: ReadonlyMap<string, string>): string {
   const lines = [trace.op === trace.wireOp ? `trace ${trace.op}` : `trace ${trace.op} (sent by frps as ${trace.wireOp})`]
   if (trace.entries.length === 0 && trace.result.outcome !== 'error') lines.push('  (no step runs for this op)')
+  // in chain order (plugins lists the steps so): a shadow step that ran beside the chain answered later
+  const order = [...plugins.keys()]
   const steps = trace.entries.filter((e): e is Exclude<TraceEntry, RegistryRead> => !('read' in e))
+    .sort((a, b) => order.indexOf(a.step) - order.indexOf(b.step))
   for (const e of trace.entries) if ('read' in e) lines.push(`  ${readLine(e)}`)
   steps.forEach((e, i) => {
     const head = `  ${i + 1}. ${e.step} (${plugins.get(e.step) ?? '?'})`

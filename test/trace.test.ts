@@ -134,3 +134,25 @@ t.test('diffContent: added, removed, changed, nested, arrays', async t => {
   ])
   t.same(diffContent({ a: 1 }, { a: 1 }), [])
 })
+
+t.test('a shadow step slower than deadlineMs: trace answers as a run does, and prints its line in chain order once it comes', async t => {
+  const slow = await startDownstream(t, (_req, res) => { setTimeout(() => res.end('{"reject":false,"unchange":true}'), 1000) })
+  const file = configFile({
+    deadlineMs: 300,
+    chain: [
+      { name: 'try-auth', plugin: 'forward', ops: ['Login'], mode: 'shadow', options: { url: slow.url, timeoutMs: 2000 } },
+      { name: 'tag', plugin: 'metas', ops: ['Login'], options: { set: { region: 'eu' } } }
+    ]
+  })
+  const res = await runCli(['trace', '--config', file, '--op', 'Login'], { stdin: '{"user":"alice"}' })
+  t.equal(res.code, 0, res.stderr)
+  const lines = timings(res.stdout).split('\n')
+  t.match(lines[1], /^ {2}1\. try-auth \(forward\): error in X ms/, 'the shadow step, first, failed at the deadline')
+  t.same(lines.slice(2), [
+    '  2. tag (metas): modify in X ms',
+    '       + metas = {"region":"eu"}',
+    'outcome: modify',
+    'answer: {"reject":false,"unchange":false,"content":{"user":"alice","metas":{"region":"eu"}}}',
+    ''
+  ], 'the answer a run gives')
+})
