@@ -109,9 +109,10 @@ t.test('rewrite (its factory) on any content: no throw, no mutation, no pollutio
     if (where !== null) throw new Error(where)
     return true
   }), 700)
-  // the generators reach every outcome, not only compile errors. Rejects come about 10 times in 700
-  // runs (6 to 13 seen), so a floor of 5 failed one run in about 15: any reject at all proves the point
-  t.ok(compiled > 100 && changed > 50 && rejected > 0, `compiled ${compiled}, changed ${changed}, rejected ${rejected}`)
+  // the generators reach compiled steps that change content, not only compile errors. A reject at run
+  // time is rare now that a value the field cannot take is refused when compiled (a replace on a value
+  // over 1024 characters is left, tested in test/plugins/rewrite.test.ts): when one comes, it was checked above
+  t.ok(compiled > 100 && changed > 50, `compiled ${compiled}, changed ${changed}, rejected ${rejected}`)
   assertNoPollution(t)
 })
 
