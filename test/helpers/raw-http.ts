@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import net, { type Socket } from 'node:net'
 
 export interface RawAnswer {
@@ -88,4 +89,21 @@ export class RawConnection {
       await new Promise<void>(resolve => { this.waiting = resolve })
     }
   }
+}
+
+/**
+ * Whether the server end of this loopback connection has accepted it and read all that was sent on it: the kernel's
+ * receive queue for it (in /proc/net/tcp) is empty. Node parses what it reads in the same turn, so from then on the
+ * server knows of every byte written before.
+ */
+export function serverHasRead (socket: Socket): boolean {
+  const hexPort = (port: number | undefined): string => (port ?? 0).toString(16).toUpperCase().padStart(4, '0')
+  const local = `:${hexPort(socket.remotePort)}`
+  const remote = `:${hexPort(socket.localPort)}`
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const [, localAddress, remoteAddress, state, queues] = line.trim().split(/\s+/)
+    // state 01: established; queues is tx_queue:rx_queue, in hex
+    if (localAddress?.endsWith(local) === true && remoteAddress?.endsWith(remote) === true && state === '01') return parseInt(queues.split(':')[1], 16) === 0
+  }
+  return false
 }
