@@ -2,7 +2,7 @@ import fc from 'fast-check'
 import t from 'tap'
 import { describeJsonError, findJsonError } from '../src/json-error.js'
 import { escapeUnsafe, isSecretName, quote, redactContent, reqidOf } from '../src/log.js'
-import { startDownstream } from './helpers/downstream.js'
+import { startDownstream, until } from './helpers/downstream.js'
 import { startGateway } from './helpers/gateway.js'
 import { freePort, startRedis } from './helpers/redis.js'
 
@@ -225,7 +225,8 @@ t.test('a Redis outage logs one stack, then one line per interval counting the r
     calls += batch.length
   }
   const seconds = (Date.now() - started) / 1000
-  await new Promise(resolve => setTimeout(resolve, 1000))
+  // the last interval's summary line comes when its timer fires
+  await until(() => failureLines(gw).full + failureLines(gw).suppressed >= calls, 30_000)
   const errors = await gw.metric('frp_gateway_ratelimit_decisions_total', { step: 'rl', result: 'store_error' })
   t.equal(errors, calls, 'every failed call counted')
   const { full, suppressed, summaries } = failureLines(gw)
@@ -240,15 +241,22 @@ t.test('a dead downstream: one stack for the first failure, the repeats counted'
   const gw = await startGateway(t, {
     chain: [{ name: 'down', plugin: 'forward', ops: ['Login'], options: { url: `http://127.0.0.1:${port}/handler`, onError: 'allow' } }]
   }, { level: 'info', repeatIntervalMs: 300 })
+  const started = performance.now()
   for (let i = 0; i < 5; i++) await Promise.all(Array.from({ length: 40 }, async () => await gw.call('Login', { user: 'alice' })))
-  await new Promise(resolve => setTimeout(resolve, 1000))
+  const elapsed = performance.now() - started
+  // the last interval's summary line comes when its timer fires
+  await until(() => failureLines(gw).full + failureLines(gw).suppressed >= 200, 30_000)
   t.equal(await gw.metric('frp_gateway_forward_requests_total', { step: 'down', result: 'connect_error' }), 200)
   const lines = failureLines(gw)
   t.same([lines.full, lines.full + lines.suppressed], [1, 200], 'one stack, every failure counted')
-  t.ok(lines.summaries >= 1 && lines.summaries <= 4, `one summary per interval with repeats (${lines.summaries})`)
+  // an interval's timer starts at the first failure: the failures span at most elapsed ms (on a loaded machine, more than 1.2 s)
+  const intervals = Math.floor(elapsed / 300) + 1
+  t.ok(lines.summaries >= 1 && lines.summaries <= intervals, `one summary per interval with repeats (${lines.summaries} in ${Math.round(elapsed)} ms)`)
   const summary = gw.logs.find(l => l.msg === 'step failed (repeats)')
   t.same([summary?.step, summary?.code, summary?.intervalMs], ['down', 'ECONNREFUSED', 300])
-  // a quiet interval ends the run: the next failure is logged in full again
+  // a quiet interval ends the run: the next failure is logged in full again. The timer of the interval after the last
+  // summary was set as that line was logged; this one, longer and set later, fires after it
+  await new Promise(resolve => setTimeout(resolve, 400))
   await gw.call('Login', { user: 'alice' })
   t.same(failureLines(gw), { ...lines, full: 2 })
 })
@@ -260,7 +268,9 @@ t.test('a downstream past the deadline: one line, then the repeats counted', asy
     chain: [{ name: 'slow', plugin: 'forward', ops: ['Login'], options: { url: down.url, timeoutMs: 5000 } }]
   }, { level: 'info', repeatIntervalMs: 300 })
   const answers = await Promise.all(Array.from({ length: 30 }, async () => await gw.call('Login', { user: 'alice' })))
-  await new Promise(resolve => setTimeout(resolve, 1000))
+  // the last interval's summary lines come when their timers fire
+  const counted = (): number => [failureLines(gw, 'deadline exceeded'), failureLines(gw)].reduce((n, l) => n + l.full + l.suppressed, 0)
+  await until(() => counted() >= 30, 30_000)
   const deadline = failureLines(gw, 'deadline exceeded')
   const reasons = answers.map(a => a.body.reject_reason)
   t.equal(deadline.full, 1, 'one line in full')
