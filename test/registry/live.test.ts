@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { loadSamples } from '../helpers/fixtures.js'
 import { startGateway, configIssues, type TestGateway } from '../helpers/gateway.js'
+import { timerLateness } from '../helpers/lateness.js'
 import { startRedis } from '../helpers/redis.js'
 
 const samples = loadSamples('frps-0.64.0-requests.jsonl')
@@ -129,15 +130,21 @@ t.test('what one gateway records, another on the same Redis lists within 100 ms 
   const config = { redis: { url: redis.url, keyPrefix: 'frpgw:' }, registry: {} }
   const [one, two] = [await startGateway(t, config), await startGateway(t, config)]
   const took: number[] = []
+  const late: Array<{ ms: number, timersLate: number }> = []
   for (let i = 0; i < 20; i++) {
     const proxy = ssh()
     proxy.proxy_name = `alice.p${i}`
+    // how late this process's timers ran meanwhile: the commit is as late, on a machine too loaded to run the process when due
+    const lateness = timerLateness()
     t.equal((await one.call('NewProxy', proxy)).body.unchange, true)
     const answered = performance.now()
-    while (!(await view(two, 'alice')).body.proxies.some((p: { name: string }) => p.name === proxy.proxy_name) && performance.now() - answered < 1000) {}
-    took.push(performance.now() - answered)
+    let listed = false
+    while (!(listed = (await view(two, 'alice')).body.proxies.some((p: { name: string }) => p.name === proxy.proxy_name)) && performance.now() - answered < 10_000) {}
+    const ms = performance.now() - answered
+    const timersLate = lateness()
+    took.push(ms)
+    if (!listed || ms >= 100 + timersLate) late.push({ ms, timersLate })
   }
-  const late = took.filter(ms => ms >= 100)
   t.same(late, [], `listed by the other gateway after ${Math.round(Math.min(...took))} to ${Math.round(Math.max(...took))} ms`)
 })
 
