@@ -92,7 +92,8 @@ export class WebhookSink implements Sink {
         },
         onComplete: settle,
         onError: (err: Error) => {
-          if (cut !== undefined) return settle()
+          // a 2xx that came before the answer stalled (undici's body timeout) was received, as when the sweep cuts it
+          if (cut !== undefined || (status >= 200 && status < 300)) return settle()
           done()
           const { code } = err as { code?: string }
           const why = code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT'
