@@ -115,7 +115,7 @@ export interface ChainResult {
   step?: string
   /** the registry's record of the call's proxy, read before the chain (NewUserConn, CloseProxy), for the commit */
   proxy?: ProxyLookup
-  /** shadow steps with a commit hook still running beside the chain: the commit waits for them (until the deadline) */
+  /** shadow steps still running beside the chain that the commit (a step's own hook) or trace waits for, until the deadline */
   settling?: Promise<void>
 }
 
@@ -234,7 +234,7 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
  * A shadow step takes no part in the answer, nor in its time: one that goes asynchronous (a forward,
  * a store) runs beside the rest of the chain, and its decision is recorded when it comes, past the
  * answer if need be (a shadow step slower than deadlineMs would otherwise fail the call). trace
- * answers as a run does, then waits for it (until the deadline) to print its line.
+ * answers as a run does, then waits for it (until a second past the deadline) to print its line.
  */
 function detached (step: ChainStep, state: State, ctx: CallContext, pending: Promise<Verdict | undefined>, started: number): boolean {
   if (!step.shadow) return false
