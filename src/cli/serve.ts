@@ -37,12 +37,12 @@ function fingerprint (path: string): string {
   }
 }
 
+const WATCH_POLL_MS = 500
+
 /**
  * --watch: the config file, and the users file the live config names (which can change with a
  * reload). Folders, not files: editors that save by rename would leave a file watcher on the old inode.
  */
-const WATCH_POLL_MS = 500
-
 function watchFiles (file: string, ref: RuntimeRef, reload: (why: string) => void, logger: Logger): () => void {
   let timer: NodeJS.Timeout | undefined
   const later = (why: string): void => {
