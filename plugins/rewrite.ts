@@ -38,7 +38,8 @@ export default definePlugin({
     const edits: Edit[] = []
     const touched = new Set<string>()
     // every path must be one the step's ops can hold, and none may change what frpc must agree on
-    const pathOf = (where: string, raw: string, use: Use): string[] => compileAt(where, () => {
+    // `value`: what set or default writes there, which the field must be able to take
+    const pathOf = (where: string, raw: string, use: Use, value?: unknown): string[] => compileAt(where, () => {
       const path = parsePath(raw)
       if (path.length > MAX_VALUE_DEPTH) throw new Error(`${raw} has more than ${MAX_VALUE_DEPTH} parts (frps content is 3 deep)`)
       const index = path.find(key => /^\d+$/.test(key) && Number(key) > MAX_SET_INDEX)
@@ -68,6 +69,12 @@ export default definePlugin({
         if (use === 'replace' && field !== undefined && field.kind !== 'a string') {
           throw new Error(`${raw} is ${field.kind} in ${op} content: replace applies to strings`)
         }
+        // a value the field cannot take would fail every call that reaches the step: said by check instead
+        const template = typeof value === 'string' && !isConstantTemplate(value)
+        if ((use === 'set' || use === 'default') && field !== undefined && !field.ok(template ? '' : value)) {
+          throw new Error(`${path.join('.')} is ${field.kind} in ${op} content: ${template ? 'a template renders a string, which' : `${JSON.stringify(value)}`} ` +
+            'would fail every call the step runs on')
+        }
       }
       touched.add(path[0])
       return path
@@ -79,26 +86,13 @@ export default definePlugin({
       if (typeof value !== 'string' || isConstantTemplate(value)) return () => value
       return compileAt(where, () => compileTemplate(value, { step: deps.name }))
     }
-    // a value the field cannot take would fail every call that reaches the step: said by check instead
-    const fits = (where: string, path: string[], value: unknown): void => compileAt(where, () => {
-      const template = typeof value === 'string' && !isConstantTemplate(value)
-      for (const op of deps.ops) {
-        const { field } = pathTarget(op, path)
-        if (field !== undefined && !field.ok(template ? '' : value)) {
-          throw new Error(`${path.join('.')} is ${field.kind} in ${op} content: ${template ? 'a template renders a string, which' : `${JSON.stringify(value)}`} ` +
-            'would fail every call the step runs on')
-        }
-      }
-    })
     for (const [raw, value] of Object.entries(options.set)) {
-      const path = pathOf(`set.${raw}`, raw, 'set')
-      fits(`set.${raw}`, path, value)
+      const path = pathOf(`set.${raw}`, raw, 'set', value)
       const get = valueOf(`set.${raw}`, value)
       edits.push((c, ctx) => setIn(c, path, get(c, ctx)))
     }
     for (const [raw, value] of Object.entries(options.default)) {
-      const path = pathOf(`default.${raw}`, raw, 'default')
-      fits(`default.${raw}`, path, value)
+      const path = pathOf(`default.${raw}`, raw, 'default', value)
       const get = valueOf(`default.${raw}`, value)
       edits.push((c, ctx) => getIn(c, path) == null ? setIn(c, path, get(c, ctx)) : c)
     }

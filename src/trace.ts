@@ -11,7 +11,7 @@ export async function traceCall (runtime: Runtime, wireOp: Op, content: Content,
   const entries: TraceEntry[] = []
   const { op, result } = runtime.call(wireOp, content, performance.now(), 'trace', log, e => entries.push(e))
   const settled = await result
-  // a shadow step that went asynchronous ran beside the chain: its line comes when it answers (until the deadline)
+  // a shadow step that went asynchronous ran beside the chain: its line comes when it answers (until a second past the deadline)
   await settled.settling
   return { op, wireOp, entries, result: settled, answer: answerFor(settled), commits: runtime.describeCommit(op, content, settled, log) }
 }
