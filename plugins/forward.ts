@@ -9,7 +9,7 @@ import { compileAt } from '../src/errors.js'
 import { describeJsonError } from '../src/json-error.js'
 import { FORWARD_RESULTS, type ForwardResult } from '../src/metrics.js'
 import {
-  AGREED_FIELDS, AGREED_OP, changedAgreedField, checkContent, copy, foldedField, isObject, OPS, own, put, sameJson, type Content, type Op
+  AGREED_FIELDS, AGREED_OP, changedAgreedField, changedSession, checkContent, copy, foldedField, isObject, OPS, own, put, sameJson, withSession, type Content, type Op
 } from '../src/protocol.js'
 
 const MAX_ANSWER_BYTES = 1024 * 1024
@@ -202,7 +202,7 @@ export default definePlugin({
       const returned = own(answer, 'content')
       if (flag(answer, 'unchange') || returned == null) return
       if (!isObject(returned)) throw invalid('"content" is not a JSON object')
-      const next = merge === 'patch' ? mergePatch(content, returned) as Content : returned
+      let next = merge === 'patch' ? mergePatch(content, returned) as Content : returned
       const problem = checkContent(op, next)
       if (problem !== null) throw invalid(`the answer makes ${problem}`)
       const folded = foldedField(op, next)
@@ -211,6 +211,8 @@ export default definePlugin({
       if (changed !== undefined) {
         throw invalid(`the answer changes ${changed}, which frpc and frps must agree on (${AGREED_FIELDS.get(changed) as string})`)
       }
+      // frps keeps its session's user and run_id whatever an answer outside Login says: so do the steps after, quotas and the registry
+      if (changedSession(op, content, next)) next = withSession(content, next)
       return sameJson(next, content) ? undefined : { content: next }
     }
 

@@ -299,6 +299,33 @@ export function clientRunId (op: Op, content: Content): unknown {
   return op === 'Login' ? own(content, 'run_id') : own(own(content, 'user'), 'run_id')
 }
 
+/** Outside Login, whether `after` has another `user.user` or `user.run_id` than `before` (absent is ''). */
+export function changedSession (op: Op, before: Content, after: Content): boolean {
+  if (op === 'Login') return false
+  const [was, is] = [own(before, 'user'), own(after, 'user')]
+  return ownText(was, 'user') !== ownText(is, 'user') || ownText(was, 'run_id') !== ownText(is, 'run_id')
+}
+
+/** `after` with the `user` and `run_id` of `before` under `user` (the whole `user` of `before` where `after` has none). */
+export function withSession (before: Content, after: Content): Content {
+  const was = own(before, 'user')
+  const is = own(after, 'user')
+  const next = copy(after)
+  if (!isObject(is)) {
+    if (was === undefined) delete next.user
+    else next.user = was
+    return next
+  }
+  const user = copy(is)
+  for (const key of ['user', 'run_id']) {
+    const value = own(was, key)
+    if (value === undefined) delete user[key]
+    else user[key] = value
+  }
+  next.user = user
+  return next
+}
+
 /** A proxy's metas: NewProxy's own; NewUserConn and CloseProxy carry none, so the registry's record of the proxy (read before the chain). */
 export function proxyMetas (op: Op, content: Content, proxy: ProxyLookup | undefined): unknown {
   if (op === 'NewProxy') return own(content, 'metas')

@@ -167,7 +167,8 @@ t.test('partial content: replace takes it whole (as frps), patch merges it', asy
       { name: 'patch', plugin: 'forward', ops: ['NewProxy'], when: { proxyNames: ['alice.*'] }, options: { url: down.url, merge: 'patch' } }
     ]
   })
-  t.same((await gw.call('NewProxy', { ...content, proxy_name: 'replace' })).body, modified({ proxy_name: 'replace', proxy_type: 'tcp', remote_port: 7000 }))
+  t.same((await gw.call('NewProxy', { ...content, proxy_name: 'replace' })).body,
+    modified({ proxy_name: 'replace', proxy_type: 'tcp', remote_port: 7000, user: { user: 'alice' } }), "but the session's user, as frps keeps it")
   t.same((await gw.call('NewProxy', content)).body, modified({ ...content, remote_port: 7000 }))
 })
 
@@ -224,6 +225,48 @@ t.test('an answer that changes a field frpc and frps must agree on is an invalid
   answer = c => ({ unchange: false, content: { ...c, proxy_name: 'renamed' } })
   t.same((await gw.call('NewUserConn', { proxy_name: 'alice.db', proxy_type: 'stcp' })).body, modified({ proxy_name: 'renamed', proxy_type: 'stcp' }),
     'frps ignores the content of a NewUserConn answer: no rule there')
+})
+
+t.test('outside Login, user.user and user.run_id stay as frps sent them, whatever an answer says (frps keeps its session\'s)', async t => {
+  let answer: (content: any) => unknown = () => ({ unchange: true })
+  const down = await startDownstream(t, req => answer(contentOf(req)))
+  const gw = await startGateway(t, {
+    registry: { store: 'memory' },
+    chain: [
+      { name: 'fw', plugin: 'forward', options: { url: down.url } },
+      { name: 'tag', plugin: 'metas', ops: ['NewProxy', 'CloseProxy', 'Ping'], options: { set: { seen: '{{user}}/{{run_id}}' }, scope: 'user' } }
+    ]
+  })
+  const alice = { user: 'alice', run_id: 'r1', metas: { team: 'a' } }
+  const seen = { team: 'a', seen: 'alice/r1' }
+  const proxy = { user: alice, proxy_name: 'alice.web', proxy_type: 'tcp', remote_port: 6000 }
+  let proxies: any[] = []
+  const listed = async (): Promise<any[]> => (proxies = (await gw.app.inject({ method: 'GET', url: '/proxies' })).json().proxies)
+  const settled = async (n: number): Promise<boolean> => {
+    for (let i = 0; i < 100 && (await listed()).length !== n; i++) await new Promise(resolve => setTimeout(resolve, 10))
+    return proxies.length === n
+  }
+  answer = c => ({ unchange: false, content: { ...c, user: { ...c.user, user: 'bob', run_id: 'r9' } } })
+  await gw.call('NewProxy', proxy)
+  t.ok(await settled(1), 'recorded once')
+  t.match(proxies, [{ user: 'alice', name: 'alice.web', run_id: 'r1', remote_port: 6000 }], 'under the user and run_id frps will close it with')
+  t.same((await gw.call('CloseProxy', { user: alice, proxy_name: 'alice.web' })).body, ALLOW, 'CloseProxy: frps reads no answer')
+  t.ok(await settled(0), "frps's CloseProxy removes it, the answer renaming its user too")
+
+  const cases: Array<[string, string, unknown, (c: any) => unknown]> = [
+    ['NewProxy renames the user', 'NewProxy', proxy, c => ({ ...c, user: { ...c.user, user: 'bob' }, remote_port: 7000 })],
+    ['NewProxy answers without user', 'NewProxy', proxy, ({ user: _, ...c }) => ({ ...c, remote_port: 7000 })],
+    ['NewProxy changes the run_id', 'NewProxy', proxy, c => ({ ...c, user: { ...c.user, run_id: 'r2' }, remote_port: 7000 })],
+    ['Ping drops the run_id', 'Ping', { user: alice }, c => ({ ...c, user: { user: 'alice', metas: c.user.metas } })]
+  ]
+  for (const [name, op, content, change] of cases) {
+    answer = c => ({ unchange: false, content: change(c) })
+    const expected = { ...change(content) as object, user: { ...alice, metas: seen } }
+    t.same((await gw.call(op, content)).body, modified(expected), `${name}: the steps after and frps see the session's user`)
+  }
+  answer = c => ({ unchange: false, content: { ...c, user: 'carol' } })
+  const login = { user: 'alice', run_id: 'r1', privilege_key: 'k', timestamp: 1 }
+  t.same((await gw.call('Login', login)).body, modified({ ...login, user: 'carol' }), 'at Login frps takes the user from the answer')
 })
 
 t.test('closing the runtime closes the pool and its keep-alive connections', async t => {

@@ -84,6 +84,20 @@ function keepAgreed (sent: Content, answer: unknown, patch: boolean): unknown {
   return object(entries)
 }
 
+/** Outside Login frps keeps the user and run_id it sent (absent is ''): put back under `user`, or its whole `user` where the answer has none. */
+function keepSession (op: Op, sent: Content, next: Content): Content {
+  const ids = (c: Content): string[] => ['user', 'run_id'].map(k => isObject(c.user) && typeof c.user[k] === 'string' ? c.user[k] : '')
+  if (op === 'Login' || isDeepStrictEqual(ids(sent), ids(next))) return next
+  const { user, ...rest } = next
+  if (!isObject(user)) return sent.user === undefined ? rest : { ...rest, user: sent.user }
+  const kept: Content = { ...user }
+  for (const k of ['user', 'run_id']) {
+    if (isObject(sent.user) && Object.hasOwn(sent.user, k)) kept[k] = sent.user[k]
+    else delete kept[k]
+  }
+  return { ...rest, user: kept }
+}
+
 for (const merge of ['replace', 'patch'] as const) {
   t.test(`forward merge ${merge} through a real downstream: a valid result, no change, or an invalid_response`, async t => {
     let answer: unknown = {}
@@ -106,8 +120,9 @@ for (const merge of ['replace', 'patch'] as const) {
       const invalidAfter = await invalidCount()
       if (r.status !== 200 || pollution(r.body) !== null || pollution() !== null) return false
       const eop = effectiveOp(op, sent)
-      const next = returnedContent == null ? sent : merge === 'patch' ? reference(sent, returnedContent) : returnedContent
-      const invalid = !isObject(next) || checkContent(eop, next) !== null
+      const answered = returnedContent == null ? sent : merge === 'patch' ? reference(sent, returnedContent) : returnedContent
+      const invalid = !isObject(answered) || checkContent(eop, answered) !== null
+      const next = invalid ? answered : keepSession(eop, sent, answered as Content)
       if (invalidAfter - invalidBefore !== (invalid ? 1 : 0)) throw new Error(`invalid_response counted ${invalidAfter - invalidBefore} times`)
       if (eop === 'CloseProxy') return r.raw === '{"reject":false,"unchange":true}'
       if (invalid) {
