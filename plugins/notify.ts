@@ -141,21 +141,24 @@ export default definePlugin({
     const valuesOf = (e: CommitEvent, held: number) => ({
       time: new Date(e.time).toISOString(), outcome: e.outcome, reason: e.reason ?? '', decided_by: e.decidedBy ?? '', held_back: held
     })
-    /** The key's count of events held back since its last event, or undefined when this one is held back too. */
-    const admitted = (e: CommitEvent): number | undefined => {
-      if (throttle === undefined || throttleKey === undefined) return 0
+    const holdBack = (key: string, n: number): void => {
+      if (heldBack.size >= MAX_HELD_KEYS && !heldBack.has(key)) heldBack.delete(heldBack.keys().next().value as string)
+      heldBack.set(key, (heldBack.get(key) ?? 0) + n)
+    }
+    /** The key and its count of events held back since its last event, or undefined when this one is held back too. */
+    const admitted = (e: CommitEvent): { key: string, held: number } | undefined => {
+      if (throttle === undefined || throttleKey === undefined) return { key: '', held: 0 }
       const key = boundedKey(throttleKey(e.content, { op: e.op, reqid: e.reqid, values: valuesOf(e, 0), proxy: e.proxy }))
       const w = windowOf(key, e.time, throttle.window)
       if (w.sent >= throttle.limit) {
-        if (heldBack.size >= MAX_HELD_KEYS && !heldBack.has(key)) heldBack.delete(heldBack.keys().next().value as string)
-        heldBack.set(key, (heldBack.get(key) ?? 0) + 1)
+        holdBack(key, 1)
         counters.throttled.inc()
         return undefined
       }
       w.sent++
       const held = heldBack.get(key) ?? 0
       heldBack.delete(key)
-      return held
+      return { key, held }
     }
 
     return Object.assign(function notify () { return undefined }, {
@@ -163,9 +166,11 @@ export default definePlugin({
         when: true as const,
         commit (e: CommitEvent) {
           if (!outcomes.has(e.outcome)) return
-          const held = admitted(e)
-          if (held === undefined) return
-          queue.push(JSON.stringify(render(e, valuesOf(e, held))), e.reqid)
+          const admit = admitted(e)
+          if (admit === undefined) return
+          const { key, held } = admit
+          // the count it carries goes to the key's next event if this one never goes out
+          queue.push(JSON.stringify(render(e, valuesOf(e, held))), e.reqid, held > 0 ? () => { holdBack(key, held) } : undefined)
         },
         describe (e: CommitEvent) {
           if (!outcomes.has(e.outcome)) return `nothing: outcome ${e.outcome} is not in outcomes`

@@ -34,6 +34,8 @@ export class SinkQueue {
   readonly #waiting: string[] = []
   /** the reqid of each waiting event's call, for the line that says it was given up */
   readonly #reqids: string[] = []
+  /** what to do when a waiting event is lost (dropped for a newer one, or failed): undefined for most */
+  readonly #onLost: Array<(() => void) | undefined> = []
   #head = 0
   #chars = 0
   #inFlight = 0
@@ -50,35 +52,42 @@ export class SinkQueue {
     return this.#inFlight
   }
 
-  push (event: string, reqid = ''): void {
+  /** `onLost` runs if the event is dropped for a newer one or given up (not at drain: nothing goes after it). */
+  push (event: string, reqid = '', onLost?: () => void): void {
     if (this.#closed) {
       this.opts.count('dropped')
       return
     }
     if (event.length > MAX_QUEUE_CHARS) {
       this.opts.count('dropped')
+      onLost?.()
       return
     }
     while (this.length > 0 && (this.length >= this.opts.size || this.#chars + event.length > MAX_QUEUE_CHARS)) {
+      const lost = this.#onLost[this.#head]
       this.#take()
       this.opts.count('dropped')
+      lost?.()
     }
     this.#chars += event.length
     this.#waiting.push(event)
     this.#reqids.push(reqid)
+    this.#onLost.push(onLost)
     // the arrays are compacted once half of them is spent, so pushes and shifts stay O(1) on average
     if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {
       this.#waiting.splice(0, this.#head)
       this.#reqids.splice(0, this.#head)
+      this.#onLost.splice(0, this.#head)
       this.#head = 0
     }
     this.#pump()
   }
 
-  /** The oldest waiting event, its slot freed (its reqid is at #head before). */
+  /** The oldest waiting event, its slot freed (its reqid and onLost are at #head before). */
   #take (): string {
     const event = this.#waiting[this.#head]
-    this.#waiting[this.#head++] = ''
+    this.#waiting[this.#head] = ''
+    this.#onLost[this.#head++] = undefined
     this.#chars -= event.length
     return event
   }
@@ -86,9 +95,10 @@ export class SinkQueue {
   #pump (): void {
     while (this.#inFlight < this.opts.concurrency && this.length > 0) {
       const reqid = this.#reqids[this.#head]
+      const lost = this.#onLost[this.#head]
       const event = this.#take()
       this.#inFlight++
-      void this.#deliver(event, reqid).finally(() => {
+      void this.#deliver(event, reqid, lost).finally(() => {
         this.#inFlight--
         this.#pump()
         if (this.#inFlight === 0 && this.length === 0) for (const resolve of this.#idle) resolve()
@@ -96,7 +106,7 @@ export class SinkQueue {
     }
   }
 
-  async #deliver (event: string, reqid: string): Promise<void> {
+  async #deliver (event: string, reqid: string, lost: (() => void) | undefined): Promise<void> {
     for (let attempt = 0, waited = 0; ; attempt++) {
       try {
         await this.sink.send(event)
@@ -113,6 +123,7 @@ export class SinkQueue {
         if (!waits && (!retryable || attempt >= this.opts.retries)) {
           this.opts.count('failed')
           this.opts.onFailure(err as Error, reqid)
+          lost?.()
           return
         }
         this.opts.count('retried')
@@ -147,6 +158,7 @@ export class SinkQueue {
     for (let i = this.length; i > 0; i--) this.opts.count('dropped')
     this.#waiting.length = 0
     this.#reqids.length = 0
+    this.#onLost.length = 0
     this.#head = 0
     this.#chars = 0
     return done

@@ -94,6 +94,27 @@ t.test('throttle: a login storm sends a few events, and the next one says how ma
   t.same(rx.bodies.map(b => b.text), ['alice 0', 'alice 0', 'alice 8'])
 })
 
+t.test('throttle: the held-back count an event carried goes to the next one when it is given up', async t => {
+  let refuse = false
+  const rx = await receiver(t, (_req, res) => res.writeHead(refuse ? 500 : 204).end())
+  const gw = await startGateway(t, { chain: [
+    { name: 'storm', plugin: 'notify', ops: ['Login'], options: { sink: { webhook: { url: rx.url, retries: 0 } }, template: { text: '{{held_back}}' }, throttle: { limit: 1, window: '1s', key: '{{user}}' } } }
+  ] })
+  for (let i = 0; i < 3; i++) await gw.call('Login', content('Login'))
+  await until(() => rx.bodies.length === 1)
+  await sleep(1100)
+  refuse = true
+  await gw.call('Login', content('Login'))
+  await until(() => rx.bodies.length === 2)
+  await until(() => gw.logs.some(l => l.msg === 'notify event given up'))
+  refuse = false
+  await sleep(1100)
+  await gw.call('Login', content('Login'))
+  await until(() => rx.bodies.length === 3)
+  t.same(rx.bodies.map(b => b.text), ['0', '2', '2'], 'the 2 held back are told by the event that went out')
+  t.equal(await gw.metric('frp_gateway_notify_events_total', { step: 'storm', result: 'failed' }), 1)
+})
+
 t.test('throttle: at most limit events in a window, none let through early as the window goes on', async t => {
   const rx = await receiver(t)
   const gw = await startGateway(t, { chain: [

@@ -179,6 +179,28 @@ t.test('the queue is bounded: with the receiver stuck, the oldest events are dro
   t.same(rx.bodies.slice(3).map(b => JSON.parse(b).i).sort((a, b) => a - b), [40, 41, 42, 43, 44, 45, 46, 47, 48, 49], 'the newest were kept')
 })
 
+t.test('onLost runs for an event dropped for a newer one or given up, never for one sent or left at drain', async t => {
+  let release: (() => void) | undefined
+  const stuck = new Promise<void>(resolve => { release = resolve })
+  // the first request hangs until released, the third is refused for good (400), the others are taken
+  const rx = await receiver(t, (n, _req, res) => { if (n === 0) void stuck.then(() => res.writeHead(204).end()); else res.writeHead(n === 2 ? 400 : 204).end() })
+  const sink = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 10_000 })
+  t.teardown(() => sink.close())
+  const { queue, counts } = queueOf(sink, { size: 2, concurrency: 1 })
+  const lost: string[] = []
+  const push = (name: string): void => { queue.push(JSON.stringify({ name }), '', () => lost.push(name)) }
+  for (const name of ['a', 'b', 'c', 'd']) push(name)
+  t.same(lost, ['b'], 'b dropped for d (a in flight, c and d wait)')
+  release?.()
+  t.equal(await queue.drain(5000), true)
+  t.same(lost, ['b', 'd'], 'd refused for good (the third request)')
+  t.same([counts.sent, counts.dropped, counts.failed], [2, 1, 1])
+  const left = queueOf(new WebhookSink({ url: 'http://127.0.0.1:1/hook', headers: {}, timeoutMs: 1000 }), { retries: 5, backoffMs: 1000 })
+  left.queue.push('{}', '', () => lost.push('left'))
+  await left.queue.drain(100)
+  t.same(lost, ['b', 'd'], 'nothing goes after an event left at drain')
+})
+
 t.test('drain gives up after its bound: what waits is dropped and counted; closing the sink cuts the send in flight, also dropped', async t => {
   const rx = await receiver(t, () => {})
   const sink = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 10_000 })
