@@ -150,7 +150,7 @@ export default definePlugin({
   create (options, deps) {
     const url = compileAt('url', () => parseHttpUrl(options.url))
     if (url?.protocol === 'http:' && (options.tls.ca !== undefined || !options.tls.verify)) compileAt('tls', () => { throw new Error('tls applies to https:// URLs only') })
-    const ca = options.tls.ca !== undefined ? compileAt('tls.ca', () => readCa(options.tls.ca as string)) : undefined
+    const ca = options.tls.ca !== undefined ? compileAt('tls.ca', () => readCa(deps.resolvePath(options.tls.ca as string))) : undefined
     const extra = Object.entries(options.headers).flatMap(([name, value]) => {
       compileAt(`headers.${name}`, () => checkHeader(name, value))
       return [name, value]

@@ -109,7 +109,7 @@ export default definePlugin({
         return new WebhookSink({ ...s.webhook, connections: options.concurrency })
       }
       if ('redisStream' in s) return new RedisStreamSink(deps.redis(), s.redisStream.stream, s.redisStream.maxLen)
-      return new FileSink(s.file.path)
+      return new FileSink(deps.resolvePath(s.file.path))
     })
     const counters = Object.fromEntries([...QUEUE_RESULTS].map(r => [r, deps.metrics.notifyEvents.labels(deps.name, r)])) as unknown as Record<QueueResult, { inc: () => void }>
     const queue = new SinkQueue(target, {

@@ -79,6 +79,8 @@ export interface PluginDeps {
   registry: () => LiveRegistry
   /** the runtime's Redis client (the top-level `redis` block); throws when there is none */
   redis: () => Redis | Cluster
+  /** a path of the step's options, a relative one from the config file's folder (as users.file and listen.tls) */
+  resolvePath: (path: string) => string
 }
 
 /** A built-in plugin: its options schema and a factory that validates and compiles once. */

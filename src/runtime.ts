@@ -1,3 +1,4 @@
+import { resolve } from 'node:path'
 import type { Cluster, Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { plugins, type PluginName } from '../plugins/index.js'
@@ -34,7 +35,7 @@ export interface RuntimeDeps {
   memoryRegistry?: MemoryRegistry
   /** process-wide, so a stop waits for the commits of every runtime; a runtime without one makes its own */
   committer?: Committer
-  /** the folder a relative users file is read from: the config file's (default: the working directory) */
+  /** the folder relative paths of the config are read from: the config file's (default: the working directory) */
   baseDir?: string
 }
 
@@ -363,7 +364,8 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
       metas: metasAt === undefined ? undefined : compileAt(`when.${metasAt}`, () => checkProxyMetas(ops, stores.registry !== undefined)),
       run: compileAt('options', () => def.create(sc.options, {
         name: sc.name, ops, log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind), users: () => stores.userTable(),
-        registry: () => stores.liveRegistry(`plugin ${sc.plugin}`), redis: () => stores.redisClient(`plugin ${sc.plugin}`)
+        registry: () => stores.liveRegistry(`plugin ${sc.plugin}`), redis: () => stores.redisClient(`plugin ${sc.plugin}`),
+        resolvePath: path => resolve(deps.baseDir ?? process.cwd(), path)
       })),
       mode: def.observer === true && sc.mode === 'shadow' ? compileAt('mode', () => { throw new Error(`a ${sc.plugin} step takes no part in the decision: shadow mode has no meaning for it`) }) : undefined
     }))

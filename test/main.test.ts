@@ -1,6 +1,9 @@
-import { readFileSync } from 'node:fs'
+import { copyFileSync, existsSync, readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import t from 'tap'
 import { configFile, ROOT, runCli, serveCli } from './helpers/cli.js'
+import { until } from './helpers/downstream.js'
+import { makeCerts } from './helpers/tls.js'
 
 
 const good = {
@@ -77,6 +80,24 @@ t.test('run serves frps calls and /metrics, and exits 0 on SIGTERM', async t => 
   gw.child.kill('SIGTERM')
   t.equal(await gw.exited, 0)
   t.ok(gw.lines.some(l => l.msg === 'call' && l.reqid === 'aaaaaaaaaaaaaaaa'))
+})
+
+t.test('relative paths in step options (forward tls.ca, notify file.path) are from the config file\'s folder, as users.file and listen.tls', async t => {
+  const file = configFile({ listen: { port: 0 }, chain: [
+    { name: 'fw', plugin: 'forward', ops: ['NewProxy'], options: { url: 'https://127.0.0.1:1/handler', tls: { ca: 'ca.pem' } } },
+    { name: 'audit', plugin: 'notify', options: { sink: { file: { path: 'events.log' } } } }
+  ] })
+  copyFileSync((await makeCerts(t)).caFile, join(dirname(file), 'ca.pem'))
+  t.equal((await runCli(['check', '--config', file])).code, 0, 'check reads the CA beside the config (the working directory is another)')
+  const gw = await serveCli(['--config', file], t)
+  await fetch(`${gw.url}/handler?version=0.1.0&op=Login`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version: '0.1.0', op: 'Login', content: { user: 'alice' } })
+  })
+  const log = join(dirname(file), 'events.log')
+  t.ok(await until(() => existsSync(log) && readFileSync(log, 'utf8').includes('"user":"alice"'), 3000), 'the event is written beside the config')
+  t.notOk(existsSync(join(ROOT, 'events.log')), 'not in the working directory')
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
 })
 
 t.test('run logs at start the config file, the chain of every op, and each listener with its URL', async t => {

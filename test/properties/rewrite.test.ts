@@ -11,7 +11,7 @@ import { deepFreeze, depthOf, FIELDS, HTTP_DEPTH, HOSTILE_KEYS, holds, json, opC
 import { assertNoPollution, startGateway } from '../helpers/gateway.js'
 
 const NAME = 'rw'
-const deps = { name: NAME, log: pino({ level: 'silent' }), metrics: createMetrics(), store: () => { throw new Error('no store') }, users: () => { throw new Error('no user table') }, registry: () => { throw new Error('no registry') }, redis: () => { throw new Error('no redis') } }
+const deps = { name: NAME, log: pino({ level: 'silent' }), metrics: createMetrics(), store: () => { throw new Error('no store') }, users: () => { throw new Error('no user table') }, registry: () => { throw new Error('no registry') }, redis: () => { throw new Error('no redis') }, resolvePath: (path: string) => path }
 const ctxFor = (op: Op): CallContext => ({ op, wireOp: op, reqid: 'r-1', deadline: performance.now() + 1000, log: deps.log as any })
 
 const TOP = [...new Set(Object.values(FIELDS).flatMap(f => Object.keys(f)))]
