@@ -226,6 +226,10 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
       // A connection that never sent a byte is closed as an idle kept-alive one is: no call, no answer.
       const http = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code?.startsWith('HPE_') === true
       if (!http || (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && socket.bytesRead === 0)) return socket.destroy()
+      // a request answered before its body came (a 404, 405 or 415) whose body is still coming: it has had its one answer
+      const incoming = (socket as Socket & { parser?: { incoming?: IncomingMessage | null } }).parser?.incoming
+      const pending = (socket as Socket & { _httpMessage?: { headersSent: boolean } | null })._httpMessage
+      if (incoming != null && !incoming.complete && pending == null) return socket.destroy()
       const gwErr = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? new GatewayError('FRPGW_ERR_REQUEST_TIMEOUT', timeouts.request)
         : err.code === 'HPE_HEADER_OVERFLOW'
@@ -233,7 +237,6 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
           : new GatewayError('FRPGW_ERR_BAD_REQUEST', parserError(err))
       answered.add(socket)
       refused(gwErr, opts.logger)
-      const pending = (socket as Socket & { _httpMessage?: { headersSent: boolean } })._httpMessage
       if (socket.writable && pending?.headersSent !== true) answerRaw(socket, gwErr)
       else socket.destroy()
     },

@@ -72,6 +72,38 @@ t.test('slow and idle connections are closed in time', async t => {
   t.same(gw.logs.filter(l => l.msg === 'bad request').map(l => l.code), Array(3).fill('FRPGW_ERR_REQUEST_TIMEOUT'))
 })
 
+t.test('a request answered before its body came, whose body then drips or goes bad: one answer, counted once, then closed', async t => {
+  const gw = await listening(t, { deadlineMs: DEADLINE_MS })
+  const head = (line: string, headers: string): string => `${line} HTTP/1.1\r\nHost: 127.0.0.1\r\n${headers}\r\n`
+  const drip = (first: string) => (s: Socket) => {
+    s.write(first)
+    const timer = setInterval(() => { if (s.destroyed) clearInterval(timer); else s.write(' ') }, 100)
+  }
+  const cases = [
+    { name: '405, then a body one byte every 100 ms', send: drip(head('GET /handler', 'Content-Length: 100000\r\n')), status: 405 },
+    { name: '415, then a body one byte every 100 ms', send: drip(head('POST /handler?op=Login', 'Content-Type: text/plain\r\nContent-Length: 100000\r\n')), status: 415 },
+    { name: '404, then a body one byte every 100 ms', send: drip(head('POST /nope', 'Content-Type: text/plain\r\nContent-Length: 100000\r\n')), status: 404 },
+    {
+      name: '415, then a bad chunk',
+      send: (s: Socket) => {
+        s.write(head('POST /handler?op=Login', 'Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n') + '2\r\n{}\r\n')
+        // the bad chunk once the answer came
+        s.once('data', () => s.write('zz\r\n'))
+      },
+      status: 415
+    }
+  ]
+  const results = await Promise.all(cases.map(async c => await rawExchange(gw.port, c.send, DEADLINE_MS + SLACK_MS + 2000)))
+  cases.forEach((c, i) => {
+    const res = results[i]
+    t.equal(res.status, c.status, `${c.name}: status`)
+    t.equal(res.raw.split('HTTP/1.1 ').length - 1, 1, `${c.name}: one answer`)
+    t.ok(res.closedAfterMs !== undefined && res.closedAfterMs <= DEADLINE_MS + SLACK_MS, `${c.name}: closed after ${res.closedAfterMs?.toFixed(0) ?? 'never'} ms`)
+  })
+  t.equal(await gw.metric('frp_gateway_requests_total', INVALID), cases.length, 'each counted once')
+  t.equal(gw.logs.filter(l => l.msg === 'bad request').length, cases.length, 'each logged once')
+})
+
 t.test('a kept-alive client is cut neither during a slow call nor while idle between calls', async t => {
   const downstream = await startDownstream(t, async () => {
     await sleep(1500)
