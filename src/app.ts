@@ -268,7 +268,11 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
     if (err.statusCode === 405) reply.header('allow', 'POST')
     return reply.code(err.statusCode).type(JSON_TYPE).send(JSON.stringify(err.toJSON()))
   }
-  app.setNotFoundHandler(noRoute)
+  // an unknown route is answered before its body is read: what the body holds (not JSON, too large) is not why it is refused
+  void app.register(async scope => {
+    scope.addHook('onRequest', async (req, reply) => noRoute(req, reply))
+    scope.setNotFoundHandler(noRoute)
+  })
   // the common other methods on the RPC path are answered before their body is read (or refused)
   if (listener.rpc !== undefined) {
     app.route({ method: ['GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'QUERY'], url: listener.rpc.path, onRequest: async (req, reply) => noRoute(req, reply), handler: async () => {} })

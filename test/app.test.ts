@@ -1,5 +1,5 @@
 import t from 'tap'
-import { buildApp } from '../src/app.js'
+import { buildAdminApp, buildApp } from '../src/app.js'
 import { parseConfig } from '../src/config.js'
 import { createLogger } from '../src/log.js'
 import { createMetrics } from '../src/metrics.js'
@@ -121,6 +121,20 @@ t.test('/healthz, /readyz and unknown routes', async t => {
   const missing = await gw.app.inject({ method: 'GET', url: '/nope' })
   t.equal(missing.statusCode, 404)
   t.equal(missing.json().error.code, 'FRPGW_ERR_NOT_FOUND')
+})
+
+t.test('an unknown route on either listener is a 404 before its body is read', async t => {
+  const gw = await startGateway(t, { chain: [] })
+  const logger = createLogger({ level: 'silent', redact: [] })
+  const admin = buildAdminApp(gw.ref, { metrics: gw.metrics, logger, path: '/handler', bodyLimitBytes: 1024, adminRoutes: true })
+  t.teardown(async () => await admin.close())
+  for (const [name, app] of [['rpc', gw.app], ['admin', admin]] as const) {
+    for (const [payload, type] of [['hello', 'application/json'], ['{"__proto__":{"a":1}}', 'application/json'], ['x'.repeat(2 * 1024 * 1024), 'text/plain']]) {
+      const res = await app.inject(post(payload, { 'content-type': type }, '/nope'))
+      t.equal(res.statusCode, 404, `${name}: ${type}, ${payload.length} characters`)
+      t.equal(res.json().error.code, 'FRPGW_ERR_NOT_FOUND')
+    }
+  }
 })
 
 t.test('logs: one line per call with reqid, allowed calls at debug, secrets redacted', async t => {

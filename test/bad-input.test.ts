@@ -151,6 +151,9 @@ const BODY_CASES: BodyCase[] = [
   // wrong methods and paths
   ...(['GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const).map(method => ({ name: `${method} on the RPC path`, method, body: '', url: LOGIN_URL, status: 405, code: 'FRPGW_ERR_METHOD_NOT_ALLOWED' })),
   ...['/handler/', '/Handler', '/handlerx', '/', '/metrics/x', '//handler'].map(url => ({ name: `POST ${url}`, url, body: envelope('Login', {}), status: 404, code: 'FRPGW_ERR_NOT_FOUND' })),
+  // no route: answered before the body is read, whatever the body
+  { name: 'POST /nope with a body that is not JSON', url: '/nope', body: 'hello', status: 404, code: 'FRPGW_ERR_NOT_FOUND' },
+  { name: 'POST /healthz with a body over the body limit', url: '/healthz', body: 'h'.repeat(LIMIT + 1), status: 404, code: 'FRPGW_ERR_NOT_FOUND' },
   { name: 'a malformed %-escape in the path', url: '/handler%zz?op=Login', body: envelope('Login', {}), status: 400, code: 'FRPGW_ERR_BAD_REQUEST' }
 ]
 
