@@ -236,7 +236,8 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
           ? new GatewayError('FRPGW_ERR_HEADERS_TOO_LARGE', MAX_HEADER_BYTES)
           : new GatewayError('FRPGW_ERR_BAD_REQUEST', parserError(err))
       answered.add(socket)
-      refused(gwErr, opts.logger)
+      // a request whose headers came (its body did not, or went bad) is a call with a reqid
+      refused(gwErr, incoming != null && !incoming.complete ? callLogger(opts.logger, reqidOf(incoming.headers['x-frp-reqid'])) : opts.logger)
       if (socket.writable && pending?.headersSent !== true) answerRaw(socket, gwErr)
       else socket.destroy()
     },
@@ -250,13 +251,13 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
   // CONNECT is handed to a 'connect' listener, or the socket is closed without a word
   app.server.on('connect', (req: IncomingMessage, socket: Socket) => {
     const err = new GatewayError('FRPGW_ERR_METHOD_NOT_ALLOWED', 'CONNECT', quote(req.url ?? ''))
-    refused(err, opts.logger)
+    refused(err, callLogger(opts.logger, reqidOf(req.headers['x-frp-reqid'])))
     answerRaw(socket, err)
   })
   // Node answers an Expect other than 100-continue by itself (a bare 417): answered as other refusals are
   app.server.on('checkExpectation', (req: IncomingMessage) => {
     const err = new GatewayError('FRPGW_ERR_BAD_REQUEST', `Expect ${quote(req.headers.expect ?? '')} is not supported`)
-    refused(err, opts.logger)
+    refused(err, callLogger(opts.logger, reqidOf(req.headers['x-frp-reqid'])))
     answerRaw(req.socket, err)
   })
   const noRoute = (req: FastifyRequest, reply: FastifyReply): FastifyReply => {

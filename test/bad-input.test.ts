@@ -295,3 +295,22 @@ t.test('malformed HTTP on a listening gateway: the error shape, a code, a metric
   const good = await rawExchange(gw.port, write(frpsRequest(envelope('Login', { user: 'alice' }), { headers: 'Connection: close\r\n' })))
   t.equal(good.body, ALICE, 'a good call over a raw socket')
 })
+
+t.test('a refusal of a request whose headers came is logged with its reqid, whichever part of the server refused it', async t => {
+  const gw = await gateway(t, true)
+  const reqid = (id: string, rest: string): string => `X-Frp-Reqid: ${id}\r\n${rest}`
+  const cases: Array<[string, (socket: Socket) => void]> = [
+    ['r-expect', write(head(reqid('r-expect', 'Expect: foo\r\nContent-Length: 2\r\n')) + '{}')],
+    ['r-connect', write(`CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n${reqid('r-connect', '')}\r\n`)],
+    ['r-timeout', write(head(reqid('r-timeout', 'Content-Length: 2\r\n')))],
+    ['r-short', s => { s.end(head(reqid('r-short', 'Content-Length: 50\r\n')) + '{}') }],
+    ['r-chunk', write(head(reqid('r-chunk', 'Transfer-Encoding: chunked\r\n')) + 'zz\r\n{}\r\n0\r\n\r\n')],
+    ['r-entity', write(head(reqid('r-entity', 'Content-Length: 2\r\n')) + '{"')]
+  ]
+  for (const [id, send] of cases) {
+    const logged = gw.logs.length
+    const res = await rawExchange(gw.port, send)
+    t.ok(res.status >= 400, `${id}: refused with ${res.status}`)
+    t.same(gw.logs.slice(logged).map(l => [l.msg, l.reqid]), [['bad request', id]], `${id}: one line, with the reqid`)
+  }
+})
