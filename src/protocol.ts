@@ -84,13 +84,15 @@ function object (fields: Record<string, Field>, path: string, level: number): Fi
   const known = new Map(entries.map(([key, f]) => [key, f.ok]))
   return field('an object', zod, v => {
     if (!isObject(v)) return false
+    // a field of the wrong type does not end the walk: content too deep is refused whatever else is wrong with it
+    let fits = true
     for (const key in v) {
       const ok = known.get(key)
       if (ok === undefined) {
         if (nestsDeeper(v[key], MAX_CONTENT_DEPTH - level)) throw new GatewayError('FRPGW_ERR_TOO_DEEP', `${path}.${clip(key)}`, MAX_CONTENT_DEPTH)
-      } else if (!ok(v[key])) return false
+      } else if (!ok(v[key])) fits = false
     }
-    return true
+    return fits
   }, { fields })
 }
 /** A caller's string as an error message quotes it: at most `max` characters. */

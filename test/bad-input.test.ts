@@ -127,6 +127,8 @@ const BODY_CASES: BodyCase[] = [
   { name: `content nested exactly ${MAX_CONTENT_DEPTH} deep`, body: envelope('Login', `{"user":"alice","deep":${nest(MAX_CONTENT_DEPTH - 1)}}`), status: 200, answer: `{"reject":false,"unchange":false,"content":{"user":"alice","deep":${nest(MAX_CONTENT_DEPTH - 1)},"metas":{"tagged":"yes"}}}` },
   { name: `content nested ${MAX_CONTENT_DEPTH + 1} deep`, body: envelope('Login', `{"user":"alice","deep":${nest(MAX_CONTENT_DEPTH)}}`), status: 400, code: 'FRPGW_ERR_TOO_DEEP' },
   { name: 'a long unknown key is cut in the message', body: envelope('Login', `{"${'k'.repeat(5000)}":${nest(100)}}`), status: 400, code: 'FRPGW_ERR_TOO_DEEP', message: /^content\.k{64}\.\.\. nests/ },
+  { name: 'a field of the wrong type before an unknown field nested deep', body: envelope('Login', `{"hostname":5,"future":${nest(5000)}}`), status: 400, code: 'FRPGW_ERR_TOO_DEEP', message: /^content\.future / },
+  { name: 'a field of the wrong type before a user nested deep', body: envelope('NewProxy', `{"proxy_name":5,"user":{"user":"a","x":${nest(5000)}}}`), url: '/handler?op=NewProxy', status: 400, code: 'FRPGW_ERR_TOO_DEEP', message: /^content\.user\.x / },
   { name: 'a known field holding deep nesting', body: envelope('Login', `{"hostname":${nest(5000)}}`), status: 200, reject: /^invalid Login content: content\.hostname: Invalid input: expected string/ },
   { name: 'a meta holding deep nesting', body: envelope('Login', `{"metas":{"m":${nest(5000)}}}`), status: 200, reject: /^invalid Login content: content\.metas\.m: Invalid input: expected string/ },
   { name: 'an envelope key beside content nested deep (never read)', body: envelope('Login', { user: 'alice' }, `"extra":${nest(5000)},`), status: 200, answer: ALICE },
