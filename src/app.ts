@@ -260,9 +260,17 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
     refused(err, callLogger(opts.logger, reqidOf(req.headers['x-frp-reqid'])))
     answerRaw(req.socket, err)
   })
+  // the router matches a path with its %-escapes decoded (POST /h%61ndler is the RPC): so does the 405
+  const isRpcPath = (path: string): boolean => {
+    try {
+      return listener.rpc !== undefined && decodeURIComponent(path) === listener.rpc.path
+    } catch {
+      return false
+    }
+  }
   const noRoute = (req: FastifyRequest, reply: FastifyReply): FastifyReply => {
     const path = req.url.split('?')[0]
-    const err = path === listener.rpc?.path && req.method !== 'POST'
+    const err = isRpcPath(path) && req.method !== 'POST'
       ? new GatewayError('FRPGW_ERR_METHOD_NOT_ALLOWED', req.method, quote(path))
       : new GatewayError('FRPGW_ERR_NOT_FOUND', `${req.method} ${quote(path)}`)
     refused(err, callLogger(opts.logger, req.id))

@@ -152,6 +152,7 @@ const BODY_CASES: BodyCase[] = [
   { name: 'one byte over the body limit', body: envelope('Login', { hostname: 'h'.repeat(LIMIT) }).slice(0, LIMIT + 1), status: 413, code: 'FRPGW_ERR_BODY_TOO_LARGE' },
   // wrong methods and paths
   ...(['GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const).map(method => ({ name: `${method} on the RPC path`, method, body: '', url: LOGIN_URL, status: 405, code: 'FRPGW_ERR_METHOD_NOT_ALLOWED' })),
+  ...(['GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const).map(method => ({ name: `${method} on the RPC path with a %-escape (POST there is the RPC)`, method, body: '', url: '/h%61ndler?op=Login', status: 405, code: 'FRPGW_ERR_METHOD_NOT_ALLOWED' })),
   ...['/handler/', '/Handler', '/handlerx', '/', '/metrics/x', '//handler'].map(url => ({ name: `POST ${url}`, url, body: envelope('Login', {}), status: 404, code: 'FRPGW_ERR_NOT_FOUND' })),
   // no route: answered before the body is read, whatever the body
   { name: 'POST /nope with a body that is not JSON', url: '/nope', body: 'hello', status: 404, code: 'FRPGW_ERR_NOT_FOUND' },
@@ -275,6 +276,7 @@ const RAW_CASES: RawCase[] = [
   { name: 'headers and then nothing', send: write(head('Content-Length: 2\r\n')), status: 408, code: 'FRPGW_ERR_REQUEST_TIMEOUT' },
   { name: 'half the headers', send: write('POST /handler?op=Login HTTP/1.1\r\nHost: 127.0.0.1\r\n'), status: 408, code: 'FRPGW_ERR_REQUEST_TIMEOUT' },
   { name: 'an Expect other than 100-continue (Node would answer a bare 417)', send: write(head('Expect: foo\r\nContent-Length: 2\r\n') + '{}'), status: 400, code: 'FRPGW_ERR_BAD_REQUEST' },
+  { name: 'TRACE on the RPC path with a %-escape', send: write('TRACE /h%61ndler HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), status: 405, code: 'FRPGW_ERR_METHOD_NOT_ALLOWED' },
   { name: 'QUERY without a Content-Type', send: write('QUERY /handler HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), status: 405, code: 'FRPGW_ERR_METHOD_NOT_ALLOWED' },
   { name: 'no Host header (frps always sends it; it is no reason to refuse a call)', send: write('POST /handler?op=Login HTTP/1.1\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}'), status: 400, code: 'FRPGW_ERR_BAD_ENVELOPE' }
 ]
