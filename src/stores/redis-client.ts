@@ -53,7 +53,9 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
       clusterRetryStrategy: retry,
     })
   } else if ('sentinels' in cfg) {
-    client = new Redis({ ...common, sentinels: cfg.sentinels, name: cfg.name, sentinelRetryStrategy: retry })
+    // failoverDetector: a master that hangs (paused, cut off) keeps its connection open, so without the
+    // Sentinels' +switch-master the client would stay on it for as long as it hangs
+    client = new Redis({ ...common, sentinels: cfg.sentinels, name: cfg.name, sentinelRetryStrategy: retry, failoverDetector: true })
   } else {
     client = new Redis(cfg.url, common)
   }

@@ -117,11 +117,12 @@ export function startRedis(t?: Teardown): Promise<RedisServer> {
   return launch(t, async (port, dir) => serverArgv(port, dir))
 }
 
-/** A Sentinel with quorum 1 that monitors `master` under `name`. */
-export function startSentinel(t: Teardown | undefined, master: RedisServer, name: string): Promise<RedisServer> {
+/** A Sentinel with quorum 1 that monitors `master` under `name`; downAfterMs set, it fails over that soon after the master stops answering. */
+export function startSentinel(t: Teardown | undefined, master: RedisServer, name: string, { downAfterMs }: { downAfterMs?: number } = {}): Promise<RedisServer> {
   return launch(t, async (port, dir) => {
     const conf = join(dir, 'sentinel.conf')
-    await writeFile(conf, `sentinel monitor ${name} 127.0.0.1 ${master.port} 1\n`)
+    const fast = downAfterMs === undefined ? '' : `sentinel down-after-milliseconds ${name} ${downAfterMs}\nsentinel failover-timeout ${name} ${downAfterMs * 4}\n`
+    await writeFile(conf, `sentinel monitor ${name} 127.0.0.1 ${master.port} 1\n${fast}`)
     return [conf, '--sentinel', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir]
   })
 }

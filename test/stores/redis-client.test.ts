@@ -4,7 +4,7 @@ import type { Cluster, Redis } from 'ioredis'
 import t from 'tap'
 import { createRedisClient, type RedisConfig } from '../../src/stores/redis-client.js'
 import { until } from '../helpers/downstream.js'
-import { freePort, startRedis, startSentinel } from '../helpers/redis.js'
+import { freePort, redisCli, startRedis, startSentinel, waitFor } from '../helpers/redis.js'
 
 
 /** How long a PING takes to fail; throws if it is answered. */
@@ -64,4 +64,28 @@ t.test('sentinel config finds the master', async t => {
   t.teardown(() => direct.disconnect())
   await once(direct, 'ready')
   t.equal(await direct.get('via-sentinel'), '1', 'the write reached the monitored master')
+})
+
+t.test('a Sentinel failover away from a master that hangs: the client follows the new master', async t => {
+  const master = await startRedis(t)
+  const replica = await startRedis(t)
+  await redisCli(replica.port, 'REPLICAOF', '127.0.0.1', String(master.port))
+  await waitFor('the replica in sync', async () => (await redisCli(replica.port, 'INFO', 'replication')).includes('master_link_status:up'))
+  const sentinel = await startSentinel(t, master, 'gw', { downAfterMs: 500 })
+  // the sentinel learns of the replica from the master's INFO
+  await waitFor('the sentinel to know the replica', async () => (await redisCli(sentinel.port, 'SENTINEL', 'REPLICAS', 'gw')).includes(String(replica.port)))
+  const { client } = track({ sentinels: [{ host: '127.0.0.1', port: sentinel.port }], name: 'gw' })
+  await once(client, 'ready')
+  await client.set('k', 'before')
+
+  // its connections stay open and nothing is answered: no 'close' tells the client
+  master.pause(true)
+  t.teardown(() => { master.pause(false) })
+  await waitFor('the sentinel to promote the replica', async () =>
+    (await redisCli(sentinel.port, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'gw')).includes(String(replica.port)), 30_000)
+  let written = false
+  const writing = setInterval(() => { client.set('k', 'after').then(() => { written = true }, () => {}) }, 50)
+  t.teardown(() => clearInterval(writing))
+  t.ok(await until(() => written, 10_000), 'writes reach the new master while the old one still hangs')
+  t.equal(await redisCli(replica.port, 'GET', 'k'), 'after\n')
 })
