@@ -12,7 +12,7 @@ import { DECISIONS, type Metrics } from './metrics.js'
 import type { CompiledUser } from './users/record.js'
 import { checkCall, effectiveOp, OPS, own, ownText, type Content, type Op } from './protocol.js'
 import { MemoryStore } from './stores/memory-store.js'
-import { createRedisClient } from './stores/redis-client.js'
+import { createRedisClient, redisError } from './stores/redis-client.js'
 import { RedisStore } from './stores/redis-store.js'
 import type { RateLimitStore } from './stores/store.js'
 import { FileUserSource } from './users/file-source.js'
@@ -117,7 +117,7 @@ export class Runtime {
       })])
       return null
     } catch (err) {
-      return `redis: ${(err as Error).message}`
+      return redisError(redis, err).message
     } finally {
       clearTimeout(timer)
     }

@@ -5,7 +5,7 @@ import { loadConfig, type Config } from '../config.js'
 import { ConfigError, type ConfigIssue } from '../errors.js'
 import { describeJsonError } from '../json-error.js'
 import { readJsonFile } from '../json-file.js'
-import { createRedisClient, type RedisConfig } from '../stores/redis-client.js'
+import { createRedisClient, redisName, type RedisConfig } from '../stores/redis-client.js'
 import { FileUserSource } from '../users/file-source.js'
 import { fromFpMultiuser, fromFrpsPanel } from '../users/import.js'
 import { issuesOf } from '../issues.js'
@@ -28,14 +28,6 @@ const issueLines = (head: string, issues: readonly ConfigIssue[]): string => `${
 const recordIssues = (raw: unknown): ConfigIssue[] => {
   const parsed = userRecordSchema.safeParse(raw)
   return parsed.success ? [] : issuesOf(parsed.error)
-}
-
-/** The Redis of the config as a message names it, without its password. */
-function redisName (cfg: RedisConfig): string {
-  const hide = (url: string): string => url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@')
-  if ('url' in cfg) return hide(cfg.url)
-  if ('cluster' in cfg) return `cluster ${cfg.cluster.map(hide).join(', ')}`
-  return `sentinels ${cfg.sentinels.map(s => `${s.host}:${s.port}`).join(', ')} (${cfg.name})`
 }
 
 /** A client that is ready, or a StartError within CONNECT_WAIT_MS: the client retries forever, a command must not. */

@@ -28,6 +28,42 @@ export function clusterNodeOptions (urls: readonly string[]): RedisOptions {
   return out
 }
 
+/** The Redis of the config as a message names it, without its password. */
+export function redisName (cfg: RedisConfig): string {
+  const hide = (url: string): string => url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@')
+  if ('url' in cfg) return hide(cfg.url)
+  if ('cluster' in cfg) return `cluster ${cfg.cluster.map(hide).join(', ')}`
+  return `sentinels ${cfg.sentinels.map(s => `${s.host}:${s.port}`).join(', ')} (${cfg.name})`
+}
+
+interface ClientState { name: string, commandTimeoutMs: number, lastError?: Error }
+const states = new WeakMap<Redis | Cluster, ClientState>()
+
+/**
+ * A failed command's error, saying which Redis and why: ioredis says "Stream isn't writeable and
+ * enableOfflineQueue options is false" (or "Cluster isn't ready ...") for a client that is not
+ * connected, which names neither; the connection's last error does. Its code (ECONNREFUSED, a
+ * reply's first word such as READONLY or OOM) is what repeated failures are counted under in the logs.
+ */
+export function redisError (client: Redis | Cluster, err: unknown): Error {
+  const state = states.get(client)
+  if (state === undefined || !(err instanceof Error)) return err as Error
+  const { message } = err
+  let out: Error & { code?: unknown }
+  if (/enableOfflineQueue options is false/.test(message)) {
+    const last = state.lastError
+    out = new Error(`redis ${state.name} is not reachable: ${last?.message ?? `not connected (${client.status})`}`, { cause: err })
+    out.code = (last as { code?: unknown } | undefined)?.code
+  } else if (message === 'Command timed out') {
+    out = new Error(`redis ${state.name} did not answer within ${state.commandTimeoutMs} ms`, { cause: err })
+    out.code = 'ETIMEDOUT'
+  } else {
+    out = new Error(`redis ${state.name}: ${message}`, { cause: err })
+    out.code = (err as { code?: unknown }).code ?? (err.name === 'ReplyError' ? message.split(' ', 1)[0] : undefined)
+  }
+  return out
+}
+
 /** Keep reconnecting forever so a Redis that comes back is used again without a restart. */
 const retry = (times: number): number => Math.min(times * 100, 1000)
 
@@ -66,11 +102,21 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
     up = next
     opts.onUp?.(next)
   }
-  client.on('ready', () => report(true))
-  client.on('close', () => report(false))
+  const state: ClientState = { name: redisName(cfg), commandTimeoutMs: perConnection.commandTimeout }
+  states.set(client, state)
+  client.on('ready', () => {
+    state.lastError = undefined
+    report(true)
+  })
+  client.on('close', () => {
+    state.lastError ??= new Error('the connection closed')
+    report(false)
+  })
   client.on('end', () => report(false))
   // a listener must exist: an unhandled 'error' event would crash the process
-  client.on('error', () => {
+  client.on('error', (err: Error & { lastNodeError?: Error }) => {
+    // a Cluster's is "Failed to refresh slots cache." whatever each node answered
+    state.lastError = err.lastNodeError ?? err
     if (client.status !== 'ready') report(false)
   })
   return client

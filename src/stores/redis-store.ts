@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from 'ioredis'
+import { redisError } from './redis-client.js'
 import { GCRA_ROUNDING_MS, GCRA_SLACK_MS, type RateLimitStore, type RateRule, type TakeResult } from './store.js'
 
 // KEYS[1] bucket; ARGV windowMs, limit, burst. Time comes from Redis so every gateway agrees.
@@ -43,13 +44,13 @@ export class RedisStore implements RateLimitStore {
   }
 
   async take(key: string, rule: RateRule): Promise<TakeResult> {
-    const [allowed, remaining, retryAfterMs] = await (this.#client as unknown as GcraCommand)
-      .frpgwGcra(this.redisKey(key), rule.windowMs, rule.limit, rule.burst)
-    return { allowed: allowed === 1, remaining, retryAfterMs }
+    return await (this.#client as unknown as GcraCommand).frpgwGcra(this.redisKey(key), rule.windowMs, rule.limit, rule.burst).then(
+      ([allowed, remaining, retryAfterMs]) => ({ allowed: allowed === 1, remaining, retryAfterMs }),
+      (err: unknown) => { throw redisError(this.#client, err) })
   }
 
   async ping(): Promise<void> {
-    await this.#client.ping()
+    await this.#client.ping().catch((err: unknown) => { throw redisError(this.#client, err) })
   }
 
   /** The client belongs to whoever created it, so it stays open. */

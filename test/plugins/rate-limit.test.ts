@@ -84,6 +84,18 @@ t.test('frp_gateway_redis_up is 0 while Redis holds its connections and answers 
   t.equal(await gw.metric('frp_gateway_redis_up'), 1)
 })
 
+t.test('a Redis that hangs: /readyz and the log say which one and that it did not answer in time', async t => {
+  const redis = await startRedis(t)
+  const gw = await startGateway(t, loginLimit({}, { redis: { url: redis.url } }))
+  t.same((await gw.call('Login', { user: 'alice' })).body, { reject: false, unchange: true })
+  redis.pause(true)
+  t.teardown(() => { redis.pause(false) })
+  const late = `redis ${redis.url} did not answer within 300 ms`
+  t.same((await gw.app.inject({ method: 'GET', url: '/readyz' })).json(), { status: 'not ready', reason: late })
+  t.same((await gw.call('Login', { user: 'alice' })).body, { reject: false, unchange: true }, 'fail open')
+  t.match(gw.logs.find(l => l.msg === 'step failed'), { step: 'login-rate', err: { message: late, code: 'ETIMEDOUT' } })
+})
+
 t.test('at the bounds of limit, window and burst both stores decide exactly, and Redis never fails', async t => {
   const redis = await startRedis(t)
   for (const store of ['memory', 'redis']) {
@@ -145,9 +157,15 @@ for (const onStoreError of ['allow', 'reject'] as const) {
     t.equal(await gw.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'store_error' }), 5)
     t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'Login', step: 'login-rate', decision: 'error' }), 5)
     t.equal(await gw.metric('frp_gateway_redis_up'), 0)
+    // which Redis and why, as the first failed reconnection said it
+    const refused = `redis ${redis.url} is not reachable: connect ECONNREFUSED 127.0.0.1:${redis.port}`
+    const reason = async (): Promise<string> => (await gw.app.inject({ method: 'GET', url: '/readyz' })).json().reason
+    for (let i = 0; i < 100 && await reason() !== refused; i++) await new Promise(resolve => setTimeout(resolve, 50))
     const notReady = await gw.app.inject({ method: 'GET', url: '/readyz' })
     t.equal(notReady.statusCode, 503)
-    t.match(notReady.json().reason, /^redis: /)
+    t.same(notReady.json(), { status: 'not ready', reason: refused })
+    t.match((await gw.call('Login', { user: 'a' })).body.reject, onStoreError === 'reject')
+    t.match(gw.logs.filter(l => l.msg === 'step failed').at(-1), { step: 'login-rate', err: { message: refused, code: 'ECONNREFUSED' } }, 'the log says it too, under its code')
 
     await redis.start()
     // the client reconnects by itself; wait (bounded) until it is ready again
