@@ -12,7 +12,7 @@ import { DECISIONS, type Metrics } from './metrics.js'
 import type { CompiledUser } from './users/record.js'
 import { checkCall, effectiveOp, OPS, own, ownText, type Content, type Op } from './protocol.js'
 import { MemoryStore } from './stores/memory-store.js'
-import { createRedisClient, redisError } from './stores/redis-client.js'
+import { checkRedis, createRedisClient, redisError } from './stores/redis-client.js'
 import { RedisStore } from './stores/redis-store.js'
 import type { RateLimitStore } from './stores/store.js'
 import { FileUserSource } from './users/file-source.js'
@@ -112,7 +112,7 @@ export class Runtime {
     if (redis === undefined) return null
     let timer: NodeJS.Timeout | undefined
     try {
-      await Promise.race([redis.ping(), new Promise((_resolve, reject) => {
+      await Promise.race([checkRedis(redis), new Promise((_resolve, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS)
       })])
       return null

@@ -45,23 +45,51 @@ const states = new WeakMap<Redis | Cluster, ClientState>()
  * connected, which names neither; the connection's last error does. Its code (ECONNREFUSED, a
  * reply's first word such as READONLY or OOM) is what repeated failures are counted under in the logs.
  */
-export function redisError (client: Redis | Cluster, err: unknown): Error {
+export function redisError (client: Redis | Cluster, err: unknown, node?: string): Error {
   const state = states.get(client)
-  if (state === undefined || !(err instanceof Error)) return err as Error
+  if (state === undefined || !(err instanceof Error) || err.message.startsWith('redis ')) return err as Error
   const { message } = err
+  const where = node === undefined ? state.name : `${state.name}, ${node},`
   let out: Error & { code?: unknown }
   if (/enableOfflineQueue options is false/.test(message)) {
     const last = state.lastError
-    out = new Error(`redis ${state.name} is not reachable: ${last?.message ?? `not connected (${client.status})`}`, { cause: err })
+    out = new Error(`redis ${where} is not reachable: ${last?.message ?? `not connected (${client.status})`}`, { cause: err })
     out.code = (last as { code?: unknown } | undefined)?.code
   } else if (message === 'Command timed out') {
-    out = new Error(`redis ${state.name} did not answer within ${state.commandTimeoutMs} ms`, { cause: err })
+    out = new Error(`redis ${where} did not answer within ${state.commandTimeoutMs} ms`, { cause: err })
     out.code = 'ETIMEDOUT'
   } else {
-    out = new Error(`redis ${state.name}: ${message}`, { cause: err })
+    out = new Error(`redis ${where}: ${message}`, { cause: err })
     out.code = (err as { code?: unknown }).code ?? (err.name === 'ReplyError' ? message.split(' ', 1)[0] : undefined)
   }
   return out
+}
+
+/**
+ * Resolves when the Redis answers; rejects with what, where and why otherwise. A Cluster answers
+ * only when every master that holds slots does and says cluster_state:ok: any node answers a PING,
+ * and one master down (or the cluster state fail) fails the buckets of its slots (or all of them).
+ */
+export async function checkRedis (client: Redis | Cluster): Promise<void> {
+  try {
+    if (!(client instanceof Cluster)) {
+      await client.ping()
+      return
+    }
+    const pool = new Map(client.nodes('master').map(node => [`${node.options.host}:${node.options.port}`, node]))
+    const owners = new Set<string>()
+    for (const slot of client.slots) if (slot?.[0] !== undefined) owners.add(slot[0])
+    if (owners.size === 0) throw new Error('no master holds slots')
+    await Promise.all([...owners].map(async key => {
+      const node = pool.get(key)
+      if (node === undefined) throw new Error(`the master ${key} is not connected`)
+      const info = await node.cluster('INFO').catch((err: Error) => { throw redisError(client, err, `the master ${key}`) })
+      const state = /cluster_state:(\w+)/.exec(info)?.[1]
+      if (state !== 'ok') throw new Error(`the master ${key} says cluster_state:${state ?? '?'}`)
+    }))
+  } catch (err) {
+    throw redisError(client, err)
+  }
 }
 
 /** Keep reconnecting forever so a Redis that comes back is used again without a restart. */

@@ -21,6 +21,8 @@ export interface RedisServer {
 
 export interface RedisClusterHandle {
   nodes: { host: string; port: number }[]
+  /** the node processes, in the order of nodes */
+  servers: RedisServer[]
   urls: string[]
   stop(): Promise<void>
 }
@@ -141,5 +143,5 @@ export async function startRedisCluster(t?: Teardown, { password }: { password?:
   for (const s of servers) {
     await waitFor(`cluster_state:ok on ${s.port}`, async () => (await redisCli(s.port, ...auth(password), 'CLUSTER', 'INFO')).includes('cluster_state:ok'), 30_000)
   }
-  return { nodes, urls: servers.map(s => s.url), stop: async () => { await Promise.all(servers.map(s => s.stop())) } }
+  return { nodes, servers, urls: servers.map(s => s.url), stop: async () => { await Promise.all(servers.map(s => s.stop())) } }
 }

@@ -4,7 +4,8 @@ import { Redis, type Cluster } from 'ioredis'
 import t from 'tap'
 import { clusterNodeOptions, createRedisClient } from '../../src/stores/redis-client.js'
 import { RedisStore } from '../../src/stores/redis-store.js'
-import { startRedisCluster } from '../helpers/redis.js'
+import { startGateway } from '../helpers/gateway.js'
+import { redisCli, startRedisCluster, waitFor } from '../helpers/redis.js'
 import { runStoreContract } from './contract.js'
 
 const cluster = await startRedisCluster(t)
@@ -55,3 +56,29 @@ t.test('clusterNodeOptions: TLS and credentials from the first URL, for the node
   t.same(clusterNodeOptions(['redis://10.0.0.1:6379']), {})
   t.same(clusterNodeOptions(['10.0.0.1:6379']), {}, 'host:port, as ioredis takes it')
 })
+
+t.test('/readyz and frp_gateway_redis_up: a cluster that fails some buckets is not ready, though every node up answers a PING', async t => {
+  const own = await startRedisCluster(t)
+  const gw = await startGateway(t, { redis: { cluster: own.urls }, chain: [{ name: 'rl', plugin: 'rate-limit', ops: ['Login'], options: { limit: 10, window: '1m' } }] })
+  const readyz = async (): Promise<{ status: string, reason?: string }> => (await gw.app.inject({ method: 'GET', url: '/readyz' })).json()
+  t.same(await readyz(), { status: 'ready' })
+  const name = `redis cluster ${own.urls.join(', ')}`
+
+  // a slot no master serves: the cluster says fail, and every take answers CLUSTERDOWN
+  const { port } = own.nodes[0]
+  const mine = (await redisCli(port, 'CLUSTER', 'NODES')).split('\n').find(line => line.includes('myself'))
+  const slot = /(\d+)-\d+$/.exec(mine ?? '')?.[1] ?? 'none'
+  await redisCli(port, 'CLUSTER', 'DELSLOTS', slot)
+  t.same(await readyz(), { status: 'not ready', reason: `${name}: the master 127.0.0.1:${port} says cluster_state:fail` })
+  t.equal(await gw.metric('frp_gateway_redis_up'), 0)
+  await redisCli(port, 'CLUSTER', 'ADDSLOTS', slot)
+  await waitFor('ready again', async () => (await readyz()).status === 'ready')
+
+  // a master down: the buckets of its slots fail
+  await own.servers[2].stop()
+  const down = `${name}: the master 127.0.0.1:${own.nodes[2].port} is not connected`
+  await waitFor('the master found gone', async () => (await readyz()).reason === down)
+  t.same(await readyz(), { status: 'not ready', reason: down })
+  t.equal(await gw.metric('frp_gateway_redis_up'), 0)
+})
+
