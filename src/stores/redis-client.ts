@@ -53,13 +53,13 @@ export function redisError (client: Redis | Cluster, err: unknown, node?: string
   let out: Error & { code?: unknown }
   if (/enableOfflineQueue options is false/.test(message)) {
     const last = state.lastError
-    out = new Error(`redis ${where} is not reachable: ${last?.message ?? `not connected (${client.status})`}`, { cause: err })
+    out = new Error(`redis ${where} is not reachable: ${last?.message ?? `not connected (${client.status})`}`)
     out.code = (last as { code?: unknown } | undefined)?.code
   } else if (message === 'Command timed out') {
-    out = new Error(`redis ${where} did not answer within ${state.commandTimeoutMs} ms`, { cause: err })
+    out = new Error(`redis ${where} did not answer within ${state.commandTimeoutMs} ms`)
     out.code = 'ETIMEDOUT'
   } else {
-    out = new Error(`redis ${where}: ${message}`, { cause: err })
+    out = new Error(`redis ${where}: ${message}`)
     out.code = (err as { code?: unknown }).code ?? (err.name === 'ReplyError' ? message.split(' ', 1)[0] : undefined)
   }
   return out

@@ -93,7 +93,8 @@ t.test('a Redis that hangs: /readyz and the log say which one and that it did no
   const late = `redis ${redis.url} did not answer within 300 ms`
   t.same((await gw.app.inject({ method: 'GET', url: '/readyz' })).json(), { status: 'not ready', reason: late })
   t.same((await gw.call('Login', { user: 'alice' })).body, { reject: false, unchange: true }, 'fail open')
-  t.match(gw.logs.find(l => l.msg === 'step failed'), { step: 'login-rate', err: { message: late, code: 'ETIMEDOUT' } })
+  const logged = gw.logs.find(l => l.msg === 'step failed')
+  t.same([logged?.step, logged?.err.message, logged?.err.code], ['login-rate', late, 'ETIMEDOUT'])
 })
 
 t.test('at the bounds of limit, window and burst both stores decide exactly, and Redis never fails', async t => {
@@ -165,7 +166,8 @@ for (const onStoreError of ['allow', 'reject'] as const) {
     t.equal(notReady.statusCode, 503)
     t.same(notReady.json(), { status: 'not ready', reason: refused })
     t.match((await gw.call('Login', { user: 'a' })).body.reject, onStoreError === 'reject')
-    t.match(gw.logs.filter(l => l.msg === 'step failed').at(-1), { step: 'login-rate', err: { message: refused, code: 'ECONNREFUSED' } }, 'the log says it too, under its code')
+    const logged = gw.logs.filter(l => l.msg === 'step failed').at(-1)
+    t.same([logged?.step, logged?.err.message, logged?.err.code], ['login-rate', refused, 'ECONNREFUSED'], 'the log says it too, under its code')
 
     await redis.start()
     // the client reconnects by itself; wait (bounded) until it is ready again
