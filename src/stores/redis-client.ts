@@ -92,6 +92,30 @@ export async function checkRedis (client: Redis | Cluster): Promise<void> {
   }
 }
 
+/**
+ * Drops a connection whose oldest command has had no reply for two to three command timeouts. A Redis
+ * that holds its connections and answers nothing (paused, swapping) would otherwise keep every command
+ * sent to it in ioredis's queue (it matches replies in order), timed out or not: memory grew with every
+ * call for as long as it hung. Dropped, the queue is emptied, and the new connection refuses commands
+ * at once until it is ready.
+ */
+function watchdog (redis: Redis, timeoutMs: number, dropped: (why: Error) => void): void {
+  let head: unknown
+  let ticks = 0
+  const timer = setInterval(() => {
+    const first = redis.commandQueue.length > 0 ? redis.commandQueue.peekFront() : undefined
+    ticks = first !== undefined && first === head ? ticks + 1 : 0
+    head = first
+    if (ticks < 2) return
+    ticks = 0
+    head = undefined
+    dropped(new Error(`no answer for ${2 * timeoutMs} ms, connecting again`))
+    redis.stream?.destroy()
+  }, timeoutMs)
+  timer.unref()
+  redis.once('end', () => clearInterval(timer))
+}
+
 /** Keep reconnecting forever so a Redis that comes back is used again without a restart. */
 const retry = (times: number): number => Math.min(times * 100, 1000)
 
@@ -132,6 +156,9 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
   }
   const state: ClientState = { name: redisName(cfg), commandTimeoutMs: perConnection.commandTimeout }
   states.set(client, state)
+  const dropped = (why: Error): void => { state.lastError = why }
+  if (client instanceof Cluster) client.on('+node', (node: Redis) => watchdog(node, perConnection.commandTimeout, dropped))
+  else watchdog(client, perConnection.commandTimeout, dropped)
   client.on('ready', () => {
     state.lastError = undefined
     report(true)

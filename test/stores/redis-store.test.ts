@@ -5,6 +5,7 @@ import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import { createRedisClient } from '../../src/stores/redis-client.js'
 import { RedisStore } from '../../src/stores/redis-store.js'
+import { until } from '../helpers/downstream.js'
 import { startRedis, type RedisServer } from '../helpers/redis.js'
 import { runStoreContract } from './contract.js'
 
@@ -110,4 +111,34 @@ t.test('a hung Redis fails takes within the command timeout', async t => {
 
   await sleep(1600)
   t.equal((await store.take('k', rule)).allowed, true, 'works again once Redis answers')
+})
+
+t.test('a Redis that hangs for long keeps none of the commands sent to it meanwhile: memory stays bounded', async t => {
+  const own = await startRedis(t)
+  const client = await gatewayClient(t, own)
+  const store = new RedisStore(client, { keyPrefix: prefix() })
+  const rule = { limit: 5, windowMs: 60_000, burst: 5 }
+  await store.take('k', rule)
+  own.pause(true)
+  t.teardown(() => { own.pause(false) })
+  // 6,000 calls over 3 s (ten command timeouts), each failing within the timeout as before
+  let failed = 0
+  let most = 0
+  for (let round = 0; round < 30; round++) {
+    for (let i = 0; i < 200; i++) store.take(`user-${round}-${i}`, rule).then(() => {}, () => { failed++ })
+    most = Math.max(most, client.commandQueue.length)
+    await sleep(100)
+  }
+  await until(() => failed === 6000, 5000)
+  t.equal(failed, 6000, 'every call failed')
+  t.ok(most < 4000, `at most ${most} commands waited for a reply at once`)
+  t.ok(client.commandQueue.length < 4000, `${client.commandQueue.length} still wait`)
+
+  own.pause(false)
+  let result
+  for (const end = Date.now() + 10_000; result === undefined && Date.now() < end;) {
+    result = await store.take('k', rule).catch(() => undefined)
+    if (result === undefined) await sleep(50)
+  }
+  t.same(result, { allowed: true, remaining: 3, retryAfterMs: 0 }, 'the bucket, once Redis answers again')
 })
