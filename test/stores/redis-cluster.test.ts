@@ -69,7 +69,9 @@ t.test('/readyz and frp_gateway_redis_up: a cluster that fails some buckets is n
   const mine = (await redisCli(port, 'CLUSTER', 'NODES')).split('\n').find(line => line.includes('myself'))
   const slot = /(\d+)-\d+$/.exec(mine ?? '')?.[1] ?? 'none'
   await redisCli(port, 'CLUSTER', 'DELSLOTS', slot)
-  t.same(await readyz(), { status: 'not ready', reason: `${name}: the master 127.0.0.1:${port} says cluster_state:fail` })
+  const failing = `${name}: the master 127.0.0.1:${port} says cluster_state:fail`
+  await waitFor('the cluster state fail', async () => (await readyz()).reason === failing)
+  t.same(await readyz(), { status: 'not ready', reason: failing })
   t.equal(await gw.metric('frp_gateway_redis_up'), 0)
   await redisCli(port, 'CLUSTER', 'ADDSLOTS', slot)
   await waitFor('ready again', async () => (await readyz()).status === 'ready')
