@@ -10,7 +10,7 @@ import { FileUserSource } from '../users/file-source.js'
 import { fromFpMultiuser, fromFrpsPanel } from '../users/import.js'
 import { issuesOf } from '../issues.js'
 import { parseUserRecord, userNameSchema, userRecordSchema, type CompiledUser } from '../users/record.js'
-import { RedisUserSource } from '../users/redis-source.js'
+import { NotAHashError, RedisUserSource } from '../users/redis-source.js'
 import { commandUsage, configPath, StartError, UsageError, type Values } from './usage.js'
 
 const IMPORTS = { 'fp-multiuser': fromFpMultiuser, 'frps-panel': fromFrpsPanel }
@@ -89,8 +89,8 @@ async function list (table: Table): Promise<number> {
     const read = raws[i]
     // a key that holds no hash (set by hand) is that user's problem, not the list's
     if (read.status === 'rejected') {
-      if (!String((read.reason as Error).message).startsWith('WRONGTYPE')) throw read.reason
-      return [listLine(name, new Error(`${table.source.userKey(name)} is not a hash`), now)]
+      if (!(read.reason instanceof NotAHashError)) throw read.reason
+      return [listLine(name, read.reason, now)]
     }
     const raw = read.value
     if (raw === undefined) return [] // deleted since it was listed
@@ -212,6 +212,7 @@ export async function users (name: string, rest: string[], values: Values): Prom
     }
     return await change(name, table, rest[0], record)
   } catch (err) {
+    if (err instanceof NotAHashError) throw new StartError(`${rest[0]}: not a valid record: ${err.message} (users set replaces it)`)
     if (table.kind === 'redis' && !(err instanceof StartError)) throw new StartError(`redis ${table.where}: ${(err as Error).message}`)
     throw err
   } finally {

@@ -32,17 +32,20 @@ interface Entry<R> { result: UserLookup<R>; expiresAt: number; seq: number }
 
 const UNKNOWN = Object.freeze({ status: 'unknown' as const })
 
-// KEYS[1] the user's hash; ARGV[1] 'true' or 'false'. -1: no such user, 0: unchanged, 1: changed.
-// A missing or unreadable field counts as enabled, the record's default; the field is read as the
-// gateway reads it (JSON: "false" with spaces or a newline around it is false too).
+// KEYS[1] the user's hash; ARGV[1] 'true' or 'false'. -1: no such user, -2: the key holds no hash,
+// 0: unchanged, 1: changed. A missing field counts as enabled, the record's default; the field is
+// read as the gateway reads it (JSON: "false" with spaces or a newline around it is false too), and
+// one it cannot read (the record was refused) is changed by any write.
 const SET_ENABLED_LUA = `
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'none' then return -1 end
+if kind ~= 'hash' then return -2 end
 local old = redis.call('HGET', KEYS[1], 'enabled')
 redis.call('HSET', KEYS[1], 'enabled', ARGV[1])
 local was = 'true'
 if old then
   local ok, v = pcall(cjson.decode, old)
-  if ok and v == false then was = 'false' end
+  if ok and v == false then was = 'false' elseif not (ok and v == true) then was = 'unreadable' end
 end
 if was == ARGV[1] then return 0 end
 return 1
@@ -67,6 +70,9 @@ function decodeField(text: string): unknown {
 }
 
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err))
+
+/** A user's key that holds something else than a hash (set by hand): that record's problem, not Redis being away. */
+export class NotAHashError extends Error {}
 
 /**
  * The user table in Redis, for standalone, Sentinel and Cluster alike.
@@ -179,8 +185,7 @@ export class RedisUserSource<R> {
       const raw = await this.read(name)
       return raw === undefined ? UNKNOWN : this.#validate(name, raw)
     } catch (err) {
-      // the key holds no hash (set by hand): a record that is not valid, not a Redis away
-      if (message(err).startsWith('WRONGTYPE')) return { status: 'invalid', error: new Error(`user ${name} in Redis (${this.userKey(name)}) is not a hash`, { cause: err }) }
+      if (err instanceof NotAHashError) return { status: 'invalid', error: new Error(`user ${name} in Redis (${this.userKey(name)}) is not a hash`, { cause: err }) }
       return { status: 'error', error: new Error(`users in Redis: reading ${this.userKey(name)} failed: ${message(err)}`, { cause: err }) }
     }
   }
@@ -198,9 +203,12 @@ export class RedisUserSource<R> {
     this.#loading.delete(name)
   }
 
-  /** The decoded fields of `name`'s hash, unvalidated and uncached (`users get`); undefined when absent. Rejects when Redis does not answer. */
+  /** The decoded fields of `name`'s hash, unvalidated and uncached (`users get`); undefined when absent. Rejects when Redis does not answer, with a NotAHashError when the key holds no hash. */
   async read(name: string): Promise<Record<string, unknown> | undefined> {
-    const fields = await this.#client.hgetall(this.userKey(name))
+    const key = this.userKey(name)
+    const fields = await this.#client.hgetall(key).catch((err: unknown) => {
+      throw message(err).startsWith('WRONGTYPE') ? new NotAHashError(`${key} is not a hash`, { cause: err }) : err
+    })
     const names = Object.keys(fields)
     if (names.length === 0) return undefined
     const raw: Record<string, unknown> = {}
@@ -239,12 +247,13 @@ export class RedisUserSource<R> {
     return removed === 1 ? 'deleted' : 'unknown user'
   }
 
-  /** Sets the `enabled` field alone (`users enable|disable`); the rest of the record is left as it is. */
+  /** Sets the `enabled` field alone (`users enable|disable`); the rest of the record is left as it is. A NotAHashError when the key holds no hash. */
   async setEnabled(name: string, enabled: boolean): Promise<SetEnabledResult> {
     this.#forget(name)
     const changed = await (this.#client as unknown as SetEnabledCommand).frpgwUserSetEnabled(this.userKey(name), enabled ? 'true' : 'false')
     this.#forget(name)
     if (changed === -1) return 'unknown user'
+    if (changed === -2) throw new NotAHashError(`${this.userKey(name)} is not a hash`)
     if (changed === 0) return 'unchanged'
     return enabled ? 'enabled' : 'disabled'
   }

@@ -27,6 +27,23 @@ t.test('Redis: a hand-made value read as the gateway reads it; a key that holds 
   expect(t, await users('enable', 'alice'), 0, 'alice: enabled\n', '', 'and enabling it is a change')
   await redisCli(redis.port, 'SET', 'frpgw:user:{bob}', 'x')
   expect(t, await users('list'), 0, 'alice\nbob (not a valid record: frpgw:user:{bob} is not a hash)\n')
+  const notHash = 'bob: not a valid record: frpgw:user:{bob} is not a hash (users set replaces it)\n'
+  for (const sub of ['get', 'enable', 'disable']) expect(t, await users(sub, 'bob'), 1, '', notHash, `${sub}: the key named, as list names it`)
+  t.equal(await redisCli(redis.port, 'TYPE', 'frpgw:user:{bob}'), 'string\n', 'and left as it was')
   const gw = await (await import('../helpers/gateway.js')).startGateway(t, { redis: { url: redis.url }, users: { redis: {} }, chain: [{ name: 'users', plugin: 'users', ops: ['Login'] }] })
   t.same((await gw.call('Login', { user: 'bob', metas: { token: 'x' } })).body, { reject: true, reject_reason: 'frp-plugin-gateway: step users failed: the record of bob is not valid', unchange: true }, 'the gateway: an invalid record, not a table away')
+})
+
+t.test('Redis: enable and disable say a record refused for an unreadable "enabled" is changed, not unchanged', async t => {
+  const redis = await startRedis(t)
+  const cfg = configFile({ redis: { url: redis.url }, users: { redis: {} } })
+  const users = async (...args: string[]) => await runCli(['users', ...args, '--config', cfg])
+  await redisCli(redis.port, 'HSET', 'frpgw:user:{carol}', 'token', '"c1"', 'enabled', 'no')
+  await redisCli(redis.port, 'HSET', 'frpgw:user:{dave}', 'token', '"d1"', 'enabled', 'null')
+  await redisCli(redis.port, 'SADD', 'frpgw:users', 'carol', 'dave')
+  expect(t, await users('list'), 0, 'carol (not a valid record: enabled: Invalid input: expected boolean, received string)\ndave (not a valid record: enabled: Invalid input: expected boolean, received null)\n')
+  expect(t, await users('enable', 'carol'), 0, 'carol: enabled\n', '', 'a record the gateway refused is now enabled: a change')
+  expect(t, await users('disable', 'dave'), 0, 'dave: disabled\n', '', 'disable, likewise')
+  expect(t, await users('list'), 0, 'carol\ndave (disabled)\n')
+  expect(t, await users('enable', 'carol'), 0, 'carol: unchanged (already enabled)\n', '', 'then unchanged')
 })
