@@ -30,7 +30,8 @@ export function clusterNodeOptions (urls: readonly string[]): RedisOptions {
 
 /** The Redis of the config as a message names it, without its password. */
 export function redisName (cfg: RedisConfig): string {
-  const hide = (url: string): string => url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@')
+  // the password runs to the last @ before the path (ioredis reads the URL so), or is a query parameter
+  const hide = (url: string): string => url.replace(/^([a-z]+:\/\/[^:/?#]*):[^/?#]*@/, '$1:***@').replace(/([?&]password=)[^&#]*/g, '$1***')
   if ('url' in cfg) return hide(cfg.url)
   if ('cluster' in cfg) return `cluster ${cfg.cluster.map(hide).join(', ')}`
   return `sentinels ${cfg.sentinels.map(s => `${s.host}:${s.port}`).join(', ')} (${cfg.name})`

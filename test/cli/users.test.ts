@@ -190,3 +190,15 @@ t.test('Redis down: exit 1 with one line, promptly', async t => {
   expect(t, clustered, 1, '', `redis cluster ${JSON.parse(readFileSync(cluster, 'utf8')).redis.cluster[0]} is not reachable: no node answered (Failed to refresh slots cache)\n`, 'cluster')
   t.ok(clustered.ms < start + 3000 + 4000, `cluster: ${clustered.ms} ms (a start: ${start} ms)`)
 })
+
+t.test('a password in a Redis URL is never shown: one with an @ in it, one in the query', async t => {
+  const port = await freePort()
+  const urls = [`redis://:hun@ter2@127.0.0.1:${port}`, `redis://admin:hun@ter2@127.0.0.1:${port}/0`, `redis://127.0.0.1:${port}/0?family=4&password=hunter2`]
+  const shown = [`redis://:***@127.0.0.1:${port}`, `redis://admin:***@127.0.0.1:${port}/0`, `redis://127.0.0.1:${port}/0?family=4&password=***`]
+  const results = await Promise.all(urls.map(async url => await runCli(['users', 'list', '-c', configFile({ redis: { url }, users: { redis: {} } })])))
+  results.forEach((res, i) => expect(t, res, 1, '', `redis ${shown[i]} is not reachable: connect ECONNREFUSED 127.0.0.1:${port}\n`, urls[i]))
+  const cluster = await runCli(['users', 'list', '-c', configFile({ redis: { cluster: [urls[0]] }, users: { redis: {} } })])
+  t.equal(cluster.code, 1)
+  t.ok(cluster.stderr.startsWith(`redis cluster ${shown[0]} is not reachable`), cluster.stderr)
+  for (const res of [...results, cluster]) t.notOk(res.stderr.includes('ter2'), 'no part of the password')
+})
