@@ -10,6 +10,8 @@ export async function readJsonFile (file: string): Promise<unknown> {
   } catch (err) {
     throw new ConfigError(file, [{ path: '(file)', message: `cannot read: ${(err as Error).message}` }])
   }
+  // editors on Windows save UTF-8 with a byte order mark, which JSON.parse refuses as an unexpected character
+  if (text.startsWith('\uFEFF')) text = text.slice(1)
   try {
     return JSON.parse(text)
   } catch {

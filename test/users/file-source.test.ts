@@ -33,6 +33,14 @@ t.test('opens a file relative to the base folder and answers get(name)', async t
   t.equal(absolute.size, 3, 'an absolute path ignores the base folder')
 })
 
+t.test('a file an editor saved with a byte order mark (Windows Notepad) reads as without one', async t => {
+  const dir = folder()
+  writeFileSync(join(dir, 'users.json'), `\uFEFF${fixture}`)
+  const source = await FileUserSource.open('users.json', dir)
+  t.equal(source.size, 3)
+  t.ok(source.get('alice')?.tokenMatches('alice-secret'))
+})
+
 t.test('a missing, non-JSON or invalid file is a ConfigError naming the file and every problem', async t => {
   const dir = folder()
   const missing = await rejection(FileUserSource.open('nope.json', dir))
