@@ -9,6 +9,7 @@ import { createRedisClient, redisName, type RedisConfig } from '../stores/redis-
 import { FileUserSource } from '../users/file-source.js'
 import { fromFpMultiuser, fromFrpsPanel } from '../users/import.js'
 import { issuesOf } from '../issues.js'
+import { own } from '../protocol.js'
 import { parseUserRecord, userNameSchema, userRecordSchema, type CompiledUser } from '../users/record.js'
 import { NotAHashError, RedisUserSource } from '../users/redis-source.js'
 import { commandUsage, configPath, StartError, UsageError, type Values } from './usage.js'
@@ -107,8 +108,9 @@ async function list (table: Table): Promise<number> {
 async function get (table: Table, name: string): Promise<number> {
   let raw: unknown
   if (table.kind === 'file') {
-    if (table.source.get(name) === undefined) throw unknownUser(table, name)
-    raw = ((await readJsonFile(table.source.path)) as { users: Record<string, unknown> }).users[name]
+    // read again for the record as written: the file may have been replaced since the table read it
+    raw = table.source.get(name) === undefined ? undefined : own(own(await readJsonFile(table.source.path), 'users'), name)
+    if (raw === undefined) throw unknownUser(table, name)
   } else {
     raw = await table.source.read(name)
     if (raw === undefined) throw unknownUser(table, name)

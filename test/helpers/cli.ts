@@ -17,8 +17,10 @@ function childEnv (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
 
 export interface CliResult { code: number | null, stdout: string, stderr: string }
 
-export async function runCli (args: string[], opts: { stdin?: string, env?: NodeJS.ProcessEnv, cwd?: string } = {}): Promise<CliResult> {
+/** `spawned` is given the child at once. */
+export async function runCli (args: string[], opts: { stdin?: string, env?: NodeJS.ProcessEnv, cwd?: string, spawned?: (child: ChildProcess) => void } = {}): Promise<CliResult> {
   const child = spawn(process.execPath, [MAIN, ...args], { cwd: opts.cwd ?? ROOT, env: childEnv(opts.env) })
+  opts.spawned?.(child)
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', d => { stdout += String(d) })
