@@ -96,3 +96,41 @@ export function findJsonError (s: string): Found | null {
     }
   }
 }
+
+/** A key an object of a JSON text holds twice: JSON.parse keeps the last one without a word. */
+export interface DuplicateKey { path: string, line: number, first: number }
+
+/**
+ * Every key given again in its object, with its path (`users.alice`, `users.bob.ports`) and the
+ * lines of both. Runs on text JSON.parse took, so only strings and brackets need reading.
+ */
+export function duplicateKeys (text: string): DuplicateKey[] {
+  interface Frame { keys?: Map<string, number>, path: string, key: string, index: number, expectKey: boolean }
+  const found: DuplicateKey[] = []
+  const stack: Frame[] = []
+  const at = (f: Frame | undefined): string => f === undefined ? '' : f.keys === undefined ? `${f.path}[${f.index}]` : f.path === '' ? f.key : `${f.path}.${f.key}`
+  let line = 1
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]
+    const top = stack[stack.length - 1]
+    if (c === '\n') line++
+    else if (c === '{' || c === '[') stack.push({ keys: c === '{' ? new Map() : undefined, path: at(top), key: '', index: 0, expectKey: c === '{' })
+    else if (c === '}' || c === ']') stack.pop()
+    else if (c === ',' && top !== undefined) {
+      if (top.keys === undefined) top.index++
+      else top.expectKey = true
+    } else if (c === '"') {
+      let end = i + 1
+      while (text[end] !== '"') end += text[end] === '\\' ? 2 : 1
+      if (top?.keys !== undefined && top.expectKey) {
+        top.key = JSON.parse(text.slice(i, end + 1)) as string
+        top.expectKey = false
+        const first = top.keys.get(top.key)
+        if (first === undefined) top.keys.set(top.key, line)
+        else found.push({ path: at(top), line, first })
+      }
+      i = end
+    }
+  }
+  return found
+}

@@ -4,6 +4,11 @@ import { describeJsonError } from './json-error.js'
 
 /** A JSON file's value; a ConfigError at `(file)` when it cannot be read or is not JSON. */
 export async function readJsonFile (file: string): Promise<unknown> {
+  return (await readJsonText(file)).value
+}
+
+/** readJsonFile, with the text the value was parsed from. */
+export async function readJsonText (file: string): Promise<{ text: string, value: unknown }> {
   let text: string
   try {
     text = await readFile(file, 'utf8')
@@ -13,7 +18,7 @@ export async function readJsonFile (file: string): Promise<unknown> {
   // editors on Windows save UTF-8 with a byte order mark, which JSON.parse refuses as an unexpected character
   if (text.startsWith('\uFEFF')) text = text.slice(1)
   try {
-    return JSON.parse(text)
+    return { text, value: JSON.parse(text) }
   } catch {
     // JSON.parse's message quotes the file around the error, which may hold a password
     throw new ConfigError(file, [{ path: '(file)', message: `not valid JSON: ${describeJsonError(text, { lines: true })}` }])

@@ -1,5 +1,6 @@
 import { resolve } from 'node:path'
-import { readJsonFile } from '../json-file.js'
+import { duplicateKeys } from '../json-error.js'
+import { readJsonText } from '../json-file.js'
 import { compileUsers, parseUsersFile, type CompiledUser } from './record.js'
 import type { UserLookup } from './redis-source.js'
 
@@ -8,9 +9,14 @@ type Found = UserLookup<CompiledUser> & { status: 'found' }
 const lookups = (users: ReadonlyMap<string, CompiledUser>): ReadonlyMap<string, Found> =>
   new Map([...users].map(([name, user]) => [name, Object.freeze({ status: 'found' as const, record: user })]))
 
-/** Reads, parses and compiles a users file; a ConfigError names the file and every problem with its JSON path. */
+/**
+ * Reads, parses and compiles a users file; a ConfigError names the file and every problem with its JSON path,
+ * a user or field given twice too (a copied line whose name was left: JSON.parse would keep the last one silently).
+ */
 export async function loadUsersFile (file: string): Promise<ReadonlyMap<string, CompiledUser>> {
-  return compileUsers(parseUsersFile(await readJsonFile(file), file))
+  const { text, value } = await readJsonText(file)
+  const twice = duplicateKeys(text).map(d => ({ path: d.path, message: `given again on line ${d.line} (first on line ${d.first}): JSON would keep only the last` }))
+  return compileUsers(parseUsersFile(value, file, twice))
 }
 
 /**

@@ -84,9 +84,9 @@ export type UserRecord = z.output<typeof userRecordSchema>
 export type UsersFile = z.output<typeof usersFileSchema>
 
 
-/** Validates a parsed users file; a ConfigError carries every problem with its JSON path (`users.alice.ports[1]`). */
-export function parseUsersFile (raw: unknown, source = 'users file'): UsersFile {
-  const issues: ConfigIssue[] = []
+/** Validates a parsed users file; a ConfigError carries every problem (`known` first) with its JSON path (`users.alice.ports[1]`). */
+export function parseUsersFile (raw: unknown, source = 'users file', known: readonly ConfigIssue[] = []): UsersFile {
+  const issues: ConfigIssue[] = [...known]
   const users = (raw as { users?: unknown } | null)?.users
   // z.record drops a `__proto__` key without a word
   if (users !== null && typeof users === 'object' && Object.hasOwn(users, '__proto__')) {

@@ -53,6 +53,25 @@ t.test('a missing, non-JSON or invalid file is a ConfigError naming the file and
     ['users.alice.ports[0]', 'users.alice.ports[2]', 'users.bob.enabled'])
 })
 
+t.test('a user or a field given twice (a line copied, its name left unchanged) is an error, not the last one silently', async t => {
+  const dir = folder()
+  writeFileSync(join(dir, 'users.json'), [
+    '{"users": {',
+    '  "alice": {"token": "a", "ports": ["6000-6099"]},',
+    '  "bob": {"token": "b", "ports": [6100], "ports": [6200]},',
+    '  "alice": {"token": "c", "ports": "x"}',
+    '}}'
+  ].join('\n'))
+  const err = await rejection(FileUserSource.open('users.json', dir))
+  t.same(err.issues, [
+    { path: 'users.bob.ports', message: 'given again on line 3 (first on line 3): JSON would keep only the last' },
+    { path: 'users.alice', message: 'given again on line 4 (first on line 2): JSON would keep only the last' },
+    { path: 'users.alice.ports', message: 'Invalid input: expected array, received string' }
+  ], 'with the other problems, in one run')
+  writeFileSync(join(dir, 'ok.json'), '{"users": {"a\\"b": {}, "a\\u0022b2": {"comment": "\\"}"}, "x": {"metas": {"k": "1", "K": "2"}}}}')
+  t.same((await rejection(FileUserSource.open('ok.json', dir))).issues.map(i => i.path), ['users.a"b', 'users.a"b2'], 'keys read as JSON reads them: only the bad names, nothing given twice')
+})
+
 t.test('reload swaps in a good file and keeps the last good table when the new one is broken', async t => {
   const dir = folder()
   const file = join(dir, 'users.json')
