@@ -175,7 +175,9 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
     spans.auth.push({ from, to, states: [true] })
     spans.auth.push({ from: to, to: to + BREAKER_MS, states: [true, false] })
   })
+  const auditWindows: Array<{ kind: DownstreamFault, from: number, to: number }> = []
   inject(audit, plan.audit, (kind, from, to) => {
+    auditWindows.push({ kind, from, to })
     // answers later than the deadline; the other faults are an error the audit step lets through
     if (kind === 'hang' || kind === 'slow') spans.audit.push({ from, to, states: ['deadline'] })
   })
@@ -290,8 +292,14 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
   t.ok(sum('frp_gateway_forward_requests_total', { step: 'auth', result: 'circuit_open' }) > 0, 'the breaker opened')
   t.equal(decisions('audit'), sum('frp_gateway_forward_requests_total', { step: 'audit' }), 'one forward result per audit decision')
   t.ok(decisions('audit', 'error') >= count(AUDIT_DEADLINE), 'audit failures include every deadline answer')
-  for (const result of ['timeout', 'http_status', 'connect_error', 'invalid_response']) {
-    t.ok(sum('frp_gateway_forward_requests_total', { step: 'audit', result }) > 0, `audit met ${result}`)
+  // under a Redis outage calls reach the audit a command timeout late (300 ms), past the end of a short window, or
+  // not at all (rl-closed): a result whose every window fell under one may go unmet (one seed in some hundreds)
+  const underOutage = (w: { from: number, to: number }): boolean => spans.redis.some(r => r.from < w.to && w.from < r.to)
+  const faultsOf = { timeout: ['hang', 'slow'], http_status: ['status500'], connect_error: ['reset', 'close'], invalid_response: ['nonjson'] }
+  for (const [result, kinds] of Object.entries(faultsOf)) {
+    const met = sum('frp_gateway_forward_requests_total', { step: 'audit', result })
+    const windows = auditWindows.filter(w => kinds.includes(w.kind))
+    t.ok(met > 0 || (windows.length > 0 && windows.every(underOutage)), `audit met ${result}${met > 0 ? '' : ' (not: its windows were all under a Redis outage)'}`)
   }
 
   // and the gateway is healthy after
