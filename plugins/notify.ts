@@ -14,6 +14,8 @@ import { WebhookSink } from '../src/sinks/webhook.js'
 import { boundedKey, compileTemplate, type Template, type TemplateContext } from '../src/template.js'
 
 /** What an event may name besides the call's own template names. */
+/** what an event of a step without throttle carries: shared, so such a step allocates nothing for it */
+const UNTHROTTLED = Object.freeze({ key: '', held: 0 })
 const EVENT_NAMES = ['time', 'outcome', 'reason', 'decided_by', 'held_back'] as const
 
 const DEFAULT_EVENT = {
@@ -147,7 +149,7 @@ export default definePlugin({
     }
     /** The key and its count of events held back since its last event, or undefined when this one is held back too. */
     const admitted = (e: CommitEvent): { key: string, held: number } | undefined => {
-      if (throttle === undefined || throttleKey === undefined) return { key: '', held: 0 }
+      if (throttle === undefined || throttleKey === undefined) return UNTHROTTLED
       const key = boundedKey(throttleKey(e.content, { op: e.op, reqid: e.reqid, values: valuesOf(e, 0), proxy: e.proxy }))
       const w = windowOf(key, e.time, throttle.window)
       if (w.sent >= throttle.limit) {

@@ -304,7 +304,8 @@ export function clientRunId (op: Op, content: Content): unknown {
 /** Outside Login, whether `after` has another `user.user` or `user.run_id` than `before` (absent is ''). */
 export function changedSession (op: Op, before: Content, after: Content): boolean {
   if (op === 'Login') return false
-  const [was, is] = [own(before, 'user'), own(after, 'user')]
+  const was = own(before, 'user')
+  const is = own(after, 'user')
   return ownText(was, 'user') !== ownText(is, 'user') || ownText(was, 'run_id') !== ownText(is, 'run_id')
 }
 
