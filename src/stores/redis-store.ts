@@ -44,9 +44,12 @@ export class RedisStore implements RateLimitStore {
   }
 
   async take(key: string, rule: RateRule): Promise<TakeResult> {
-    return await (this.#client as unknown as GcraCommand).frpgwGcra(this.redisKey(key), rule.windowMs, rule.limit, rule.burst).then(
-      ([allowed, remaining, retryAfterMs]) => ({ allowed: allowed === 1, remaining, retryAfterMs }),
-      (err: unknown) => { throw redisError(this.#client, err) })
+    try {
+      const [allowed, remaining, retryAfterMs] = await (this.#client as unknown as GcraCommand).frpgwGcra(this.redisKey(key), rule.windowMs, rule.limit, rule.burst)
+      return { allowed: allowed === 1, remaining, retryAfterMs }
+    } catch (err) {
+      throw redisError(this.#client, err)
+    }
   }
 
   async ping(): Promise<void> {
