@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from 'ioredis'
+import { redisError } from '../stores/redis-client.js'
 import { byUserThenName, settling } from './memory.js'
 import type { PortOwner, PortRequest, ProxyRecord, QuotaLimit, QuotaLimits, QuotaRequest, QuotaResult, RegistryStore, Settle } from './store.js'
 
@@ -363,40 +364,52 @@ export class RedisRegistry implements RegistryStore {
   get ownersKey (): string { return `${this.#prefix}ports:{ports}:owners` }
 
   async register (record: ProxyRecord): Promise<void> {
-    const port = record.remote_port !== undefined && record.remote_port > 0 ? String(record.remote_port) : ''
-    const { user, name, run_id: runId } = record
-    const [proxies, reservations, json, at] = [this.proxiesKey(user), this.reservationsKey(user), recordJson(record), String(record.registered_at)]
-    if (this.#changes !== undefined) {
-      await this.#changes.add([proxies, reservations], ['g', user, name, port, runId, at, json])
-      return
+    try {
+      const port = record.remote_port !== undefined && record.remote_port > 0 ? String(record.remote_port) : ''
+      const { user, name, run_id: runId } = record
+      const [proxies, reservations, json, at] = [this.proxiesKey(user), this.reservationsKey(user), recordJson(record), String(record.registered_at)]
+      if (this.#changes !== undefined) {
+        await this.#changes.add([proxies, reservations], ['g', user, name, port, runId, at, json])
+        return
+      }
+      await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, user, name, port, runId, at)
+      await this.#c.frpgwRegRegister(proxies, reservations, name, json)
+      // after the record: a removal racing this one (#forget) then sees the record, or is undone here
+      await this.#client.sadd(this.usersKey, user)
+    } catch (err) {
+      throw redisError(this.#client, err)
     }
-    await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, user, name, port, runId, at)
-    await this.#c.frpgwRegRegister(proxies, reservations, name, json)
-    // after the record: a removal racing this one (#forget) then sees the record, or is undone here
-    await this.#client.sadd(this.usersKey, user)
   }
 
   async noteLogin (user: string, runId: string, at: number): Promise<void> {
-    // kept a minute: far longer than any settle period, and a client logging in again renews it
-    await this.#c.frpgwRegLogin(this.loginsKey(user), runId, String(at), '60000')
+    try {
+      // kept a minute: far longer than any settle period, and a client logging in again renews it
+      await this.#c.frpgwRegLogin(this.loginsKey(user), runId, String(at), '60000')
+    } catch (err) {
+      throw redisError(this.#client, err)
+    }
   }
 
   async unregister (user: string, name: string, runId: string, settle?: Settle, registeredAt?: number): Promise<boolean> {
-    const record = await this.get(user, name)
-    if (record === undefined || record.run_id !== runId || (registeredAt !== undefined && record.registered_at !== registeredAt)) return false
-    if (settle !== undefined) {
-      const at = await this.#client.hget(this.loginsKey(user), runId)
-      if (settling(record, at === null ? undefined : Number(at), settle)) return false
+    try {
+      const record = await this.get(user, name)
+      if (record === undefined || record.run_id !== runId || (registeredAt !== undefined && record.registered_at !== registeredAt)) return false
+      if (settle !== undefined) {
+        const at = await this.#client.hget(this.loginsKey(user), runId)
+        if (settling(record, at === null ? undefined : Number(at), settle)) return false
+      }
+      if (record.remote_port !== undefined && record.remote_port > 0) {
+        await this.#c.frpgwPortRelease(this.portsKey, this.ownersKey, user, name, String(record.remote_port), runId, String(record.registered_at))
+      }
+      // the record read: one registered since (a reconnect) stays, and its port was not released above
+      const keys = [this.proxiesKey(user), this.loginsKey(user), ...this.#changes !== undefined ? [this.usersKey] : []]
+      const removed = await this.#c.frpgwRegUnregister(keys.length, ...keys, name, runId,
+        String(settle?.now ?? 0), settle === undefined ? '' : String(settle.ms), String(record.registered_at), user) === 1
+      if (removed && this.#changes === undefined) await this.#forget(user)
+      return removed
+    } catch (err) {
+      throw redisError(this.#client, err)
     }
-    if (record.remote_port !== undefined && record.remote_port > 0) {
-      await this.#c.frpgwPortRelease(this.portsKey, this.ownersKey, user, name, String(record.remote_port), runId, String(record.registered_at))
-    }
-    // the record read: one registered since (a reconnect) stays, and its port was not released above
-    const keys = [this.proxiesKey(user), this.loginsKey(user), ...this.#changes !== undefined ? [this.usersKey] : []]
-    const removed = await this.#c.frpgwRegUnregister(keys.length, ...keys, name, runId,
-      String(settle?.now ?? 0), settle === undefined ? '' : String(settle.ms), String(record.registered_at), user) === 1
-    if (removed && this.#changes === undefined) await this.#forget(user)
-    return removed
   }
 
   /**
@@ -413,56 +426,88 @@ export class RedisRegistry implements RegistryStore {
   }
 
   async get (user: string, name: string): Promise<ProxyRecord | undefined> {
-    const json = await this.#client.hget(this.proxiesKey(user), name)
-    return json === null ? undefined : JSON.parse(json) as ProxyRecord
+    try {
+      const json = await this.#client.hget(this.proxiesKey(user), name)
+      return json === null ? undefined : JSON.parse(json) as ProxyRecord
+    } catch (err) {
+      throw redisError(this.#client, err)
+    }
   }
 
   async list (user?: string): Promise<ProxyRecord[]> {
-    const users = user === undefined ? await this.#client.smembers(this.usersKey) : [user]
-    const all = await Promise.all(users.map(async u => await this.#client.hvals(this.proxiesKey(u))))
-    // users a gateway before this one left in the set when their last record went
-    if (user === undefined) await Promise.all(users.filter((_, i) => all[i].length === 0).map(async u => { await this.#forget(u) }))
-    return all.flat().map(json => JSON.parse(json) as ProxyRecord).sort(byUserThenName)
+    try {
+      const users = user === undefined ? await this.#client.smembers(this.usersKey) : [user]
+      const all = await Promise.all(users.map(async u => await this.#client.hvals(this.proxiesKey(u))))
+      // users a gateway before this one left in the set when their last record went
+      if (user === undefined) await Promise.all(users.filter((_, i) => all[i].length === 0).map(async u => { await this.#forget(u) }))
+      return all.flat().map(json => JSON.parse(json) as ProxyRecord).sort(byUserThenName)
+    } catch (err) {
+      throw redisError(this.#client, err)
+    }
   }
 
   async count (): Promise<number> {
-    const users = await this.#client.smembers(this.usersKey)
-    const counts = await Promise.all(users.map(async u => await this.#client.hlen(this.proxiesKey(u))))
-    return counts.reduce((a, b) => a + b, 0)
+    try {
+      const users = await this.#client.smembers(this.usersKey)
+      const counts = await Promise.all(users.map(async u => await this.#client.hlen(this.proxiesKey(u))))
+      return counts.reduce((a, b) => a + b, 0)
+    } catch (err) {
+      throw redisError(this.#client, err)
+    }
   }
 
   async reserve (request: QuotaRequest, limits: QuotaLimits): Promise<QuotaResult> {
-    const max = (n: number | undefined): string => n === undefined ? '' : String(n)
-    const keys = [this.proxiesKey(request.user), this.reservationsKey(request.user)]
-    const args = [request.name, request.run_id, request.port ? '1' : '0', String(Math.max(1, Math.ceil(request.ttlMs))),
-      max(limits.maxProxies), max(limits.maxProxiesPerClient), max(limits.maxPorts)]
-    const [allowed, which, count, most] = this.#changes === undefined
-      ? await this.#c.frpgwRegReserve(keys[0], keys[1], ...args)
-      : await this.#changes.add(keys, ['r', ...args]) as number[]
-    return allowed === 1 ? { allowed: true } : { allowed: false, limit: LIMITS[which - 1], count, max: most }
+    try {
+      const max = (n: number | undefined): string => n === undefined ? '' : String(n)
+      const keys = [this.proxiesKey(request.user), this.reservationsKey(request.user)]
+      const args = [request.name, request.run_id, request.port ? '1' : '0', String(Math.max(1, Math.ceil(request.ttlMs))),
+        max(limits.maxProxies), max(limits.maxProxiesPerClient), max(limits.maxPorts)]
+      const [allowed, which, count, most] = this.#changes === undefined
+        ? await this.#c.frpgwRegReserve(keys[0], keys[1], ...args)
+        : await this.#changes.add(keys, ['r', ...args]) as number[]
+      return allowed === 1 ? { allowed: true } : { allowed: false, limit: LIMITS[which - 1], count, max: most }
+    } catch (err) {
+      throw redisError(this.#client, err)
+    }
   }
 
   async release (user: string, name: string, runId: string): Promise<void> {
-    await this.#c.frpgwRegRelease(this.reservationsKey(user), name, runId)
+    try {
+      await this.#c.frpgwRegRelease(this.reservationsKey(user), name, runId)
+    } catch (err) {
+      throw redisError(this.#client, err)
+    }
   }
 
   async assignPort ({ user, name, ranges, holdMs }: PortRequest): Promise<number | undefined> {
-    const bounds = ranges.flatMap(([lo, hi]) => [String(lo), String(hi)])
-    const port = this.#changes === undefined
-      ? await this.#c.frpgwPortAssign(this.portsKey, this.ownersKey, user, name, String(holdMs), ...bounds)
-      : await this.#changes.add([], ['a', user, name, String(holdMs), ...bounds]) as number
-    return port === -1 ? undefined : port
+    try {
+      const bounds = ranges.flatMap(([lo, hi]) => [String(lo), String(hi)])
+      const port = this.#changes === undefined
+        ? await this.#c.frpgwPortAssign(this.portsKey, this.ownersKey, user, name, String(holdMs), ...bounds)
+        : await this.#changes.add([], ['a', user, name, String(holdMs), ...bounds]) as number
+      return port === -1 ? undefined : port
+    } catch (err) {
+      throw redisError(this.#client, err)
+    }
   }
 
   async portOwner (port: number): Promise<PortOwner | undefined> {
-    const json = await this.#c.frpgwPortOwner(this.portsKey, String(port))
-    if (json === null) return undefined
-    const { user, name, heldUntil } = JSON.parse(json) as PortOwner
-    return heldUntil === undefined ? { user, name } : { user, name, heldUntil }
+    try {
+      const json = await this.#c.frpgwPortOwner(this.portsKey, String(port))
+      if (json === null) return undefined
+      const { user, name, heldUntil } = JSON.parse(json) as PortOwner
+      return heldUntil === undefined ? { user, name } : { user, name, heldUntil }
+    } catch (err) {
+      throw redisError(this.#client, err)
+    }
   }
 
   async ping (): Promise<void> {
-    await this.#client.ping()
+    try {
+      await this.#client.ping()
+    } catch (err) {
+      throw redisError(this.#client, err)
+    }
   }
 
   /** The client stays open for its owner. */

@@ -1,4 +1,5 @@
 import { ReplyError, type Cluster, type Redis } from 'ioredis'
+import { redisError } from '../stores/redis-client.js'
 import { SinkError, type Sink } from './sink.js'
 
 // Redis's answers that say it cannot take a write now (a replica during a failover, loading, busy,
@@ -22,7 +23,7 @@ export class RedisStreamSink implements Sink {
       // Redis answered no (the key holds another type): tried again as a webhook's 5xx would be, then given up.
       // Anything else is Redis away (down, a failover, a timeout): the event waits in the queue for it
       const away = !(err instanceof ReplyError) || AWAY.has((err as Error).message.split(' ', 1)[0])
-      throw new SinkError(`${this.label}: ${(err as Error).message}`, true, { cause: err, waits: away })
+      throw new SinkError(`${this.label}: ${redisError(this.client, err).message}`, true, { cause: err, waits: away })
     }
   }
 

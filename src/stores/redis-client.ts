@@ -57,8 +57,7 @@ export function redisError (client: Redis | Cluster, err: unknown, node?: string
     out = new Error(`redis ${where} is not reachable: ${last?.message ?? `not connected (${client.status})`}`)
     out.code = (last as { code?: unknown } | undefined)?.code
   } else if (message === 'Command timed out') {
-    out = new Error(`redis ${where} did not answer within ${state.commandTimeoutMs} ms`)
-    out.code = 'ETIMEDOUT'
+    out = timedOut(`redis ${where} did not answer within ${state.commandTimeoutMs} ms`)
   } else {
     out = new Error(`redis ${where}: ${message}`)
     out.code = (err as { code?: unknown }).code ?? (err.name === 'ReplyError' ? message.split(' ', 1)[0] : undefined)
@@ -110,12 +109,14 @@ function watchdog (redis: Redis, timeoutMs: number, dropped: (why: Error) => voi
     if (ticks < 2) return
     ticks = 0
     head = undefined
-    dropped(new Error(`no answer for ${2 * timeoutMs} ms, connecting again`))
+    dropped(timedOut(`no answer for ${2 * timeoutMs} ms, connecting again`))
     redis.stream?.destroy()
   }, timeoutMs)
   timer.unref()
   redis.once('end', () => clearInterval(timer))
 }
+
+const timedOut = (message: string): Error => Object.assign(new Error(message), { code: 'ETIMEDOUT' })
 
 /** Keep reconnecting forever so a Redis that comes back is used again without a restart. */
 const retry = (times: number): number => Math.min(times * 100, 1000)
@@ -172,7 +173,9 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
   // a listener must exist: an unhandled 'error' event would crash the process
   client.on('error', (err: Error & { lastNodeError?: Error }) => {
     // a Cluster's is "Failed to refresh slots cache." whatever each node answered
-    state.lastError = err.lastNodeError ?? err
+    const cause = err.lastNodeError ?? err
+    // a connection's ready check unanswered (a Redis that accepts connections but is paused or swapping)
+    state.lastError = cause.message === 'Command timed out' ? timedOut(`no answer within ${perConnection.commandTimeout} ms`) : cause
     if (client.status !== 'ready') report(false)
   })
   return client

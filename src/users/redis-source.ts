@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from 'ioredis'
 import { evictLru } from '../lru.js'
+import { redisError } from '../stores/redis-client.js'
 
 /** Validates one decoded record; throws with a message naming what is wrong. */
 export type ParseUser<R> = (name: string, raw: Record<string, unknown>) => R
@@ -186,7 +187,8 @@ export class RedisUserSource<R> {
       return raw === undefined ? UNKNOWN : this.#validate(name, raw)
     } catch (err) {
       if (err instanceof NotAHashError) return { status: 'invalid', error: new Error(`user ${name} in Redis (${this.userKey(name)}) is not a hash`, { cause: err }) }
-      return { status: 'error', error: new Error(`users in Redis: reading ${this.userKey(name)} failed: ${message(err)}`, { cause: err }) }
+      const cause = redisError(this.#client, err)
+      return { status: 'error', error: new Error(`users in Redis: reading ${this.userKey(name)} failed: ${cause.message}`, { cause }) }
     }
   }
 

@@ -46,8 +46,10 @@ t.test('two gateways on one Redis Cluster, a burst from one user: exactly the li
 })
 
 /** The step's decision counted as an error, and the cause logged once with the step's name. */
-function storeErrorSeen (t: Test, gw: TestGateway): void {
-  t.ok(gw.logs.some(l => l.msg === 'step failed' && l.step === 'quota' && l.level === 40), 'logged as a warning naming the step')
+function storeErrorSeen (t: Test, gw: TestGateway, url: string): void {
+  const logged = gw.logs.find(l => l.msg === 'step failed' && l.step === 'quota' && l.level === 40)
+  t.ok(logged, 'logged as a warning naming the step')
+  t.match(logged?.err.message, `redis ${url} is not reachable: `, 'and the Redis and why')
 }
 
 t.test('Redis stopped: registry.onStoreError allow lets NewProxy through unchanged, and says so', async t => {
@@ -59,7 +61,7 @@ t.test('Redis stopped: registry.onStoreError allow lets NewProxy through unchang
   t.equal(await answer(gw, newProxy('udp')), 'allow', 'over the limit, but the store cannot say')
   t.equal(await answer(gw, newProxy('http')), 'allow')
   t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewProxy', step: 'quota', decision: 'error' }), 2)
-  storeErrorSeen(t, gw)
+  storeErrorSeen(t, gw, redis.url)
   await redis.start()
   // Redis comes back empty; the records of the calls allowed meanwhile may reach it (the registry asks again for a few s)
   const until = performance.now() + 10_000
@@ -77,7 +79,7 @@ t.test('Redis stopped: registry.onStoreError reject refuses NewProxy naming the 
   t.equal(await answer(gw, newProxy('udp')), 'frp-plugin-gateway: step quota failed: registry unavailable')
   t.ok(performance.now() - started < 2500, 'at once, not at the deadline')
   t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewProxy', step: 'quota', decision: 'error' }), 1)
-  storeErrorSeen(t, gw)
+  storeErrorSeen(t, gw, redis.url)
 })
 
 t.test('fromUsers with the users table in Redis: a user\'s maxProxies set there wins; the table away follows onStoreError', async t => {

@@ -135,7 +135,7 @@ t.test('Redis stopped: onStoreError reject (the default) and allow; back again: 
   t.equal(await gw.metric('frp_gateway_requests_total', { op: 'Login', outcome: 'error' }), 3)
   const failures = gw.logs.filter(l => l.msg === 'step failed')
   t.ok(failures.length >= 2, 'logged')
-  t.match(failures[0].err.message, /^users in Redis: reading frpgw:user:\{alice\} failed: /)
+  t.match(failures[0].err.message, `users in Redis: reading frpgw:user:{alice} failed: redis ${server.url} is not reachable: `)
   t.equal(failures[0].err.result, 'user_table_unavailable')
 
   await server.start()

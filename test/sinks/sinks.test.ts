@@ -267,7 +267,7 @@ t.test('redisStream: XADD with one field `event`, trimmed to about maxLen; event
   refused.queue.push('{}')
   t.equal(await refused.queue.drain(5000), true)
   t.same([refused.counts.retried, refused.counts.failed, refused.failures.length], [1, 1, 1])
-  t.match(refused.failures[0], /WRONGTYPE/)
+  t.match(refused.failures[0], `redisStream not-a-stream: redis ${redis.url}: WRONGTYPE`, 'naming the Redis')
 
   const many = queueOf(sink, { size: 1000 })
   for (let i = 0; i < 500; i++) many.queue.push(`{"i":${i}}`)
