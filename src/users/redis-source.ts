@@ -159,11 +159,13 @@ export class RedisUserSource<R> {
     }
     const pending = this.#loading.get(name)
     if (pending !== undefined) return pending
+    // reused for cacheMs from the read's sending: Redis may have answered it up to a command timeout later
+    const sent = performance.now()
     const load: Promise<UserLookup<R>> = this.#load(name).then(result => {
       // a write by this source while loading replaced or removed the load: what it read may be older than the write
       if (this.#loading.get(name) === load) {
         this.#loading.delete(name)
-        if (result.status !== 'error') this.#remember(name, result)
+        if (result.status !== 'error') this.#remember(name, result, sent)
       }
       return result
     })
@@ -176,8 +178,8 @@ export class RedisUserSource<R> {
     return this.get(name)
   }
 
-  #remember(name: string, result: UserLookup<R>): void {
-    this.#cache.set(name, { result, expiresAt: performance.now() + this.#cacheMs, seq: this.#moves++ })
+  #remember(name: string, result: UserLookup<R>, sent: number): void {
+    this.#cache.set(name, { result, expiresAt: sent + this.#cacheMs, seq: this.#moves++ })
     if (this.#cache.size > this.#maxEntries) evictLru(this.#cache, this.#maxEntries, performance.now())
   }
 

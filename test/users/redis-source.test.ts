@@ -285,10 +285,27 @@ t.test('standalone: a hung Redis fails within the command timeout', async t => {
   await sleep(150)
   const { ms, lookup } = await async(users.get('alice'))
   t.equal(lookup.status, 'error')
-  t.match(lookup.status === 'error' ? lookup.error.message : '', /timed out/i)
+  t.match(lookup.status === 'error' ? lookup.error.message : '', `failed: redis ${own.url} did not answer within 300 ms`)
   t.ok(ms < 1000, `answered in ${ms} ms`)
   own.pause(false)
   t.equal((await waitAnswered(users, 'alice')).status, 'found')
+})
+
+t.test('a read Redis answered late is reused for cacheMs from its sending, not from its answer', async t => {
+  const own = await startRedis(t)
+  const users = new RedisUserSource(await gatewayClient(t, own.url), { keyPrefix: prefix(), parse, cacheMs: 150 })
+  const other = new Redis(own.port, '127.0.0.1')
+  t.teardown(() => other.disconnect())
+  await users.set('alice', { token: 'a', enabled: true })
+  own.pause(true)
+  const read = async(users.get('alice'))
+  await sleep(200)
+  own.pause(false)
+  const { ms, lookup } = await read
+  t.equal(record(lookup)?.enabled, true)
+  t.ok(ms > 150, `answered ${ms} ms after its sending, past cacheMs`)
+  await other.hset(users.userKey('alice'), 'enabled', 'false')
+  t.equal(record(await users.get('alice'))?.enabled, false, 'read again: the first read is older than cacheMs')
 })
 
 t.test('a wall clock stepped back (NTP, a resumed VM) never keeps a cached record past cacheMs', async t => {
