@@ -10,7 +10,7 @@ import { FileUserSource } from '../users/file-source.js'
 import { fromFpMultiuser, fromFrpsPanel } from '../users/import.js'
 import { issuesOf } from '../issues.js'
 import { own } from '../protocol.js'
-import { parseUserRecord, userNameSchema, userRecordSchema, type CompiledUser } from '../users/record.js'
+import { parseUserRecord, USER_NAME, userNameSchema, userRecordSchema, type CompiledUser } from '../users/record.js'
 import { NotAHashError, RedisUserSource } from '../users/redis-source.js'
 import { commandUsage, configPath, StartError, UsageError, type Values } from './usage.js'
 
@@ -87,6 +87,8 @@ async function list (table: Table): Promise<number> {
   const names = await table.source.list()
   const raws = await Promise.allSettled(names.map(async name => await table.source.read(name)))
   print(names.flatMap((name, i) => {
+    // added by hand (SADD): the users step looks up no such name, whatever its record holds
+    if (!USER_NAME.test(name)) return [`${JSON.stringify(name)} (not a valid user name: the gateway never looks it up; users delete removes it)`]
     const read = raws[i]
     // a key that holds no hash (set by hand) is that user's problem, not the list's
     if (read.status === 'rejected') {

@@ -47,3 +47,15 @@ t.test('Redis: enable and disable say a record refused for an unreadable "enable
   expect(t, await users('list'), 0, 'carol\ndave (disabled)\n')
   expect(t, await users('enable', 'carol'), 0, 'carol: unchanged (already enabled)\n', '', 'then unchanged')
 })
+
+t.test('Redis: a name added by hand that the gateway never looks up is listed as such, on one line, and can be deleted', async t => {
+  const redis = await startRedis(t)
+  const cfg = configFile({ redis: { url: redis.url }, users: { redis: {} } })
+  const users = async (...args: string[]) => await runCli(['users', ...args, '--config', cfg])
+  for (const name of ['erin', 'frank smith', 'x\ny']) await redisCli(redis.port, 'HSET', `frpgw:user:{${name}}`, 'token', '"t"')
+  await redisCli(redis.port, 'SADD', 'frpgw:users', 'erin', 'frank smith', 'x\ny')
+  const never = 'not a valid user name: the gateway never looks it up; users delete removes it'
+  expect(t, await users('list'), 0, `erin\n"frank smith" (${never})\n"x\\ny" (${never})\n`)
+  expect(t, await users('delete', 'frank smith'), 0, 'frank smith: deleted\n', '')
+  expect(t, await users('list'), 0, `erin\n"x\\ny" (${never})\n`)
+})
