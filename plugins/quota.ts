@@ -4,6 +4,7 @@ import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import type { CommitEvent } from '../src/commit.js'
 import { compileAt } from '../src/errors.js'
 import { own, ownText, type Content } from '../src/protocol.js'
+import { RESERVATION_GRACE_MS } from '../src/registry/live.js'
 import { holdsPort } from '../src/registry/memory.js'
 import type { QuotaLimit, QuotaLimits, QuotaResult } from '../src/registry/store.js'
 import { MAX_MAX_PROXIES, USER_NAME, type CompiledUser } from '../src/users/record.js'
@@ -68,7 +69,7 @@ export default definePlugin({
     const reserve = (content: Content, ctx: CallContext, applied: QuotaLimits): Promise<Verdict | undefined> | undefined => {
       if (applied.maxProxies === undefined && applied.maxProxiesPerClient === undefined && applied.maxPorts === undefined) return
       const { user, name, runId } = proxyOf(content)
-      const request = { user, name, run_id: runId, port: holdsPort(ownText(content, 'proxy_type')), ttlMs: ctx.deadline - performance.now() }
+      const request = { user, name, run_id: runId, port: holdsPort(ownText(content, 'proxy_type')), ttlMs: ctx.deadline - performance.now() + RESERVATION_GRACE_MS }
       return store.reserve(request, applied).then(r => decide(r, content, ctx), err => failed(err))
     }
 

@@ -22,6 +22,14 @@ const strings = (v: unknown): string[] | undefined => Array.isArray(v) && v.leng
 // over) is asked again, about 3 s in all: an outage longer than that loses the change, logged and counted.
 const RETRY_DELAYS_MS = [100, 200, 400, 800, 1600]
 
+/**
+ * How long past its call's deadline a quota reservation stands. An allowed call's record is written
+ * after the answer, on a busy machine or through a Redis outage as late as its retries (3.1 s, and
+ * a command timeout an attempt): ended at the deadline, the reservation let a burst's next call in
+ * before the record counted, one proxy over the limit.
+ */
+export const RESERVATION_GRACE_MS = 5000
+
 async function retrying (change: () => Promise<void>): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {

@@ -39,7 +39,7 @@ export interface QuotaRequest {
   run_id: string
   /** a tcp/udp proxy: counted by maxPorts */
   port: boolean
-  /** how long the reservation stands if nothing commits it (the call's deadline) */
+  /** how long the reservation stands if nothing commits it (past the call's deadline: RESERVATION_GRACE_MS) */
   ttlMs: number
 }
 
