@@ -19,12 +19,43 @@ const tls = z.strictObject({
 })
 
 const keyPrefix = z.string().default('frpgw:').describe('prefix of every key the gateway writes')
+const secret = z.string().min(1, 'expected a non-empty password')
 const redisUrl = z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL')
-const redis = z.union([
-  z.strictObject({ url: redisUrl, keyPrefix }),
-  z.strictObject({ cluster: z.array(redisUrl).min(1), keyPrefix }),
-  z.strictObject({ sentinels: z.array(z.strictObject({ host: z.string(), port: intIn(1, 65535) })).min(1), name: z.string(), keyPrefix })
-], { error: 'expected {url}, {cluster: [urls]} or {sentinels: [{host, port}], name}' })
+const urlForm = z.strictObject({ url: redisUrl, keyPrefix })
+const clusterForm = z.strictObject({ cluster: z.array(redisUrl).min(1), keyPrefix })
+const sentinelForm = z.strictObject({
+  sentinels: z.array(z.strictObject({ host: z.string(), port: intIn(1, 65535) })).min(1),
+  name: z.string().describe('the master\'s name, as the Sentinels monitor it'),
+  username: z.string().min(1).optional().describe('ACL user of the master and replicas (needs password)'),
+  password: secret.optional().describe('password of the master and replicas: their requirepass, or the ACL user\'s'),
+  sentinelUsername: z.string().min(1).optional().describe('ACL user of the Sentinels (needs sentinelPassword)'),
+  sentinelPassword: secret.optional().describe('password of the Sentinels (their requirepass), when they need one'),
+  keyPrefix
+}).superRefine((cfg, ctx) => {
+  // Redis's AUTH takes a user with its password: a user alone would be sent with an empty one
+  for (const [user, pass] of [['username', 'password'], ['sentinelUsername', 'sentinelPassword']] as const) {
+    if (cfg[user] !== undefined && cfg[pass] === undefined) ctx.addIssue({ code: 'custom', path: [user], message: `${user} needs ${pass} (Redis's AUTH takes both)` })
+  }
+})
+const redisForms = { url: urlForm, cluster: clusterForm, sentinels: sentinelForm }
+const REDIS_FORMS = 'expected {url}, {cluster: [urls]} or {sentinels: [{host, port}], name}'
+/** The JSON Schema's and the type's; parsing goes through redisByForm. */
+const redis = z.union([urlForm, clusterForm, sentinelForm], { error: REDIS_FORMS })
+/**
+ * Parsed as the form its key names: the union answers a value of the wrong type inside a form
+ * (a password given as a number) with the forms' names alone, neither its path nor why.
+ */
+const redisByForm = z.unknown().transform((raw, ctx): z.output<typeof redis> => {
+  const key = typeof raw === 'object' && raw !== null ? Object.keys(redisForms).find(k => Object.hasOwn(raw, k)) : undefined
+  if (key === undefined) {
+    ctx.addIssue({ code: 'custom', message: REDIS_FORMS })
+    return z.NEVER
+  }
+  const parsed = redisForms[key as keyof typeof redisForms].safeParse(raw)
+  if (parsed.success) return parsed.data
+  for (const issue of parsed.error.issues) ctx.addIssue({ ...issue, input: undefined })
+  return z.NEVER
+})
 
 const stepBase = {
   name: z.string().regex(/^[a-z0-9_-]+$/, 'expected a name of a-z, 0-9, _ and - (it is a metric label)'),
@@ -108,7 +139,7 @@ function duplicateNames (chain: readonly unknown[]): ConfigIssue[] {
 }
 
 // The top level without the steps, which are parsed one by one: one bad step hides nothing of the others.
-const topLevel = configSchema.extend({ chain: z.array(z.unknown()).default([]) })
+const topLevel = configSchema.extend({ redis: redisByForm.optional(), chain: z.array(z.unknown()).default([]) })
 const stepBaseSchema = z.object(stepBase)
 
 /**
@@ -130,7 +161,7 @@ function parseParts (raw: unknown): { config: Config, issues: ConfigIssue[] } {
   issues.push(...duplicateNames(steps))
   if (top.success) issues.push(...adminRouteTaken(top.data))
   const base = top.success ? top.data : topLevel.parse({})
-  const redisBlock = top.success ? top.data.redis : redis.optional().safeParse((raw as { redis?: unknown } | null)?.redis).data
+  const redisBlock = top.success ? top.data.redis : redisByForm.optional().safeParse((raw as { redis?: unknown } | null)?.redis).data
   const usersBlock = top.success ? top.data.users : (configSchema.shape.users).safeParse((raw as { users?: unknown } | null)?.users).data
   return { config: { ...base, redis: redisBlock, users: usersBlock, chain }, issues }
 }

@@ -62,6 +62,28 @@ t.test('every error is reported with its JSON path', async t => {
   t.equal(byPath['chain[2].options.x'], 'unknown key')
 })
 
+t.test('the Sentinel form of redis takes credentials for each side; a wrong value names its path, never the password', async t => {
+  const sentinels = [{ host: '127.0.0.1', port: 26379 }]
+  const full = { sentinels, name: 'gw', username: 'app', password: 'pw1', sentinelUsername: 'watch', sentinelPassword: 'pw2' }
+  t.same(parseConfig({ redis: full }).redis, { ...full, keyPrefix: 'frpgw:' })
+  t.same(parseConfig({ redis: { sentinels, name: 'gw' } }).redis, { sentinels, name: 'gw', keyPrefix: 'frpgw:' }, 'all optional')
+  const problems = (redis: object): Array<[string, string]> => issuesOf(() => parseConfig({ redis: { sentinels, name: 'gw', ...redis } })).map(i => [i.path, i.message])
+  t.same(problems({ password: 1234, sentinelUsername: 7, sentinelPassword: 'pw2' }), [
+    ['redis.password', 'Invalid input: expected string, received number'],
+    ['redis.sentinelUsername', 'Invalid input: expected string, received number']
+  ])
+  t.same(problems({ sentinelPasword: 'pw-typo' }), [['redis.sentinelPasword', 'unknown key']])
+  t.same(problems({ password: '' }), [['redis.password', 'expected a non-empty password']])
+  t.same(problems({ username: 'app', sentinelUsername: 'watch' }), [
+    ['redis.username', 'username needs password (Redis\'s AUTH takes both)'],
+    ['redis.sentinelUsername', 'sentinelUsername needs sentinelPassword (Redis\'s AUTH takes both)']
+  ])
+  t.same(problems({ password: ['pw-in-a-list'] }), [['redis.password', 'Invalid input: expected string, received array']])
+  // the other forms keep their own, the wrong form's keys are unknown there
+  t.same(issuesOf(() => parseConfig({ redis: { url: 'redis://h', password: 'pw' } })).map(i => [i.path, i.message]), [['redis.password', 'unknown key']])
+  t.same(issuesOf(() => parseConfig({ redis: { host: 'h' } })).map(i => [i.path, i.message]), [['redis', 'expected {url}, {cluster: [urls]} or {sentinels: [{host, port}], name}']])
+})
+
 t.test('compile errors (templates, CIDRs, regexes) name their path, all of them at once', async t => {
   const config = parseConfig({
     chain: [

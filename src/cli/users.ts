@@ -5,7 +5,7 @@ import { loadConfig, type Config } from '../config.js'
 import { ConfigError, type ConfigIssue } from '../errors.js'
 import { describeJsonError } from '../json-error.js'
 import { readJsonFile } from '../json-file.js'
-import { createRedisClient, redisName, type RedisConfig } from '../stores/redis-client.js'
+import { connectionError, createRedisClient, redisName, type RedisConfig } from '../stores/redis-client.js'
 import { FileUserSource } from '../users/file-source.js'
 import { fromFpMultiuser, fromFrpsPanel } from '../users/import.js'
 import { issuesOf } from '../issues.js'
@@ -38,7 +38,7 @@ async function connect (cfg: RedisConfig): Promise<Redis | Cluster> {
   const failure = await new Promise<string | undefined>(resolve => {
     client.once('ready', () => resolve(undefined))
     // a Cluster's error is "Failed to refresh slots cache." whatever each node answered
-    client.once('error', (err: Error) => resolve('cluster' in cfg ? `no node answered (${err.message.replace(/\.$/, '')})` : err.message))
+    client.once('error', (err: Error) => resolve('cluster' in cfg ? `no node answered (${err.message.replace(/\.$/, '')})` : connectionError(client, err).message))
     timer = setTimeout(() => resolve(`no answer within ${CONNECT_WAIT_MS} ms`), CONNECT_WAIT_MS)
   })
   clearTimeout(timer)

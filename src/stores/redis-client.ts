@@ -3,7 +3,19 @@ import { Cluster, Redis, type RedisOptions } from 'ioredis'
 export type RedisConfig =
   | { url: string; keyPrefix?: string }
   | { cluster: string[]; keyPrefix?: string }
-  | { sentinels: { host: string; port: number }[]; name: string; keyPrefix?: string }
+  | SentinelConfig
+
+export interface SentinelConfig {
+  sentinels: { host: string; port: number }[]
+  name: string
+  keyPrefix?: string
+  /** of the master and replicas */
+  username?: string
+  password?: string
+  /** of the Sentinels */
+  sentinelUsername?: string
+  sentinelPassword?: string
+}
 
 export interface RedisClientOptions {
   onUp?: (up: boolean) => void
@@ -26,6 +38,12 @@ export function clusterNodeOptions (urls: readonly string[]): RedisOptions {
   if (url.username !== '') out.username = decodeURIComponent(url.username)
   if (url.password !== '') out.password = decodeURIComponent(url.password)
   return out
+}
+
+/** ioredis's options for a Sentinel set: it sends the Sentinels' credentials to them alone, the others to the master. */
+function sentinelOptions (cfg: SentinelConfig): RedisOptions {
+  const { sentinels, name, username, password, sentinelUsername, sentinelPassword } = cfg
+  return { sentinels, name, username, password, sentinelUsername, sentinelPassword }
 }
 
 /** The Redis of the config as a message names it, without its password. */
@@ -118,6 +136,21 @@ function watchdog (redis: Redis, timeoutMs: number, dropped: (why: Error) => voi
 
 const timedOut = (message: string): Error => Object.assign(new Error(message), { code: 'ETIMEDOUT' })
 
+/**
+ * A connection's error, saying for a Sentinel set whether the Sentinels or the master gave it: ioredis
+ * says "All sentinels are unreachable. Retrying from scratch after 100ms. Last error: ..." of the
+ * first, and a master's "WRONGPASS ..." names nothing.
+ */
+export function connectionError (client: Redis | Cluster, err: Error & { lastNodeError?: Error }): Error {
+  // a Cluster's is "Failed to refresh slots cache." whatever each node answered
+  if (client instanceof Cluster) return err.lastNodeError ?? err
+  if (client.options.sentinels == null) return err
+  const sentinels = /^All sentinels are unreachable\..*?(?: Last error: (.*))?$/s.exec(err.message)
+  const master = client.stream?.remoteAddress === undefined ? 'the master' : `the master ${client.stream.remoteAddress}:${client.stream.remotePort}`
+  const out = new Error(sentinels === null ? `${master}: ${err.message}` : `no Sentinel gave the master's address${sentinels[1] === undefined ? '' : `: ${sentinels[1]}`}`)
+  return Object.assign(out, { code: (err as { code?: unknown }).code })
+}
+
 /** Keep reconnecting forever so a Redis that comes back is used again without a restart. */
 const retry = (times: number): number => Math.min(times * 100, 1000)
 
@@ -145,7 +178,7 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
   } else if ('sentinels' in cfg) {
     // failoverDetector: a master that hangs (paused, cut off) keeps its connection open, so without the
     // Sentinels' +switch-master the client would stay on it for as long as it hangs
-    client = new Redis({ ...common, sentinels: cfg.sentinels, name: cfg.name, sentinelRetryStrategy: retry, failoverDetector: true })
+    client = new Redis({ ...common, ...sentinelOptions(cfg), sentinelRetryStrategy: retry, failoverDetector: true })
   } else {
     client = new Redis(cfg.url, common)
   }
@@ -171,11 +204,9 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
   })
   client.on('end', () => report(false))
   // a listener must exist: an unhandled 'error' event would crash the process
-  client.on('error', (err: Error & { lastNodeError?: Error }) => {
-    // a Cluster's is "Failed to refresh slots cache." whatever each node answered
-    const cause = err.lastNodeError ?? err
+  client.on('error', (err: Error) => {
     // a connection's ready check unanswered (a Redis that accepts connections but is paused or swapping)
-    state.lastError = cause.message === 'Command timed out' ? timedOut(`no answer within ${perConnection.commandTimeout} ms`) : cause
+    state.lastError = connectionError(client, err.message === 'Command timed out' ? timedOut(`no answer within ${perConnection.commandTimeout} ms`) : err)
     if (client.status !== 'ready') report(false)
   })
   return client

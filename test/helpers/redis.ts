@@ -17,7 +17,12 @@ export interface RedisServer {
   start(): Promise<void>
   /** SIGSTOP (true) or SIGCONT (false): connections stay open and nothing is answered */
   pause(paused: boolean): void
+  /** redis-cli against it, with its credentials */
+  cli(...args: string[]): Promise<string>
 }
+
+/** Credentials a server requires: requirepass (user undefined) or an ACL user (the default user then off). */
+export interface ServerAuth { user?: string; password: string }
 
 export interface RedisClusterHandle {
   nodes: { host: string; port: number }[]
@@ -63,8 +68,12 @@ class RedisProcess implements RedisServer {
   readonly url: string
   #child: ChildProcess | undefined
 
-  constructor(readonly port: number, private readonly argv: string[], private readonly password?: string) {
-    this.url = `redis://${password === undefined ? '' : `:${password}@`}127.0.0.1:${port}`
+  constructor(readonly port: number, private readonly argv: string[], private readonly auth?: ServerAuth) {
+    this.url = `redis://${auth === undefined ? '' : `${auth.user ?? ''}:${auth.password}@`}127.0.0.1:${port}`
+  }
+
+  cli(...args: string[]): Promise<string> {
+    return redisCli(this.port, ...cliAuth(this.auth), ...args)
   }
 
   async start(): Promise<void> {
@@ -76,7 +85,7 @@ class RedisProcess implements RedisServer {
     await once(child, 'spawn')
     await waitFor(`redis-server on ${this.port}`, async () => {
       if (child.exitCode !== null) throw new Error(`redis-server on ${this.port} exited with ${child.exitCode}`)
-      return (await redisCli(this.port, ...auth(this.password), 'PING')).trim() === 'PONG'
+      return (await this.cli('PING')).trim() === 'PONG'
     })
   }
 
@@ -97,13 +106,21 @@ class RedisProcess implements RedisServer {
   }
 }
 
-/** redis-cli's arguments for a server started with a password */
-const auth = (password?: string): string[] => password === undefined ? [] : ['-a', password, '--no-auth-warning']
+/** redis-cli's arguments for a server started with credentials */
+const cliAuth = (auth?: ServerAuth): string[] =>
+  auth === undefined ? [] : [...(auth.user === undefined ? [] : ['--user', auth.user]), '-a', auth.password, '--no-auth-warning']
 
-async function launch(t: Teardown | undefined, argv: (port: number, dir: string) => Promise<string[]>, password?: string): Promise<RedisServer> {
+/** The config lines (or redis-server arguments, one word each) that make a server require auth. */
+const authLines = (auth?: ServerAuth): string[][] => {
+  if (auth === undefined) return []
+  if (auth.user === undefined) return [['requirepass', auth.password]]
+  return [['user', 'default', 'off'], ['user', auth.user, 'on', `>${auth.password}`, '~*', '&*', '+@all']]
+}
+
+async function launch(t: Teardown | undefined, argv: (port: number, dir: string) => Promise<string[]>, auth?: ServerAuth): Promise<RedisServer> {
   const dir = await mkdtemp(join(tmpdir(), 'frpgw-redis-'))
   const port = await freePort()
-  const server = new RedisProcess(port, await argv(port, dir), password)
+  const server = new RedisProcess(port, await argv(port, dir), auth)
   t?.teardown(async () => {
     await server.stop()
     await rm(dir, { recursive: true, force: true })
@@ -115,18 +132,31 @@ async function launch(t: Teardown | undefined, argv: (port: number, dir: string)
 const serverArgv = (port: number, dir: string, ...extra: string[]): string[] =>
   ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra]
 
-export function startRedis(t?: Teardown): Promise<RedisServer> {
-  return launch(t, async (port, dir) => serverArgv(port, dir))
+/** With auth, it requires that password (requirepass), or that ACL user with the default user off. */
+export function startRedis(t?: Teardown, { auth }: { auth?: ServerAuth } = {}): Promise<RedisServer> {
+  return launch(t, async (port, dir) => serverArgv(port, dir, ...authLines(auth).flatMap(([key, ...values]) => [`--${key}`, ...values])), auth)
 }
 
-/** A Sentinel with quorum 1 that monitors `master` under `name`; downAfterMs set, it fails over that soon after the master stops answering. */
-export function startSentinel(t: Teardown | undefined, master: RedisServer, name: string, { downAfterMs }: { downAfterMs?: number } = {}): Promise<RedisServer> {
+export interface SentinelOptions {
+  /** fail over that soon after the master stops answering */
+  downAfterMs?: number
+  /** what the Sentinel gives the master (sentinel auth-user, auth-pass) */
+  masterAuth?: ServerAuth
+  /** what the Sentinel requires of its own clients */
+  auth?: ServerAuth
+}
+
+/** A Sentinel with quorum 1 that monitors `master` under `name`. */
+export function startSentinel(t: Teardown | undefined, master: RedisServer, name: string, { downAfterMs, masterAuth, auth }: SentinelOptions = {}): Promise<RedisServer> {
   return launch(t, async (port, dir) => {
     const conf = join(dir, 'sentinel.conf')
-    const fast = downAfterMs === undefined ? '' : `sentinel down-after-milliseconds ${name} ${downAfterMs}\nsentinel failover-timeout ${name} ${downAfterMs * 4}\n`
-    await writeFile(conf, `sentinel monitor ${name} 127.0.0.1 ${master.port} 1\n${fast}`)
+    const lines = [['sentinel', 'monitor', name, '127.0.0.1', String(master.port), '1'], ...authLines(auth)]
+    if (downAfterMs !== undefined) lines.push(['sentinel', 'down-after-milliseconds', name, String(downAfterMs)], ['sentinel', 'failover-timeout', name, String(downAfterMs * 4)])
+    if (masterAuth?.user !== undefined) lines.push(['sentinel', 'auth-user', name, masterAuth.user])
+    if (masterAuth !== undefined) lines.push(['sentinel', 'auth-pass', name, masterAuth.password])
+    await writeFile(conf, lines.map(line => `${line.join(' ')}\n`).join(''))
     return [conf, '--sentinel', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir]
-  })
+  }, auth)
 }
 
 /** 3 masters, no replicas; resolves once every node reports cluster_state:ok. With a password, every node requires it (urls carry it). */
@@ -136,12 +166,12 @@ export async function startRedisCluster(t?: Teardown, { password }: { password?:
   for (let i = 0; i < 3; i++) {
     // explicit bus port: the default port + 10000 can be past 65535 for an ephemeral port
     servers.push(await launch(t, async (port, dir) =>
-      serverArgv(port, dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(await freePort()), ...secured), password))
+      serverArgv(port, dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(await freePort()), ...secured), password === undefined ? undefined : { password }))
   }
   const nodes = servers.map(s => ({ host: '127.0.0.1', port: s.port }))
-  await redisCli(servers[0].port, ...auth(password), '--cluster', 'create', ...nodes.map(n => `${n.host}:${n.port}`), '--cluster-replicas', '0', '--cluster-yes')
+  await servers[0].cli('--cluster', 'create', ...nodes.map(n => `${n.host}:${n.port}`), '--cluster-replicas', '0', '--cluster-yes')
   for (const s of servers) {
-    await waitFor(`cluster_state:ok on ${s.port}`, async () => (await redisCli(s.port, ...auth(password), 'CLUSTER', 'INFO')).includes('cluster_state:ok'), 30_000)
+    await waitFor(`cluster_state:ok on ${s.port}`, async () => (await s.cli('CLUSTER', 'INFO')).includes('cluster_state:ok'), 30_000)
   }
   return { nodes, servers, urls: servers.map(s => s.url), stop: async () => { await Promise.all(servers.map(s => s.stop())) } }
 }
