@@ -30,6 +30,7 @@ const sentinelForm = z.strictObject({
   password: secret.optional().describe('password of the master and replicas: their requirepass, or the ACL user\'s'),
   sentinelUsername: z.string().min(1).optional().describe('ACL user of the Sentinels (needs sentinelPassword)'),
   sentinelPassword: secret.optional().describe('password of the Sentinels (their requirepass), when they need one'),
+  tls: z.boolean().optional().describe('true: TLS to the Sentinels and to the master; trust a private CA with NODE_EXTRA_CA_CERTS'),
   keyPrefix
 }).superRefine((cfg, ctx) => {
   // Redis's AUTH takes a user with its password: a user alone would be sent with an empty one

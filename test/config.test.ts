@@ -62,15 +62,16 @@ t.test('every error is reported with its JSON path', async t => {
   t.equal(byPath['chain[2].options.x'], 'unknown key')
 })
 
-t.test('the Sentinel form of redis takes credentials for each side; a wrong value names its path, never the password', async t => {
+t.test('the Sentinel form of redis takes credentials and tls for each side; a wrong value names its path, never the password', async t => {
   const sentinels = [{ host: '127.0.0.1', port: 26379 }]
-  const full = { sentinels, name: 'gw', username: 'app', password: 'pw1', sentinelUsername: 'watch', sentinelPassword: 'pw2' }
+  const full = { sentinels, name: 'gw', username: 'app', password: 'pw1', sentinelUsername: 'watch', sentinelPassword: 'pw2', tls: true }
   t.same(parseConfig({ redis: full }).redis, { ...full, keyPrefix: 'frpgw:' })
   t.same(parseConfig({ redis: { sentinels, name: 'gw' } }).redis, { sentinels, name: 'gw', keyPrefix: 'frpgw:' }, 'all optional')
   const problems = (redis: object): Array<[string, string]> => issuesOf(() => parseConfig({ redis: { sentinels, name: 'gw', ...redis } })).map(i => [i.path, i.message])
-  t.same(problems({ password: 1234, sentinelUsername: 7, sentinelPassword: 'pw2' }), [
+  t.same(problems({ password: 1234, tls: 'yes', sentinelUsername: 7, sentinelPassword: 'pw2' }), [
     ['redis.password', 'Invalid input: expected string, received number'],
-    ['redis.sentinelUsername', 'Invalid input: expected string, received number']
+    ['redis.sentinelUsername', 'Invalid input: expected string, received number'],
+    ['redis.tls', 'Invalid input: expected boolean, received string']
   ])
   t.same(problems({ sentinelPasword: 'pw-typo' }), [['redis.sentinelPasword', 'unknown key']])
   t.same(problems({ password: '' }), [['redis.password', 'expected a non-empty password']])

@@ -15,6 +15,8 @@ export interface SentinelConfig {
   /** of the Sentinels */
   sentinelUsername?: string
   sentinelPassword?: string
+  /** to the Sentinels and to the master */
+  tls?: boolean
 }
 
 export interface RedisClientOptions {
@@ -40,10 +42,12 @@ export function clusterNodeOptions (urls: readonly string[]): RedisOptions {
   return out
 }
 
-/** ioredis's options for a Sentinel set: it sends the Sentinels' credentials to them alone, the others to the master. */
+/** ioredis's options for a Sentinel set: it sends the Sentinels' credentials and TLS to them alone, the others to the master. */
 function sentinelOptions (cfg: SentinelConfig): RedisOptions {
   const { sentinels, name, username, password, sentinelUsername, sentinelPassword } = cfg
-  return { sentinels, name, username, password, sentinelUsername, sentinelPassword }
+  // without enableTLSForSentinelMode ioredis connects the master in plain TCP whatever tls says
+  const tls = cfg.tls === true ? { tls: {}, sentinelTLS: {}, enableTLSForSentinelMode: true } : {}
+  return { sentinels, name, username, password, sentinelUsername, sentinelPassword, ...tls }
 }
 
 /** The Redis of the config as a message names it, without its password. */

@@ -3,8 +3,9 @@ import { once } from 'node:events'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import type { TestCerts } from './tls.js'
 
 interface Teardown { teardown(fn: () => unknown): void }
 
@@ -23,6 +24,9 @@ export interface RedisServer {
 
 /** Credentials a server requires: requirepass (user undefined) or an ACL user (the default user then off). */
 export interface ServerAuth { user?: string; password: string }
+
+/** What a client needs to reach a server: its credentials, and with tls the only port is TLS (certificates of makeCerts). */
+export interface ServerAccess { auth?: ServerAuth; tls?: TestCerts }
 
 export interface RedisClusterHandle {
   nodes: { host: string; port: number }[]
@@ -68,12 +72,14 @@ class RedisProcess implements RedisServer {
   readonly url: string
   #child: ChildProcess | undefined
 
-  constructor(readonly port: number, private readonly argv: string[], private readonly auth?: ServerAuth) {
-    this.url = `redis://${auth === undefined ? '' : `${auth.user ?? ''}:${auth.password}@`}127.0.0.1:${port}`
+  constructor(readonly port: number, private readonly argv: string[], private readonly access: ServerAccess) {
+    const { auth, tls } = access
+    this.url = `redis${tls === undefined ? '' : 's'}://${auth === undefined ? '' : `${auth.user ?? ''}:${auth.password}@`}127.0.0.1:${port}`
   }
 
   cli(...args: string[]): Promise<string> {
-    return redisCli(this.port, ...cliAuth(this.auth), ...args)
+    const { auth, tls } = this.access
+    return redisCli(this.port, ...cliAuth(auth), ...(tls === undefined ? [] : ['--tls', '--cacert', tls.caFile]), ...args)
   }
 
   async start(): Promise<void> {
@@ -117,10 +123,21 @@ const authLines = (auth?: ServerAuth): string[][] => {
   return [['user', 'default', 'off'], ['user', auth.user, 'on', `>${auth.password}`, '~*', '&*', '+@all']]
 }
 
-async function launch(t: Teardown | undefined, argv: (port: number, dir: string) => Promise<string[]>, auth?: ServerAuth): Promise<RedisServer> {
+/**
+ * redis-server arguments that make `port` TLS only; after the others, since the last --port wins. Its
+ * outgoing connections (a Sentinel's to the master) are TLS too.
+ */
+const tlsArgs = (port: number, tls?: TestCerts): string[] => {
+  if (tls === undefined) return []
+  const dir = dirname(tls.caFile)
+  return ['--port', '0', '--tls-port', String(port), '--tls-cert-file', join(dir, 'server.pem'), '--tls-key-file', join(dir, 'server.key'),
+    '--tls-ca-cert-file', tls.caFile, '--tls-auth-clients', 'no', '--tls-replication', 'yes']
+}
+
+async function launch(t: Teardown | undefined, argv: (port: number, dir: string) => Promise<string[]>, access: ServerAccess = {}): Promise<RedisServer> {
   const dir = await mkdtemp(join(tmpdir(), 'frpgw-redis-'))
   const port = await freePort()
-  const server = new RedisProcess(port, await argv(port, dir), auth)
+  const server = new RedisProcess(port, [...await argv(port, dir), ...tlsArgs(port, access.tls)], access)
   t?.teardown(async () => {
     await server.stop()
     await rm(dir, { recursive: true, force: true })
@@ -133,8 +150,8 @@ const serverArgv = (port: number, dir: string, ...extra: string[]): string[] =>
   ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra]
 
 /** With auth, it requires that password (requirepass), or that ACL user with the default user off. */
-export function startRedis(t?: Teardown, { auth }: { auth?: ServerAuth } = {}): Promise<RedisServer> {
-  return launch(t, async (port, dir) => serverArgv(port, dir, ...authLines(auth).flatMap(([key, ...values]) => [`--${key}`, ...values])), auth)
+export function startRedis(t?: Teardown, access: ServerAccess = {}): Promise<RedisServer> {
+  return launch(t, async (port, dir) => serverArgv(port, dir, ...authLines(access.auth).flatMap(([key, ...values]) => [`--${key}`, ...values])), access)
 }
 
 export interface SentinelOptions {
@@ -144,10 +161,12 @@ export interface SentinelOptions {
   masterAuth?: ServerAuth
   /** what the Sentinel requires of its own clients */
   auth?: ServerAuth
+  /** TLS only, to its clients and to the master */
+  tls?: TestCerts
 }
 
 /** A Sentinel with quorum 1 that monitors `master` under `name`. */
-export function startSentinel(t: Teardown | undefined, master: RedisServer, name: string, { downAfterMs, masterAuth, auth }: SentinelOptions = {}): Promise<RedisServer> {
+export function startSentinel(t: Teardown | undefined, master: RedisServer, name: string, { downAfterMs, masterAuth, auth, tls }: SentinelOptions = {}): Promise<RedisServer> {
   return launch(t, async (port, dir) => {
     const conf = join(dir, 'sentinel.conf')
     const lines = [['sentinel', 'monitor', name, '127.0.0.1', String(master.port), '1'], ...authLines(auth)]
@@ -156,7 +175,7 @@ export function startSentinel(t: Teardown | undefined, master: RedisServer, name
     if (masterAuth !== undefined) lines.push(['sentinel', 'auth-pass', name, masterAuth.password])
     await writeFile(conf, lines.map(line => `${line.join(' ')}\n`).join(''))
     return [conf, '--sentinel', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir]
-  }, auth)
+  }, { auth, tls })
 }
 
 /** 3 masters, no replicas; resolves once every node reports cluster_state:ok. With a password, every node requires it (urls carry it). */
@@ -166,7 +185,7 @@ export async function startRedisCluster(t?: Teardown, { password }: { password?:
   for (let i = 0; i < 3; i++) {
     // explicit bus port: the default port + 10000 can be past 65535 for an ephemeral port
     servers.push(await launch(t, async (port, dir) =>
-      serverArgv(port, dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(await freePort()), ...secured), password === undefined ? undefined : { password }))
+      serverArgv(port, dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(await freePort()), ...secured), { auth: password === undefined ? undefined : { password } }))
   }
   const nodes = servers.map(s => ({ host: '127.0.0.1', port: s.port }))
   await servers[0].cli('--cluster', 'create', ...nodes.map(n => `${n.host}:${n.port}`), '--cluster-replicas', '0', '--cluster-yes')
