@@ -24,8 +24,9 @@ const redisUrl = z.string().regex(/^rediss?:\/\//, 'expected a redis:// or redis
 const urlForm = z.strictObject({ url: redisUrl, keyPrefix })
 const clusterForm = z.strictObject({ cluster: z.array(redisUrl).min(1), keyPrefix })
 const sentinelForm = z.strictObject({
-  sentinels: z.array(z.strictObject({ host: z.string(), port: intIn(1, 65535) })).min(1),
-  name: z.string().describe('the master\'s name, as the Sentinels monitor it'),
+  sentinels: z.array(z.strictObject({ host: z.string().min(1, 'expected a host name or address'), port: intIn(1, 65535) })).min(1),
+  // ioredis refuses an empty name only when the client is made, in words of its own
+  name: z.string().min(1, 'expected the master\'s name, as the Sentinels monitor it').describe('the master\'s name, as the Sentinels monitor it'),
   username: z.string().min(1).optional().describe('ACL user of the master and replicas (needs password)'),
   password: secret.optional().describe('password of the master and replicas: their requirepass, or the ACL user\'s'),
   sentinelUsername: z.string().min(1).optional().describe('ACL user of the Sentinels (needs sentinelPassword)'),

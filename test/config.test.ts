@@ -80,6 +80,11 @@ t.test('the Sentinel form of redis takes credentials and tls for each side; a wr
     ['redis.sentinelUsername', 'sentinelUsername needs sentinelPassword (Redis\'s AUTH takes both)']
   ])
   t.same(problems({ password: ['pw-in-a-list'] }), [['redis.password', 'Invalid input: expected string, received array']])
+  // ioredis took an empty host for localhost, and said of an empty name 'chain[0].options.store: Requires the name of master.'
+  t.same(problems({ name: '', sentinels: [{ host: '', port: 26379 }] }), [
+    ['redis.sentinels[0].host', 'expected a host name or address'],
+    ['redis.name', 'expected the master\'s name, as the Sentinels monitor it']
+  ])
   // the other forms keep their own, the wrong form's keys are unknown there
   t.same(issuesOf(() => parseConfig({ redis: { url: 'redis://h', password: 'pw' } })).map(i => [i.path, i.message]), [['redis.password', 'unknown key']])
   t.same(issuesOf(() => parseConfig({ redis: { host: 'h' } })).map(i => [i.path, i.message]), [['redis', 'expected {url}, {cluster: [urls]} or {sentinels: [{host, port}], name}']])
