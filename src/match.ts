@@ -2,7 +2,7 @@ import { BlockList, isIP } from 'node:net'
 import { z } from 'zod'
 import { compileAt } from './errors.js'
 import {
-  carries, clientIp, clientMetas, clientUser, foldedPath, getIn, isObject, jsonRecord, OPS, own, parsePath, pathTarget, proxyMetas, remoteIp, sameJson,
+  carries, clientIp, clientMetas, clientUser, foldedPath, getIn, isObject, jsonRecord, OPS, own, parsePath, pathTarget, proxyMetas, proxyTypeSchema, remoteIp, sameJson,
   stringRecord, type Content, type Op
 } from './protocol.js'
 import type { ProxyLookup } from './registry/store.js'
@@ -41,7 +41,7 @@ const someKey = <T extends z.ZodType>(schema: T, what: string) =>
 
 export const whenSchema: z.ZodType<When> = z.lazy(() => z.strictObject({
   users: names.optional().describe('client user names (Login: user; other ops: user.user)'),
-  proxyTypes: names.optional().describe('proxy types: tcp, udp, http, https, stcp, xtcp, sudp, tcpmux'),
+  proxyTypes: z.array(proxyTypeSchema).min(1).optional().describe('proxy types: tcp, udp, http, https, stcp, xtcp, sudp, tcpmux'),
   proxyNames: names.optional().describe('globs against proxy_name (* and ?); frps prefixes it with "user."'),
   metas: someKey(stringRecord(), 'metas condition').optional().describe('client metas that must have these exact values'),
   proxyMetas: someKey(metaValues, 'proxyMetas condition').optional().describe('proxy metas -> a value or a list of values (any of them). NewProxy: its own metas; ' +

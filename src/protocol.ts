@@ -11,6 +11,12 @@ const OP_SET: ReadonlySet<string> = new Set(OPS)
 const hasOwn = Object.hasOwn
 export const isOp = (value: unknown): value is Op => typeof value === 'string' && OP_SET.has(value)
 
+/** The proxy types frps knows: a closed set, so a misspelt one in a config would match nothing. */
+export const PROXY_TYPES = ['tcp', 'udp', 'http', 'https', 'stcp', 'xtcp', 'sudp', 'tcpmux'] as const
+export const proxyTypeSchema = z.enum(PROXY_TYPES, {
+  error: issue => `${clip(JSON.stringify(issue.input) ?? String(issue.input))} is not a proxy type frps knows: ${PROXY_TYPES.join(', ')}`
+})
+
 // frps < 0.4x sends zero values and nil maps as null, newer frps omits them: every field is optional and nullable.
 const opt = <T extends z.ZodType>(type: T) => type.nullable().optional()
 const received = (v: unknown): string => v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v

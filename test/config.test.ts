@@ -172,13 +172,24 @@ t.test('every number has a bound the code honours: past it, the error names the 
   }
 })
 
+t.test('a proxy type frps does not know (misspelt, in another case) is a config error naming it: it would match nothing', async t => {
+  const known = 'tcp, udp, http, https, stcp, xtcp, sudp, tcpmux'
+  t.same(issuesOf(() => parseConfig({
+    chain: [{ name: 'a', plugin: 'reject', ops: ['NewProxy'], when: { proxyTypes: ['TCP', 'udp', 'htpp'], not: { proxyTypes: ['xtcp', 'quic'] } } }]
+  })), [
+    { path: 'chain[0].when.proxyTypes[0]', message: `"TCP" is not a proxy type frps knows: ${known}` },
+    { path: 'chain[0].when.proxyTypes[2]', message: `"htpp" is not a proxy type frps knows: ${known}` },
+    { path: 'chain[0].when.not.proxyTypes[1]', message: `"quic" is not a proxy type frps knows: ${known}` }
+  ])
+})
+
 t.test('empty names in when and bad when.fields paths are config errors with their path', async t => {
   t.same(issuesOf(() => parseConfig({
     chain: [{ name: 'a', plugin: 'reject', when: { users: ['root', ''], proxyNames: [''], not: { proxyTypes: ['tcp', ''] } } }]
   })), [
     { path: 'chain[0].when.users[1]', message: 'an empty name never matches: frps omits empty values' },
     { path: 'chain[0].when.proxyNames[0]', message: 'an empty name never matches: frps omits empty values' },
-    { path: 'chain[0].when.not.proxyTypes[1]', message: 'an empty name never matches: frps omits empty values' }
+    { path: 'chain[0].when.not.proxyTypes[1]', message: '"" is not a proxy type frps knows: tcp, udp, http, https, stcp, xtcp, sudp, tcpmux' }
   ])
   const config = parseConfig(JSON.parse(`{ "chain": [
     { "name": "a", "plugin": "reject", "when": { "fields": { "__proto__.x": 1 } } },

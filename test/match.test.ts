@@ -299,7 +299,7 @@ t.test('empty names and globs are config errors with their path', async t => {
   t.notOk(r.success)
   t.same(r.error?.issues.map(i => [i.path.join('.'), i.message]), [
     ['users.1', 'an empty name never matches: frps omits empty values'],
-    ['proxyTypes.0', 'an empty name never matches: frps omits empty values'],
+    ['proxyTypes.0', '"" is not a proxy type frps knows: tcp, udp, http, https, stcp, xtcp, sudp, tcpmux'],
     ['proxyNames.1', 'an empty name never matches: frps omits empty values'],
     ['not.users.0', 'an empty name never matches: frps omits empty values']
   ])

@@ -1,7 +1,7 @@
 import { request } from 'undici'
 import { readBounded, undiciTimeouts } from '../bounds.js'
 import { describeJsonError } from '../json-error.js'
-import { PROXY_TYPES } from '../users/record.js'
+import { PROXY_TYPES } from '../protocol.js'
 import type { RegistryStore } from './store.js'
 
 export interface FrpsApiConfig {

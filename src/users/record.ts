@@ -4,7 +4,7 @@ import { intIn } from '../bounds.js'
 import { ConfigError, type ConfigIssue } from '../errors.js'
 import { issuesOf } from '../issues.js'
 import { cidrList, compileGlob, portRanges } from '../match.js'
-import { stringRecord } from '../protocol.js'
+import { proxyTypeSchema, stringRecord } from '../protocol.js'
 
 /**
  * frpc checks no user name (any string goes, and frps prefixes proxy names with it), so this is our
@@ -12,8 +12,6 @@ import { stringRecord } from '../protocol.js'
  */
 export const USER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/
 export const userNameSchema = z.string().regex(USER_NAME, 'expected a user name of 1-64 characters: A-Z, a-z, 0-9, _ . @ - (not first)')
-
-export const PROXY_TYPES = ['tcp', 'udp', 'http', 'https', 'stcp', 'xtcp', 'sudp', 'tcpmux'] as const
 
 /** Bounds of one record, so a table of 10,000 users stays a few MB. */
 const MAX_LIST = 1000
@@ -56,7 +54,7 @@ export const userRecordSchema = z.strictObject({
     .refine(realDate, 'not a real date-time').optional().describe('ISO date-time with a zone; from then on the user is refused'),
   clientCidrs: z.array(z.string()).max(MAX_LIST).superRefine(eachCompiles(cidrList)).optional()
     .describe("CIDRs or addresses that Login's client_address must be inside"),
-  proxyTypes: z.array(z.enum(PROXY_TYPES)).optional().describe('proxy types the user may register'),
+  proxyTypes: z.array(proxyTypeSchema).optional().describe('proxy types the user may register'),
   proxyNames: globs.optional().describe('globs (* and ?) on the proxy name without the "user." prefix'),
   ports: z.array(portItem).max(MAX_LIST).superRefine(eachCompiles(portRanges)).optional()
     .describe('tcp/udp remote ports and "low-high" ranges; absent: any port; []: no tcp/udp proxy'),
