@@ -163,7 +163,7 @@ export function compileGlob (glob: string): (name: string) => boolean {
 }
 
 /** One `when.fields` entry: the ops whose content can hold the path, and a test of its value. */
-function fieldCheck (raw: string, wanted: unknown): Check {
+function fieldCheck (raw: string, wanted: unknown): { ops: ReadonlySet<Op>, check: Check } {
   const path = parsePath(raw)
   // frps never sends such a key: the condition would read a field that is always absent
   for (const op of OPS) {
@@ -183,11 +183,14 @@ function fieldCheck (raw: string, wanted: unknown): Check {
       throw new Error(`${JSON.stringify(value)} can never match: ${ops.size === 0 ? 'no op carries this field' : `${raw} is ${kind}`}${hint}`)
     }
   }
-  return (op, c) => {
-    if (!ops.has(op)) return false
-    const value = getIn(c, path)
-    for (const w of values) if (w === null ? value == null : sameJson(value, w)) return true
-    return false
+  return {
+    ops,
+    check: (op, c) => {
+      if (!ops.has(op)) return false
+      const value = getIn(c, path)
+      for (const w of values) if (w === null ? value == null : sameJson(value, w)) return true
+      return false
+    }
   }
 }
 
@@ -198,10 +201,34 @@ const inSet = (values: string[]) => {
 
 const opsCarrying = (field: string): ReadonlySet<Op> => new Set(OPS.filter(op => carries(op, [field])))
 
-/** Compiles a `when` once; every CIDR, glob and range is checked here, not per call (errors: OptionError with the key's path). */
-export function compileWhen (when: When | undefined): Matcher {
+const only = (...ops: Op[]): ReadonlySet<Op> => new Set(ops)
+
+/**
+ * A condition that holds on none of the step's ops (`clientCidrs` on a NewProxy step) makes a step that never
+ * runs, which no one means: a config error naming it. Under `not` such a condition holds on every call instead.
+ */
+function checkOps (holds: Array<[string, ReadonlySet<Op>]>, stepOps: readonly Op[]): void {
+  const on = (ops: ReadonlySet<Op>): string => `only on ${[...ops].join(', ')}`
+  const never = `the step runs on ${stepOps.join(', ')}: it would never run; set its "ops" or drop the condition`
+  let joint: readonly Op[] = stepOps
+  for (const [name, ops] of holds) {
+    if (!stepOps.some(op => ops.has(op))) compileAt(name, () => { throw new Error(`this holds ${on(ops)}, and ${never}`) })
+    joint = joint.filter(op => ops.has(op))
+  }
+  if (joint.length === 0 && holds.every(([, ops]) => stepOps.some(op => ops.has(op)))) {
+    throw new Error(`its conditions hold together on no op the step runs on (${holds.map(([name, ops]) => `${name} ${on(ops)}`).join('; ')}): it would never run`)
+  }
+}
+
+/**
+ * Compiles a `when` once; every CIDR, glob and range is checked here, not per call (errors: OptionError with the key's path).
+ * With `stepOps`, a condition that can hold on none of them is an error too.
+ */
+export function compileWhen (when: When | undefined, stepOps?: readonly Op[]): Matcher {
   if (when === undefined) return () => null
   const checks: Array<[string, Check]> = []
+  // the ops on which a condition can hold, for those that cannot hold on every op
+  const holds: Array<[string, ReadonlySet<Op>]> = []
   if (when.users) {
     const has = inSet(when.users)
     checks.push(['users', (op, c) => has(clientUser(op, c))])
@@ -210,11 +237,13 @@ export function compileWhen (when: When | undefined): Matcher {
     const has = inSet(when.proxyTypes)
     // an unknown field of that name in another op's content is not the proxy's
     const typed = opsCarrying('proxy_type')
+    holds.push(['proxyTypes', typed])
     checks.push(['proxyTypes', (op, c) => typed.has(op) && has(own(c, 'proxy_type'))])
   }
   if (when.proxyNames) {
     const globs = when.proxyNames.map(compileGlob)
     const named = opsCarrying('proxy_name')
+    holds.push(['proxyNames', named])
     checks.push(['proxyNames', (op, c) => {
       const name = own(c, 'proxy_name')
       return named.has(op) && typeof name === 'string' && globs.some(match => match(name))
@@ -239,14 +268,17 @@ export function compileWhen (when: When | undefined): Matcher {
   }
   if (when.clientCidrs) {
     const inside = compileAt('clientCidrs', () => cidrList(when.clientCidrs as string[]))
+    holds.push(['clientCidrs', only('Login')])
     checks.push(['clientCidrs', (op, c) => inside(clientIp(op, c))])
   }
   if (when.remoteCidrs) {
     const inside = compileAt('remoteCidrs', () => cidrList(when.remoteCidrs as string[]))
+    holds.push(['remoteCidrs', only('NewUserConn')])
     checks.push(['remoteCidrs', (op, c) => inside(remoteIp(op, c))])
   }
   if (when.remotePorts) {
     const inside = compileAt('remotePorts', () => portRanges(when.remotePorts as Array<number | string>))
+    holds.push(['remotePorts', only('NewProxy')])
     checks.push(['remotePorts', (op, c) => {
       // frps omits a zero remote_port (frps picks the port): absent and null mean 0
       const port = own(c, 'remote_port') ?? 0
@@ -255,7 +287,8 @@ export function compileWhen (when: When | undefined): Matcher {
   }
   if (when.fields) {
     const fields = Object.entries(when.fields).map(([raw, wanted]) => compileAt(`fields.${raw}`, () => fieldCheck(raw, wanted)))
-    checks.push(['fields', (op, c) => fields.every(check => check(op, c))])
+    for (const [i, raw] of Object.keys(when.fields).entries()) if (fields[i] !== undefined) holds.push([`fields.${raw}`, fields[i].ops])
+    checks.push(['fields', (op, c) => fields.every(field => field.check(op, c))])
   }
   if (when.not) {
     const inner = compileAt('not', () => {
@@ -264,6 +297,7 @@ export function compileWhen (when: When | undefined): Matcher {
     })
     checks.push(['not', (op, c, ctx) => inner(op, c, ctx) !== null])
   }
+  if (stepOps !== undefined) checkOps(holds, stepOps)
   // while the registry cannot be read (onStoreError allow), a `when` that reads it does not hold, even under `not`
   if (proxyMetasPath(when) !== undefined) checks.unshift(['proxyMetas', (_op, _c, ctx) => ctx?.proxy !== 'error'])
   return (op, content, ctx) => {

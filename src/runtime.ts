@@ -360,7 +360,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     const metasAt = proxyMetasPath(sc.when)
     const templates = proxyMetaReads()
     const { value, issues: found } = collectIssues(`chain[${i}]`, () => ({
-      when: compileAt('when', () => compileWhen(sc.when)),
+      when: compileAt('when', () => compileWhen(sc.when, ops)),
       metas: metasAt === undefined ? undefined : compileAt(`when.${metasAt}`, () => checkProxyMetas(ops, stores.registry !== undefined)),
       run: compileAt('options', () => def.create(sc.options, {
         name: sc.name, ops, log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind), users: () => stores.userTable(),

@@ -6,7 +6,7 @@ import { createLogger } from '../src/log.js'
 import { createMetrics } from '../src/metrics.js'
 import { createRuntime } from '../src/runtime.js'
 import { configFile, ROOT } from './helpers/cli.js'
-import { issuesOf } from './helpers/issues.js'
+import { issuesOf, issuesOfAsync } from './helpers/issues.js'
 
 t.test('config/gateway.schema.json is the schema the code generates (regenerate with `frp-plugin-gateway schema`)', async t => {
   const committed = JSON.parse(readFileSync(`${ROOT}config/gateway.schema.json`, 'utf8'))
@@ -201,6 +201,26 @@ t.test('empty names in when and bad when.fields paths are config errors with the
   t.same((err as ConfigError).issues, [
     { path: 'chain[0].when.fields.__proto__.x', message: '"__proto__.x" goes through "__proto__": no frp field is named so, and a path must never reach a prototype' },
     { path: 'chain[1].when.not.fields.use_encryption', message: '"no" can never match: use_encryption is a boolean' }
+  ])
+})
+
+t.test('a when condition that holds on none of the step\'s ops is a config error naming it: the step would never run', async t => {
+  const config = parseConfig({
+    chain: [
+      { name: 'a', plugin: 'reject', ops: ['Login'], when: { proxyTypes: ['tcp'], fields: { remote_port: 6000 } } },
+      { name: 'b', plugin: 'reject', ops: ['NewProxy', 'Ping'], when: { clientCidrs: ['10.0.0.0/8'], remoteCidrs: ['10.0.0.0/8'] } },
+      { name: 'c', plugin: 'reject', when: { clientCidrs: ['10.0.0.0/8'], remotePorts: [6000] } },
+      // each holds on some op of these, and under not a condition holds where its field is absent
+      { name: 'd', plugin: 'reject', ops: ['Login', 'NewProxy'], when: { proxyNames: ['a.*'], not: { clientCidrs: ['10.0.0.0/8'] } } },
+      { name: 'e', plugin: 'reject', ops: ['Login'], when: { users: ['a'], metas: { k: 'v' }, fields: { 'x.y': 1 } } }
+    ]
+  })
+  t.same(await issuesOfAsync(async () => await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }), open: false })), [
+    { path: 'chain[0].when.proxyTypes', message: 'this holds only on NewProxy, NewUserConn, and the step runs on Login: it would never run; set its "ops" or drop the condition' },
+    { path: 'chain[0].when.fields.remote_port', message: 'this holds only on NewProxy, and the step runs on Login: it would never run; set its "ops" or drop the condition' },
+    { path: 'chain[1].when.clientCidrs', message: 'this holds only on Login, and the step runs on NewProxy, Ping: it would never run; set its "ops" or drop the condition' },
+    { path: 'chain[1].when.remoteCidrs', message: 'this holds only on NewUserConn, and the step runs on NewProxy, Ping: it would never run; set its "ops" or drop the condition' },
+    { path: 'chain[2].when', message: 'its conditions hold together on no op the step runs on (clientCidrs only on Login; remotePorts only on NewProxy): it would never run' }
   ])
 })
 
