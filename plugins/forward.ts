@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import { Pool, type Dispatcher } from 'undici'
 import { z } from 'zod'
-import { BodyTooLarge, intIn, MAX_DEADLINE_MS, parseHttpUrl, readBounded, undiciTimeouts } from '../src/bounds.js'
+import { BodyTooLarge, checkHeader, FRAMING_HEADERS, intIn, MAX_DEADLINE_MS, parseHttpUrl, readBounded, undiciTimeouts } from '../src/bounds.js'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import { describeJsonError } from '../src/json-error.js'
@@ -19,12 +19,7 @@ const DEADLINE_GRACE_MS = 20
 const NEVER_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'])
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
 // What frps sends and what frames the request: extra headers add to these, never replace them.
-const RESERVED_HEADERS = new Set([
-  'content-type', 'x-frp-reqid', 'user-agent', 'host', 'content-length', 'transfer-encoding', 'connection',
-  'keep-alive', 'upgrade', 'expect', 'te', 'trailer'
-])
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
+const RESERVED_HEADERS = new Set(['content-type', 'x-frp-reqid', 'user-agent', ...FRAMING_HEADERS])
 // frps's Go client, header by header; the reqid follows per call
 const FRPS_HEADERS = ['User-Agent', 'Go-http-client/1.1', 'Content-Type', 'application/json']
 
@@ -118,12 +113,10 @@ function readCa (path: string): Buffer {
   return pem
 }
 
-function checkHeader (name: string, value: string): void {
-  if (!TOKEN.test(name)) throw new Error('not a valid header name')
-  if (RESERVED_HEADERS.has(name.toLowerCase())) throw new Error('the gateway sets this header as frps does; it cannot be replaced')
+function checkForwardHeader (name: string, value: string): void {
+  checkHeader(name, value, RESERVED_HEADERS, 'the gateway sets this header as frps does; it cannot be replaced')
   // a compressed answer would be read as JSON, and every call fail
   if (name.toLowerCase() === 'accept-encoding') throw new Error('the gateway reads answers as they come, uncompressed: it cannot ask for an encoding')
-  if (!FIELD_VALUE.test(value)) throw new Error('the value holds a control character')
 }
 
 export default definePlugin({
@@ -152,7 +145,7 @@ export default definePlugin({
     if (url?.protocol === 'http:' && (options.tls.ca !== undefined || !options.tls.verify)) compileAt('tls', () => { throw new Error('tls applies to https:// URLs only') })
     const ca = options.tls.ca !== undefined ? compileAt('tls.ca', () => readCa(deps.resolvePath(options.tls.ca as string))) : undefined
     const extra = Object.entries(options.headers).flatMap(([name, value]) => {
-      compileAt(`headers.${name}`, () => checkHeader(name, value))
+      compileAt(`headers.${name}`, () => checkForwardHeader(name, value))
       return [name, value]
     })
     const query = url.search === '' ? '?' : `${url.search}&`

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { durationIn, intIn, parseHttpUrl } from '../src/bounds.js'
+import { checkHeader, durationIn, FRAMING_HEADERS, intIn, parseHttpUrl } from '../src/bounds.js'
 import { definePlugin } from '../src/chain.js'
 import type { CommitEvent } from '../src/commit.js'
 import { compileAt, OptionError } from '../src/errors.js'
@@ -45,6 +45,8 @@ const sink = z.union([
   z.strictObject({ file: z.strictObject({ path: z.string().min(1) }) })
 ], { error: 'expected exactly one of {"webhook": {...}}, {"redisStream": {...}}, {"file": {...}}' })
 
+// the sink posts JSON: a content-type of the config would be a second one
+const WEBHOOK_RESERVED = new Set(['content-type', ...FRAMING_HEADERS])
 const MAX_TEMPLATE_DEPTH = 8
 const BACKOFF_MS = 200
 const MAX_HELD_KEYS = 100_000
@@ -108,6 +110,9 @@ export default definePlugin({
       const s = options.sink
       if ('webhook' in s) {
         compileAt('webhook.url', () => parseHttpUrl(s.webhook.url))
+        for (const [name, value] of Object.entries(s.webhook.headers)) {
+          compileAt(`webhook.headers.${name}`, () => checkHeader(name, value, WEBHOOK_RESERVED, 'the gateway sets this header (content-type: application/json) or undici frames the request with it: it cannot be given'))
+        }
         return new WebhookSink({ ...s.webhook, connections: options.concurrency })
       }
       if ('redisStream' in s) return new RedisStreamSink(deps.redis(), s.redisStream.stream, s.redisStream.maxLen)

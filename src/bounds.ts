@@ -45,6 +45,21 @@ export function parseHttpUrl (raw: string): URL {
   return url
 }
 
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
+/** What frames a request: undici sets these, and refuses or garbles a request given one of its own. */
+export const FRAMING_HEADERS = ['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'expect', 'te', 'trailer']
+
+/**
+ * An extra request header of the config, checked once: undici refuses a bad name or value on every
+ * request, which would fail every call; `reserved` (lower case) are headers the gateway sets itself.
+ */
+export function checkHeader (name: string, value: string, reserved: ReadonlySet<string>, why: string): void {
+  if (!TOKEN.test(name)) throw new Error('not a valid header name')
+  if (reserved.has(name.toLowerCase())) throw new Error(why)
+  if (!FIELD_VALUE.test(value)) throw new Error('the value holds a control character')
+}
+
 /** A body past its bound: read no further (leaving the loop that reads it destroys the stream). */
 export class BodyTooLarge extends Error {}
 

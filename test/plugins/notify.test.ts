@@ -169,7 +169,7 @@ t.test('redisStream and file sinks; trace shows the event and sends nothing', as
   t.equal(readFileSync(join(dir, 'events.jsonl'), 'utf8'), '{"u":"alice"}\n', 'trace sent nothing')
 })
 
-t.test('config: shadow mode, a sink with two keys, a bad template name, credentials in a webhook URL are errors', async t => {
+t.test('config: shadow mode, a sink with two keys, a bad template name, credentials in a webhook URL, webhook headers undici refuses are errors', async t => {
   const sink = { file: { path: '/tmp/x' } }
   const one = async (step: Record<string, unknown>) => await configIssues(t, { chain: [{ name: 'a', plugin: 'notify', ...step }] })
   t.match(await one({ mode: 'shadow', options: { sink } }), [{ path: 'chain[0].mode', message: /shadow mode has no meaning/ }])
@@ -179,6 +179,14 @@ t.test('config: shadow mode, a sink with two keys, a bad template name, credenti
   // undici would drop them from every POST: the receiver would answer 401 to each event
   t.same(await one({ options: { sink: { webhook: { url: 'http://hook:s3cret@127.0.0.1/x' } } } }),
     [{ path: 'chain[0].options.sink.webhook.url', message: 'credentials in the URL are not sent: put an Authorization header in headers' }])
+  // undici refused each of these on every POST (every event failed), or sent a second content-type
+  const reserved = 'the gateway sets this header (content-type: application/json) or undici frames the request with it: it cannot be given'
+  t.same(await one({ options: { sink: { webhook: { url: 'http://127.0.0.1/x', headers: { 'X Team': 'a', 'X-Team': 'a\r\nb', 'Content-Type': 'text/plain', 'Content-Length': '3', Authorization: 'Bearer t' } } } } }), [
+    { path: 'chain[0].options.sink.webhook.headers.X Team', message: 'not a valid header name' },
+    { path: 'chain[0].options.sink.webhook.headers.X-Team', message: 'the value holds a control character' },
+    { path: 'chain[0].options.sink.webhook.headers.Content-Type', message: reserved },
+    { path: 'chain[0].options.sink.webhook.headers.Content-Length', message: reserved }
+  ])
 })
 
 t.test('SIGTERM drains the queues (within drainMs): events still waiting for a slow receiver are sent before exit', async t => {
