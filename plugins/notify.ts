@@ -105,7 +105,7 @@ export default definePlugin({
     const render = compileEvent(options.template ?? DEFAULT_EVENT, deps.name, 'template')
     const outcomes = new Set<string>(options.outcomes)
     const throttle = options.throttle
-    const throttleKey = throttle === undefined ? undefined : compileAt('throttle.key', () => compileTemplate(throttle.key, { step: deps.name, extra: EVENT_NAMES }))
+    const throttleKey = throttle === undefined ? undefined : compileAt('throttle.key', () => compileTemplate(throttle.key, { step: deps.name, extra: EVENT_NAMES, keyOf: deps.ops }))
     const target: Sink = compileAt('sink', () => {
       const s = options.sink
       if ('webhook' in s) {

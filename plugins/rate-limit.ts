@@ -50,7 +50,7 @@ export default definePlugin({
     reason: z.string().default('rate limit exceeded by {{step}}: retry in {{retry_after}}s').describe('template; may use {{retry_after}} (seconds)')
   }).superRefine(checkRule),
   create (options, deps) {
-    const key = compileAt('key', () => compileTemplate(options.key, { step: deps.name }))
+    const key = compileAt('key', () => compileTemplate(options.key, { step: deps.name, keyOf: deps.ops }))
     const reason = compileAt('reason', () => compileTemplate(options.reason, { step: deps.name, extra: ['retry_after'] }))
     const store = compileAt('store', () => deps.store(options.store))
     const rule = { limit: options.limit, windowMs: options.window, burst: options.burst ?? defaultBurst(options.limit) }

@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto'
 import { isSecretName, redactContent } from './log.js'
-import { clientIp, clientMetas, clientRunId, clientUser, getIn, own, proxyMetas, remoteIp, type Content, type Op } from './protocol.js'
+import { carries, clientIp, clientMetas, clientRunId, clientUser, getIn, OPS, own, proxyMetas, remoteIp, type Content, type Op } from './protocol.js'
 import type { ProxyLookup } from './registry/store.js'
 
 /**
@@ -72,11 +72,20 @@ function getterFor (name: string, step: string, extra: readonly string[]): Gette
   throw new Error(`unknown template name {{${name}}}: expected one of ${known.join(', ')}`)
 }
 
+/** The ops on which a name can render anything but ''; undefined: every op. */
+function opsWithValue (name: string): readonly Op[] | undefined {
+  if (name === 'client_ip') return ['Login']
+  if (name === 'remote_ip') return ['NewUserConn']
+  if (name === 'proxy_name' || name === 'proxy_type') return OPS.filter(op => carries(op, [name]))
+  if (name.startsWith('proxy_metas.')) return ['NewProxy', 'NewUserConn', 'CloseProxy']
+  if (name.startsWith('content.')) return OPS.filter(op => carries(op, name.slice('content.'.length).split('.')))
+}
+
 /**
  * Compiles `a {{user}} b` once into a function. Throws naming the offending part when the template
  * is malformed or names something unknown; a value missing at run time renders as ''.
  */
-export function compileTemplate (source: string, opts: { step: string, extra?: readonly string[] }): Template {
+export function compileTemplate (source: string, opts: { step: string, extra?: readonly string[], keyOf?: readonly Op[] }): Template {
   const parts: Array<string | Getter> = []
   let at = 0
   while (at < source.length) {
@@ -85,7 +94,13 @@ export function compileTemplate (source: string, opts: { step: string, extra?: r
     const close = source.indexOf('}}', open + 2)
     if (close === -1) throw new Error(`unclosed "{{" at position ${open} in template "${source}"`)
     if (open > at) parts.push(source.slice(at, open))
-    parts.push(getterFor(source.slice(open + 2, close).trim(), opts.step, opts.extra ?? []))
+    const name = source.slice(open + 2, close).trim()
+    parts.push(getterFor(name, opts.step, opts.extra ?? []))
+    // a key (`keyOf`: the step's ops) meant to tell calls apart: a name empty on all of them makes every call share one
+    const on = opts.keyOf === undefined ? undefined : opsWithValue(name)
+    if (on !== undefined && !on.some(op => opts.keyOf?.includes(op))) {
+      throw new Error(`{{${name}}} is empty on every op of the step (${opts.keyOf?.join(', ')}): only ${on.join(', ')} carr${on.length === 1 ? 'ies' : 'y'} it, so it tells no call apart`)
+    }
     at = close + 2
   }
   const template: Template = render(parts)

@@ -55,6 +55,22 @@ t.test('store "redis" without a redis block is a config error on its path', asyn
   t.match((err as ConfigError).issues[0].message, /needs the top-level "redis" block/)
 })
 
+t.test('a key name empty on every op of the step is a config error: every call would share one bucket', async t => {
+  const err = await startGateway(t, { chain: [
+    { name: 'a', plugin: 'rate-limit', ops: ['NewProxy'], options: { key: '{{client_ip}}', limit: 1, window: '1m' } },
+    { name: 'b', plugin: 'rate-limit', ops: ['Login', 'Ping'], options: { key: '{{user}}|{{content.remote_port}}', limit: 1, window: '1m' } },
+    // each has a value on some op of its step: a call of the others renders it empty, as documented
+    { name: 'c', plugin: 'rate-limit', ops: ['Login', 'NewProxy'], options: { key: '{{client_ip}}|{{proxy_name}}|{{content.x}}', limit: 1, window: '1m' } },
+    { name: 'd', plugin: 'notify', ops: ['NewUserConn'], options: { sink: { file: { path: '/dev/null' } }, throttle: { limit: 1, window: '1m', key: '{{proxy_type}}{{client_ip}}' } } }
+  ] }).then(() => null, (e: unknown) => e)
+  t.ok(err instanceof ConfigError)
+  t.same((err as ConfigError).issues, [
+    { path: 'chain[0].options.key', message: '{{client_ip}} is empty on every op of the step (NewProxy): only Login carries it, so it tells no call apart' },
+    { path: 'chain[1].options.key', message: '{{content.remote_port}} is empty on every op of the step (Login, Ping): only NewProxy carries it, so it tells no call apart' },
+    { path: 'chain[3].options.throttle.key', message: '{{client_ip}} is empty on every op of the step (NewUserConn): only Login carries it, so it tells no call apart' }
+  ])
+})
+
 t.test('redis store: the same limits, keys under the prefix with a hash tag and a TTL', async t => {
   const redis = await startRedis(t)
   const gw = await startGateway(t, loginLimit({}, { redis: { url: redis.url, keyPrefix: 'test:' } }))
