@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { definePlugin, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import {
-  AGREED_FIELDS, AGREED_OP, checkFields, foldedPath, getIn, goFold, jsonRecord, nestsDeeper, OPS, parsePath, pathTarget, sameJson, setIn, type Content
+  AGREED_FIELDS, AGREED_OP, carries, checkFields, foldedPath, getIn, goFold, jsonRecord, nestsDeeper, OPS, parsePath, pathTarget, sameJson, setIn, type Content
 } from '../src/protocol.js'
 import { compileTemplate, isConstantTemplate, type TemplateContext } from '../src/template.js'
 
@@ -75,6 +75,12 @@ export default definePlugin({
           throw new Error(`${path.join('.')} is ${field.kind} in ${op} content: ${template ? 'a template renders a string, which' : `${JSON.stringify(value)}`} ` +
             'would fail every call the step runs on')
         }
+      }
+      // a field of other ops only (remote_port on Login): Go decodes the answer into the op's own struct and drops it
+      if (!deps.ops.some(op => carries(op, path))) {
+        const owners = OPS.filter(op => carries(op, path))
+        throw new Error(`${path[0]} is a field of ${owners.join(', ')} content only: the step runs on ${deps.ops.join(', ')}, ` +
+          'where frps would ignore it; set the step\'s ops')
       }
       touched.add(path[0])
       return path

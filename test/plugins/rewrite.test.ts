@@ -287,6 +287,22 @@ t.test('a path the step\'s ops cannot hold is a config error, not a reject on ev
   t.same((await gw.call('NewProxy', { custom_domains: null })).body, modified({ x_future: { 0: { a: 'new' } }, custom_domains: null, user: { x_future: { y: 1 } }, metas: { k: 'v' } }))
 })
 
+t.test('a field only other ops carry is a config error on a step none of whose ops carries it: frps would ignore it', async t => {
+  t.same(await configIssues(t, steps(['Login'],
+    { set: { remote_port: 6000 }, default: { subdomain: 'x' }, remove: ['custom_domains'] }
+  )), [
+    { path: 'chain[0].options.set.remote_port', message: 'remote_port is a field of NewProxy content only: the step runs on Login, where frps would ignore it; set the step\'s ops' },
+    { path: 'chain[0].options.default.subdomain', message: 'subdomain is a field of NewProxy content only: the step runs on Login, where frps would ignore it; set the step\'s ops' },
+    { path: 'chain[0].options.remove[0]', message: 'custom_domains is a field of NewProxy content only: the step runs on Login, where frps would ignore it; set the step\'s ops' }
+  ])
+  t.same(await configIssues(t, steps(['NewProxy', 'Ping'], { replace: [{ path: 'hostname', pattern: 'a', replacement: 'b' }] })), [
+    { path: 'chain[0].options.replace[0].path', message: 'hostname is a field of Login content only: the step runs on NewProxy, Ping, where frps would ignore it; set the step\'s ops' }
+  ])
+  // one op of the step carries it; a field frps does not know goes on every op
+  const gw = await startGateway(t, steps(['Login', 'NewProxy'], { set: { remote_port: 6000, 'x_future.a': 1 } }))
+  t.same((await gw.call('NewProxy', { proxy_name: 'a' })).body, modified({ proxy_name: 'a', remote_port: 6000, x_future: { a: 1 } }))
+})
+
 t.test('replace: unsafe patterns are refused at check; values longer than the bound fail the step, never reach the regex', async t => {
   const unsafe = 'unsafe pattern: nested quantifiers (like (a+)+) or a large repetition can take exponential time on a value frpc sends; simplify it'
   t.same(await configIssues(t, steps(['NewProxy'],

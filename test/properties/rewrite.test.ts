@@ -15,36 +15,42 @@ const deps = { name: NAME, log: pino({ level: 'silent' }), metrics: createMetric
 const ctxFor = (op: Op): CallContext => ({ op, wireOp: op, reqid: 'r-1', deadline: performance.now() + 1000, log: deps.log as any })
 
 const TOP = [...new Set(Object.values(FIELDS).flatMap(f => Object.keys(f)))]
-const segment = fc.oneof(
-  { arbitrary: fc.constantFrom(...TOP), weight: 4 },
-  { arbitrary: fc.constantFrom('user', 'metas', 'x', '0', '1', '3'), weight: 3 },
-  { arbitrary: fc.constantFrom(...HOSTILE_KEYS), weight: 1 },
-  { arbitrary: fc.string({ minLength: 1, maxLength: 4 }).filter(s => !s.includes('.')), weight: 1 }
-)
-const path = fc.oneof(
-  { arbitrary: fc.array(segment, { minLength: 1, maxLength: 4 }).map(p => p.join('.')), weight: 5 },
-  // an element of a list, past its end too
-  { arbitrary: fc.tuple(fc.constantFrom('locations', 'custom_domains', 'allow_users', 'x'), fc.nat(4)).map(([l, i]) => `${l}.${i}`), weight: 2 }
-)
 const TEMPLATES = ['{{user}}', 'v-{{reqid}}', '{{content.proxy_name}}', '{{metas.constructor}}', '{{proxy_metas.x}}', '{{content.user.metas}}', '{{step}}@{{op}}']
-// a value typed for the field the path ends in, now and then; else anything
-const value = path.chain(p => {
-  const last = p.slice(p.lastIndexOf('.') + 1)
-  const type = Object.values(FIELDS).map(f => f[last]).find(v => v !== undefined)
-  return fc.tuple(fc.constant(p), fc.oneof(
-    ...(type !== undefined ? [{ arbitrary: valueOf(type), weight: 3 }] : []),
-    { arbitrary: fc.constantFrom(...TEMPLATES, ...POOL), weight: 2 },
-    { arbitrary: json, weight: 1 }
-  ))
-})
 const PATTERNS = ['a', '^', '$', '.', '\\.', '(\\w+)', 'x*', '[\\u2028\\0]', '(?<n>l)', '^(.*)$']
 const REPLACEMENTS = ['', 'b', '$1', '$&', '$<n>', '$$', '{{user}}', '\u2028']
-const options = fc.record({
-  set: fc.array(value, { maxLength: 3 }).map(Object.fromEntries),
-  default: fc.array(value, { maxLength: 2 }).map(Object.fromEntries),
-  remove: fc.array(path, { maxLength: 2 }),
-  replace: fc.array(fc.record({ path, pattern: fc.constantFrom(...PATTERNS), replacement: fc.constantFrom(...REPLACEMENTS) }), { maxLength: 2 })
-}, { requiredKeys: [] })
+
+/** Options of a step on `op`: mostly paths of its own fields; one only other ops carry (refused: frps would ignore it) now and then. */
+function optionsFor (op: Op) {
+  const own = (names: string[]): string[] => names.filter(name => name === 'x' || Object.hasOwn(FIELDS[op], name))
+  const segment = fc.oneof(
+    { arbitrary: fc.constantFrom(...Object.keys(FIELDS[op])), weight: 3 },
+    { arbitrary: fc.constantFrom(...TOP), weight: 1 },
+    { arbitrary: fc.constantFrom(...own(['user', 'metas', 'x']), '0', '1', '3'), weight: 3 },
+    { arbitrary: fc.constantFrom(...HOSTILE_KEYS), weight: 1 },
+    { arbitrary: fc.string({ minLength: 1, maxLength: 4 }).filter(s => !s.includes('.')), weight: 1 }
+  )
+  const path = fc.oneof(
+    { arbitrary: fc.array(segment, { minLength: 1, maxLength: 4 }).map(p => p.join('.')), weight: 5 },
+    // an element of a list, past its end too
+    { arbitrary: fc.tuple(fc.constantFrom(...own(['locations', 'custom_domains', 'allow_users', 'x'])), fc.nat(4)).map(([l, i]) => `${l}.${i}`), weight: 2 }
+  )
+  // a value typed for the field the path ends in, now and then; else anything
+  const value = path.chain(p => {
+    const last = p.slice(p.lastIndexOf('.') + 1)
+    const type = Object.values(FIELDS).map(f => f[last]).find(v => v !== undefined)
+    return fc.tuple(fc.constant(p), fc.oneof(
+      ...(type !== undefined ? [{ arbitrary: valueOf(type), weight: 3 }] : []),
+      { arbitrary: fc.constantFrom(...TEMPLATES, ...POOL), weight: 2 },
+      { arbitrary: json, weight: 1 }
+    ))
+  })
+  return fc.record({
+    set: fc.array(value, { maxLength: 3 }).map(Object.fromEntries),
+    default: fc.array(value, { maxLength: 2 }).map(Object.fromEntries),
+    remove: fc.array(path, { maxLength: 2 }),
+    replace: fc.array(fc.record({ path, pattern: fc.constantFrom(...PATTERNS), replacement: fc.constantFrom(...REPLACEMENTS) }), { maxLength: 2 })
+  }, { requiredKeys: [] })
+}
 
 const pathsOf = (o: { set?: object, default?: object, remove?: string[], replace?: Array<{ path: string }> }): string[][] =>
   [...Object.keys(o.set ?? {}), ...Object.keys(o.default ?? {}), ...(o.remove ?? []), ...(o.replace ?? []).map(r => r.path)].map(p => p.split('.'))
@@ -79,7 +85,7 @@ t.test('rewrite (its factory) on any content: no throw, no mutation, no pollutio
   let compiled = 0
   let changed = 0
   let rejected = 0
-  await holds(t, 'rewrite invariants', fc.property(options, opContent(), (raw, [op, content]) => {
+  await holds(t, 'rewrite invariants', fc.property(opContent().chain(oc => fc.tuple(optionsFor(oc[0]), fc.constant(oc))), ([raw, [op, content]]) => {
     // deeper content never reaches a step: the RPC route answers it FRPGW_ERR_TOO_DEEP
     fc.pre(depthOf(content) < MAX_CONTENT_DEPTH)
     let step
@@ -117,19 +123,15 @@ t.test('rewrite (its factory) on any content: no throw, no mutation, no pollutio
 })
 
 t.test('through the gateway: fields a rewrite does not touch reach frps byte-identical', async t => {
-  const common = {
-    set: { 'metas.owner': '{{user}}', 'x_future.a': '{{content.user.metas}}' },
-    default: { subdomain: '{{user}}' },
-    remove: ['http_pwd'],
-    replace: [{ path: 'hostname', pattern: '^(.*)$', replacement: '$1!' }]
-  }
-  // Login's user is the name itself: user.metas paths are for the other ops (check refuses them on Login)
+  const set = { 'metas.owner': '{{user}}', 'x_future.a': '{{content.user.metas}}' }
+  // Login's user is the name itself: user.metas paths are for the other ops (check refuses them on Login);
+  // hostname is Login's field, subdomain and http_pwd NewProxy's (check refuses a field none of a step's ops carries)
   const gw = await startGateway(t, { chain: [
-    { name: `${NAME}-login`, plugin: 'rewrite', ops: ['Login'], options: common },
+    { name: `${NAME}-login`, plugin: 'rewrite', ops: ['Login'], options: { set, replace: [{ path: 'hostname', pattern: '^(.*)$', replacement: '$1!' }] } },
+    { name: `${NAME}-proxy`, plugin: 'rewrite', ops: ['NewProxy'], options: { default: { subdomain: '{{user}}' }, remove: ['http_pwd'] } },
     { name: NAME, plugin: 'rewrite', ops: ['NewProxy', 'CloseProxy', 'Ping', 'NewWorkConn', 'NewUserConn'], options: {
-      ...common,
-      set: { ...common.set, 'user.metas.seen_by': '{{step}}' },
-      remove: [...common.remove, 'user.metas.token']
+      set: { ...set, 'user.metas.seen_by': '{{step}}' },
+      remove: ['user.metas.token']
     } }
   ] }, { level: 'silent' })
   const touched = new Set(['user', 'metas', 'x_future', 'subdomain', 'http_pwd', 'hostname'])
