@@ -1,3 +1,5 @@
+import { statSync } from 'node:fs'
+import { dirname } from 'node:path'
 import { z } from 'zod'
 import { checkHeader, durationIn, FRAMING_HEADERS, intIn, parseHttpUrl } from '../src/bounds.js'
 import { definePlugin } from '../src/chain.js'
@@ -53,6 +55,12 @@ const MAX_HELD_KEYS = 100_000
 
 type Rendered = string | number | boolean | null | Rendered[] | { [key: string]: Rendered }
 type Render = (event: CommitEvent, values: TemplateContext['values']) => Rendered
+
+/** The sink opens the file at its first event and creates no folder: a path that could never open would fail every event. */
+function checkFilePath (path: string): void {
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory() === true) throw new Error(`${path} is a folder: give a file in it`)
+  if (statSync(dirname(path), { throwIfNoEntry: false })?.isDirectory() !== true) throw new Error(`${dirname(path)} is not a folder: the file's folder must exist`)
+}
 
 /** The template, a JSON value whose strings are templates, compiled once into one render function. */
 function compileEvent (value: unknown, step: string, path: string, depth = 0): Render {
@@ -116,7 +124,9 @@ export default definePlugin({
         return new WebhookSink({ ...s.webhook, connections: options.concurrency })
       }
       if ('redisStream' in s) return new RedisStreamSink(deps.redis(), s.redisStream.stream, s.redisStream.maxLen)
-      return new FileSink(deps.resolvePath(s.file.path))
+      const path = deps.resolvePath(s.file.path)
+      compileAt('file.path', () => checkFilePath(path))
+      return new FileSink(path)
     })
     const counters = Object.fromEntries([...QUEUE_RESULTS].map(r => [r, deps.metrics.notifyEvents.labels(deps.name, r)])) as unknown as Record<QueueResult, { inc: () => void }>
     const queue = new SinkQueue(target, {

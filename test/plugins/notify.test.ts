@@ -169,7 +169,7 @@ t.test('redisStream and file sinks; trace shows the event and sends nothing', as
   t.equal(readFileSync(join(dir, 'events.jsonl'), 'utf8'), '{"u":"alice"}\n', 'trace sent nothing')
 })
 
-t.test('config: shadow mode, a sink with two keys, a bad template name, credentials in a webhook URL, webhook headers undici refuses are errors', async t => {
+t.test('config: shadow mode, a sink with two keys, a bad template name, credentials in a webhook URL, webhook headers undici refuses, a file that could never open are errors', async t => {
   const sink = { file: { path: '/tmp/x' } }
   const one = async (step: Record<string, unknown>) => await configIssues(t, { chain: [{ name: 'a', plugin: 'notify', ...step }] })
   t.match(await one({ mode: 'shadow', options: { sink } }), [{ path: 'chain[0].mode', message: /shadow mode has no meaning/ }])
@@ -187,6 +187,11 @@ t.test('config: shadow mode, a sink with two keys, a bad template name, credenti
     { path: 'chain[0].options.sink.webhook.headers.Content-Type', message: reserved },
     { path: 'chain[0].options.sink.webhook.headers.Content-Length', message: reserved }
   ])
+  // the sink creates no folder: each event would fail to open the file
+  t.same(await one({ options: { sink: { file: { path: '/nonexistent/dir/events.jsonl' } } } }),
+    [{ path: 'chain[0].options.sink.file.path', message: '/nonexistent/dir is not a folder: the file\'s folder must exist' }])
+  t.same(await one({ options: { sink: { file: { path: '/tmp' } } } }),
+    [{ path: 'chain[0].options.sink.file.path', message: '/tmp is a folder: give a file in it' }])
 })
 
 t.test('SIGTERM drains the queues (within drainMs): events still waiting for a slow receiver are sent before exit', async t => {
