@@ -182,6 +182,11 @@ function fieldCheck (raw: string, wanted: unknown): { ops: ReadonlySet<Op>, chec
       const hint = Array.isArray(wanted) && kind?.startsWith('a list') === true ? ' (a list of values matches any of them: match a list with [[...]])' : ''
       throw new Error(`${JSON.stringify(value)} can never match: ${ops.size === 0 ? 'no op carries this field' : `${raw} is ${kind}`}${hint}`)
     }
+    // frps's proxy types are a closed set: "TCP" would match nothing, as in when.proxyTypes
+    if (path.length === 1 && path[0] === 'proxy_type') {
+      const known = proxyTypeSchema.safeParse(value)
+      if (!known.success) throw new Error(known.error.issues[0].message)
+    }
   }
   return {
     ops,

@@ -183,6 +183,16 @@ t.test('a proxy type frps does not know (misspelt, in another case) is a config 
   ])
 })
 
+t.test('when.fields: a proxy_type frps does not know is a config error too', async t => {
+  const config = parseConfig({
+    chain: [{ name: 'a', plugin: 'reject', ops: ['NewProxy'], when: { fields: { proxy_type: ['tcp', 'Tcp'] }, not: { fields: { proxy_type: 'htpp' } } } }]
+  })
+  t.same(await issuesOfAsync(async () => await createRuntime(config, { metrics: createMetrics(), log: createLogger({ level: 'silent', redact: [] }), open: false })), [
+    { path: 'chain[0].when.fields.proxy_type', message: '"Tcp" is not a proxy type frps knows: tcp, udp, http, https, stcp, xtcp, sudp, tcpmux' },
+    { path: 'chain[0].when.not.fields.proxy_type', message: '"htpp" is not a proxy type frps knows: tcp, udp, http, https, stcp, xtcp, sudp, tcpmux' }
+  ])
+})
+
 t.test('empty names in when and bad when.fields paths are config errors with their path', async t => {
   t.same(issuesOf(() => parseConfig({
     chain: [{ name: 'a', plugin: 'reject', when: { users: ['root', ''], proxyNames: [''], not: { proxyTypes: ['tcp', ''] } } }]
