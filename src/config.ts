@@ -66,11 +66,20 @@ const stepBase = {
   enabled: z.boolean().default(true)
 }
 
+// an op given twice put the step twice in that op's chain: it ran twice a call (a rate limit took two tokens)
+const once = (ops: string[], ctx: z.RefinementCtx): void => {
+  ops.forEach((op, i) => {
+    const first = ops.indexOf(op)
+    if (first < i) ctx.addIssue({ code: 'custom', path: [i], message: `${op} is given again (first at ops[${first}]): the step would run twice on each call` })
+  })
+}
+
 const pluginNames = Object.keys(plugins)
 const steps = Object.entries(plugins).map(([name, def]) => z.strictObject({
   ...stepBase,
   plugin: z.literal(name).describe(def.description),
-  ops: z.array(z.enum(def.ops as [string, ...string[]])).min(1).optional().describe('default: every op the plugin supports'),
+  ops: z.array(z.enum(def.ops as [string, ...string[]])).min(1).superRefine(once).meta({ uniqueItems: true }).optional()
+    .describe('default: every op the plugin supports'),
   options: (def.options as z.ZodType).prefault({})
 }))
 const step = z.discriminatedUnion('plugin', steps as unknown as [typeof steps[number]], {

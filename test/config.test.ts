@@ -193,6 +193,15 @@ t.test('when.fields: a proxy_type frps does not know is a config error too', asy
   ])
 })
 
+t.test('an op given twice in a step\'s ops is a config error: the step would run twice on each call', async t => {
+  t.same(issuesOf(() => parseConfig({
+    chain: [{ name: 'a', plugin: 'rate-limit', ops: ['Login', 'NewProxy', 'Login', 'NewProxy'], options: { limit: 2, window: '1h' } }]
+  })), [
+    { path: 'chain[0].ops[2]', message: 'Login is given again (first at ops[0]): the step would run twice on each call' },
+    { path: 'chain[0].ops[3]', message: 'NewProxy is given again (first at ops[1]): the step would run twice on each call' }
+  ])
+})
+
 t.test('empty names in when and bad when.fields paths are config errors with their path', async t => {
   t.same(issuesOf(() => parseConfig({
     chain: [{ name: 'a', plugin: 'reject', when: { users: ['root', ''], proxyNames: [''], not: { proxyTypes: ['tcp', ''] } } }]
