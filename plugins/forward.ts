@@ -113,8 +113,8 @@ function readCa (path: string): Buffer {
   return pem
 }
 
-function checkForwardHeader (name: string, value: string): void {
-  checkHeader(name, value, RESERVED_HEADERS, 'the gateway sets this header as frps does; it cannot be replaced')
+function checkForwardHeader (name: string, value: string, seen: Map<string, string>): void {
+  checkHeader(name, value, RESERVED_HEADERS, 'the gateway sets this header as frps does; it cannot be replaced', seen)
   // a compressed answer would be read as JSON, and every call fail
   if (name.toLowerCase() === 'accept-encoding') throw new Error('the gateway reads answers as they come, uncompressed: it cannot ask for an encoding')
 }
@@ -144,8 +144,9 @@ export default definePlugin({
     const url = compileAt('url', () => parseHttpUrl(options.url))
     if (url?.protocol === 'http:' && (options.tls.ca !== undefined || !options.tls.verify)) compileAt('tls', () => { throw new Error('tls applies to https:// URLs only') })
     const ca = options.tls.ca !== undefined ? compileAt('tls.ca', () => readCa(deps.resolvePath(options.tls.ca as string))) : undefined
+    const seen = new Map<string, string>()
     const extra = Object.entries(options.headers).flatMap(([name, value]) => {
-      compileAt(`headers.${name}`, () => checkForwardHeader(name, value))
+      compileAt(`headers.${name}`, () => checkForwardHeader(name, value, seen))
       return [name, value]
     })
     const query = url.search === '' ? '?' : `${url.search}&`

@@ -118,8 +118,9 @@ export default definePlugin({
       const s = options.sink
       if ('webhook' in s) {
         compileAt('webhook.url', () => parseHttpUrl(s.webhook.url))
+        const seen = new Map<string, string>()
         for (const [name, value] of Object.entries(s.webhook.headers)) {
-          compileAt(`webhook.headers.${name}`, () => checkHeader(name, value, WEBHOOK_RESERVED, 'the gateway sets this header (content-type: application/json) or undici frames the request with it: it cannot be given'))
+          compileAt(`webhook.headers.${name}`, () => checkHeader(name, value, WEBHOOK_RESERVED, 'the gateway sets this header (content-type: application/json) or undici frames the request with it: it cannot be given', seen))
         }
         return new WebhookSink({ ...s.webhook, connections: options.concurrency })
       }

@@ -52,12 +52,17 @@ export const FRAMING_HEADERS = ['host', 'content-length', 'transfer-encoding', '
 
 /**
  * An extra request header of the config, checked once: undici refuses a bad name or value on every
- * request, which would fail every call; `reserved` (lower case) are headers the gateway sets itself.
+ * request, which would fail every call; `reserved` (lower case) are headers the gateway sets itself;
+ * `seen`, the names checked before it in the same object, by their lower case.
  */
-export function checkHeader (name: string, value: string, reserved: ReadonlySet<string>, why: string): void {
+export function checkHeader (name: string, value: string, reserved: ReadonlySet<string>, why: string, seen: Map<string, string>): void {
   if (!TOKEN.test(name)) throw new Error('not a valid header name')
-  if (reserved.has(name.toLowerCase())) throw new Error(why)
+  const lower = name.toLowerCase()
+  if (reserved.has(lower)) throw new Error(why)
   if (!FIELD_VALUE.test(value)) throw new Error('the value holds a control character')
+  const first = seen.get(lower)
+  if (first !== undefined) throw new Error(`the same header as ${first} (header names ignore case): both would be sent`)
+  seen.set(lower, name)
 }
 
 /** A body past its bound: read no further (leaving the loop that reads it destroys the stream). */

@@ -292,6 +292,9 @@ t.test('bad options fail at start, naming the path', async t => {
   t.same(await issues({ url, headers: { 'Accept-Encoding': 'gzip' } }),
     [{ path: 'chain[0].options.headers.Accept-Encoding', message: 'the gateway reads answers as they come, uncompressed: it cannot ask for an encoding' }])
   t.same(await issues({ url, headers: { 'X Team': 'a' } }), [{ path: 'chain[0].options.headers.X Team', message: 'not a valid header name' }])
+  // undici would send both, and the plugin take either
+  t.same(await issues({ url, headers: { Authorization: 'Bearer a', authorization: 'Bearer b' } }),
+    [{ path: 'chain[0].options.headers.authorization', message: 'the same header as Authorization (header names ignore case): both would be sent' }])
   t.same(await issues({ url, headers: { 'X-Team': 'a\r\nHost: evil' } }),
     [{ path: 'chain[0].options.headers.X-Team', message: 'the value holds a control character' }])
   t.same(await issues({ url, tls: { verify: false } }), [{ path: 'chain[0].options.tls', message: 'tls applies to https:// URLs only' }])

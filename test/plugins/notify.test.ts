@@ -181,11 +181,12 @@ t.test('config: shadow mode, a sink with two keys, a bad template name, credenti
     [{ path: 'chain[0].options.sink.webhook.url', message: 'credentials in the URL are not sent: put an Authorization header in headers' }])
   // undici refused each of these on every POST (every event failed), or sent a second content-type
   const reserved = 'the gateway sets this header (content-type: application/json) or undici frames the request with it: it cannot be given'
-  t.same(await one({ options: { sink: { webhook: { url: 'http://127.0.0.1/x', headers: { 'X Team': 'a', 'X-Team': 'a\r\nb', 'Content-Type': 'text/plain', 'Content-Length': '3', Authorization: 'Bearer t' } } } } }), [
+  t.same(await one({ options: { sink: { webhook: { url: 'http://127.0.0.1/x', headers: { 'X Team': 'a', 'X-Team': 'a\r\nb', 'Content-Type': 'text/plain', 'Content-Length': '3', Authorization: 'Bearer t', AUTHORIZATION: 'Bearer u' } } } } }), [
     { path: 'chain[0].options.sink.webhook.headers.X Team', message: 'not a valid header name' },
     { path: 'chain[0].options.sink.webhook.headers.X-Team', message: 'the value holds a control character' },
     { path: 'chain[0].options.sink.webhook.headers.Content-Type', message: reserved },
-    { path: 'chain[0].options.sink.webhook.headers.Content-Length', message: reserved }
+    { path: 'chain[0].options.sink.webhook.headers.Content-Length', message: reserved },
+    { path: 'chain[0].options.sink.webhook.headers.AUTHORIZATION', message: 'the same header as Authorization (header names ignore case): both would be sent' }
   ])
   // the sink creates no folder: each event would fail to open the file
   t.same(await one({ options: { sink: { file: { path: '/nonexistent/dir/events.jsonl' } } } }),
