@@ -170,7 +170,7 @@ function parseParts (raw: unknown): { config: Config, issues: ConfigIssue[] } {
     else issues.push(...issuesOf(parsed.error, ['chain', i]), ...unknownPluginBase(s, parsed.error, i), ...whenOfUnparsed(s, i))
   })
   issues.push(...duplicateNames(steps))
-  if (top.success) issues.push(...adminRouteTaken(top.data))
+  if (top.success) issues.push(...adminRouteTaken(top.data), ...forwardToSelf(top.data.listen, chain))
   const base = top.success ? top.data : topLevel.parse({})
   const redisBlock = top.success ? top.data.redis : redisByForm.optional().safeParse((raw as { redis?: unknown } | null)?.redis).data
   const usersBlock = top.success ? top.data.users : (configSchema.shape.users).safeParse((raw as { users?: unknown } | null)?.users).data
@@ -184,6 +184,32 @@ function adminRouteTaken (config: { listen: { path: string }, admin?: unknown })
   const { path } = config.listen
   if (config.admin !== undefined || !(ADMIN_ROUTES.includes(path) || path.startsWith('/proxies/'))) return []
   return [{ path: 'listen.path', message: `"${path}" is an admin route, served on this listener without an "admin" block: choose another path, or add "admin"` }]
+}
+
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|::1|::ffff:127(\.\d{1,3}){3})$/i
+const ANY_ADDRESS = new Set(['0.0.0.0', '::'])
+
+/**
+ * A forward step whose url is the gateway's own RPC (the gateway's [[httpPlugins]] entry of frps.toml, copied
+ * into the chain) calls itself, which calls itself again: a hundred nested calls a call, until timeoutMs.
+ */
+function forwardToSelf (listen: { host: string, port: number, path: string, tls?: unknown }, chain: readonly StepConfig[]): ConfigIssue[] {
+  if (listen.port === 0) return []
+  return chain.flatMap((s, i) => {
+    if (s?.plugin !== 'forward' || !s.enabled) return []
+    let url
+    try {
+      url = new URL((s.options as { url: string }).url)
+    } catch {
+      return [] // the step's own compile says why
+    }
+    const port = url.port !== '' ? Number(url.port) : url.protocol === 'https:' ? 443 : 80
+    const host = url.hostname.replace(/^\[(.*)\]$/, '$1').toLowerCase()
+    // another host listening on the same port and path is another gateway: only this host's addresses are this one
+    const here = host === listen.host.toLowerCase() || (LOOPBACK.test(host) && (LOOPBACK.test(listen.host) || ANY_ADDRESS.has(listen.host)))
+    if (!here || port !== listen.port || url.pathname !== listen.path || url.protocol !== (listen.tls === undefined ? 'http:' : 'https:')) return []
+    return [{ path: `chain[${i}].options.url`, message: `${url.origin}${url.pathname} is this gateway's own RPC (listen): the step would call the gateway, which would call it again, on every call` }]
+  })
 }
 
 // A step of an unknown plugin still has its name, when, mode and enabled checked.

@@ -298,6 +298,18 @@ t.test('bad options fail at start, naming the path', async t => {
   t.same(await issues({ url, headers: { 'X-Team': 'a\r\nHost: evil' } }),
     [{ path: 'chain[0].options.headers.X-Team', message: 'the value holds a control character' }])
   t.same(await issues({ url, tls: { verify: false } }), [{ path: 'chain[0].options.tls', message: 'tls applies to https:// URLs only' }])
+  // the gateway's own [[httpPlugins]] entry copied into the chain: each call would call the gateway again, a hundred deep
+  const self = "is this gateway's own RPC (listen): the step would call the gateway, which would call it again, on every call"
+  t.same(await issues({ url: 'http://localhost:9000/handler?a=b' }), [{ path: 'chain[0].options.url', message: `http://localhost:9000/handler ${self}` }])
+  t.same(await configIssues(t, { listen: { host: '::', port: 9100 }, chain: [{ name: 'fw', plugin: 'forward', options: { url: 'http://[::1]:9100/handler' } }] }),
+    [{ path: 'chain[0].options.url', message: `http://[::1]:9100/handler ${self}` }])
+  t.same(await configIssues(t, { listen: { host: '10.0.0.5', port: 9100 }, chain: [{ name: 'fw', plugin: 'forward', options: { url: 'http://10.0.0.5:9100/handler' } }] }),
+    [{ path: 'chain[0].options.url', message: `http://10.0.0.5:9100/handler ${self}` }])
+  // the same port and path on another host, or on loopback while the gateway listens elsewhere, is another gateway
+  for (const [host, to] of [['0.0.0.0', 'http://10.0.0.6:9100/handler'], ['10.0.0.5', 'http://127.0.0.1:9100/handler']]) {
+    const gw = await startGateway(t, { listen: { host, port: 9100 }, chain: [{ name: 'fw', plugin: 'forward', options: { url: to } }] })
+    t.ok(gw, `${to} from a gateway on ${host}`)
+  }
   t.same(await issues({ url: 'https://127.0.0.1/', tls: { ca: '/nonexistent/ca.pem' } }),
     [{ path: 'chain[0].options.tls.ca', message: 'ENOENT: no such file or directory, open \'/nonexistent/ca.pem\'' }])
   t.same(await issues({ url: 'https://127.0.0.1/', tls: { ca: new URL(import.meta.url).pathname } }),
