@@ -145,10 +145,13 @@ t.test('two gateways on one Redis, hammered together, allow exactly the limit', 
     for (let i = 0; i < 10; i++) calls.push((i % 2 === 0 ? a : b).call('Login', { user: `u${round}-${i}` }))
     bodies.push(...(await Promise.all(calls)).map(r => r.body))
   }
-  t.equal(bodies.filter(body => !body.reject).length, 25)
   const allowedA = await a.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'allowed' }) ?? 0
   const allowedB = await b.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'allowed' }) ?? 0
   t.equal(allowedA + allowedB, 25)
+  // a machine loaded past Redis's 300 ms command timeout lets a call through by onStoreError allow, counted as such
+  const storeErrors = (await a.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'store_error' }) ?? 0) +
+    (await b.metric('frp_gateway_ratelimit_decisions_total', { step: 'login-rate', result: 'store_error' }) ?? 0)
+  t.equal(bodies.filter(body => !body.reject).length, 25 + storeErrors, `the limit, and ${storeErrors} calls Redis did not answer in time`)
   t.ok(allowedA > 0 && allowedB > 0, `both gateways allowed some (${allowedA} + ${allowedB})`)
 })
 
