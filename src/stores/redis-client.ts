@@ -120,11 +120,21 @@ export async function checkRedis (client: Redis | Cluster): Promise<void> {
  * sent to it in ioredis's queue (it matches replies in order), timed out or not: memory grew with every
  * call for as long as it hung. Dropped, the queue is emptied, and the new connection refuses commands
  * at once until it is ready.
+ * Drops too a connection ended on our side whose peer never closes it (a hung master that a Sentinel
+ * failover's disconnect ended): ioredis waits for its close, still 'ready', refusing every command.
  */
 function watchdog (redis: Redis, timeoutMs: number, dropped: (why: Error) => void): void {
   let head: unknown
   let ticks = 0
+  let ended = 0
   const timer = setInterval(() => {
+    ended = redis.status === 'ready' && redis.stream?.writable === false ? ended + 1 : 0
+    if (ended >= 2) {
+      ended = 0
+      dropped(timedOut(`the connection was ended and not closed for ${timeoutMs} ms, connecting again`))
+      redis.stream.destroy()
+      return
+    }
     const first = redis.commandQueue.length > 0 ? redis.commandQueue.peekFront() : undefined
     ticks = first !== undefined && first === head ? ticks + 1 : 0
     head = first

@@ -1,4 +1,5 @@
 import { once } from 'node:events'
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Cluster, Redis } from 'ioredis'
 import t from 'tap'
@@ -88,4 +89,33 @@ t.test('a Sentinel failover away from a master that hangs: the client follows th
   t.teardown(() => clearInterval(writing))
   t.ok(await until(() => written, 10_000), 'writes reach the new master while the old one still hangs')
   t.equal(await redisCli(replica.port, 'GET', 'k'), 'after\n')
+})
+
+t.test('a connection ended while its peer hangs (ready, not writable, no close ever) is dropped and made again', async t => {
+  const server = await startRedis(t)
+  // a hop that never passes the client's FIN on and never closes: the peer of a hung master, as a Sentinel failover's disconnect meets it
+  const held: Socket[] = []
+  const hop = createServer({ allowHalfOpen: true }, socket => {
+    const upstream = connect(server.port, '127.0.0.1')
+    held.push(socket, upstream)
+    socket.pipe(upstream, { end: false })
+    upstream.pipe(socket)
+    socket.on('error', () => {})
+    upstream.on('error', () => {})
+  })
+  hop.listen(0, '127.0.0.1')
+  await once(hop, 'listening')
+  t.teardown(() => { for (const s of held) s.destroy(); hop.close() })
+  const { client } = track({ url: `redis://127.0.0.1:${(hop.address() as AddressInfo).port}` })
+  await once(client, 'ready')
+  t.equal(await client.set('k', '1'), 'OK')
+
+  const redis = client as Redis
+  redis.stream.end()
+  t.equal(redis.status, 'ready', 'ioredis still says ready')
+  await t.rejects(redis.get('k'), /Stream isn't writeable/, 'and refuses every command')
+  let answered = false
+  const asking = setInterval(() => { redis.get('k').then(() => { answered = true }, () => {}) }, 50)
+  t.teardown(() => clearInterval(asking))
+  t.ok(await until(() => answered, 5000), 'a new connection answers')
 })

@@ -1,7 +1,7 @@
 import type { Test } from 'tap'
 import t from 'tap'
 import { startGateway } from '../helpers/gateway.js'
-import { startRedis, startSentinel, type ServerAuth } from '../helpers/redis.js'
+import { startRedis, startSentinel, waitFor, type ServerAuth } from '../helpers/redis.js'
 
 // Sentinel sets whose master and Sentinels require credentials, as production ones do: ACL users on
 // both here, so a password sent to the wrong side (or as the default user's) is refused.
@@ -48,4 +48,25 @@ t.test('a wrong password: /readyz and the log name the Sentinel set and which si
     const secrets = [alice.password, sam.password, 'wrong-master-pw', 'wrong-sentinel-pw']
     t.same([reason, ...gw.lines].filter(text => secrets.some(s => text.includes(s))), [], `${what}: no password in /readyz or the log`)
   }
+})
+
+t.test('a failover with passwords: the gateway logs in to the promoted replica with the same credentials', async t => {
+  const master = await startRedis(t, { auth: alice })
+  const replica = await startRedis(t, { auth: alice })
+  for (const args of [['CONFIG', 'SET', 'masteruser', alice.user as string], ['CONFIG', 'SET', 'masterauth', alice.password], ['REPLICAOF', '127.0.0.1', String(master.port)]]) await replica.cli(...args)
+  await waitFor('the replica in sync', async () => (await replica.cli('INFO', 'replication')).includes('master_link_status:up'))
+  const sentinel = await startSentinel(t, master, 'gw', { masterAuth: alice, auth: sam, downAfterMs: 500 })
+  await waitFor('the sentinel to know the replica', async () => (await sentinel.cli('SENTINEL', 'REPLICAS', 'gw')).includes(String(replica.port)))
+  const redis = { sentinels: [{ host: '127.0.0.1', port: sentinel.port }], name: 'gw', username: alice.user, password: alice.password, sentinelUsername: sam.user, sentinelPassword: sam.password }
+  const gw = await startGateway(t, { redis, chain: [{ ...limit, options: { ...limit.options, limit: 1000, onStoreError: 'reject' } }] })
+  t.equal((await gw.call('Login', { user: 'alice' })).body.reject, false)
+
+  master.pause(true)
+  t.teardown(() => { master.pause(false) })
+  await waitFor('the sentinel to promote the replica', async () => (await sentinel.cli('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'gw')).includes(String(replica.port)), 30_000)
+  let answer: unknown
+  for (let i = 0; i < 400 && (answer = (await gw.call('Login', { user: 'bob' })).body.reject) !== false; i++) await new Promise(resolve => setTimeout(resolve, 50))
+  t.equal(answer, false, 'a call allowed by the new master (onStoreError reject: not for want of Redis)')
+  t.match(await replica.cli('KEYS', 'frpgw:rl:*'), /bob/, 'its bucket is in the promoted replica')
+  t.same((await gw.app.inject({ method: 'GET', url: '/readyz' })).json(), { status: 'ready' })
 })
