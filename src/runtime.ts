@@ -112,7 +112,7 @@ export class Runtime {
     if (redis === undefined) return null
     let timer: NodeJS.Timeout | undefined
     try {
-      await Promise.race([checkRedis(redis), new Promise((_resolve, reject) => {
+      await Promise.race([checkRedis(redis, this.stores.writesRedis ? `${this.stores.keyPrefix}readyz` : undefined), new Promise((_resolve, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS)
       })])
       return null
@@ -236,10 +236,14 @@ class Stores {
     return this.redis
   }
 
-  /** The one Redis client of the runtime, shared by the rate-limit store and the user table. */
-  redisClient (who: string): Redis | Cluster {
+  /** true once a part that writes to Redis asked for it (the user table only reads): readiness then asks for a write */
+  writesRedis = false
+
+  /** The one Redis client of the runtime, shared by the rate-limit store, the registry, notify and the user table. */
+  redisClient (who: string, { readOnly = false } = {}): Redis | Cluster {
     const cfg = this.config.redis
     if (cfg === undefined) throw new Error(`${who} needs the top-level "redis" block`)
+    if (!readOnly) this.writesRedis = true
     if (this.client === undefined) {
       const { redisUp } = this.deps.metrics
       redisUp.set(0)
@@ -263,7 +267,7 @@ class Stores {
     const cfg = this.config.users
     if (cfg === undefined) throw new Error('the users step needs the top-level "users" block: {"file": "users.json"} or {"redis": {}}')
     if (this.users === undefined && 'redis' in cfg) {
-      this.users = new RedisUserSource(this.redisClient('users.redis'), { keyPrefix: this.keyPrefix, parse: parseUserRecord, cacheMs: cfg.redis.cacheMs })
+      this.users = new RedisUserSource(this.redisClient('users.redis', { readOnly: true }), { keyPrefix: this.keyPrefix, parse: parseUserRecord, cacheMs: cfg.redis.cacheMs })
     }
     // the users file did not read: reported under users.file, and this runtime is refused for it
     if (this.users === undefined) return UNREADABLE

@@ -4,8 +4,9 @@ import { parseConfig } from '../src/config.js'
 import { createLogger } from '../src/log.js'
 import { createMetrics } from '../src/metrics.js'
 import { createRuntime } from '../src/runtime.js'
-import { startDownstream } from './helpers/downstream.js'
+import { closedPort, startDownstream } from './helpers/downstream.js'
 import { startGateway } from './helpers/gateway.js'
+import { redisCli, startRedis } from './helpers/redis.js'
 
 const post = (payload: string, headers: Record<string, string> = { 'content-type': 'application/json' }, url = '/handler?version=0.1.0&op=Login') =>
   ({ method: 'POST' as const, url, headers, payload })
@@ -185,4 +186,22 @@ t.test('a call that fails after its chain decided (here: its log line) is answer
   const series = (await metrics.register.getSingleMetric('frp_gateway_requests_total')?.get())?.values.map(v => [v.labels.op, v.labels.outcome, v.value])
   t.same(series, [['invalid', 'error', 2]], 'each call counted once')
   t.same(lines.map(l => JSON.parse(l).msg), ['request failed', 'request failed'])
+})
+
+t.test('/readyz: a Redis that answers PING but refuses writes (a replica) is not ready for steps that write; a users table, which only reads, is', async t => {
+  const redis = await startRedis(t)
+  const writer = await startGateway(t, { redis: { url: redis.url }, chain: [{ name: 'rl', plugin: 'rate-limit', options: { limit: 10, window: '1s', store: 'redis' } }] })
+  const reader = await startGateway(t, { redis: { url: redis.url }, users: { redis: {} }, chain: [{ name: 'users', plugin: 'users', ops: ['Login'] }] })
+  const readyz = async (gw: typeof writer): Promise<unknown> => (await gw.app.inject({ method: 'GET', url: '/readyz' })).json()
+  t.same(await readyz(writer), { status: 'ready' })
+  t.equal(await redisCli(redis.port, 'GET', 'frpgw:readyz'), '1\n', 'the probe wrote under keyPrefix')
+
+  // a replica of a master that is not there: read-only, PING answered
+  await redisCli(redis.port, 'REPLICAOF', '127.0.0.1', String(await closedPort()))
+  t.teardown(async () => { await redisCli(redis.port, 'REPLICAOF', 'NO', 'ONE') })
+  t.same(await readyz(writer), { status: 'not ready', reason: `redis ${redis.url}: READONLY You can't write against a read only replica.` })
+  t.equal(await writer.metric('frp_gateway_redis_up'), 0)
+  t.same(await readyz(reader), { status: 'ready' }, 'the users table reads a replica well')
+  await redisCli(redis.port, 'REPLICAOF', 'NO', 'ONE')
+  t.same(await readyz(writer), { status: 'ready' })
 })

@@ -88,14 +88,17 @@ export function redisError (client: Redis | Cluster, err: unknown, node?: string
 }
 
 /**
- * Resolves when the Redis answers; rejects with what, where and why otherwise. A Cluster answers
- * only when every master that holds slots does and says cluster_state:ok: any node answers a PING,
- * and one master down (or the cluster state fail) fails the buckets of its slots (or all of them).
+ * Resolves when the Redis answers; rejects with what, where and why otherwise. With `probeKey` (a part
+ * of the gateway writes) it must take a write there: a replica (READONLY) or a Redis out of memory
+ * (OOM) answers a PING and refuses every bucket and record. A Cluster answers only when every master
+ * that holds slots does and says cluster_state:ok: any node answers a PING, and one master down (or
+ * the cluster state fail) fails the buckets of its slots (or all of them).
  */
-export async function checkRedis (client: Redis | Cluster): Promise<void> {
+export async function checkRedis (client: Redis | Cluster, probeKey?: string): Promise<void> {
   try {
     if (!(client instanceof Cluster)) {
-      await client.ping()
+      if (probeKey === undefined) await client.ping()
+      else await client.set(probeKey, '1', 'PX', 60_000)
       return
     }
     const pool = new Map(client.nodes('master').map(node => [`${node.options.host}:${node.options.port}`, node]))
