@@ -156,3 +156,15 @@ t.test('a shadow step slower than deadlineMs: trace answers as a run does, and p
     ''
   ], 'the answer a run gives')
 })
+
+t.test('content that begins with a byte order mark (a Windows editor saved it) is read, as the config is', async t => {
+  const file = configFile(config)
+  const body = configFile(`\uFEFF${JSON.stringify({ version: '0.1.0', op: 'Login', content: { user: 'bob', client_address: '10.0.0.1:7000' } })}`, 'body.json')
+  const [fromFile, fromStdin] = await Promise.all([
+    runCli(['trace', '--config', file, '--content', body]),
+    runCli(['trace', '--config', file, '--op', 'Login'], { stdin: '\uFEFF{"user":"bob","client_address":"10.0.0.1:7000"}' })
+  ])
+  t.equal(fromFile.code, 0, fromFile.stderr)
+  t.equal(fromStdin.code, 0, fromStdin.stderr)
+  t.match(fromFile.stdout, /^trace Login\n/)
+})

@@ -31,6 +31,8 @@ export async function trace (file: string, opName: string | undefined, contentFi
   } catch (err) {
     throw new StartError(`cannot read --content ${source}: ${(err as Error).message}`)
   }
+  // as for the config: a file an editor on Windows saved begins with a byte order mark
+  if (text.startsWith('\uFEFF')) text = text.slice(1)
   let content: unknown
   try {
     content = JSON.parse(text)
