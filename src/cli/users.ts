@@ -33,7 +33,8 @@ const recordIssues = (raw: unknown): ConfigIssue[] => {
 
 /** A client that is ready, or a StartError within CONNECT_WAIT_MS: the client retries forever, a command must not. */
 async function connect (cfg: RedisConfig): Promise<Redis | Cluster> {
-  const client = createRedisClient(cfg, { connectTimeoutMs: CONNECT_WAIT_MS / 2, commandTimeoutMs: COMMAND_TIMEOUT_MS })
+  // a Redis that accepts and never answers would hold the socket, and so the process, for 2 s more after the message
+  const client = createRedisClient(cfg, { connectTimeoutMs: CONNECT_WAIT_MS / 2, commandTimeoutMs: COMMAND_TIMEOUT_MS, disconnectTimeoutMs: 0 })
   let timer: NodeJS.Timeout | undefined
   const failure = await new Promise<string | undefined>(resolve => {
     client.once('ready', () => resolve(undefined))

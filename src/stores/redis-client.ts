@@ -25,6 +25,8 @@ export interface RedisClientOptions {
   connectTimeoutMs?: number
   /** default 300 */
   commandTimeoutMs?: number
+  /** how long a disconnect waits for the server to close the socket; default 2000 (ioredis's) */
+  disconnectTimeoutMs?: number
 }
 
 /**
@@ -181,6 +183,7 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
     connectTimeout: opts.connectTimeoutMs ?? 500,
     commandTimeout: opts.commandTimeoutMs ?? 300,
     maxRetriesPerRequest: 0,
+    disconnectTimeout: opts.disconnectTimeoutMs ?? 2000,
   } satisfies RedisOptions
   const common = { ...perConnection, enableOfflineQueue: false, lazyConnect: false, retryStrategy: retry } satisfies RedisOptions
 

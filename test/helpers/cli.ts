@@ -15,7 +15,8 @@ function childEnv (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return env
 }
 
-export interface CliResult { code: number | null, stdout: string, stderr: string }
+/** `lingerMs`: from the last output to the exit */
+export interface CliResult { code: number | null, stdout: string, stderr: string, lingerMs: number }
 
 /** `spawned` is given the child at once. */
 export async function runCli (args: string[], opts: { stdin?: string, env?: NodeJS.ProcessEnv, cwd?: string, spawned?: (child: ChildProcess) => void } = {}): Promise<CliResult> {
@@ -23,11 +24,12 @@ export async function runCli (args: string[], opts: { stdin?: string, env?: Node
   opts.spawned?.(child)
   let stdout = ''
   let stderr = ''
-  child.stdout.on('data', d => { stdout += String(d) })
-  child.stderr.on('data', d => { stderr += String(d) })
+  let lastOutput = Date.now()
+  child.stdout.on('data', d => { stdout += String(d); lastOutput = Date.now() })
+  child.stderr.on('data', d => { stderr += String(d); lastOutput = Date.now() })
   child.stdin.end(opts.stdin ?? '')
   const code = await new Promise<number | null>(resolve => child.on('close', resolve))
-  return { code, stdout, stderr }
+  return { code, stdout, stderr, lingerMs: Date.now() - lastOutput }
 }
 
 /** Writes a config object to a temporary file and answers its path. */
