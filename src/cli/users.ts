@@ -31,6 +31,11 @@ const recordIssues = (raw: unknown): ConfigIssue[] => {
   return parsed.success ? [] : issuesOf(parsed.error)
 }
 
+// ioredis says "Protocol error, got "H" as reply type byte. Please report this." of a server that is not a Redis (an HTTP one)
+const whyNot = (client: Redis | Cluster, err: Error): string => err.name === 'ParserError'
+  ? `what answers there does not speak the Redis protocol (${err.message.replace(/\. Please report this\.$/, '')}): is it the port of a Redis?`
+  : connectionError(client, err).message
+
 /** A client that is ready, or a StartError within CONNECT_WAIT_MS: the client retries forever, a command must not. */
 async function connect (cfg: RedisConfig): Promise<Redis | Cluster> {
   // a Redis that accepts and never answers would hold the socket, and so the process, for 2 s more after the message
@@ -39,7 +44,7 @@ async function connect (cfg: RedisConfig): Promise<Redis | Cluster> {
   const failure = await new Promise<string | undefined>(resolve => {
     client.once('ready', () => resolve(undefined))
     // a Cluster's error is "Failed to refresh slots cache." whatever each node answered
-    client.once('error', (err: Error) => resolve('cluster' in cfg ? `no node answered (${err.message.replace(/\.$/, '')})` : connectionError(client, err).message))
+    client.once('error', (err: Error) => resolve('cluster' in cfg ? `no node answered (${err.message.replace(/\.$/, '')})` : whyNot(client, err)))
     timer = setTimeout(() => resolve(`no answer within ${CONNECT_WAIT_MS} ms`), CONNECT_WAIT_MS)
   })
   clearTimeout(timer)

@@ -1,6 +1,8 @@
 import { execFileSync } from 'node:child_process'
 import { closeSync, constants, copyFileSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { dirname, join } from 'node:path'
 import t from 'tap'
 import { configFile, runCli, type CliResult } from '../helpers/cli.js'
@@ -213,6 +215,15 @@ t.test('Redis down: exit 1 with one line, promptly', async t => {
   t.ok(stopped.lingerMs < 1000, `the command ends with its line: ${stopped.lingerMs} ms after it`)
   expect(t, clustered, 1, '', `redis cluster ${JSON.parse(readFileSync(cluster, 'utf8')).redis.cluster[0]} is not reachable: no node answered (Failed to refresh slots cache)\n`, 'cluster')
   t.ok(clustered.ms < start + 3000 + 4000, `cluster: ${clustered.ms} ms (a start: ${start} ms)`)
+})
+
+t.test('a Redis URL whose port is not a Redis (an HTTP server): says so, not ioredis\'s "Please report this."', async t => {
+  const server = createServer((_, res) => res.end('hello'))
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.close() })
+  const { port } = server.address() as AddressInfo
+  const res = await runCli(['users', 'list', '-c', configFile({ redis: { url: `redis://127.0.0.1:${port}` }, users: { redis: {} } })])
+  expect(t, res, 1, '', `redis redis://127.0.0.1:${port} is not reachable: what answers there does not speak the Redis protocol (Protocol error, got "H" as reply type byte): is it the port of a Redis?\n`)
 })
 
 t.test('a password in a Redis URL is never shown: one with an @ in it, one in the query', async t => {
