@@ -13,6 +13,8 @@ import { createMetrics } from './metrics.js'
 import { createRuntime } from './runtime.js'
 
 const port = intIn(0, 65535)
+// Node listens on every interface for "": an unauthenticated plugin must not be exposed by an empty value
+const host = z.string().min(1, 'expected an address or host name: "0.0.0.0" or "::" to listen on every interface').default('127.0.0.1')
 const tls = z.strictObject({
   cert: z.string().describe('path of the PEM certificate (chain)'),
   key: z.string().describe('path of the PEM private key')
@@ -89,7 +91,7 @@ const step = z.discriminatedUnion('plugin', steps as unknown as [typeof steps[nu
 export const configSchema = z.strictObject({
   $schema: z.string().optional(),
   listen: z.strictObject({
-    host: z.string().default('127.0.0.1'),
+    host,
     port: port.default(9000),
     // a pattern, not zod's startsWith: that becomes "format": "starts_with", which no JSON Schema validator knows
     // a plain path: fastify would take ":x" and "*" as route patterns, frps sends "?" and "#" as no path has them
@@ -100,7 +102,7 @@ export const configSchema = z.strictObject({
     tls: tls.optional().describe('serve https (frps: addr = "https://...")')
   }).prefault({}),
   admin: z.strictObject({
-    host: z.string().default('127.0.0.1'),
+    host,
     port: port.default(9001)
   }).optional().describe('serve /metrics, /healthz and /readyz on their own listener instead of on listen'),
   redis: redis.optional(),

@@ -271,3 +271,9 @@ t.test('listen.path: a plain path, and no admin route when the admin routes are 
   }
   t.equal(parseConfig({ listen: { path: '/frp/plugin-v1.0_~x' } }).listen.path, '/frp/plugin-v1.0_~x')
 })
+
+t.test('an empty listen.host or admin.host is an error: Node would listen on every interface', async t => {
+  const issues = issuesOf(() => parseConfig({ listen: { host: '' }, admin: { host: '' } }))
+  const message = 'expected an address or host name: "0.0.0.0" or "::" to listen on every interface'
+  t.same(issues, [{ path: 'listen.host', message }, { path: 'admin.host', message }])
+})
