@@ -20,6 +20,19 @@ const tls = z.strictObject({
   key: z.string().describe('path of the PEM private key')
 })
 
+// read at every reconciliation: a URL that cannot be parsed must fail check, not each read
+function frpsApiUrl (raw: string, ctx: z.RefinementCtx): void {
+  if (!/^https?:\/\//.test(raw)) return
+  let url
+  try {
+    url = new URL(raw)
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(raw)} is not a valid URL (a host, and a port up to 65535)` })
+    return
+  }
+  if (url.username !== '' || url.password !== '') ctx.addIssue({ code: 'custom', message: 'give the credentials as frpsApi.user and frpsApi.password, not in the URL' })
+}
+
 const keyPrefix = z.string().default('frpgw:').describe('prefix of every key the gateway writes')
 const secret = z.string().min(1, 'expected a non-empty password')
 const redisUrl = z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL')
@@ -118,7 +131,7 @@ export const configSchema = z.strictObject({
   registry: z.strictObject({
     store: z.enum(['auto', 'memory', 'redis']).default('auto').describe('auto: redis when the redis block is configured, else memory'),
     frpsApi: z.strictObject({
-      url: z.string().regex(/^https?:\/\//, 'expected an http:// or https:// URL').describe('frps\'s dashboard (webServer), e.g. http://127.0.0.1:7500'),
+      url: z.string().regex(/^https?:\/\//, 'expected an http:// or https:// URL').superRefine(frpsApiUrl).describe('frps\'s dashboard (webServer), e.g. http://127.0.0.1:7500'),
       user: z.string().optional().describe('webServer.user'),
       password: z.string().optional().describe('webServer.password')
     }).optional().describe('read the proxies frps lists online, to remove records of proxies frps refused or lost'),

@@ -277,3 +277,12 @@ t.test('an empty listen.host or admin.host is an error: Node would listen on eve
   const message = 'expected an address or host name: "0.0.0.0" or "::" to listen on every interface'
   t.same(issues, [{ path: 'listen.host', message }, { path: 'admin.host', message }])
 })
+
+t.test('registry.frpsApi.url that does not parse, or carries credentials (never sent), fails the config, not every reconciliation', async t => {
+  const at = (url: string) => issuesOf(() => parseConfig({ registry: { frpsApi: { url } } }))
+  t.same(at('http://'), [{ path: 'registry.frpsApi.url', message: '"http://" is not a valid URL (a host, and a port up to 65535)' }])
+  t.same(at('https://frps:99999'), [{ path: 'registry.frpsApi.url', message: '"https://frps:99999" is not a valid URL (a host, and a port up to 65535)' }])
+  t.same(at('http://admin:secret@127.0.0.1:7500'), [{ path: 'registry.frpsApi.url', message: 'give the credentials as frpsApi.user and frpsApi.password, not in the URL' }])
+  t.same(at('ftp://x'), [{ path: 'registry.frpsApi.url', message: 'expected an http:// or https:// URL' }])
+  t.equal(parseConfig({ registry: { frpsApi: { url: 'http://127.0.0.1:7500' } } }).registry?.frpsApi?.url, 'http://127.0.0.1:7500')
+})
