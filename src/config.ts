@@ -20,22 +20,36 @@ const tls = z.strictObject({
   key: z.string().describe('path of the PEM private key')
 })
 
-// read at every reconciliation: a URL that cannot be parsed must fail check, not each read
+// parsed only when used (each reconciliation, each Redis connection), where a bad one is a stack trace or a crash;
+// never quoted: it may hold a password
+function parsedUrl (raw: string, ctx: z.RefinementCtx): URL | undefined {
+  try {
+    return new URL(raw)
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'not a valid URL (a host, and a port up to 65535)' })
+    return undefined
+  }
+}
+
 function frpsApiUrl (raw: string, ctx: z.RefinementCtx): void {
   if (!/^https?:\/\//.test(raw)) return
-  let url
-  try {
-    url = new URL(raw)
-  } catch {
-    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(raw)} is not a valid URL (a host, and a port up to 65535)` })
-    return
-  }
-  if (url.username !== '' || url.password !== '') ctx.addIssue({ code: 'custom', message: 'give the credentials as frpsApi.user and frpsApi.password, not in the URL' })
+  const url = parsedUrl(raw, ctx)
+  if (url !== undefined && (url.username !== '' || url.password !== '')) ctx.addIssue({ code: 'custom', message: 'give the credentials as frpsApi.user and frpsApi.password, not in the URL' })
+}
+
+// ioredis takes the path, or ?db=, as the database number, and SELECTs NaN for any other (a crash)
+function redisUrlCheck (raw: string, ctx: z.RefinementCtx): void {
+  if (!/^rediss?:\/\//.test(raw)) return
+  const url = parsedUrl(raw, ctx)
+  if (url === undefined) return
+  const inPath = url.pathname.length > 1
+  const db = inPath ? url.pathname.slice(1) : url.searchParams.get('db')
+  if (db !== null && !/^\d+$/.test(db)) ctx.addIssue({ code: 'custom', message: `the database (${inPath ? 'the path' : '?db='}) must be a number, as in redis://host:6379/0` })
 }
 
 const keyPrefix = z.string().default('frpgw:').describe('prefix of every key the gateway writes')
 const secret = z.string().min(1, 'expected a non-empty password')
-const redisUrl = z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL')
+const redisUrl = z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL').superRefine(redisUrlCheck)
 const urlForm = z.strictObject({ url: redisUrl, keyPrefix })
 const clusterForm = z.strictObject({ cluster: z.array(redisUrl).min(1), keyPrefix })
 const sentinelForm = z.strictObject({

@@ -280,9 +280,20 @@ t.test('an empty listen.host or admin.host is an error: Node would listen on eve
 
 t.test('registry.frpsApi.url that does not parse, or carries credentials (never sent), fails the config, not every reconciliation', async t => {
   const at = (url: string) => issuesOf(() => parseConfig({ registry: { frpsApi: { url } } }))
-  t.same(at('http://'), [{ path: 'registry.frpsApi.url', message: '"http://" is not a valid URL (a host, and a port up to 65535)' }])
-  t.same(at('https://frps:99999'), [{ path: 'registry.frpsApi.url', message: '"https://frps:99999" is not a valid URL (a host, and a port up to 65535)' }])
+  t.same(at('http://'), [{ path: 'registry.frpsApi.url', message: 'not a valid URL (a host, and a port up to 65535)' }])
+  t.same(at('https://frps:99999'), [{ path: 'registry.frpsApi.url', message: 'not a valid URL (a host, and a port up to 65535)' }])
   t.same(at('http://admin:secret@127.0.0.1:7500'), [{ path: 'registry.frpsApi.url', message: 'give the credentials as frpsApi.user and frpsApi.password, not in the URL' }])
   t.same(at('ftp://x'), [{ path: 'registry.frpsApi.url', message: 'expected an http:// or https:// URL' }])
   t.equal(parseConfig({ registry: { frpsApi: { url: 'http://127.0.0.1:7500' } } }).registry?.frpsApi?.url, 'http://127.0.0.1:7500')
+})
+
+t.test('a Redis URL that does not parse, or names a database that is not a number, fails the config, not the connection', async t => {
+  const at = (url: string) => issuesOf(() => parseConfig({ redis: { url } }))
+  const invalid = 'not a valid URL (a host, and a port up to 65535)'
+  t.same(at('redis://:hunter2@redis:99999'), [{ path: 'redis.url', message: invalid }], 'the URL, with its password, is not quoted')
+  t.same(at('redis://a b'), [{ path: 'redis.url', message: invalid }])
+  t.same(at('redis://127.0.0.1:6379/zero'), [{ path: 'redis.url', message: 'the database (the path) must be a number, as in redis://host:6379/0' }])
+  t.same(at('redis://127.0.0.1:6379?db=x'), [{ path: 'redis.url', message: 'the database (?db=) must be a number, as in redis://host:6379/0' }])
+  t.same(issuesOf(() => parseConfig({ redis: { cluster: ['redis://127.0.0.1:7000', 'redis://a b'] } })), [{ path: 'redis.cluster[1]', message: invalid }])
+  for (const url of ['redis://127.0.0.1:6379/2', 'rediss://[::1]:6380?family=6', 'redis://:p%40ss@redis:6379', 'redis://r:6379/1?db=x']) t.same(parseConfig({ redis: { url } }).redis, { url, keyPrefix: 'frpgw:' }, url)
 })
