@@ -12,7 +12,7 @@ import { DECISIONS, type Metrics } from './metrics.js'
 import type { CompiledUser } from './users/record.js'
 import { checkCall, effectiveOp, OPS, own, ownText, type Content, type Op } from './protocol.js'
 import { MemoryStore } from './stores/memory-store.js'
-import { checkRedis, createRedisClient, redisError } from './stores/redis-client.js'
+import { checkRedis, createRedisClient, redisError, whyNotReady } from './stores/redis-client.js'
 import { RedisStore } from './stores/redis-store.js'
 import type { RateLimitStore } from './stores/store.js'
 import { FileUserSource } from './users/file-source.js'
@@ -301,7 +301,7 @@ class Stores {
     })
     await ready
     clearTimeout(timer)
-    if ((client.status as string) !== 'ready') this.deps.log.warn({ timeoutMs }, 'redis not reachable yet: rate-limit steps follow onStoreError until it is')
+    if ((client.status as string) !== 'ready') this.deps.log.warn({ timeoutMs, error: whyNotReady(client) }, 'redis not reachable yet: the steps that use it follow their failure policy until it is')
   }
 
   /** The registry of the `registry` block; throws when there is none (a config error of the step asking). */

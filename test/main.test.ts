@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path'
 import t from 'tap'
 import { configFile, ROOT, runCli, serveCli } from './helpers/cli.js'
 import { until } from './helpers/downstream.js'
+import { freePort } from './helpers/redis.js'
 import { makeCerts } from './helpers/tls.js'
 
 
@@ -114,6 +115,15 @@ t.test('run logs at start the config file, the chain of every op, and each liste
   ])
   t.match(gw.url, /^http:\/\/127\.0\.0\.1:\d+$/)
   t.notOk(gw.lines.some(l => /Server listening/.test(l.msg)), 'no line that names no listener')
+})
+
+t.test('run with its Redis away: the start warning names the Redis and why (a refused connection), its password hidden', async t => {
+  const port = await freePort()
+  const file = configFile({ listen: { port: 0 }, redis: { url: `redis://:hunter2@127.0.0.1:${port}` }, chain: [{ name: 'rl', plugin: 'rate-limit', options: { limit: 5, window: '1m' } }] })
+  const gw = await serveCli(['--config', file], t)
+  const warning = gw.lines.find(l => /^redis not reachable yet/.test(l.msg))
+  t.equal(warning?.error, `redis redis://:***@127.0.0.1:${port} is not reachable: connect ECONNREFUSED 127.0.0.1:${port}`)
+  t.equal(warning?.msg, 'redis not reachable yet: the steps that use it follow their failure policy until it is')
 })
 
 t.test('run with a broken config exits 1 before listening', async t => {

@@ -64,6 +64,19 @@ export function redisName (cfg: RedisConfig): string {
 interface ClientState { name: string, commandTimeoutMs: number, lastError?: Error }
 const states = new WeakMap<Redis | Cluster, ClientState>()
 
+function unreachable (client: Redis | Cluster, state: ClientState, where: string): Error & { code?: unknown } {
+  const last = state.lastError
+  const out: Error & { code?: unknown } = new Error(`redis ${where} is not reachable: ${last?.message ?? `not connected (${client.status})`}`)
+  out.code = (last as { code?: unknown } | undefined)?.code
+  return out
+}
+
+/** Why a client is not ready, naming its Redis: its connection's last error (a wrong password, a refused connection). */
+export function whyNotReady (client: Redis | Cluster): string {
+  const state = states.get(client)
+  return state === undefined ? `not connected (${client.status})` : unreachable(client, state, state.name).message
+}
+
 /**
  * A failed command's error, saying which Redis and why: ioredis says "Stream isn't writeable and
  * enableOfflineQueue options is false" (or "Cluster isn't ready ...") for a client that is not
@@ -77,9 +90,7 @@ export function redisError (client: Redis | Cluster, err: unknown, node?: string
   const where = node === undefined ? state.name : `${state.name}, ${node},`
   let out: Error & { code?: unknown }
   if (/enableOfflineQueue options is false/.test(message)) {
-    const last = state.lastError
-    out = new Error(`redis ${where} is not reachable: ${last?.message ?? `not connected (${client.status})`}`)
-    out.code = (last as { code?: unknown } | undefined)?.code
+    out = unreachable(client, state, where)
   } else if (message === 'Command timed out') {
     out = timedOut(`redis ${where} did not answer within ${state.commandTimeoutMs} ms`)
   } else {
