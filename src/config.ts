@@ -8,7 +8,7 @@ import { collectIssues, ConfigError, type ConfigIssue } from './errors.js'
 import { issuesOf } from './issues.js'
 import { readJsonFile } from './json-file.js'
 import { createLogger, redactPathProblem } from './log.js'
-import { compileWhen, whenSchema } from './match.js'
+import { compileWhen, whenSchema, type When } from './match.js'
 import { createMetrics } from './metrics.js'
 import { createRuntime } from './runtime.js'
 
@@ -250,10 +250,20 @@ function unknownPluginBase (s: unknown, error: z.ZodError, i: number): ConfigIss
 
 // A step that did not parse is not compiled, but its `when` is, when it parses: its CIDRs, ports and fields are reported too.
 function whenOfUnparsed (s: unknown, i: number): ConfigIssue[] {
-  const when = whenSchema.optional().safeParse((s as { when?: unknown } | null)?.when)
-  if (!when.success || when.data === undefined) return []
-  const compiled = when.data
-  return [...collectIssues(`chain[${i}].when`, () => compileWhen(compiled)).issues]
+  return whenParts((s as { when?: unknown } | null)?.when, `chain[${i}].when`)
+}
+
+// A `when` that fails the schema still has each condition that parses compiled: a bad one hides none of the others' problems.
+function whenParts (raw: unknown, path: string): ConfigIssue[] {
+  const compiled = (when: When): ConfigIssue[] => [...collectIssues(path, () => compileWhen(when)).issues]
+  const whole = whenSchema.safeParse(raw)
+  if (whole.success) return compiled(whole.data)
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return []
+  return Object.entries(raw).flatMap(([key, value]) => {
+    const part = whenSchema.safeParse({ [key]: value })
+    if (part.success) return compiled(part.data)
+    return key === 'not' ? whenParts(value, `${path}.not`) : []
+  })
 }
 
 /** Validates a parsed config; every schema problem is reported with its JSON path. */

@@ -111,3 +111,20 @@ t.test('a step that does not parse still has its when compiled: an unknown plugi
   const paths = res.stderr.split('\n').map(l => /^ {2}(\S+):/.exec(l)?.[1]).filter(p => p !== undefined)
   t.same(paths, ['chain[0].plugin', 'chain[0].when.clientCidrs[0]', 'chain[1].options.reason', 'chain[1].when.not.remotePorts[0]'])
 })
+
+t.test('a when that fails the schema still has each condition that parses compiled: an empty name hides no CIDR, port or empty not', async t => {
+  const res = await runCli(['check', '--config', configFile({ chain: [
+    { name: 'x', plugin: 'reject', ops: ['Login'], when: { users: [''], clientCidrs: ['10.0.0.0/33'], not: {} } },
+    { name: 'y', plugin: 'reject', when: { not: { proxyNames: [''], remotePorts: ['9-1'], not: { clientCidrs: ['x'] } } } }
+  ] })])
+  t.equal(res.code, 1)
+  t.equal(res.stderr.split('\n').slice(1).join('\n'), [
+    '  chain[0].when.users[0]: an empty name never matches: frps omits empty values',
+    '  chain[0].when.clientCidrs[0]: "10.0.0.0/33" is not an IPv4 or IPv6 address or CIDR',
+    '  chain[0].when.not: an empty condition holds on every call, so under not on none: the step would never run',
+    '  chain[1].when.not.proxyNames[0]: an empty name never matches: frps omits empty values',
+    '  chain[1].when.not.remotePorts[0]: "9-1" is not a port or a "low-high" range within 0-65535',
+    '  chain[1].when.not.not.clientCidrs[0]: "x" is not an IPv4 or IPv6 address or CIDR',
+    ''
+  ].join('\n'))
+})
