@@ -199,7 +199,7 @@ function parseParts (raw: unknown): { config: Config, issues: ConfigIssue[] } {
     else issues.push(...issuesOf(parsed.error, ['chain', i]), ...unknownPluginBase(s, parsed.error, i), ...whenOfUnparsed(s, i))
   })
   issues.push(...duplicateNames(steps))
-  if (top.success) issues.push(...adminRouteTaken(top.data), ...forwardToSelf(top.data.listen, chain))
+  if (top.success) issues.push(...adminRouteTaken(top.data), ...adminOnListen(top.data), ...forwardToSelf(top.data.listen, chain))
   const base = top.success ? top.data : topLevel.parse({})
   const redisBlock = top.success ? top.data.redis : redisByForm.optional().safeParse((raw as { redis?: unknown } | null)?.redis).data
   const usersBlock = top.success ? top.data.users : (configSchema.shape.users).safeParse((raw as { users?: unknown } | null)?.users).data
@@ -239,6 +239,12 @@ function forwardToSelf (listen: { host: string, port: number, path: string, tls?
     if (!here || port !== listen.port || url.pathname !== listen.path || url.protocol !== (listen.tls === undefined ? 'http:' : 'https:')) return []
     return [{ path: `chain[${i}].options.url`, message: `${url.origin}${url.pathname} is this gateway's own RPC (listen): the step would call the gateway, which would call it again, on every call` }]
   })
+}
+
+// the admin listener would fail to start with "already in use", by the gateway's own RPC listener
+function adminOnListen ({ listen, admin }: { listen: { host: string, port: number }, admin?: { host: string, port: number } }): ConfigIssue[] {
+  if (admin === undefined || admin.port === 0 || admin.port !== listen.port || admin.host !== listen.host) return []
+  return [{ path: 'admin.port', message: `${admin.host}:${admin.port} is the RPC listener's (listen.host and .port): give admin another port, or leave "admin" out to serve /metrics on the RPC listener` }]
 }
 
 // A step of an unknown plugin still has its name, when, mode and enabled checked.

@@ -297,3 +297,12 @@ t.test('a Redis URL that does not parse, or names a database that is not a numbe
   t.same(issuesOf(() => parseConfig({ redis: { cluster: ['redis://127.0.0.1:7000', 'redis://a b'] } })), [{ path: 'redis.cluster[1]', message: invalid }])
   for (const url of ['redis://127.0.0.1:6379/2', 'rediss://[::1]:6380?family=6', 'redis://:p%40ss@redis:6379', 'redis://r:6379/1?db=x']) t.same(parseConfig({ redis: { url } }).redis, { url, keyPrefix: 'frpgw:' }, url)
 })
+
+t.test('admin on the host and port of listen is a config error, not an "already in use" at start', async t => {
+  t.same(issuesOf(() => parseConfig({ listen: { port: 9100 }, admin: { port: 9100 } })), [{
+    path: 'admin.port',
+    message: '127.0.0.1:9100 is the RPC listener\'s (listen.host and .port): give admin another port, or leave "admin" out to serve /metrics on the RPC listener'
+  }])
+  t.ok(parseConfig({ listen: { port: 0 }, admin: { port: 0 } }).admin, 'port 0 picks a free port for each')
+  t.ok(parseConfig({ listen: { host: '127.0.0.1', port: 9100 }, admin: { host: '::1', port: 9100 } }).admin, 'another host')
+})
