@@ -42,13 +42,13 @@ local kind = redis.call('TYPE', KEYS[1]).ok
 if kind == 'none' then return -1 end
 if kind ~= 'hash' then return -2 end
 local old = redis.call('HGET', KEYS[1], 'enabled')
-redis.call('HSET', KEYS[1], 'enabled', ARGV[1])
 local was = 'true'
 if old then
   local ok, v = pcall(cjson.decode, old)
   if ok and v == false then was = 'false' elseif not (ok and v == true) then was = 'unreadable' end
 end
 if was == ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'enabled', ARGV[1])
 return 1
 `
 

@@ -68,6 +68,7 @@ function suite(t: Test, s: Setup): void {
     t.same(record(await users.get('bob')), { token: 'b', comment: 'team b', enabled: false }, 'a write by this source is seen at once')
     t.equal(await users.setEnabled('bob', true), 'enabled')
     t.equal(await users.setEnabled('alice', true), 'unchanged', 'a record without the field is enabled')
+    t.same(await s.other.hgetall(users.userKey('alice')), { token: '"other"' }, 'and unchanged means nothing written')
     t.equal(await users.setEnabled('carol', false), 'unknown user')
     t.equal(await s.other.exists(users.userKey('carol')), 0, 'enabling an unknown user creates nothing')
 
