@@ -1,6 +1,7 @@
 import t from 'tap'
 import { configFile, runCli } from './helpers/cli.js'
 import { closedPort, startDownstream } from './helpers/downstream.js'
+import { freePort } from './helpers/redis.js'
 import { diffContent } from '../src/trace.js'
 
 const config = {
@@ -167,4 +168,12 @@ t.test('content that begins with a byte order mark (a Windows editor saved it) i
   t.equal(fromFile.code, 0, fromFile.stderr)
   t.equal(fromStdin.code, 0, fromStdin.stderr)
   t.match(fromFile.stdout, /^trace Login\n/)
+})
+
+t.test('with its Redis away, trace ends with its output, not 2 s later (ioredis waiting on a socket it already lost)', async t => {
+  const file = configFile({ redis: { url: `redis://127.0.0.1:${await freePort()}` }, chain: [{ name: 'rl', plugin: 'rate-limit', options: { limit: 5, window: '1m' } }] })
+  const res = await runCli(['trace', '--config', file, '--op', 'Login'], { stdin: '{"user":"a"}' })
+  t.equal(res.code, 0, res.stderr)
+  t.match(res.stdout, /rl \(rate-limit\): error in .* ECONNREFUSED/)
+  t.ok(res.lingerMs < 1000, `exit ${res.lingerMs} ms after the output`)
 })

@@ -38,8 +38,7 @@ const whyNot = (client: Redis | Cluster, err: Error): string => err.name === 'Pa
 
 /** A client that is ready, or a StartError within CONNECT_WAIT_MS: the client retries forever, a command must not. */
 async function connect (cfg: RedisConfig): Promise<Redis | Cluster> {
-  // a Redis that accepts and never answers would hold the socket, and so the process, for 2 s more after the message
-  const client = createRedisClient(cfg, { connectTimeoutMs: CONNECT_WAIT_MS / 2, commandTimeoutMs: COMMAND_TIMEOUT_MS, disconnectTimeoutMs: 0 })
+  const client = createRedisClient(cfg, { connectTimeoutMs: CONNECT_WAIT_MS / 2, commandTimeoutMs: COMMAND_TIMEOUT_MS })
   let timer: NodeJS.Timeout | undefined
   const failure = await new Promise<string | undefined>(resolve => {
     client.once('ready', () => resolve(undefined))

@@ -25,8 +25,6 @@ export interface RedisClientOptions {
   connectTimeoutMs?: number
   /** default 300 */
   commandTimeoutMs?: number
-  /** how long a disconnect waits for the server to close the socket; default 2000 (ioredis's) */
-  disconnectTimeoutMs?: number
 }
 
 /**
@@ -194,7 +192,9 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
     connectTimeout: opts.connectTimeoutMs ?? 500,
     commandTimeout: opts.commandTimeoutMs ?? 300,
     maxRetriesPerRequest: 0,
-    disconnectTimeout: opts.disconnectTimeoutMs ?? 2000,
+    // a disconnect comes after the last answer we wait for: ioredis's 2 s wait for the server to close the
+    // socket (one it has already lost, with a Redis away or silent) held a stop, trace or users command that long
+    disconnectTimeout: 0,
   } satisfies RedisOptions
   const common = { ...perConnection, enableOfflineQueue: false, lazyConnect: false, retryStrategy: retry } satisfies RedisOptions
 
