@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path'
 import type { Cluster, Redis } from 'ioredis'
 import { loadConfig, type Config } from '../config.js'
 import { ConfigError, type ConfigIssue } from '../errors.js'
-import { describeJsonError } from '../json-error.js'
+import { describeJsonError, duplicateKeys } from '../json-error.js'
 import { readJsonFile } from '../json-file.js'
 import { connectionError, createRedisClient, redisName, type RedisConfig } from '../stores/redis-client.js'
 import { FileUserSource } from '../users/file-source.js'
@@ -138,7 +138,9 @@ function parseRecord (name: string, text: string): Record<string, unknown> {
   } catch {
     throw new StartError(`${name}: the record is not valid JSON: ${describeJsonError(text)}`)
   }
-  const issues = recordIssues(raw)
+  // as in a users file: JSON.parse would keep the last of a field given twice without a word
+  const twice = duplicateKeys(text).map(d => ({ path: d.path, message: 'given again: JSON would keep only the last' }))
+  const issues = [...twice, ...recordIssues(raw)]
   if (issues.length > 0) throw new StartError(issueLines(`${name}: not a valid record`, issues))
   const record = raw as Record<string, unknown>
   if (Object.keys(record).length === 0) throw new StartError(`${name}: Redis keeps no empty record: give at least one field, e.g. {"enabled": true}`)

@@ -217,6 +217,11 @@ t.test('Redis down: exit 1 with one line, promptly', async t => {
   t.ok(clustered.ms < start + 3000 + 4000, `cluster: ${clustered.ms} ms (a start: ${start} ms)`)
 })
 
+t.test('set: a field given twice in the record is a problem, as in a users file, not the last one kept silently', async t => {
+  const res = await runCli(['users', 'set', 'alice', '{"token": "a", "token": "b", "metas": {"x": "1", "x": "2"}}', '-c', configFile({ users: { file: 'users.json' } })])
+  expect(t, res, 1, '', 'alice: not a valid record:\n  token: given again: JSON would keep only the last\n  metas.x: given again: JSON would keep only the last\n')
+})
+
 t.test('a Redis URL whose port is not a Redis (an HTTP server): says so, not ioredis\'s "Please report this."', async t => {
   const server = createServer((_, res) => res.end('hello'))
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
