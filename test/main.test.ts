@@ -1,4 +1,6 @@
 import { copyFileSync, existsSync, readFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { dirname, join } from 'node:path'
 import t from 'tap'
 import { configFile, ROOT, runCli, serveCli } from './helpers/cli.js'
@@ -124,6 +126,17 @@ t.test('run with its Redis away: the start warning names the Redis and why (a re
   const warning = gw.lines.find(l => /^redis not reachable yet/.test(l.msg))
   t.equal(warning?.error, `redis redis://:***@127.0.0.1:${port} is not reachable: connect ECONNREFUSED 127.0.0.1:${port}`)
   t.equal(warning?.msg, 'redis not reachable yet: the steps that use it follow their failure policy until it is')
+})
+
+t.test('run with a Redis URL whose port is an HTTP server: the warning says it is no Redis, not ioredis\'s "Please report this."', async t => {
+  const server = createServer((_, res) => res.end('hello'))
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.close() })
+  const { port } = server.address() as AddressInfo
+  const file = configFile({ listen: { port: 0 }, redis: { url: `redis://127.0.0.1:${port}` }, chain: [{ name: 'rl', plugin: 'rate-limit', options: { limit: 5, window: '1m' } }] })
+  const gw = await serveCli(['--config', file], t)
+  const warning = gw.lines.find(l => /^redis not reachable yet/.test(l.msg))
+  t.equal(warning?.error, `redis redis://127.0.0.1:${port} is not reachable: what answers there does not speak the Redis protocol (Protocol error, got "H" as reply type byte): is it the port of a Redis?`)
 })
 
 t.test('run with a broken config exits 1 before listening', async t => {

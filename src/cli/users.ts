@@ -5,7 +5,7 @@ import { loadConfig, type Config } from '../config.js'
 import { ConfigError, type ConfigIssue } from '../errors.js'
 import { describeJsonError, duplicateKeys } from '../json-error.js'
 import { readJsonFile } from '../json-file.js'
-import { connectionError, createRedisClient, redisName, type RedisConfig } from '../stores/redis-client.js'
+import { connectionError, connectionFailure, createRedisClient, redisName, type RedisConfig } from '../stores/redis-client.js'
 import { FileUserSource } from '../users/file-source.js'
 import { fromFpMultiuser, fromFrpsPanel } from '../users/import.js'
 import { issuesOf } from '../issues.js'
@@ -31,11 +31,6 @@ const recordIssues = (raw: unknown): ConfigIssue[] => {
   return parsed.success ? [] : issuesOf(parsed.error)
 }
 
-// ioredis says "Protocol error, got "H" as reply type byte. Please report this." of a server that is not a Redis (an HTTP one)
-const whyNot = (client: Redis | Cluster, err: Error): string => err.name === 'ParserError'
-  ? `what answers there does not speak the Redis protocol (${err.message.replace(/\. Please report this\.$/, '')}): is it the port of a Redis?`
-  : connectionError(client, err).message
-
 /** A client that is ready, or a StartError within CONNECT_WAIT_MS: the client retries forever, a command must not. */
 async function connect (cfg: RedisConfig): Promise<Redis | Cluster> {
   const client = createRedisClient(cfg, { connectTimeoutMs: CONNECT_WAIT_MS / 2, commandTimeoutMs: COMMAND_TIMEOUT_MS })
@@ -43,7 +38,7 @@ async function connect (cfg: RedisConfig): Promise<Redis | Cluster> {
   const failure = await new Promise<string | undefined>(resolve => {
     client.once('ready', () => resolve(undefined))
     // a Cluster's error is "Failed to refresh slots cache." whatever each node answered
-    client.once('error', (err: Error) => resolve('cluster' in cfg ? `no node answered (${err.message.replace(/\.$/, '')})` : whyNot(client, err)))
+    client.once('error', (err: Error) => resolve('cluster' in cfg ? `no node answered (${err.message.replace(/\.$/, '')})` : connectionFailure(connectionError(client, err))))
     timer = setTimeout(() => resolve(`no answer within ${CONNECT_WAIT_MS} ms`), CONNECT_WAIT_MS)
   })
   clearTimeout(timer)

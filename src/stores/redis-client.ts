@@ -62,9 +62,16 @@ export function redisName (cfg: RedisConfig): string {
 interface ClientState { name: string, commandTimeoutMs: number, lastError?: Error }
 const states = new WeakMap<Redis | Cluster, ClientState>()
 
+/** Why a connection failed. ioredis says "Protocol error, got "H" as reply type byte. Please report this." of a server that is not a Redis (an HTTP one). */
+export const connectionFailure = (err: Error): string => err.name === 'ParserError'
+  ? `what answers there does not speak the Redis protocol (${err.message.replace(/\. Please report this\.$/, '')}): is it the port of a Redis?`
+  : err.message
+
+const OFFLINE = /enableOfflineQueue options is false/
+
 function unreachable (client: Redis | Cluster, state: ClientState, where: string): Error & { code?: unknown } {
   const last = state.lastError
-  const out: Error & { code?: unknown } = new Error(`redis ${where} is not reachable: ${last?.message ?? `not connected (${client.status})`}`)
+  const out: Error & { code?: unknown } = new Error(`redis ${where} is not reachable: ${last === undefined ? `not connected (${client.status})` : connectionFailure(last)}`)
   out.code = (last as { code?: unknown } | undefined)?.code
   return out
 }
@@ -87,7 +94,7 @@ export function redisError (client: Redis | Cluster, err: unknown, node?: string
   const { message } = err
   const where = node === undefined ? state.name : `${state.name}, ${node},`
   let out: Error & { code?: unknown }
-  if (/enableOfflineQueue options is false/.test(message)) {
+  if (OFFLINE.test(message)) {
     out = unreachable(client, state, where)
   } else if (message === 'Command timed out') {
     out = timedOut(`redis ${where} did not answer within ${state.commandTimeoutMs} ms`)
@@ -176,7 +183,8 @@ export function connectionError (client: Redis | Cluster, err: Error & { lastNod
   const sentinels = /^All sentinels are unreachable\..*?(?: Last error: (.*))?$/s.exec(err.message)
   const master = client.stream?.remoteAddress === undefined ? 'the master' : `the master ${client.stream.remoteAddress}:${client.stream.remotePort}`
   const out = new Error(sentinels === null ? `${master}: ${err.message}` : `no Sentinel gave the master's address${sentinels[1] === undefined ? '' : `: ${sentinels[1]}`}`)
-  return Object.assign(out, { code: (err as { code?: unknown }).code })
+  // the name too: a ParserError (not a Redis at that port) is told apart by it
+  return Object.assign(out, { code: (err as { code?: unknown }).code, name: err.name })
 }
 
 /** Keep reconnecting forever so a Redis that comes back is used again without a restart. */
@@ -236,8 +244,9 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
   client.on('end', () => report(false))
   // a listener must exist: an unhandled 'error' event would crash the process
   client.on('error', (err: Error) => {
-    // a connection's ready check unanswered (a Redis that accepts connections but is paused or swapping)
-    state.lastError = connectionError(client, err.message === 'Command timed out' ? timedOut(`no answer within ${perConnection.commandTimeout} ms`) : err)
+    // the offline-queue error of a command sent while down says nothing of why, and would hide the error that does;
+    // a connection's ready check unanswered (a Redis that accepts connections but is paused or swapping) is a timeout
+    if (!OFFLINE.test(err.message)) state.lastError = connectionError(client, err.message === 'Command timed out' ? timedOut(`no answer within ${perConnection.commandTimeout} ms`) : err)
     if (client.status !== 'ready') report(false)
   })
   return client
