@@ -6,7 +6,7 @@ import { plugins } from '../plugins/index.js'
 import { durationIn, intIn, MAX_DEADLINE_MS } from './bounds.js'
 import { collectIssues, ConfigError, type ConfigIssue } from './errors.js'
 import { issuesOf } from './issues.js'
-import { readJsonFile } from './json-file.js'
+import { duplicateKeyIssues, readJsonText } from './json-file.js'
 import { createLogger, redactPathProblem } from './log.js'
 import { compileWhen, whenSchema, type When } from './match.js'
 import { createMetrics } from './metrics.js'
@@ -281,8 +281,11 @@ export function parseConfig (raw: unknown, source = 'config'): Config {
 
 /** The file's config; else a ConfigError with every problem: schema, and compile problems of each step that parsed. */
 export async function loadConfig (file: string): Promise<Config> {
-  const raw = await readJsonFile(file)
-  const { config, issues } = parseParts(raw)
+  const { text, value } = await readJsonText(file)
+  const parts = parseParts(value)
+  // a key given twice (a copied block whose name was left) is the first thing to say: JSON kept the last silently
+  const issues = [...duplicateKeyIssues(text), ...parts.issues]
+  const { config } = parts
   if (issues.length === 0) return config
   // compile what did parse, for every problem in one report (createRuntime throws them all); a reload comes here for every bad file
   await createRuntime(config, { metrics: createMetrics(undefined, { defaults: false }), log: createLogger({ level: 'silent', redact: [] }), open: false, baseDir: dirname(file) }, file, issues)

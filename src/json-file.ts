@@ -1,10 +1,15 @@
 import { readFile } from 'node:fs/promises'
-import { ConfigError } from './errors.js'
-import { describeJsonError } from './json-error.js'
+import { ConfigError, type ConfigIssue } from './errors.js'
+import { describeJsonError, duplicateKeys } from './json-error.js'
 
 /** A JSON file's value; a ConfigError at `(file)` when it cannot be read or is not JSON. */
 export async function readJsonFile (file: string): Promise<unknown> {
   return (await readJsonText(file)).value
+}
+
+/** Every key an object of the file's text holds twice, as config issues: JSON.parse would keep the last one without a word. */
+export function duplicateKeyIssues (text: string): ConfigIssue[] {
+  return duplicateKeys(text).map(d => ({ path: d.path, message: `given again on line ${d.line} (first on line ${d.first}): JSON would keep only the last` }))
 }
 
 /** readJsonFile, with the text the value was parsed from. */

@@ -121,6 +121,25 @@ t.test('loadConfig names unreadable files and JSON syntax errors', async t => {
   t.same((comma as ConfigError).issues, [{ path: '(file)', message: 'not valid JSON: unexpected character at line 5, column 3' }])
 })
 
+t.test('loadConfig: a key given twice in the file is an error with both lines, beside every other problem (top level first)', async t => {
+  // a step copied and its limit edited in one place, and a second redis block pasted below the first
+  const text = [
+    '{',
+    '  "redis": {"url": "redis://127.0.0.1:6379"},',
+    '  "chain": [',
+    '    {"name": "rl", "plugin": "rate-limit", "options": {"limit": 5, "window": "1m", "limit": 50}},',
+    '    {"name": "no", "plugin": "reject", "options": {"reason": 7}}',
+    '  ],',
+    '  "redis": {"url": "redis://10.0.0.2:6379"}',
+    '}'
+  ].join('\n')
+  t.same(await issuesOfAsync(async () => await loadConfig(configFile(text))), [
+    { path: 'redis', message: 'given again on line 7 (first on line 2): JSON would keep only the last' },
+    { path: 'chain[0].options.limit', message: 'given again on line 4 (first on line 4): JSON would keep only the last' },
+    { path: 'chain[1].options.reason', message: 'Invalid input: expected string, received number' }
+  ])
+})
+
 t.test('every number has a bound the code honours: past it, the error names the path and the range', async t => {
   const step = (plugin: string, options: unknown): unknown => ({ chain: [{ name: 's', plugin, options }] })
   const forward = (options: object): unknown => step('forward', { url: 'http://127.0.0.1:1/', ...options })

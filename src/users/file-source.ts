@@ -1,6 +1,5 @@
 import { resolve } from 'node:path'
-import { duplicateKeys } from '../json-error.js'
-import { readJsonText } from '../json-file.js'
+import { duplicateKeyIssues, readJsonText } from '../json-file.js'
 import { compileUsers, parseUsersFile, type CompiledUser } from './record.js'
 import type { UserLookup } from './redis-source.js'
 
@@ -15,8 +14,7 @@ const lookups = (users: ReadonlyMap<string, CompiledUser>): ReadonlyMap<string, 
  */
 export async function loadUsersFile (file: string): Promise<ReadonlyMap<string, CompiledUser>> {
   const { text, value } = await readJsonText(file)
-  const twice = duplicateKeys(text).map(d => ({ path: d.path, message: `given again on line ${d.line} (first on line ${d.first}): JSON would keep only the last` }))
-  return compileUsers(parseUsersFile(value, file, twice))
+  return compileUsers(parseUsersFile(value, file, duplicateKeyIssues(text)))
 }
 
 /**
