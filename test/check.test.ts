@@ -128,3 +128,21 @@ t.test('a when that fails the schema still has each condition that parses compil
     ''
   ].join('\n'))
 })
+
+t.test('check: a step with enabled: false that would not compile is valid as it is, with a note saying what turning it on would fail on', async t => {
+  const file = configFile({
+    chain: [
+      { name: 'ok', plugin: 'reject', ops: ['Login'], when: { users: ['mallory'] } },
+      { name: 'later', plugin: 'reject', enabled: false, options: { reason: 'bye {{usr}}' } },
+      { name: 'fine-off', plugin: 'metas', enabled: false, ops: ['Login'], options: { set: { a: 'b' } } }
+    ]
+  })
+  const res = await runCli(['check', '--config', file])
+  t.equal(res.code, 0, 'valid as it is')
+  t.match(res.stdout, `${file}: OK\nLogin:       ok (reject; when users)\n`, 'the chains without the steps turned off')
+  // the same problem check reports of the step turned on, as a note on stderr
+  const on = await runCli(['check', '--config', configFile({ chain: [{ name: 'ok', plugin: 'reject', ops: ['Login'] }, { name: 'later', plugin: 'reject', options: { reason: 'bye {{usr}}' } }] })])
+  const problem = on.stderr.split('\n').find(l => l.startsWith('  chain[1].options.reason: '))?.slice('  chain[1].options.reason: '.length)
+  t.match(problem, /^unknown template name \{\{usr\}\}/)
+  t.equal(res.stderr, `note: chain[1].options.reason (a step with enabled: false, which run leaves out): ${problem}\n`, 'one note, the step that compiles says nothing')
+})
