@@ -118,6 +118,13 @@ const anyOf = (list: readonly string[] | undefined): (value: string) => boolean 
   return value => matchers.some(match => match(value))
 }
 
+// frps routes a host name in any case (a proxy of WEB.Example.COM serves web.example.com): so do the globs
+const anyHostOf = (list: readonly string[] | undefined): (value: string) => boolean => {
+  if (list === undefined) return always
+  const allowed = anyOf(list.map(glob => glob.toLowerCase()))
+  return value => allowed(value.toLowerCase())
+}
+
 /**
  * A record with its matchers built once, for the per-call checks. A check on a field the record
  * does not have holds; an empty list allows nothing.
@@ -159,8 +166,8 @@ export function compileUser (name: string, record: UserRecord): CompiledUser {
     typeAllowed: types === undefined ? always : type => types.has(type),
     nameAllowed: anyOf(record.proxyNames),
     portAllowed: record.ports === undefined ? always : portRanges(record.ports),
-    domainAllowed: anyOf(record.domains),
-    subdomainAllowed: anyOf(record.subdomains),
+    domainAllowed: anyHostOf(record.domains),
+    subdomainAllowed: anyHostOf(record.subdomains),
     portsText: record.ports?.join(', ')
   }
 }

@@ -112,6 +112,9 @@ t.test('compiled checks match what the record says', async t => {
   t.notOk(alice.domainAllowed('alice.example.com') || alice.domainAllowed('x.bob.example.com'))
   t.ok(alice.subdomainAllowed('alice-web'))
   t.notOk(alice.subdomainAllowed('bob-web'))
+  // frps 0.64 routes Host web.example.com to a proxy of WEB.Example.COM: a host name in any case is the same one
+  t.ok(alice.domainAllowed('X.Alice.Example.COM') && alice.subdomainAllowed('Alice-Web'))
+  t.notOk(alice.domainAllowed('X.BOB.example.com') || alice.subdomainAllowed('BOB-web'))
   t.ok(alice.typeAllowed('http'))
   t.notOk(alice.typeAllowed('udp'))
 
