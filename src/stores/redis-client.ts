@@ -92,7 +92,7 @@ export function redisError (client: Redis | Cluster, err: unknown, node?: string
   const state = states.get(client)
   if (state === undefined || !(err instanceof Error) || err.message.startsWith('redis ')) return err as Error
   const { message } = err
-  const where = node === undefined ? state.name : `${state.name}, ${node},`
+  const where = node === undefined ? state.name : `${state.name} (${node})`
   let out: Error & { code?: unknown }
   if (OFFLINE.test(message)) {
     out = unreachable(client, state, where)
@@ -109,8 +109,9 @@ export function redisError (client: Redis | Cluster, err: unknown, node?: string
  * Resolves when the Redis answers; rejects with what, where and why otherwise. With `probeKey` (a part
  * of the gateway writes) it must take a write there: a replica (READONLY) or a Redis out of memory
  * (OOM) answers a PING and refuses every bucket and record. A Cluster answers only when every master
- * that holds slots does and says cluster_state:ok: any node answers a PING, and one master down (or
- * the cluster state fail) fails the buckets of its slots (or all of them).
+ * that holds slots does, says cluster_state:ok and takes the write on a slot of its own: any node
+ * answers a PING, and one master down, full (or the cluster state fail) fails the buckets of its
+ * slots (or all of them).
  */
 export async function checkRedis (client: Redis | Cluster, probeKey?: string): Promise<void> {
   try {
@@ -126,12 +127,32 @@ export async function checkRedis (client: Redis | Cluster, probeKey?: string): P
     await Promise.all([...owners].map(async key => {
       const node = pool.get(key)
       if (node === undefined) throw new Error(`the master ${key} is not connected`)
-      const info = await node.cluster('INFO').catch((err: Error) => { throw redisError(client, err, `the master ${key}`) })
+      const named = (err: Error): never => { throw redisError(client, err, `the master ${key}`) }
+      const info = await node.cluster('INFO').catch(named)
       const state = /cluster_state:(\w+)/.exec(info)?.[1]
       if (state !== 'ok') throw new Error(`the master ${key} says cluster_state:${state ?? '?'}`)
+      if (probeKey !== undefined) await node.set(`${probeKey}{${tagOnSlotOf(client, key)}}`, '1', 'PX', 60_000).catch(named)
     }))
   } catch (err) {
     throw redisError(client, err)
+  }
+}
+
+/** The CRC16 (XMODEM) of a key's hash tag; its slot is this modulo 16384 (the Redis Cluster specification). */
+function crc16 (text: string): number {
+  let crc = 0
+  for (const byte of Buffer.from(text)) {
+    crc ^= byte << 8
+    for (let bit = 0; bit < 8; bit++) crc = (crc & 0x8000) !== 0 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff
+  }
+  return crc
+}
+
+/** A hash tag on a slot the master `key` holds, so a write of the probe there is that master's to take. */
+function tagOnSlotOf (client: Cluster, key: string): string {
+  for (let n = 0; ; n++) {
+    const tag = `readyz-${n}`
+    if (client.slots[crc16(tag) % 16384]?.[0] === key) return tag
   }
 }
 

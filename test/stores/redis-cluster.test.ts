@@ -76,6 +76,15 @@ t.test('/readyz and frp_gateway_redis_up: a cluster that fails some buckets is n
   await redisCli(port, 'CLUSTER', 'ADDSLOTS', slot)
   await waitFor('ready again', async () => (await readyz()).status === 'ready')
 
+  // a master out of memory answers CLUSTER INFO ok and refuses every write to its slots
+  const full = own.nodes[1].port
+  await redisCli(full, 'CONFIG', 'SET', 'maxmemory', '1')
+  const oom = `redis cluster ${own.urls.join(', ')} (the master 127.0.0.1:${full}): OOM command not allowed when used memory > 'maxmemory'.`
+  await waitFor('the full master found', async () => (await readyz()).reason === oom)
+  t.same(await readyz(), { status: 'not ready', reason: oom })
+  await redisCli(full, 'CONFIG', 'SET', 'maxmemory', '0')
+  await waitFor('ready again', async () => (await readyz()).status === 'ready')
+
   // a master down: the buckets of its slots fail
   await own.servers[2].stop()
   const down = `${name}: the master 127.0.0.1:${own.nodes[2].port} is not connected`
