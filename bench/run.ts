@@ -17,7 +17,7 @@ const values = scriptArgs('run.js [--duration SECONDS] [--rounds N] [--connectio
   connections: { type: 'string', default: '10' },
   'no-pin': { type: 'boolean', default: false },
   out: { type: 'string', default: join(ROOT, 'bench', 'results.json') }
-}, v => Number(v.duration) > 0 && [v.rounds, v.connections].every(n => Number.isInteger(Number(n)) && Number(n) >= 1))
+}, v => Number.isFinite(Number(v.duration)) && Number(v.duration) > 0 && [v.rounds, v.connections].every(n => Number.isInteger(Number(n)) && Number(n) >= 1))
 const duration = Number(values.duration)
 const rounds = Number(values.rounds)
 const connections = Number(values.connections)

@@ -17,7 +17,8 @@ const values = scriptArgs('soak.js [--duration SECONDS (>= 10)] [--connections N
   duration: { type: 'string', default: '60' },
   connections: { type: 'string', default: '32' },
   seed: { type: 'string' }
-}, v => Number(v.duration) >= 10 && Number(v.connections) >= 1 && (v.seed === undefined || Number.isInteger(Number(v.seed))))
+}, v => Number.isFinite(Number(v.duration)) && Number(v.duration) >= 10 && Number.isInteger(Number(v.connections)) && Number(v.connections) >= 1 &&
+  (v.seed === undefined || Number.isInteger(Number(v.seed))))
 const durationMs = Number(values.duration) * 1000
 const connections = Number(values.connections)
 const seed = values.seed !== undefined ? Number(values.seed) : Math.floor(Math.random() * 2 ** 32)

@@ -17,7 +17,12 @@ t.test('a bad option of the bench or the soak is a usage error', async t => {
     ['run', ['--connections', '1.5'], 'an option is out of range'],
     ['soak', ['--duration', '3'], 'an option is out of range'],
     ['soak', ['--seed', 'abc'], 'an option is out of range'],
-    ['soak', ['--bogus'], "Unknown option '--bogus'"]
+    ['soak', ['--bogus'], "Unknown option '--bogus'"],
+    // taken before: the soak ran one connection while printing 1.5; an endless soak drew fault windows until it ran out of
+    // memory, leaving its gateway and Redis running; an endless bench never ended
+    ['soak', ['--connections', '1.5'], 'an option is out of range'],
+    ['soak', ['--duration', 'Infinity'], 'an option is out of range'],
+    ['run', ['--duration', 'Infinity'], 'an option is out of range']
   ]
   for (const [name, args, why] of cases) {
     const res = spawnSync(process.execPath, [script(name), ...args], { encoding: 'utf8', timeout: 20_000 })
