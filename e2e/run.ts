@@ -52,13 +52,16 @@ async function scenario (frp: FrpVersion, name: string, body: (ctx: Ctx) => Prom
 }
 
 async function main (): Promise<number> {
+  const usage = 'usage: FRP_BIN_DIR=DIR npm run e2e   (DIR holds the frps and frpc to test, e.g. ../shared/frp/0.64.0)\n'
   const dir = process.env.FRP_BIN_DIR
   if (dir === undefined || !existsSync(join(dir, 'frps')) || !existsSync(join(dir, 'frpc'))) {
-    process.stderr.write('usage: FRP_BIN_DIR=DIR npm run e2e   (DIR holds the frps and frpc to test, e.g. ../shared/frp/0.64.0)\n')
+    process.stderr.write(usage)
     return 2
   }
   const started = Date.now()
-  const frp = await detectFrp(resolve(dir))
+  // a frps that does not run or print a version is no FRP_BIN_DIR either
+  const frp = await detectFrp(resolve(dir)).catch((err: Error) => { process.stderr.write(`${err.message}\n${usage}`) })
+  if (frp === undefined) return 2
   process.stdout.write(`e2e: frp ${frp.version} (${frp.ini ? 'INI' : 'TOML'} configs) from ${frp.dir}\n`)
 
   const example = process.env.E2E_EXAMPLE ?? join(ROOT, 'config/gateway.example.json')

@@ -1,4 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process'
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { join } from 'node:path'
@@ -30,6 +32,22 @@ t.test('a bad option of the bench or the soak is a usage error', async t => {
     t.equal(res.status, 2, `${name} ${args.join(' ')}: exit 2`)
     t.ok(lines[0].startsWith(why), `${name} ${args.join(' ')}: ${lines[0]}`)
     t.match(lines[1], new RegExp(`^usage: ${name}\\.js `), 'then the usage')
+    t.notMatch(res.stderr, /\n\s+at /, 'no stack trace')
+  }
+})
+
+t.test('npm run e2e with a FRP_BIN_DIR whose frps is no frps is a usage error', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'frpgw-e2e-args-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  for (const [frps, why] of [['', /EACCES/], ['#!/bin/sh\necho hello\n', /-v printed "hello", not a version/]] as const) {
+    writeFileSync(join(dir, 'frps'), frps)
+    chmodSync(join(dir, 'frps'), frps === '' ? 0o644 : 0o755)
+    writeFileSync(join(dir, 'frpc'), '')
+    const res = spawnSync(process.execPath, [join(ROOT, 'dist', 'e2e', 'run.js')], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, FRP_BIN_DIR: dir } })
+    const lines = res.stderr.split('\n')
+    t.equal(res.status, 2, `${why.source}: exit 2`)
+    t.match(lines[0], why)
+    t.match(lines[1], /^usage: FRP_BIN_DIR=DIR npm run e2e /, 'then the usage')
     t.notMatch(res.stderr, /\n\s+at /, 'no stack trace')
   }
 })
