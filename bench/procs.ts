@@ -72,12 +72,15 @@ export class RedisProcess {
   }
 }
 
+/** why on one line, then the usage, exit 2 */
+export function usageError (usage: string, why: string): never {
+  process.stderr.write(`${why}\nusage: ${usage}\n`)
+  process.exit(2)
+}
+
 /** The options of a bench script, or its usage on stderr and exit 2: a mistyped option is no stack trace. */
 export function scriptArgs<T extends ParseArgsConfig['options']> (usage: string, options: T, valid: (values: ReturnType<typeof parseArgs<{ options: T }>>['values']) => boolean): ReturnType<typeof parseArgs<{ options: T }>>['values'] {
-  const fail = (why: string): never => {
-    process.stderr.write(`${why}\nusage: ${usage}\n`)
-    process.exit(2)
-  }
+  const fail = (why: string): never => usageError(usage, why)
   try {
     const { values } = parseArgs({ options })
     if (!valid(values)) fail('an option is out of range')

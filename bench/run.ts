@@ -4,13 +4,14 @@ import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
-import { freePort, killOnExit, redisAnswers, redisArgs, redisScripts, scriptArgs, waitUntil } from './procs.js'
+import { freePort, killOnExit, redisAnswers, redisArgs, redisScripts, scriptArgs, usageError, waitUntil } from './procs.js'
 import { proxyCalls, USER_COUNT, userCalls, writeUsersFile, type BenchCalls, type BenchRequest } from './users.js'
 
 // npm run bench: every scenario side by side in one run, on this machine, each server in its own process.
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const DIST = fileURLToPath(new URL('../', import.meta.url))
-const values = scriptArgs('run.js [--duration SECONDS] [--rounds N] [--connections N] [--only NAME]... [--no-pin] [--out FILE]', {
+const USAGE = 'run.js [--duration SECONDS] [--rounds N] [--connections N] [--only NAME]... [--no-pin] [--out FILE]'
+const values = scriptArgs(USAGE, {
   duration: { type: 'string', default: '3' },
   rounds: { type: 'string', default: '5' },
   only: { type: 'string', multiple: true },
@@ -229,17 +230,14 @@ const lazily = <T>(make: () => Promise<T>): () => Promise<T> => {
 
 async function main (): Promise<void> {
   const scenarios: Scenario[] = []
-  // --only (repeatable) keeps the baseline and the scenarios whose name contains one; only their servers are started
-  const add = async (name: string, at: () => Promise<Server>, { conns = connections, calls = recorded, detail = false, check }: Kept = {}): Promise<void> => {
-    const kept = scenarios.length === 0 || (values.only === undefined ? !detail : values.only.some(part => name.includes(part)))
-    if (kept) scenarios.push({ name, ...await at(), connections: conns, calls, check })
-  }
-  await add('baseline: bare fastify route', async () => await server('baseline'))
-  await add('gateway, empty chain', async () => await gateway([]))
-  await add(TYPICAL, async () => await gateway(typicalChain))
+  const planned: Array<{ name: string, at: () => Promise<Server>, kept: Kept }> = []
+  const add = (name: string, at: () => Promise<Server>, kept: Kept = {}): void => { planned.push({ name, at, kept }) }
+  add('baseline: bare fastify route', async () => await server('baseline'))
+  add('gateway, empty chain', async () => await gateway([]))
+  add(TYPICAL, async () => await gateway(typicalChain))
   // every call of every op sent, one POST each, to a receiver on the load side: what the step costs the gateway
   const receiver = lazily(async () => await server('receiver'))
-  await add(NOTIFY, async () => await gateway([...typicalChain, { name: 'notify', plugin: 'notify', options: { sink: { webhook: { url: `${(await receiver()).url}/hook` } } } }]), {
+  add(NOTIFY, async () => await gateway([...typicalChain, { name: 'notify', plugin: 'notify', options: { sink: { webhook: { url: `${(await receiver()).url}/hook` } } } }]), {
     // one event for each call checkAnswers made
     check: async () => {
       const url = `${(await receiver()).url}/received`
@@ -252,20 +250,20 @@ async function main (): Promise<void> {
     const port = await redisPort()
     return { ...await gateway(chain, { ...extra, redis: { url: `redis://127.0.0.1:${port}` } }), redis: port }
   }
-  await add('gateway, Redis rate-limit', async () => await withRedis([{ name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', ...NO_LIMIT } }]))
+  add('gateway, Redis rate-limit', async () => await withRedis([{ name: 'rate', plugin: 'rate-limit', options: { key: '{{op}}:{{user}}', ...NO_LIMIT } }]))
   const downstream = lazily(async () => await server('downstream'))
   const forwarding = lazily(async () => await gateway([{ name: 'auth', plugin: 'forward', options: { url: `${(await downstream()).url}/handler` } }]))
-  await add(DIRECT, downstream)
-  await add(FORWARD, forwarding)
-  await add(DIRECT, downstream, { conns: 1 })
-  await add(FORWARD, forwarding, { conns: 1 })
-  await add(`gateway, users chain (file table of ${USER_COUNT.toLocaleString('en')} users)`,
+  add(DIRECT, downstream)
+  add(FORWARD, forwarding)
+  add(DIRECT, downstream, { conns: 1 })
+  add(FORWARD, forwarding, { conns: 1 })
+  add(`gateway, users chain (file table of ${USER_COUNT.toLocaleString('en')} users)`,
     async () => await gateway([threeSteps[0]], usersFileBlock), { calls: perUser })
-  await add('gateway, users + quota + ports (registry in Redis)', async () => await withRedis(registryChain, {
+  add('gateway, users + quota + ports (registry in Redis)', async () => await withRedis(registryChain, {
     ...usersFileBlock, registry: { store: 'redis' }
   }), { calls: perProxy })
   // the same chain with nothing to wait for: what the steps, the modified answers and the records cost without Redis
-  await add('gateway, users + quota + ports (registry in memory)', async () => await gateway(registryChain, {
+  add('gateway, users + quota + ports (registry in memory)', async () => await gateway(registryChain, {
     ...usersFileBlock, registry: { store: 'memory' }
   }), { calls: perProxy, detail: true })
 
@@ -274,12 +272,21 @@ async function main (): Promise<void> {
   const series = lazily(async () => await caller([[BOTH, await usersPlugin()], [BOTH, await plugin('rate')], ['Login', await plugin('metas')]]))
   const callerGateway = lazily(async () => await caller([[BOTH, await oneGateway()]]))
   for (const conns of [connections, 1]) {
-    await add(SERIES, series, { conns, calls: perUser })
-    await add(ONE_GATEWAY, oneGateway, { conns, calls: perUser })
-    await add(CALLER_GATEWAY, callerGateway, { conns, calls: perUser, detail: true })
+    add(SERIES, series, { conns, calls: perUser })
+    add(ONE_GATEWAY, oneGateway, { conns, calls: perUser })
+    add(CALLER_GATEWAY, callerGateway, { conns, calls: perUser, detail: true })
   }
-  await add(ONE_PLUGIN, async () => await caller([[BOTH, await usersPlugin()]]), { conns: 1, calls: perUser, detail: true })
-  await add(USERS_DIRECT, usersPlugin, { conns: 1, calls: perUser, detail: true })
+  add(ONE_PLUGIN, async () => await caller([[BOTH, await usersPlugin()]]), { conns: 1, calls: perUser, detail: true })
+  add(USERS_DIRECT, usersPlugin, { conns: 1, calls: perUser, detail: true })
+
+  // a misspelt --only would measure the baseline alone
+  const unmatched = values.only?.find(part => !planned.some(p => p.name.includes(part)))
+  if (unmatched !== undefined) usageError(USAGE, `--only ${unmatched}: no scenario's name contains it`)
+  // --only (repeatable) keeps the baseline and the scenarios whose name contains one; only their servers are started
+  for (const [i, { name, at, kept: { conns = connections, calls = recorded, detail = false, check } }] of planned.entries()) {
+    const kept = i === 0 || (values.only === undefined ? !detail : values.only.some(part => name.includes(part)))
+    if (kept) scenarios.push({ name, ...await at(), connections: conns, calls, check })
+  }
 
   // This machine's speed drifts by tens of percent within a minute: the baseline runs again between
   // every two scenarios, each ratio is taken against the mean of the baselines around it, and the

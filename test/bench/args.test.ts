@@ -24,7 +24,9 @@ t.test('a bad option of the bench or the soak is a usage error', async t => {
     // memory, leaving its gateway and Redis running; an endless bench never ended
     ['soak', ['--connections', '1.5'], 'an option is out of range'],
     ['soak', ['--duration', 'Infinity'], 'an option is out of range'],
-    ['run', ['--duration', 'Infinity'], 'an option is out of range']
+    ['run', ['--duration', 'Infinity'], 'an option is out of range'],
+    // before: the baseline alone, measured and printed, exit 0
+    ['run', ['--only', 'typical', '--only', 'quoat'], "--only quoat: no scenario's name contains it"]
   ]
   for (const [name, args, why] of cases) {
     const res = spawnSync(process.execPath, [script(name), ...args], { encoding: 'utf8', timeout: 20_000 })
