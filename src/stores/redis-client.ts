@@ -234,6 +234,9 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
       enableOfflineQueue: false,
       lazyConnect: false,
       clusterRetryStrategy: retry,
+      // a cluster in state fail answers CLUSTERDOWN to every slot: retried every 100 ms, each call waited the
+      // command timeout to fail. (retryDelayOnFailover stays: its retries carry the first commands of new nodes)
+      retryDelayOnClusterDown: 0,
     })
   } else if ('sentinels' in cfg) {
     // failoverDetector: a master that hangs (paused, cut off) keeps its connection open, so without the

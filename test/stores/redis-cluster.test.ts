@@ -5,6 +5,7 @@ import t from 'tap'
 import { clusterNodeOptions, createRedisClient } from '../../src/stores/redis-client.js'
 import { RedisStore } from '../../src/stores/redis-store.js'
 import { startGateway } from '../helpers/gateway.js'
+import { timerLateness } from '../helpers/lateness.js'
 import { redisCli, startRedisCluster, waitFor } from '../helpers/redis.js'
 import { runStoreContract } from './contract.js'
 
@@ -93,3 +94,22 @@ t.test('/readyz and frp_gateway_redis_up: a cluster that fails some buckets is n
   t.equal(await gw.metric('frp_gateway_redis_up'), 0)
 })
 
+
+t.test('a cluster whose state is fail (a master down, no replica) fails each take at once, not after the command timeout', async t => {
+  const own = await startRedisCluster(t)
+  const gw = await startGateway(t, { redis: { cluster: own.urls }, chain: [{ name: 'rl', plugin: 'rate-limit', ops: ['Login'], options: { key: '{{user}}', limit: 1000, window: '1m' } }] })
+  for (let i = 0; i < 10; i++) t.equal((await gw.call('Login', { user: `u${i}` })).body.reject, false)
+  await own.servers[2].stop()
+  await waitFor('the cluster state fail', async () => (await redisCli(own.nodes[0].port, 'CLUSTER', 'INFO')).includes('cluster_state:fail'), 60_000)
+  // every slot now answers CLUSTERDOWN: ioredis retried it every 100 ms until the 300 ms command timeout
+  const lateness = timerLateness()
+  const took: number[] = []
+  for (let i = 0; i < 10; i++) {
+    const started = performance.now()
+    t.equal((await gw.call('Login', { user: `u${i}` })).body.reject, false, 'onStoreError allow')
+    took.push(Math.round(performance.now() - started))
+  }
+  const late = lateness()
+  t.ok(Math.max(...took) < 150 + late, `each answered in ${took.join(', ')} ms (timers up to ${Math.round(late)} ms late)`)
+  t.equal(await gw.metric('frp_gateway_ratelimit_decisions_total', { step: 'rl', result: 'store_error' }), 10)
+})
