@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { accessSync, constants, existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
 import { freePort, killOnExit, redisAnswers, redisArgs, redisScripts, scriptArgs, usageError, waitUntil } from './procs.js'
@@ -19,6 +19,14 @@ const values = scriptArgs(USAGE, {
   'no-pin': { type: 'boolean', default: false },
   out: { type: 'string', default: join(ROOT, 'bench', 'results.json') }
 }, v => Number.isFinite(Number(v.duration)) && Number(v.duration) > 0 && [v.rounds, v.connections].every(n => Number.isInteger(Number(n)) && Number(n) >= 1))
+// the results are written after minutes of measuring: a path that cannot take them is said before
+try {
+  if (!existsSync(values.out)) accessSync(dirname(values.out), constants.W_OK)
+  else if (statSync(values.out).isDirectory()) throw new Error('a folder')
+  else accessSync(values.out, constants.W_OK)
+} catch (err) {
+  usageError(USAGE, `--out ${values.out}: cannot be written (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
+}
 const duration = Number(values.duration)
 const rounds = Number(values.rounds)
 const connections = Number(values.connections)

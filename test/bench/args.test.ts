@@ -26,7 +26,10 @@ t.test('a bad option of the bench or the soak is a usage error', async t => {
     ['soak', ['--duration', 'Infinity'], 'an option is out of range'],
     ['run', ['--duration', 'Infinity'], 'an option is out of range'],
     // before: the baseline alone, measured and printed, exit 0
-    ['run', ['--only', 'typical', '--only', 'quoat'], "--only quoat: no scenario's name contains it"]
+    ['run', ['--only', 'typical', '--only', 'quoat'], "--only quoat: no scenario's name contains it"],
+    // before: a stack trace once the table was printed, minutes later
+    ['run', ['--out', '/nonexistent/results.json'], '--out /nonexistent/results.json: cannot be written (ENOENT)'],
+    ['run', ['--out', tmpdir()], `--out ${tmpdir()}: cannot be written (a folder)`]
   ]
   for (const [name, args, why] of cases) {
     const res = spawnSync(process.execPath, [script(name), ...args], { encoding: 'utf8', timeout: 20_000 })
