@@ -72,6 +72,14 @@ export class RedisProcess {
   }
 }
 
+/** Exits 1 with one line when a program the bench or the soak runs is not on the PATH (spawn's ENOENT came as a stack, later). */
+export function requirePrograms (script: string, programs: readonly string[]): void {
+  const missing = programs.filter(program => spawnSync(program, ['--version']).error !== undefined)
+  if (missing.length === 0) return
+  process.stderr.write(`${script} needs ${missing.join(' and ')} on the PATH (Debian: apt-get install redis-server)\n`)
+  process.exit(1)
+}
+
 /** why on one line, then the usage, exit 2 */
 export function usageError (usage: string, why: string): never {
   process.stderr.write(`${why}\nusage: ${usage}\n`)

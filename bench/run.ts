@@ -4,7 +4,7 @@ import { cpus, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
-import { freePort, killOnExit, redisAnswers, redisArgs, redisScripts, scriptArgs, usageError, waitUntil } from './procs.js'
+import { freePort, killOnExit, redisAnswers, redisArgs, redisScripts, requirePrograms, scriptArgs, usageError, waitUntil } from './procs.js'
 import { proxyCalls, USER_COUNT, userCalls, writeUsersFile, type BenchCalls, type BenchRequest } from './users.js'
 
 // npm run bench: every scenario side by side in one run, on this machine, each server in its own process.
@@ -27,6 +27,7 @@ try {
 } catch (err) {
   usageError(USAGE, `--out ${values.out}: cannot be written (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
 }
+requirePrograms('npm run bench', ['redis-server', 'redis-cli'])
 const duration = Number(values.duration)
 const rounds = Number(values.rounds)
 const connections = Number(values.connections)

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { Agent, request } from 'undici'
 import { DOWNSTREAM_FAULTS, faultChain, faultWindows, seededRandom, startFaultyDownstream, type FaultWindow } from './faults.js'
-import { freePort, killOnExit, RedisProcess, scriptArgs, waitUntil } from './procs.js'
+import { freePort, killOnExit, RedisProcess, requirePrograms, scriptArgs, waitUntil } from './procs.js'
 
 // npm run soak: a bounded run of mixed frps calls at a high rate through faultChain(), against the
 // gateway as a child process, while both downstream plugins and Redis fail at random moments.
@@ -19,6 +19,7 @@ const values = scriptArgs('soak.js [--duration SECONDS (>= 10)] [--connections N
   seed: { type: 'string' }
 }, v => Number.isFinite(Number(v.duration)) && Number(v.duration) >= 10 && Number.isInteger(Number(v.connections)) && Number(v.connections) >= 1 &&
   (v.seed === undefined || Number.isInteger(Number(v.seed))))
+requirePrograms('npm run soak', ['redis-server', 'redis-cli'])
 const durationMs = Number(values.duration) * 1000
 const connections = Number(values.connections)
 const seed = values.seed !== undefined ? Number(values.seed) : Math.floor(Math.random() * 2 ** 32)

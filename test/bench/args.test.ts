@@ -41,6 +41,15 @@ t.test('a bad option of the bench or the soak is a usage error', async t => {
   }
 })
 
+t.test('the bench and the soak without redis-server on the PATH: one line saying so, exit 1', async t => {
+  for (const [name, command] of [['run', 'npm run bench'], ['soak', 'npm run soak']]) {
+    // the PATH holds no redis-server (node is named by its full path)
+    const res = spawnSync(process.execPath, [script(name), '--duration', '10'], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, PATH: mkdtempSync(join(tmpdir(), 'frpgw-nopath-')) } })
+    t.equal(res.status, 1, `${command}: exit 1`)
+    t.equal(res.stderr, `${command} needs redis-server and redis-cli on the PATH (Debian: apt-get install redis-server)\n`)
+  }
+})
+
 t.test('npm run e2e with a FRP_BIN_DIR whose frps is no frps is a usage error', async t => {
   const dir = mkdtempSync(join(tmpdir(), 'frpgw-e2e-args-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
