@@ -282,15 +282,18 @@ export function parseConfig (raw: unknown, source = 'config'): Config {
 /** The file's config; else a ConfigError with every problem: schema, and compile problems of each step that parsed. */
 export async function loadConfig (file: string): Promise<Config> {
   const { text, value } = await readJsonText(file)
-  const parts = parseParts(value)
+  const { config, issues: found } = parseParts(value)
   // a key given twice (a copied block whose name was left) is the first thing to say: JSON kept the last silently
-  const issues = [...duplicateKeyIssues(text), ...parts.issues]
-  const { config } = parts
+  const issues = [...duplicateKeyIssues(text), ...found]
   if (issues.length === 0) return config
   // compile what did parse, for every problem in one report (createRuntime throws them all); a reload comes here for every bad file
-  await createRuntime(config, { metrics: createMetrics(undefined, { defaults: false }), log: createLogger({ level: 'silent', redact: [] }), open: false, baseDir: dirname(file) }, file, issues)
+  await createRuntime(config, compileOnly(file), file, issues)
   throw new ConfigError(file, issues)
 }
+
+/** What createRuntime needs to compile the config of `file` and report its problems, opening nothing (check, a bad reload). */
+export const compileOnly = (file: string): Parameters<typeof createRuntime>[1] =>
+  ({ metrics: createMetrics(undefined, { defaults: false }), log: createLogger({ level: 'silent', redact: [] }), open: false, baseDir: dirname(file) })
 
 /** The JSON Schema of the config file (config/gateway.schema.json is this, generated). */
 export function configJsonSchema (): unknown {

@@ -1,8 +1,5 @@
-import { dirname } from 'node:path'
-import { loadConfig, readTls, type Config } from '../config.js'
+import { compileOnly, loadConfig, readTls, type Config } from '../config.js'
 import { ConfigError } from '../errors.js'
-import { createLogger } from '../log.js'
-import { createMetrics } from '../metrics.js'
 import { createRuntime, describeChains } from '../runtime.js'
 
 export async function check (file: string): Promise<number> {
@@ -19,9 +16,6 @@ export async function check (file: string): Promise<number> {
   if (notes.length > 0) process.stderr.write(`${notes.join('\n')}\n`)
   return 0
 }
-
-const compileOnly = (file: string): Parameters<typeof createRuntime>[1] =>
-  ({ metrics: createMetrics(undefined, { defaults: false }), log: createLogger({ level: 'silent', redact: [] }), open: false, baseDir: dirname(file) })
 
 /**
  * What a step with enabled: false would fail on once turned on (its options and when are compiled only
