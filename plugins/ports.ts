@@ -68,17 +68,22 @@ export default definePlugin({
       ? { error, reject: `frp-plugin-gateway: step ${deps.name} failed: ${why}`, rule: 'store_error' }
       : { error, rule: 'store_error' }
 
-    const assign = (content: Content, ctx: CallContext, user: string, name: string, ranges: PortRanges, text: string): Promise<Verdict> =>
-      registry.store.assignPort({ user, name, ranges, holdMs: releaseAfter }).then(port => {
-        if (port === undefined) {
-          const at = { op: ctx.op, reqid: ctx.reqid, ports: text }
-          return { reject: reason(content, at), loggedReason: reason.masked?.(content, at), rule: 'no_free_port' }
-        }
-        if (own(content, 'remote_port') === port) return KEPT
-        const out = copy(content)
-        out.remote_port = port
-        return { content: out, rule: 'assigned' }
-      }, (err: unknown) => failed(err, 'registry unavailable'))
+    const assign = (content: Content, ctx: CallContext, user: string, name: string, ranges: PortRanges, text: string): Verdict | Promise<Verdict> => {
+      const port = registry.store.assignPort({ user, name, ranges, holdMs: releaseAfter })
+      return port instanceof Promise
+        ? port.then(p => chosen(p, content, ctx, text), (err: unknown) => failed(err, 'registry unavailable'))
+        : chosen(port, content, ctx, text)
+    }
+    const chosen = (port: number | undefined, content: Content, ctx: CallContext, text: string): Verdict => {
+      if (port === undefined) {
+        const at = { op: ctx.op, reqid: ctx.reqid, ports: text }
+        return { reject: reason(content, at), loggedReason: reason.masked?.(content, at), rule: 'no_free_port' }
+      }
+      if (own(content, 'remote_port') === port) return KEPT
+      const out = copy(content)
+      out.remote_port = port
+      return { content: out, rule: 'assigned' }
+    }
 
     // a record's ranges, parsed once per record the table hands out (a reload or a Redis read makes a new one)
     const parsed = new WeakMap<CompiledUser, { ranges: PortRanges, text: string }>()

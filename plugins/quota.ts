@@ -66,11 +66,12 @@ export default definePlugin({
       return { reject: reason(content, at), loggedReason: reason.masked?.(content, at), rule: result.limit }
     }
 
-    const reserve = (content: Content, ctx: CallContext, applied: QuotaLimits): Promise<Verdict | undefined> | undefined => {
+    const reserve = (content: Content, ctx: CallContext, applied: QuotaLimits): Verdict | Promise<Verdict | undefined> | undefined => {
       if (applied.maxProxies === undefined && applied.maxProxiesPerClient === undefined && applied.maxPorts === undefined) return
       const { user, name, runId } = proxyOf(content)
       const request = { user, name, run_id: runId, port: holdsPort(ownText(content, 'proxy_type')), ttlMs: ctx.deadline - performance.now() + RESERVATION_GRACE_MS }
-      return store.reserve(request, applied).then(r => decide(r, content, ctx), err => failed(err))
+      const result = store.reserve(request, applied)
+      return result instanceof Promise ? result.then(r => decide(r, content, ctx), err => failed(err)) : decide(result, content, ctx)
     }
 
     const withUser = (lookup: UserLookup<CompiledUser>, content: Content, ctx: CallContext): Verdict | undefined | Promise<Verdict | undefined> => {

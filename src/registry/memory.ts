@@ -118,7 +118,7 @@ export class MemoryRegistry implements RegistryStore {
     return n
   }
 
-  async reserve (request: QuotaRequest, limits: QuotaLimits): Promise<QuotaResult> {
+  reserve (request: QuotaRequest, limits: QuotaLimits): QuotaResult {
     const now = this.#now()
     const { user, name } = request
     const records = this.#records.get(user)
@@ -158,7 +158,7 @@ export class MemoryRegistry implements RegistryStore {
     if (this.#reservations.get(user)?.get(name)?.run_id === runId) this.#endReservation(user, name)
   }
 
-  async assignPort ({ user, name, ranges, holdMs }: PortRequest): Promise<number | undefined> {
+  assignPort ({ user, name, ranges, holdMs }: PortRequest): number | undefined {
     const now = this.#now()
     const key = ownerKey(user, name)
     const held = this.#owners.get(key)

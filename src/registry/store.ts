@@ -88,8 +88,12 @@ export interface RegistryStore {
   list (user?: string): Promise<ProxyRecord[]>
   /** The records of every user. */
   count (): Promise<number>
-  /** Counts the user's records and live reservations and reserves one more when every limit allows it, atomically. */
-  reserve (request: QuotaRequest, limits: QuotaLimits): Promise<QuotaResult>
+  /**
+   * Counts the user's records and live reservations and reserves one more when every limit allows it,
+   * atomically. The memory store answers at once (as assignPort): a chain on it stays synchronous,
+   * with no promise or deadline timer per call.
+   */
+  reserve (request: QuotaRequest, limits: QuotaLimits): QuotaResult | Promise<QuotaResult>
   /** Ends the reservation of (user, name) made by run_id, when the call was answered reject or error. */
   release (user: string, name: string, runId: string): Promise<void>
   /**
@@ -97,7 +101,7 @@ export interface RegistryStore {
    * first free port of the ranges. It is then held for (user, name) for holdMs, or until its proxy
    * registers (in use) and for holdMs after that proxy closes. undefined when no port is free.
    */
-  assignPort (request: PortRequest): Promise<number | undefined>
+  assignPort (request: PortRequest): number | undefined | Promise<number | undefined>
   /** Who has a port: in use (no heldUntil) or held until heldUntil (ms since the epoch); undefined when free. */
   portOwner (port: number): Promise<PortOwner | undefined>
   ping (): Promise<void>

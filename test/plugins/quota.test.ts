@@ -86,3 +86,17 @@ t.test('trace shows the release a rejected call would do, and the step\'s decisi
   const allowed = await traceCall(gw.ref.current, 'NewProxy', newProxy('tcp'), log)
   t.same(allowed.commits, ['registry: would record alice.ssh of alice (tcp, remote port 27606, run_id 9a961f8f3302e589)'], 'a reconnect: allowed, nothing to release')
 })
+
+t.test('on the memory registry, quota and ports answer at once: the call stays synchronous, with no promise or deadline timer', async t => {
+  const gw = await startGateway(t, {
+    registry: { store: 'memory' },
+    chain: [quotaStep({ maxProxies: 1 }), { name: 'ports', plugin: 'ports', options: { mode: 'sticky', range: ['42000-42001'] } }]
+  })
+  const silent = createLogger({ level: 'silent', redact: [], repeatIntervalMs: 0 })
+  const first = gw.ref.current.call('NewProxy', newProxy('tcp', 'alice.a'), performance.now(), 'r1', silent).result
+  t.notOk(first instanceof Promise)
+  t.match(first, { outcome: 'modify', content: { remote_port: 42000 } })
+  const second = gw.ref.current.call('NewProxy', newProxy('tcp', 'alice.b'), performance.now(), 'r2', silent).result
+  t.notOk(second instanceof Promise)
+  t.match(second, { outcome: 'reject', step: 'quota', reason: 'alice has 1 proxy, the limit is 1 (maxProxies)' }, 'the first call\'s reservation counts')
+})
