@@ -10,6 +10,7 @@ import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 
+import { killOnExit } from '../bench/procs.js'
 import type { ProxyRecord } from '../src/registry/store.js'
 import { freePort } from '../test/helpers/redis.js'
 
@@ -37,9 +38,7 @@ export class Scope {
 
 // last resort when the run is interrupted: no frps, frpc or gateway outlives it
 const live = new Set<ChildProcess>()
-const killAll = (): void => { for (const child of live) child.kill('SIGKILL') }
-process.on('exit', killAll)
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => { killAll(); process.exit(130) })
+killOnExit(() => { for (const child of live) child.kill('SIGKILL') })
 
 // eslint-disable-next-line no-control-regex
 const ANSI = /\x1b\[[0-9;]*m/g
