@@ -5,6 +5,8 @@ import { z } from 'zod'
  * reading LoginResp), and then gives up: no call needs a longer deadline.
  */
 export const MAX_DEADLINE_MS = 10_000
+/** the longest drainMs: work after answers (records, events) a stop waits for */
+export const MAX_DRAIN_MS = 60_000
 
 /**
  * undici's header and body timers tick every 499 ms and count from the tick before they were set: one

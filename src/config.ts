@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path'
 import { createSecureContext } from 'node:tls'
 import { z } from 'zod'
 import { plugins } from '../plugins/index.js'
-import { durationIn, intIn, MAX_DEADLINE_MS } from './bounds.js'
+import { durationIn, intIn, MAX_DEADLINE_MS, MAX_DRAIN_MS } from './bounds.js'
 import { collectIssues, ConfigError, type ConfigIssue } from './errors.js'
 import { issuesOf } from './issues.js'
 import { duplicateKeyIssues, readJsonText } from './json-file.js'
@@ -141,7 +141,7 @@ export const configSchema = z.strictObject({
       }).prefault({}).describe('one hash per user under redis.keyPrefix; needs the top-level redis block')
     })
   ], { error: 'expected {"file": "users.json"} or {"redis": {}}' }).optional().describe('where the user table lives (the users step reads it)'),
-  drainMs: intIn(0, 60_000).default(5000).describe('on stop and reload, how long work after answers (registry records, events) may still take (ms)'),
+  drainMs: intIn(0, MAX_DRAIN_MS).default(5000).describe('on stop and reload, how long work after answers (registry records, events) may still take (ms)'),
   registry: z.strictObject({
     store: z.enum(['auto', 'memory', 'redis']).default('auto').describe('auto: redis when the redis block is configured, else memory'),
     frpsApi: z.strictObject({

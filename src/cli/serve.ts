@@ -38,6 +38,8 @@ function fingerprint (path: string): string {
 }
 
 const WATCH_POLL_MS = 500
+/** past deadlineMs + drainMs, a stop that cannot finish (a close that hangs) exits 1 this much later */
+export const STOP_GRACE_MS = 5000
 
 /**
  * --watch: the config file, and the users file the live config names (which can change with a
@@ -177,7 +179,7 @@ export async function serve (file: string, watch: boolean, early: EarlyHup): Pro
     const { drainMs } = ref.current.config
     // calls in flight, then the commits and the steps' own queues (notify), drainMs for both; a chain a reload replaced keeps its own
     const bound = Math.max(...[ref.current, ...retiring].map(({ config }) => config.deadlineMs + config.drainMs))
-    const force = setTimeout(() => process.exit(1), bound + 5000).unref()
+    const force = setTimeout(() => process.exit(1), bound + STOP_GRACE_MS).unref()
     await Promise.allSettled([app.close(), admin?.close()])
     // close waits for the commits in progress (of every config: the committer is shared), at most drainMs; a chain a
     // reload replaced is closed too, or its notify queues would go unsent and uncounted
