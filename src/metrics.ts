@@ -12,6 +12,8 @@ export type RateLimitResult = (typeof RATELIMIT_RESULTS)[number]
 export const USERS_RESULTS = ['ok', 'unknown_user', 'bad_token', 'disabled', 'expired', 'client_cidr', 'clock_skew',
   'proxy_type', 'proxy_name', 'port', 'domain', 'subdomain', 'store_error'] as const
 export type UsersResult = (typeof USERS_RESULTS)[number]
+export const RECONCILE_RESULTS = ['ok', 'error'] as const
+export const RELOAD_RESULTS = ['success', 'failure'] as const
 
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 

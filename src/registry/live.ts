@@ -1,12 +1,13 @@
 import type { Logger } from 'pino'
 import type { CommitEvent, CommitHook } from '../commit.js'
 import { warnRepeated } from '../log.js'
+import type { RECONCILE_RESULTS } from '../metrics.js'
 import { own, ownText, type Content } from '../protocol.js'
 import { onlineProxies, reconcile, type FrpsApiConfig } from './reconcile.js'
 import type { ProxyRecord, RegistryStore } from './store.js'
 
 export interface RegistryCounters {
-  reconciled: (result: 'ok' | 'error') => void
+  reconciled: (result: (typeof RECONCILE_RESULTS)[number]) => void
   removed: (n: number) => void
 }
 
