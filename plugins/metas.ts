@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { definePlugin } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
-import { copy, getIn, OPS, own, put, sameJson, setIn, stringRecord, type Op } from '../src/protocol.js'
+import { copy, getIn, OPS, own, put, setIn, stringRecord, type Op } from '../src/protocol.js'
 import { compileTemplate, type Template } from '../src/template.js'
 
 const templates = stringRecord()
@@ -33,6 +33,11 @@ export default definePlugin({
     const sets = compile('set', options.set)
     const defaults = compile('default', options.default)
     const { remove, scope } = options
+    // remove runs last: a value set for a key it removes never reaches frps
+    remove.forEach((key, i) => {
+      const setBy = (['set', 'default'] as const).filter(group => Object.hasOwn(options[group], key)).map(group => `options.${group}.${key}`)
+      if (setBy.length > 0) compileAt(`remove[${i}]`, () => { throw new Error(`"${key}" is removed here and set by ${setBy.join(' and ')}: remove runs last, so that value is never sent; keep one of them`) })
+    })
     if (scope === 'proxy' && !deps.ops.includes('NewProxy')) {
       compileAt('scope', () => { throw new Error(`scope proxy acts on NewProxy only, and the step's ops (${deps.ops.join(', ')}) have none: it would never change anything`) })
     }
@@ -51,8 +56,7 @@ export default definePlugin({
       for (const key of remove) {
         if (own(next ?? current, key) !== undefined) delete (next ??= copy(current))[key]
       }
-      // a key set and then removed again is no change
-      if (next === undefined || (remove.length > 0 && sameJson(next, current ?? {}))) return
+      if (next === undefined) return
       return { content: setIn(content, path, next) }
     }
   }
