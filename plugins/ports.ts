@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { durationIn } from '../src/bounds.js'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
-import { portRange } from '../src/match.js'
+import { portRange, remotePortRange } from '../src/match.js'
 import { copy, own, ownText, type Content } from '../src/protocol.js'
 import type { PortRanges } from '../src/registry/store.js'
 import { compileTemplate } from '../src/template.js'
@@ -11,17 +11,14 @@ import type { UserLookup, UserTable } from '../src/users/table.js'
 
 const DAY_MS = 86_400_000
 
-/** Ranges without port 0: 0 asks frps to pick, which is what this step replaces. */
-function rangesOf (ports: ReadonlyArray<number | string>): PortRanges {
-  return ports.map(portRange).filter(([, hi]) => hi > 0).map(([lo, hi]) => [Math.max(1, lo), hi] as const)
-}
+/** Ranges of a range option or a user record, both refused with port 0 (remotePortRange): 0 asks frps to pick, which is what this step replaces. */
+const rangesOf = (ports: ReadonlyArray<number | string>): PortRanges => ports.map(portRange)
 
 // Every entry is checked on its own with match.ts's parser, so each bad one is reported at its index.
 function checkRange (list: Array<number | string>, ctx: z.RefinementCtx): void {
   list.forEach((entry, i) => {
     try {
-      const [lo] = portRange(entry)
-      if (lo === 0) ctx.addIssue({ code: 'custom', path: [i], message: `"${entry}" includes port 0, which asks frps to pick a port: ranges start at 1` })
+      remotePortRange(entry)
     } catch (err) {
       ctx.addIssue({ code: 'custom', path: [i], message: (err as Error).message })
     }

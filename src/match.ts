@@ -103,6 +103,13 @@ export function portRange (p: number | string): [number, number] {
   return [lo, hi]
 }
 
+/** A port or range a proxy may be given (a ports step's range, a user's ports): frpc's remote_port 0 asks frps to pick, so no range holds it. */
+export function remotePortRange (p: number | string): [number, number] {
+  const range = portRange(p)
+  if (range[0] === 0) throw new Error(`"${p}" includes port 0, which asks frps to pick a port: ranges start at 1`)
+  return range
+}
+
 export function portRanges (ports: Array<number | string>): (port: number) => boolean {
   const ranges = ports.flatMap((p, i) => compileAt(`[${i}]`, () => [portRange(p)]) ?? [])
   return port => ranges.some(([lo, hi]) => port >= lo && port <= hi)

@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { intIn } from '../bounds.js'
 import { ConfigError, type ConfigIssue } from '../errors.js'
 import { issuesOf } from '../issues.js'
-import { cidrList, compileGlob, portRanges } from '../match.js'
+import { cidrList, compileGlob, portRanges, remotePortRange } from '../match.js'
 import { proxyTypeSchema, stringRecord } from '../protocol.js'
 
 /**
@@ -30,7 +30,7 @@ const eachCompiles = <T>(compile: (one: T[]) => unknown) => (list: T[], ctx: z.R
 
 // Parsed loosely so that every bad entry gets match.ts's own message; the JSON Schema says what goes.
 const portItem = z.union([z.number(), z.string()])
-const PORT_ITEM_JSON = { anyOf: [{ type: 'integer', minimum: 0, maximum: 65535 }, { type: 'string', pattern: '^\\d+(-\\d+)?$' }] }
+const PORT_ITEM_JSON = { anyOf: [{ type: 'integer', minimum: 1, maximum: 65535 }, { type: 'string', pattern: '^0*[1-9]\\d*(-\\d+)?$' }] }
 
 const globs = z.array(z.string().min(1, 'an empty glob matches nothing').max(253)).max(MAX_LIST)
 // frp's BandwidthQuantity: a number (a fraction too) and KB or MB; zero would mean no limit at all
@@ -56,7 +56,7 @@ export const userRecordSchema = z.strictObject({
     .describe("CIDRs or addresses that Login's client_address must be inside"),
   proxyTypes: z.array(proxyTypeSchema).optional().describe('proxy types the user may register'),
   proxyNames: globs.optional().describe('globs (* and ?) on the proxy name without the "user." prefix'),
-  ports: z.array(portItem).max(MAX_LIST).superRefine(eachCompiles(portRanges)).optional()
+  ports: z.array(portItem).max(MAX_LIST).superRefine(eachCompiles(([p]) => remotePortRange(p))).optional()
     .describe('tcp/udp remote ports and "low-high" ranges; absent: any port; []: no tcp/udp proxy'),
   domains: globs.optional().describe('globs every custom_domains entry must match'),
   subdomains: globs.optional().describe('globs the subdomain must match'),

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { Ajv2020 } from 'ajv/dist/2020.js'
 import t from 'tap'
-import { compileUser, compileUsers, parseUsersFile, userRecordSchema } from '../../src/users/record.js'
+import { compileUser, compileUsers, parseUserRecord, parseUsersFile, userRecordSchema, usersJsonSchema } from '../../src/users/record.js'
 import { ROOT } from '../helpers/cli.js'
 import { issuesOf } from '../helpers/issues.js'
 
@@ -62,6 +63,22 @@ t.test('every problem of the file in one run, each with its JSON path', async t 
   t.match(messages['users.bob.tokenSha256'], /token or tokenSha256, not both/)
   t.match(messages['users.bad name'], /user name of 1-64 characters/)
   t.match(messages['users.alice.extra'], /unknown key/)
+})
+
+t.test('ports never hold port 0 (a remote_port of 0 asks frps to pick one), in a users file and in a record from Redis', async t => {
+  const zero = (entry: string) => `"${entry}" includes port 0, which asks frps to pick a port: ranges start at 1`
+  t.same(issuesOf(() => parseUsersFile({ users: { alice: { ports: [0, '0-10', 6000, '00-5', '0'] } } })), [
+    { path: 'users.alice.ports[0]', message: zero('0') },
+    { path: 'users.alice.ports[1]', message: zero('0-10') },
+    { path: 'users.alice.ports[3]', message: zero('00-5') },
+    { path: 'users.alice.ports[4]', message: zero('0') }
+  ])
+  t.throws(() => parseUserRecord('alice', { ports: ['0-10'] }), { message: `ports[0]: ${zero('0-10')}` })
+  t.equal(parseUserRecord('alice', { ports: [1, '1-10', 65535] }).portsText, '1, 1-10, 65535', 'from 1 on')
+  const validate = new Ajv2020({ strict: true }).compile(usersJsonSchema() as object)
+  t.notOk(validate({ users: { alice: { ports: [0] } } }), 'the JSON Schema says so too')
+  t.notOk(validate({ users: { alice: { ports: ['0-10'] } } }))
+  t.ok(validate({ users: { alice: { ports: [1, '1-10', '0010'] } } }))
 })
 
 t.test('a __proto__ user is an error, and a metas __proto__ key stays a plain key', async t => {
