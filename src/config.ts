@@ -37,11 +37,13 @@ function frpsApiUrl (raw: string, ctx: z.RefinementCtx): void {
   if (url !== undefined && (url.username !== '' || url.password !== '')) ctx.addIssue({ code: 'custom', message: 'give the credentials as frpsApi.user and frpsApi.password, not in the URL' })
 }
 
-// ioredis takes the path, or ?db=, as the database number, and SELECTs NaN for any other (a crash)
+// ioredis takes the path, or ?db=, as the database number, and SELECTs NaN for any other (a crash);
+// it connects a URL without a host (redis://, redis:///1) to localhost:6379 without a word
 function redisUrlCheck (raw: string, ctx: z.RefinementCtx): void {
   if (!/^rediss?:\/\//.test(raw)) return
   const url = parsedUrl(raw, ctx)
   if (url === undefined) return
+  if (url.hostname === '') ctx.addIssue({ code: 'custom', message: 'no host: write it, as in redis://127.0.0.1:6379 (without one, ioredis would connect to localhost:6379)' })
   const inPath = url.pathname.length > 1
   const db = inPath ? url.pathname.slice(1) : url.searchParams.get('db')
   if (db !== null && !/^\d+$/.test(db)) ctx.addIssue({ code: 'custom', message: `the database (${inPath ? 'the path' : '?db='}) must be a number, as in redis://host:6379/0` })

@@ -314,6 +314,10 @@ t.test('a Redis URL that does not parse, or names a database that is not a numbe
   t.same(at('redis://127.0.0.1:6379/zero'), [{ path: 'redis.url', message: 'the database (the path) must be a number, as in redis://host:6379/0' }])
   t.same(at('redis://127.0.0.1:6379?db=x'), [{ path: 'redis.url', message: 'the database (?db=) must be a number, as in redis://host:6379/0' }])
   t.same(issuesOf(() => parseConfig({ redis: { cluster: ['redis://127.0.0.1:7000', 'redis://a b'] } })), [{ path: 'redis.cluster[1]', message: invalid }])
+  const noHost = 'no host: write it, as in redis://127.0.0.1:6379 (without one, ioredis would connect to localhost:6379)'
+  for (const url of ['redis://', 'rediss://', 'redis:///1', 'redis://?db=1']) t.same(at(url), [{ path: 'redis.url', message: noHost }], url)
+  t.same(at('redis://:6380'), [{ path: 'redis.url', message: invalid }], 'a port without a host')
+  t.same(issuesOf(() => parseConfig({ redis: { cluster: ['redis://127.0.0.1:7000', 'redis://'] } })), [{ path: 'redis.cluster[1]', message: noHost }])
   for (const url of ['redis://127.0.0.1:6379/2', 'rediss://[::1]:6380?family=6', 'redis://:p%40ss@redis:6379', 'redis://r:6379/1?db=x']) t.same(parseConfig({ redis: { url } }).redis, { url, keyPrefix: 'frpgw:' }, url)
 })
 
