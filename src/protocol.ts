@@ -10,16 +10,18 @@ export type Content = Record<string, unknown>
 const OP_SET: ReadonlySet<string> = new Set(OPS)
 const hasOwn = Object.hasOwn
 export const isOp = (value: unknown): value is Op => typeof value === 'string' && OP_SET.has(value)
+const received = (v: unknown): string => v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v
 
 /** The proxy types frps knows: a closed set, so a misspelt one in a config would match nothing. */
 export const PROXY_TYPES = ['tcp', 'udp', 'http', 'https', 'stcp', 'xtcp', 'sudp', 'tcpmux'] as const
+// a list or an object is named, not quoted: JSON.stringify of one nested deep enough (a users hash field) overflows the stack
+const shown = (v: unknown): string => v !== null && typeof v === 'object' ? `an ${received(v)}` : clip(JSON.stringify(v) ?? String(v))
 export const proxyTypeSchema = z.enum(PROXY_TYPES, {
-  error: issue => `${clip(JSON.stringify(issue.input) ?? String(issue.input))} is not a proxy type frps knows: ${PROXY_TYPES.join(', ')}`
+  error: issue => `${shown(issue.input)} is not a proxy type frps knows: ${PROXY_TYPES.join(', ')}`
 })
 
 // frps < 0.4x sends zero values and nil maps as null, newer frps omits them: every field is optional and nullable.
 const opt = <T extends z.ZodType>(type: T) => type.nullable().optional()
-const received = (v: unknown): string => v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v
 /** A JSON object: not null, not an array. */
 export const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v)
 const isStrMap = (v: unknown): boolean => {

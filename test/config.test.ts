@@ -200,6 +200,15 @@ t.test('a proxy type frps does not know (misspelt, in another case) is a config 
     { path: 'chain[0].when.proxyTypes[2]', message: `"htpp" is not a proxy type frps knows: ${known}` },
     { path: 'chain[0].when.not.proxyTypes[1]', message: `"quic" is not a proxy type frps knows: ${known}` }
   ])
+  // quoting one nested 100,000 deep overflowed the stack: check ended in a stack trace
+  const deep = (open: string, inner: string, close: string) => JSON.parse(open.repeat(100_000) + inner + close.repeat(100_000))
+  t.same(issuesOf(() => parseConfig({
+    chain: [{ name: 'a', plugin: 'reject', ops: ['NewProxy'], when: { proxyTypes: [deep('[', '', ']'), 7, deep('{"a":', '1', '}')] } }]
+  })), [
+    { path: 'chain[0].when.proxyTypes[0]', message: `an array is not a proxy type frps knows: ${known}` },
+    { path: 'chain[0].when.proxyTypes[1]', message: `7 is not a proxy type frps knows: ${known}` },
+    { path: 'chain[0].when.proxyTypes[2]', message: `an object is not a proxy type frps knows: ${known}` }
+  ])
 })
 
 t.test('when.fields: a proxy_type frps does not know is a config error too', async t => {

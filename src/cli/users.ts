@@ -11,7 +11,7 @@ import { fromFpMultiuser, fromFrpsPanel } from '../users/import.js'
 import { issuesOf } from '../issues.js'
 import { own } from '../protocol.js'
 import { parseUserRecord, USER_NAME, userNameSchema, userRecordSchema, type CompiledUser } from '../users/record.js'
-import { NotAHashError, RedisUserSource } from '../users/redis-source.js'
+import { RedisUserSource, UnreadableRecordError } from '../users/redis-source.js'
 import { commandUsage, configPath, StartError, UsageError, type Values } from './usage.js'
 
 const IMPORTS = { 'fp-multiuser': fromFpMultiuser, 'frps-panel': fromFrpsPanel }
@@ -90,9 +90,9 @@ async function list (table: Table): Promise<number> {
     // added by hand (SADD): the users step looks up no such name, whatever its record holds
     if (!USER_NAME.test(name)) return [`${JSON.stringify(name)} (not a valid user name: the gateway never looks it up; users delete removes it)`]
     const read = raws[i]
-    // a key that holds no hash (set by hand) is that user's problem, not the list's
+    // a key that holds no hash, or a field nested too deep (set by hand), is that user's problem, not the list's
     if (read.status === 'rejected') {
-      if (!(read.reason instanceof NotAHashError)) throw read.reason
+      if (!(read.reason instanceof UnreadableRecordError)) throw read.reason
       return [listLine(name, read.reason, now)]
     }
     const raw = read.value
@@ -218,7 +218,7 @@ export async function users (name: string, rest: string[], values: Values): Prom
     }
     return await change(name, table, rest[0], record)
   } catch (err) {
-    if (err instanceof NotAHashError) throw new StartError(`${rest[0]}: not a valid record: ${err.message} (users set replaces it)`)
+    if (err instanceof UnreadableRecordError) throw new StartError(`${rest[0]}: not a valid record: ${err.message} (users set replaces it)`)
     if (table.kind === 'redis' && !(err instanceof StartError)) throw new StartError(`redis ${table.where}: ${(err as Error).message}`)
     throw err
   } finally {

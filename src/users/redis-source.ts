@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from 'ioredis'
 import { evictLru } from '../lru.js'
+import { clip, MAX_CONTENT_DEPTH, nestsDeeper } from '../protocol.js'
 import { redisError } from '../stores/redis-client.js'
 
 /** Validates one decoded record; throws with a message naming what is wrong. */
@@ -72,8 +73,18 @@ function decodeField(text: string): unknown {
 
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err))
 
-/** A user's key that holds something else than a hash (set by hand): that record's problem, not Redis being away. */
-export class NotAHashError extends Error {}
+/** A user's key the gateway cannot read as a record (set by hand): that record's problem, not Redis being away. */
+export class UnreadableRecordError extends Error {}
+
+/** A user's key that holds something else than a hash. */
+export class NotAHashError extends UnreadableRecordError {}
+
+/** A field nested so deep that walking it (validating, printing) would overflow the stack; no field of a record nests more than one level. */
+export class TooDeepFieldError extends UnreadableRecordError {
+  constructor(key: string, readonly field: string) {
+    super(`${key} field ${field} nests objects and arrays deeper than ${MAX_CONTENT_DEPTH} levels`)
+  }
+}
 
 /**
  * The user table in Redis, for standalone, Sentinel and Cluster alike.
@@ -189,6 +200,9 @@ export class RedisUserSource<R> {
       return raw === undefined ? UNKNOWN : this.#validate(name, raw)
     } catch (err) {
       if (err instanceof NotAHashError) return { status: 'invalid', error: new Error(`user ${name} in Redis (${this.userKey(name)}) is not a hash`, { cause: err }) }
+      if (err instanceof TooDeepFieldError) {
+        return { status: 'invalid', error: new Error(`user ${name} in Redis (${this.userKey(name)}) is not a valid record: ${err.field}: nests objects and arrays deeper than ${MAX_CONTENT_DEPTH} levels`, { cause: err }) }
+      }
       const cause = redisError(this.#client, err)
       return { status: 'error', error: new Error(`users in Redis: reading ${this.userKey(name)} failed: ${cause.message}`, { cause }) }
     }
@@ -207,7 +221,10 @@ export class RedisUserSource<R> {
     this.#loading.delete(name)
   }
 
-  /** The decoded fields of `name`'s hash, unvalidated and uncached (`users get`); undefined when absent. Rejects when Redis does not answer, with a NotAHashError when the key holds no hash. */
+  /**
+   * The decoded fields of `name`'s hash, unvalidated and uncached (`users get`); undefined when absent. Rejects when Redis
+   * does not answer, with a NotAHashError when the key holds no hash, a TooDeepFieldError for a field nested too deep.
+   */
   async read(name: string): Promise<Record<string, unknown> | undefined> {
     const key = this.userKey(name)
     const fields = await this.#client.hgetall(key).catch((err: unknown) => {
@@ -216,7 +233,11 @@ export class RedisUserSource<R> {
     const names = Object.keys(fields)
     if (names.length === 0) return undefined
     const raw: Record<string, unknown> = {}
-    for (const field of names) put(raw, field, decodeField(fields[field]))
+    for (const field of names) {
+      const value = decodeField(fields[field])
+      if (nestsDeeper(value, MAX_CONTENT_DEPTH)) throw new TooDeepFieldError(key, clip(field))
+      put(raw, field, value)
+    }
     return raw
   }
 

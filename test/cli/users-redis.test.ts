@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto'
+import { Redis } from 'ioredis'
 import t from 'tap'
 import { configFile, runCli } from '../helpers/cli.js'
+import { startGateway } from '../helpers/gateway.js'
 import { redisCli, startRedis } from '../helpers/redis.js'
 import { expect, lines, MULTIUSER, redisCommands } from './users-commands.js'
 
@@ -32,6 +34,26 @@ t.test('Redis: a hand-made value read as the gateway reads it; a key that holds 
   t.equal(await redisCli(redis.port, 'TYPE', 'frpgw:user:{bob}'), 'string\n', 'and left as it was')
   const gw = await (await import('../helpers/gateway.js')).startGateway(t, { redis: { url: redis.url }, users: { redis: {} }, chain: [{ name: 'users', plugin: 'users', ops: ['Login'] }] })
   t.same((await gw.call('Login', { user: 'bob', metas: { token: 'x' } })).body, { reject: true, reject_reason: 'frp-plugin-gateway: step users failed: the record of bob is not valid', unchange: true }, 'the gateway: an invalid record, not a table away')
+})
+
+t.test('Redis: a field nested 100,000 deep (written by hand) is that user\'s invalid record, naming the user and the field, in list, get and the gateway', async t => {
+  const redis = await startRedis(t)
+  const cfg = configFile({ redis: { url: redis.url }, users: { redis: {} } })
+  const users = async (...args: string[]) => await runCli(['users', ...args, '--config', cfg])
+  const n = 100_000
+  // over 128 KiB, more than one argument of redis-cli can take
+  const writer = new Redis(redis.port, '127.0.0.1')
+  t.teardown(() => writer.disconnect())
+  await writer.hset('frpgw:user:{alice}', 'token', '"a1"', 'metas', '['.repeat(n) + ']'.repeat(n))
+  await writer.hset('frpgw:user:{carol}', 'token', '"c1"', 'proxyTypes', '{"a":'.repeat(n) + '1' + '}'.repeat(n))
+  await writer.sadd('frpgw:users', 'alice', 'carol')
+  const deep = (name: string, field: string) => `frpgw:user:{${name}} field ${field} nests objects and arrays deeper than 32 levels`
+  expect(t, await users('list'), 0, `alice (not a valid record: ${deep('alice', 'metas')})\ncarol (not a valid record: ${deep('carol', 'proxyTypes')})\n`)
+  expect(t, await users('get', 'alice'), 1, '', `alice: not a valid record: ${deep('alice', 'metas')} (users set replaces it)\n`)
+  const gw = await startGateway(t, { redis: { url: redis.url }, users: { redis: {} }, chain: [{ name: 'users', plugin: 'users', ops: ['Login'] }] })
+  t.same((await gw.call('Login', { user: 'alice', metas: { token: 'a1' } })).body, { reject: true, reject_reason: 'frp-plugin-gateway: step users failed: the record of alice is not valid', unchange: true })
+  t.match(gw.logs.find(l => l.msg === 'step failed')?.err.message, /^user alice in Redis \(frpgw:user:\{alice\}\) is not a valid record: metas: nests objects and arrays deeper than 32 levels/)
+  expect(t, await users('disable', 'alice'), 0, 'alice: disabled\n', '', 'the other fields can still be changed')
 })
 
 t.test('Redis: enable and disable say a record refused for an unreadable "enabled" is changed, not unchanged', async t => {

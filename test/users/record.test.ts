@@ -81,6 +81,12 @@ t.test('ports never hold port 0 (a remote_port of 0 asks frps to pick one), in a
   t.ok(validate({ users: { alice: { ports: [1, '1-10', '0010'] } } }))
 })
 
+t.test('a proxyTypes entry nested 100,000 deep is named, not quoted (quoting it overflowed the stack)', async t => {
+  const deep = JSON.parse('['.repeat(100_000) + ']'.repeat(100_000))
+  t.same(issuesOf(() => parseUsersFile({ users: { alice: { proxyTypes: ['tcp', deep] } } })),
+    [{ path: 'users.alice.proxyTypes[1]', message: 'an array is not a proxy type frps knows: tcp, udp, http, https, stcp, xtcp, sudp, tcpmux' }])
+})
+
 t.test('a __proto__ user is an error, and a metas __proto__ key stays a plain key', async t => {
   t.same(paths(() => parseUsersFile(JSON.parse('{"users": {"__proto__": {"token": "x"}}}'))), ['users.__proto__'])
   const file = parseUsersFile(JSON.parse('{"users": {"a": {"metas": {"__proto__": "v"}}}}'))
