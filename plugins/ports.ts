@@ -4,6 +4,7 @@ import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import { portRange, remotePortRange } from '../src/match.js'
 import { copy, own, ownText, type Content } from '../src/protocol.js'
+import { RESERVATION_GRACE_MS } from '../src/registry/live.js'
 import type { PortRanges } from '../src/registry/store.js'
 import { compileTemplate } from '../src/template.js'
 import { USER_NAME, type CompiledUser } from '../src/users/record.js'
@@ -66,7 +67,7 @@ export default definePlugin({
       : { error, rule: 'store_error' }
 
     const assign = (content: Content, ctx: CallContext, user: string, name: string, ranges: PortRanges, text: string): Verdict | Promise<Verdict> => {
-      const port = registry.store.assignPort({ user, name, ranges, holdMs: releaseAfter })
+      const port = registry.store.assignPort({ user, name, ranges, holdMs: releaseAfter, pendingMs: ctx.deadline - performance.now() + RESERVATION_GRACE_MS })
       return port instanceof Promise
         ? port.then(p => chosen(p, content, ctx, text), (err: unknown) => failed(err, 'registry unavailable'))
         : chosen(port, content, ctx, text)

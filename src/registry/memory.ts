@@ -158,14 +158,15 @@ export class MemoryRegistry implements RegistryStore {
     if (this.#reservations.get(user)?.get(name)?.run_id === runId) this.#endReservation(user, name)
   }
 
-  assignPort ({ user, name, ranges, holdMs }: PortRequest): number | undefined {
+  assignPort ({ user, name, ranges, holdMs, pendingMs = 0 }: PortRequest): number | undefined {
     const now = this.#now()
+    const until = now + Math.ceil(Math.max(holdMs, pendingMs))
     const key = ownerKey(user, name)
     const held = this.#owners.get(key)
     const entry = held === undefined ? undefined : this.#ports.get(held)
     if (held !== undefined && entry !== undefined && live(entry, now) && inRanges(held, ranges)) {
       entry.holdMs = holdMs
-      if (entry.heldUntil !== undefined) entry.heldUntil = now + holdMs
+      if (entry.heldUntil !== undefined) entry.heldUntil = until
       return held
     }
     for (const [lo, hi] of ranges) {
@@ -174,7 +175,7 @@ export class MemoryRegistry implements RegistryStore {
         if (taken !== undefined && live(taken, now)) continue
         if (taken !== undefined) this.#free(port, taken)
         if (held !== undefined && entry !== undefined) this.#free(held, entry)
-        this.#ports.set(port, { user, name, holdMs, heldUntil: now + holdMs })
+        this.#ports.set(port, { user, name, holdMs, heldUntil: until })
         this.#owners.set(key, port)
         return port
       }

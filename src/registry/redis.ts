@@ -158,9 +158,10 @@ const RELEASE_PORT_LUA = `${NOW}${PORTS}${RELEASE}
 return release(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
 `
 
-// The port of user and name, holding it holdMs; r: low and high of each range, flat. The port, or -1.
+// The port of user and name, holding it firstMs (then holdMs after its proxy closes); r: low and high
+// of each range, flat. The port, or -1.
 const ASSIGN = `
-local function assign(user, name, holdMs, r)
+local function assign(user, name, holdMs, firstMs, r)
   local key = okey(user, name)
   local function live(d) return d.heldUntil == nil or d.heldUntil > now end
   local function inside(p)
@@ -177,7 +178,7 @@ local function assign(user, name, holdMs, r)
     if mine and owner(mine) ~= key then mine = nil end
     if mine and live(mine) and inside(tonumber(held)) then
       mine.holdMs = holdMs
-      if mine.heldUntil ~= nil then mine.heldUntil = now + holdMs end
+      if mine.heldUntil ~= nil then mine.heldUntil = now + firstMs end
       redis.call('HSET', KEYS[1], held, cjson.encode(mine))
       return tonumber(held)
     end
@@ -190,7 +191,7 @@ local function assign(user, name, holdMs, r)
       if not d or not live(d) then
         if d then free(port, d) end
         if mine then free(held, mine) end
-        redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = holdMs, heldUntil = now + holdMs}))
+        redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = holdMs, heldUntil = now + firstMs}))
         redis.call('HSET', KEYS[2], key, port)
         return p
       end
@@ -199,11 +200,11 @@ local function assign(user, name, holdMs, r)
   return -1
 end`
 
-// Cluster: KEYS ports, owners; ARGV user, name, holdMs, then low and high of each range
+// Cluster: KEYS ports, owners; ARGV user, name, holdMs, firstMs, then low and high of each range
 const ASSIGN_LUA = `${NOW}${PORTS}${ASSIGN}
 local r = {}
-for i = 4, #ARGV do r[#r + 1] = tonumber(ARGV[i]) end
-return assign(ARGV[1], ARGV[2], tonumber(ARGV[3]), r)
+for i = 5, #ARGV do r[#r + 1] = tonumber(ARGV[i]) end
+return assign(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), r)
 `
 
 // One node: the changes of one turn of the event loop, in the order they came, each as its own
@@ -211,7 +212,7 @@ return assign(ARGV[1], ARGV[2], tonumber(ARGV[3]), r)
 // a JSON array (one argument: ioredis handles each argument apart, and a batch had about sixty),
 // each an array of strings:
 // ['r', the 7 arguments of reserve] (a reservation: KEYS its proxies and reservations),
-// ['a', user, name, holdMs, then low and high of each range] (a port), or
+// ['a', user, name, holdMs, firstMs, then low and high of each range] (a port), or
 // ['g', user, name, port ('' for none), run_id, registered_at, record JSON] (a record: KEYS its
 // proxies and reservations). The answer of each change, in order (0 for a record); a change that
 // fails (a value that is not what a gateway wrote) answers its error and leaves the others be.
@@ -235,8 +236,8 @@ for _, c in ipairs(cjson.decode(ARGV[1])) do
     k = k + 2
   elseif kind == 'a' then
     local r = {}
-    for j = 5, #c do r[#r + 1] = tonumber(c[j]) end
-    out[#out + 1] = answer(pcall(assign, c[2], c[3], tonumber(c[4]), r))
+    for j = 6, #c do r[#r + 1] = tonumber(c[j]) end
+    out[#out + 1] = answer(pcall(assign, c[2], c[3], tonumber(c[4]), tonumber(c[5]), r))
   else
     out[#out + 1] = answer(pcall(register, KEYS[k], KEYS[k + 1], c[2], c[3], c[4], c[5], c[6], c[7]))
     k = k + 2
@@ -274,7 +275,7 @@ const LONE_SURROGATE = /(?<=(?:^|[^\\])(?:\\\\)*)\\ud[89a-f][0-9a-f]{2}/g
 const wellFormed = (json: string): string => json.includes('\\ud') ? json.replace(LONE_SURROGATE, '\\ufffd') : json
 const recordJson = (record: ProxyRecord): string => wellFormed(JSON.stringify(record))
 
-// at most 166 records, 125 reservations or 166 port requests of one range a script
+// at most 143 records, 125 reservations or 143 port requests of one range a script
 const BATCH_ARGS = 1000
 const LIMITS: readonly QuotaLimit[] = ['maxProxies', 'maxProxiesPerClient', 'maxPorts']
 // `{}` (no user, or one starting with `}`) is no hash tag: Cluster would hash each key whole, and a
@@ -479,12 +480,13 @@ export class RedisRegistry implements RegistryStore {
     }
   }
 
-  async assignPort ({ user, name, ranges, holdMs }: PortRequest): Promise<number | undefined> {
+  async assignPort ({ user, name, ranges, holdMs, pendingMs = 0 }: PortRequest): Promise<number | undefined> {
     try {
+      const held = [String(holdMs), String(Math.ceil(Math.max(holdMs, pendingMs)))]
       const bounds = ranges.flatMap(([lo, hi]) => [String(lo), String(hi)])
       const port = this.#changes === undefined
-        ? await this.#c.frpgwPortAssign(this.portsKey, this.ownersKey, user, name, String(holdMs), ...bounds)
-        : await this.#changes.add([], ['a', user, name, String(holdMs), ...bounds]) as number
+        ? await this.#c.frpgwPortAssign(this.portsKey, this.ownersKey, user, name, ...held, ...bounds)
+        : await this.#changes.add([], ['a', user, name, ...held, ...bounds]) as number
       return port === -1 ? undefined : port
     } catch (err) {
       throw redisError(this.#client, err)

@@ -55,6 +55,12 @@ export interface PortRequest {
   ranges: PortRanges
   /** how long the port stays held for this user and name after its proxy closes */
   holdMs: number
+  /**
+   * How long it is held at least from now, before its proxy registers: the call's time left and
+   * RESERVATION_GRACE_MS (its record is committed after the answer), so a holdMs shorter than that
+   * cannot hand the port to another proxy while the call is in flight. Default 0.
+   */
+  pendingMs?: number
 }
 
 /** `now` (ms since the epoch, the gateway's clock, as registered_at) and how long after a reconnect Login a CloseProxy is doubted. */
@@ -98,7 +104,7 @@ export interface RegistryStore {
   release (user: string, name: string, runId: string): Promise<void>
   /**
    * The port of (user, name): the one it holds when that is inside the ranges (sticky), else the
-   * first free port of the ranges. It is then held for (user, name) for holdMs, or until its proxy
+   * first free port of the ranges. It is then held for (user, name) for holdMs (pendingMs when longer), or until its proxy
    * registers (in use) and for holdMs after that proxy closes. undefined when no port is free.
    */
   assignPort (request: PortRequest): number | undefined | Promise<number | undefined>

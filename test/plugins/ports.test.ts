@@ -5,6 +5,7 @@ import t, { type Test } from 'tap'
 import { parseUserRecord } from '../../src/users/record.js'
 import { RedisUserSource } from '../../src/users/redis-source.js'
 import { configFile, runCli } from '../helpers/cli.js'
+import { startDownstream } from '../helpers/downstream.js'
 import { loadSamples } from '../helpers/fixtures.js'
 import { configIssues, startGateway, type TestGateway } from '../helpers/gateway.js'
 import { startRedis, startRedisCluster } from '../helpers/redis.js'
@@ -115,6 +116,21 @@ for (const [backend, start] of backends) {
       t.same((await gw.call('NewProxy', other)).body, assigned(other, 41201), 'another proxy gets another port')
       t.same((await gw.call('NewProxy', any())).body, assigned(any(), 41200), 'the retry gets the held one')
       t.same((await gw.call('NewProxy', proxyOf('bob', 'x'))).body, noPort('bob', '41200-41201'))
+    })
+
+    t.test('a port handed out stays held while its call is in flight, however short releaseAfter', async t => {
+      // the call of alice's proxy takes 1.5 s in a later step, past releaseAfter, within deadlineMs
+      const slow = await startDownstream(t, async req => {
+        if (JSON.parse(req.body).content.user?.user === 'alice') await sleep(1500)
+        return { reject: false, unchange: true }
+      })
+      const gw = await gateway([portsStep({ range: ['41600-41601'], releaseAfter: '1s' }),
+        { name: 'slow', plugin: 'forward', options: { url: slow.url, timeoutMs: 3000 } }], { deadlineMs: 4000 })
+      const alice = gw.call('NewProxy', any())
+      await sleep(1200)
+      const bob = proxyOf('bob', 'p')
+      t.same((await gw.call('NewProxy', bob)).body, assigned(bob, 41601), 'another proxy gets another port')
+      t.same((await alice).body, assigned(any(), 41600))
     })
 
     t.test('range from the users table; a users step after the ports step checks the assigned port', async t => {

@@ -182,6 +182,23 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.equal(await store.assignPort({ user: ian, name: `${ian}.a`, ranges, holdMs: 150 }), undefined, 'ian lost it')
     })
 
+    t.test('ports: a port handed out is held pendingMs when that is longer than holdMs (its call in flight); holdMs after its close', async t => {
+      const kit = someone()
+      const lou = someone()
+      const [lo] = ports(1)
+      const ranges = [[lo, lo]] as const
+      t.equal(await store.assignPort({ user: kit, name: `${kit}.a`, ranges, holdMs: 100, pendingMs: 800 }), lo)
+      await sleep(250)
+      t.equal(await store.assignPort({ user: lou, name: `${lou}.a`, ranges, holdMs: 100 }), undefined, 'past holdMs, within pendingMs: still held')
+      await store.register(proxy(kit, 'a', { remote_port: lo }))
+      t.equal(await store.unregister(kit, `${kit}.a`, 'run-1'), true)
+      const closed = await store.portOwner(lo)
+      t.ok(closed?.heldUntil !== undefined && closed.heldUntil <= Date.now() + 150, 'after its close: holdMs')
+      t.equal(await store.assignPort({ user: kit, name: `${kit}.a`, ranges, holdMs: 100, pendingMs: 800 }), lo, 'asked again while held')
+      const again = await store.portOwner(lo)
+      t.ok(again?.heldUntil !== undefined && again.heldUntil > Date.now() + 500, 'pendingMs again')
+    })
+
     t.test('ports: a port registered without assignment is freed at close; registering takes it from a hold', async t => {
       const kim = someone()
       const lee = someone()
