@@ -38,6 +38,10 @@ export default definePlugin({
       const setBy = (['set', 'default'] as const).filter(group => Object.hasOwn(options[group], key)).map(group => `options.${group}.${key}`)
       if (setBy.length > 0) compileAt(`remove[${i}]`, () => { throw new Error(`"${key}" is removed here and set by ${setBy.join(' and ')}: remove runs last, so that value is never sent; keep one of them`) })
     })
+    // set runs on every call: a default of the same key never applies
+    for (const key of Object.keys(options.default)) {
+      if (Object.hasOwn(options.set, key)) compileAt(`default.${key}`, () => { throw new Error(`"${key}" is set by options.set.${key} on every call, so this default never applies; keep one of them`) })
+    }
     if (scope === 'proxy' && !deps.ops.includes('NewProxy')) {
       compileAt('scope', () => { throw new Error(`scope proxy acts on NewProxy only, and the step's ops (${deps.ops.join(', ')}) have none: it would never change anything`) })
     }

@@ -136,7 +136,13 @@ t.test('bad options fail at start, naming the path', async t => {
     { path: 'chain[0].options.remove[0]', message: removedAndSet('k', 'options.default.k') },
     { path: 'chain[0].options.remove[1]', message: removedAndSet('__proto__', 'options.set.__proto__') }
   ])
-  t.same(await issues({ set: { k: 'x' }, default: { k: 'y' }, remove: ['k'] }), [{ path: 'chain[0].options.remove[0]', message: removedAndSet('k', 'options.set.k and options.default.k') }])
+  const setAndDefault = (key: string) => `"${key}" is set by options.set.${key} on every call, so this default never applies; keep one of them`
+  t.same(await issues({ set: { k: 'x' }, default: { k: 'y' }, remove: ['k'] }), [
+    { path: 'chain[0].options.remove[0]', message: removedAndSet('k', 'options.set.k and options.default.k') },
+    { path: 'chain[0].options.default.k', message: setAndDefault('k') }
+  ])
+  t.same(await issues({ set: { a: '1', k: '{{user}}' }, default: { k: 'anonymous', b: '2' } }), [{ path: 'chain[0].options.default.k', message: setAndDefault('k') }],
+    'a key set and defaulted: the default is dead configuration')
   t.same(await configIssues(t, metasStep({ scope: 'proxy', set: { k: 'v' } }, { ops: ['Login', 'Ping'] })), [{
     path: 'chain[0].options.scope', message: "scope proxy acts on NewProxy only, and the step's ops (Login, Ping) have none: it would never change anything"
   }])
