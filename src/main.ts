@@ -1,20 +1,16 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs'
 import { args, checkSubCommand, COMMANDS, configPath, help, StartError, subCommand, UsageError, type Option } from './cli/usage.js'
 import type { EarlyHup } from './cli/serve.js'
 import { ConfigError } from './errors.js'
+import { packageVersion } from './version.js'
 
 // each command's module is loaded when it runs: usage, help and --version start in a third of the time
 
-function version (): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
-  return `frp-plugin-gateway ${pkg.version}\n`
-}
 
 export async function main (argv: string[]): Promise<number> {
   const { values, positionals } = args(argv)
   if (values.version === true) {
-    process.stdout.write(version())
+    process.stdout.write(`frp-plugin-gateway ${packageVersion()}\n`)
     return 0
   }
   const [command = 'run', ...rest] = positionals

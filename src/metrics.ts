@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client'
+import { packageVersion } from './version.js'
 
 export const OUTCOMES = ['allow', 'modify', 'reject', 'error'] as const
 export type Outcome = (typeof OUTCOMES)[number]
@@ -147,6 +148,12 @@ const redisUpGauge = (register: Registry): Gauge & { source: RedisProbe } => scr
   '1 when the configured Redis answers, 0 when it does not', {},
   async (source: RedisProbe) => source.answers === undefined ? undefined : await source.answers() ? 1 : 0)
 
+function buildInfoGauge (register: Registry): Gauge {
+  const gauge = new Gauge({ name: 'frp_gateway_build_info', help: 'Always 1: the gateway\'s version and the Node.js running it', labelNames: ['version', 'node'], registers: [register] })
+  gauge.labels(packageVersion(), process.version).set(1)
+  return gauge
+}
+
 /**
  * Every metric the gateway exports, defined once per process and kept across config reloads. `defaults`: prom-client's
  * process metrics, whose collectors (an event-loop monitor, a GC observer) stay on for the life of the process.
@@ -171,6 +178,7 @@ export function createMetrics (register = new Registry(), { defaults = true } = 
     registryReconcileRemoved: new FastCounter('frp_gateway_registry_reconcile_removed_total', 'Registry records removed because frps does not list their proxy online', [], register),
     registryProxies: registryGauge(register),
     redisUp: redisUpGauge(register),
+    buildInfo: buildInfoGauge(register),
     configReloads: new Counter({
       name: 'frp_gateway_config_reloads_total',
       help: 'Config reloads by result',

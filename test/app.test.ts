@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import t from 'tap'
 import { buildAdminApp, buildApp } from '../src/app.js'
 import { parseConfig } from '../src/config.js'
@@ -111,6 +112,8 @@ t.test('after a known sequence of calls /metrics shows exactly the expected coun
   ])
   t.match(text, /^process_cpu_user_seconds_total /m, 'default process metrics')
   t.match(text, /^nodejs_eventloop_lag_seconds /m, 'default Node.js metrics')
+  const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+  t.same(series('frp_gateway_build_info'), [`frp_gateway_build_info{version="${version}",node="${process.version}"} 1`], 'which version runs, and on which Node.js')
 })
 
 t.test('/healthz, /readyz and unknown routes', async t => {
