@@ -126,7 +126,8 @@ t.test('content that ends equal to what frps sent answers unchanged', async t =>
   const gw = await startGateway(t, {
     chain: [
       { name: 'same', plugin: 'rewrite', ops: ['NewProxy'], options: { set: { 'user.metas.team': 'blue', remote_port: 6000 } } },
-      { name: 'same-meta', plugin: 'metas', options: { scope: 'user', set: { team: 'blue' }, default: { team: 'red' } } },
+      { name: 'same-meta', plugin: 'metas', options: { scope: 'user', set: { team: 'blue' } } },
+      { name: 'same-default', plugin: 'metas', options: { scope: 'user', default: { team: 'red' } } },
       { name: 'change', plugin: 'rewrite', ops: ['NewProxy'], options: { set: { remote_port: 7000 } } },
       { name: 'back', plugin: 'rewrite', ops: ['NewProxy'], options: { set: { remote_port: 6000 } } }
     ]
@@ -135,7 +136,7 @@ t.test('content that ends equal to what frps sent answers unchanged', async t =>
   t.same([op, content.proxy_type, content.remote_port, content.user.metas.team], ['NewProxy', 'tcp', 6000, 'blue'])
   const r = await gw.call(op, content)
   t.equal(r.raw, '{"reject":false,"unchange":true}')
-  t.same(await decisions(gw, 'NewProxy'), { same: { allow: 1 }, 'same-meta': { allow: 1 }, change: { modify: 1 }, back: { modify: 1 } })
+  t.same(await decisions(gw, 'NewProxy'), { same: { allow: 1 }, 'same-meta': { allow: 1 }, 'same-default': { allow: 1 }, change: { modify: 1 }, back: { modify: 1 } })
   t.equal(await gw.metric('frp_gateway_requests_total', { op: 'NewProxy', outcome: 'allow' }), 1)
   t.equal(await gw.metric('frp_gateway_requests_total', { op: 'NewProxy', outcome: 'modify' }), undefined)
 })
