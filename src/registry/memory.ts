@@ -62,7 +62,9 @@ export class MemoryRegistry implements RegistryStore {
     if (entry !== undefined && !own && entry.heldUntil === undefined) return
     if (entry !== undefined && !own) this.#owners.delete(ownerKey(entry.user, entry.name))
     const previous = this.#owners.get(key)
-    if (previous !== undefined && previous !== port) this.#ports.delete(previous)
+    // a port only held goes; one in use by the record replaced is released by register, as at a close (it may still be
+    // open at frps: a second frpc with the proxy's name is refused there)
+    if (previous !== undefined && previous !== port && this.#ports.get(previous)?.heldUntil !== undefined) this.#ports.delete(previous)
     this.#ports.set(port, { user, name, holdMs: own ? entry.holdMs : 0, run_id: record.run_id, at: record.registered_at })
     this.#owners.set(key, port)
   }
@@ -172,7 +174,8 @@ export class MemoryRegistry implements RegistryStore {
     for (const [lo, hi] of ranges) {
       for (let port = lo; port <= hi; port++) {
         const taken = this.#ports.get(port)
-        if (taken !== undefined && live(taken, now)) continue
+        // a port held for this very proxy (its record moved to another port meanwhile) is its own to take back
+        if (taken !== undefined && live(taken, now) && !(taken.heldUntil !== undefined && taken.user === user && taken.name === name)) continue
         if (taken !== undefined) this.#free(port, taken)
         if (held !== undefined && entry !== undefined) this.#free(held, entry)
         this.#ports.set(port, { user, name, holdMs, heldUntil: until })

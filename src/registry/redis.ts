@@ -123,7 +123,8 @@ local function release(user, name, port, runId, at)
 end`
 
 // (user, name) uses port ('' for none) for run_id and the record registered at `at`, whoever held it.
-// The port the proxy had before, if another, is released as at a close: freed when this one is taken.
+// The port the proxy had before, if another, is released as at a close (it may still be open at frps:
+// a second frpc with the proxy's name is refused there); one only held is freed.
 const CLAIM = `
 local function claim(user, name, port, runId, at)
   local key = okey(user, name)
@@ -142,7 +143,10 @@ local function claim(user, name, port, runId, at)
   end
   if prev and prev ~= port then
     local p = redis.call('HGET', KEYS[1], prev)
-    if p and owner(cjson.decode(p)) == key then redis.call('HDEL', KEYS[1], prev) end
+    local pd = p and cjson.decode(p)
+    if pd and owner(pd) == key then
+      if pd.heldUntil == nil then release(user, name, prev, nil, nil) else redis.call('HDEL', KEYS[1], prev) end
+    end
   end
   redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = holdMs, run_id = runId, at = tonumber(at)}))
   redis.call('HSET', KEYS[2], key, port)
@@ -188,7 +192,8 @@ local function assign(user, name, holdMs, firstMs, r)
       local port = tostring(p)
       local e = redis.call('HGET', KEYS[1], port)
       local d = e and cjson.decode(e)
-      if not d or not live(d) then
+      -- a port held for this very proxy (its record moved to another port meanwhile) is its own to take back
+      if not d or not live(d) or (d.heldUntil ~= nil and owner(d) == key) then
         if d then free(port, d) end
         if mine then free(held, mine) end
         redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = holdMs, heldUntil = now + firstMs}))

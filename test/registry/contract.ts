@@ -259,6 +259,19 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.same(await store.portOwner(open), { user: ned, name: `${ned}.live` }, 'the port refused stays with the proxy that has it')
     })
 
+    t.test('ports: a record replaced by one on another port (a second frpc with the name, refused by frps) holds the old port: no one else is handed it', async t => {
+      const [kim, bob] = [someone(), someone()]
+      const [lo, hi] = ports(3)
+      t.equal(await store.assignPort({ user: kim, name: `${kim}.p`, ranges: [[lo, lo]], holdMs: 60_000 }), lo)
+      await store.register(proxy(kim, 'p', { run_id: 'first', remote_port: lo }))
+      await store.register(proxy(kim, 'p', { run_id: 'second', remote_port: hi, registered_at: 1_780_000_001_000 }))
+      t.equal((await store.portOwner(lo))?.heldUntil !== undefined, true, 'the old port is held for the proxy, no longer in use')
+      t.same(await store.portOwner(hi), { user: kim, name: `${kim}.p` }, 'the new one is in use')
+      t.equal(await store.assignPort({ user: bob, name: `${bob}.x`, ranges: [[lo, hi]], holdMs: 60_000 }), lo + 1, 'another proxy gets neither')
+      t.equal(await store.unregister(kim, `${kim}.p`, 'second'), true)
+      t.equal(await store.assignPort({ user: kim, name: `${kim}.p`, ranges: [[lo, lo]], holdMs: 60_000 }), lo, 'the proxy gets its held port back')
+    })
+
     t.test('ports: a user name with a newline in it gets no other user\'s port', async t => {
       const tag = someone()
       const [lo, hi] = ports(2)
