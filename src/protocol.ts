@@ -337,10 +337,16 @@ export function withSession (before: Content, after: Content): Content {
   return next
 }
 
-/** A proxy's metas: NewProxy's own; NewUserConn and CloseProxy carry none, so the registry's record of the proxy (read before the chain). */
+/**
+ * A proxy's metas: NewProxy's own; NewUserConn and CloseProxy carry none, so the registry's record of the proxy (read before
+ * the chain), when it is of the client frps names: a record of another run_id is a second frpc's NewProxy of that name,
+ * which frps refused ("already exists") without a word to the gateway, and its metas are not those of the proxy open.
+ */
 export function proxyMetas (op: Op, content: Content, proxy: ProxyLookup | undefined): unknown {
   if (op === 'NewProxy') return own(content, 'metas')
-  return typeof proxy === 'object' && proxy !== null && (op === 'NewUserConn' || op === 'CloseProxy') ? proxy.metas : undefined
+  if (typeof proxy !== 'object' || proxy === null || (op !== 'NewUserConn' && op !== 'CloseProxy')) return undefined
+  const runId = ownText(own(content, 'user'), 'run_id')
+  return runId !== '' && proxy.run_id !== '' && runId !== proxy.run_id ? undefined : proxy.metas
 }
 
 /** `1.2.3.4:5`, `[2001:db8::1]:5` or a bare address -> the address without port; '' when absent. */

@@ -119,7 +119,7 @@ t.test('unknown names and malformed templates throw naming the problem', async t
 })
 
 t.test('proxy_metas on NewUserConn and CloseProxy: the registry record read before the chain; empty when none or unreadable', async t => {
-  const proxy = { user: 'carol', name: 'carol.ssh', type: 'tcp', run_id: 'r', registered_at: 0, metas: { owner: 'ops', api_key: 'k1' } }
+  const proxy = { user: 'carol', name: 'carol.ssh', type: 'tcp', run_id: 'run-carol', registered_at: 0, metas: { owner: 'ops', api_key: 'k1' } }
   const tpl = compileTemplate('[{{proxy_metas.owner}}|{{proxy_metas.api_key}}]', { step: 's' })
   const at = (op: Op, p: TemplateContext['proxy']): TemplateContext => ({ op, reqid: 'r', proxy: p })
   t.equal(tpl(USER_CONN, at('NewUserConn', proxy)), '[ops|k1]')
@@ -127,6 +127,7 @@ t.test('proxy_metas on NewUserConn and CloseProxy: the registry record read befo
   t.equal(tpl({ proxy_name: 'carol.ssh' }, at('CloseProxy', proxy)), '[ops|k1]')
   t.equal(tpl(USER_CONN, at('NewUserConn', null)), '[|]')
   t.equal(tpl(USER_CONN, at('NewUserConn', 'error')), '[|]')
+  t.equal(tpl(USER_CONN, at('NewUserConn', { ...proxy, run_id: 'another-frpc' })), '[|]', 'a record of another client (a NewProxy frps refused): none')
   t.equal(tpl(NEW_PROXY, at('NewProxy', proxy)), '[ops|]', 'NewProxy: its own metas, never a record')
   t.equal(tpl(USER_CONN, at('Ping', proxy)), '[|]')
 })

@@ -23,7 +23,8 @@ function newProxy (name: string, metas?: Record<string, string>, runId = RUN_ID)
   content.user.run_id = runId
   return content
 }
-const visit = (name: string): Record<string, any> => sample('NewUserConn', name)
+/** NewUserConn of a visitor of the proxy: frps sends the proxy's client (its owner's run_id), not the visitor's. */
+const visit = (name: string, runId = RUN_ID): Record<string, any> => ({ ...sample('NewUserConn', name), user: { ...sample('NewUserConn', name).user, run_id: runId } })
 const closeOf = (name: string, runId = RUN_ID): Record<string, any> => ({ ...sample('CloseProxy', 'alice.private'), proxy_name: name, user: { user: 'alice', metas: { team: 'blue', token: 'abc' }, run_id: runId } })
 const silent = pino({ level: 'silent' })
 
@@ -79,10 +80,19 @@ async function visitorRules (t: Test, config: Record<string, unknown>): Promise<
   // a reconnect (new run_id) replaces the record and its metas, not merges them
   t.equal(await answer(gw, 'NewProxy', newProxy('alice.ssh', { visitors: 'friends' }, 'second-session')), 'allow')
   await recorded(gw, 'alice.ssh', 'second-session')
-  t.equal(await answer(gw, 'NewUserConn', visit('alice.ssh')), 'allow', 'the new metas hold')
+  t.equal(await answer(gw, 'NewUserConn', visit('alice.ssh', 'second-session')), 'allow', 'the new metas hold')
   t.equal(await answer(gw, 'NewProxy', newProxy('alice.ssh', undefined, 'third-session')), 'allow')
   await recorded(gw, 'alice.ssh', 'third-session')
-  t.equal(await answer(gw, 'NewUserConn', visit('alice.ssh')), 'reject: alice.ssh: visitors="" admits no one', 'no metas now: the old ones are gone')
+  t.equal(await answer(gw, 'NewUserConn', visit('alice.ssh', 'third-session')), 'reject: alice.ssh: visitors="" admits no one', 'no metas now: the old ones are gone')
+
+  // a second frpc with the same user and proxy name: the gateway allows and records its NewProxy, frps refuses it ("proxy
+  // already exists") and says nothing; visitors still reach the first frpc's proxy, and frps names that client
+  t.equal(await answer(gw, 'NewProxy', newProxy('alice.private', { visitors: 'none', owner: 'ops' }, 'first-frpc')), 'allow')
+  t.equal(await answer(gw, 'NewProxy', newProxy('alice.private', { visitors: 'all' }, 'second-frpc')), 'allow')
+  await recorded(gw, 'alice.private', 'second-frpc')
+  t.equal(await answer(gw, 'NewUserConn', visit('alice.private', 'first-frpc')), 'reject: alice.private: visitors="" admits no one',
+    'the refused proxy\'s metas do not admit visitors of the open one: a record of another client counts as none')
+  t.equal(await answer(gw, 'NewUserConn', visit('alice.private', 'second-frpc')), 'allow', 'its own client\'s record is read as before')
 
   // CloseProxy reads the record of the proxy it closes, before the commit removes it
   t.equal(await answer(gw, 'NewProxy', newProxy('alice.mux', { visitors: 'none' })), 'allow')
