@@ -621,6 +621,26 @@ export async function registryScenario (ctx: Ctx): Promise<void> {
   again !== undefined && replaced?.includes(`[${record?.run_id ?? '-'}]`) === true && await closes() > closesBefore && records.length === 1 && record.run_id === first?.run_id &&
       Date.parse(record.registered_at) > Date.parse(first.registered_at) && listed.includes('bob.echo') && got === 'intact',
   `frpc: ${again ?? 'no second start'}; frps: ${replaced ?? 'no "replaced by client" line'}; ${await closes() - closesBefore} CloseProxy; before ${JSON.stringify(first)}, now ${JSON.stringify(records)}; frps lists ${JSON.stringify(listed)}; visitor got: ${got}`, env.procs)
+
+  // a second frpc with the same user and proxy name: the gateway allows and records its NewProxy, frps refuses it and says
+  // nothing; NewUserConn names the open proxy's client (its run_id), so the refused proxy's metas admit no visitor of it
+  const [shutPort, otherPort] = [await freePort(), await freePort()]
+  const d1 = env.client({ user: 'dora', proxies: [{ name: 'shut', type: 'tcp', localPort: echo.port, remotePort: shutPort }] })
+  if (!ctx.check('dora\'s first frpc starts dora.shut (no metas)', await d1.login() === 'ok' && await d1.proxy('shut') === 'ok', undefined, env.procs)) return
+  const [open] = await recordsOf(env.gateway, 1, 'dora')
+  const d2 = env.client({ user: 'dora', proxies: [{ name: 'shut', type: 'tcp', localPort: echo.port, remotePort: otherPort, metas: { visitors: 'all' } }] })
+  if (!ctx.check('dora\'s second frpc logs in', await d2.login() === 'ok', undefined, env.procs)) return
+  refused(ctx, env, 'its dora.shut (metas visitors = "all")', await d2.proxy('shut'), /already exists|already in use/)
+  let shown: ProxyView[] = []
+  await eventually(async () => (shown = await env.gateway.proxies('dora')).some(r => r.run_id !== open?.run_id), 10_000)
+  const dupFrom = env.frps.proc.lines.length
+  const dupVisitor = await echoThrough(shutPort, echo, 1024, 3000)
+  const dupReason = render(VISITORS.options.reason, { proxy_name: 'dora.shut', 'proxy_metas.visitors': '' })
+  const dupRejected = await env.frps.proc.waitLine(new RegExp(`\\[dora\\.shut\\] the user conn .* was rejected, err: ?${escapeRegExp(dupReason)}`), 5000, dupFrom)
+  ctx.check('GET /proxies/dora then shows the refused proxy (the second run_id, its port and metas), and a visitor of the open dora.shut is still refused: ' +
+    `closed, frps logs ${quote(dupReason)}`,
+  shown.length === 1 && shown[0].run_id !== open?.run_id && shown[0].remote_port === otherPort && JSON.stringify(shown[0].metas) === '{"visitors":"all"}' && /^(closed|error \w+) after 0 /.test(dupVisitor) && dupRejected !== undefined,
+  `GET /proxies/dora: ${JSON.stringify(shown)}; a visitor got: ${dupVisitor}; frps: ${dupRejected ?? 'no rejected user conn line'}`, env.procs)
 }
 
 /** Consecutive free ports on loopback: a user's range that nothing else on this machine holds now. */
