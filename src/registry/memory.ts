@@ -174,8 +174,8 @@ export class MemoryRegistry implements RegistryStore {
     for (const [lo, hi] of ranges) {
       for (let port = lo; port <= hi; port++) {
         const taken = this.#ports.get(port)
-        // a port held for this very proxy (its record moved to another port meanwhile) is its own to take back
-        if (taken !== undefined && live(taken, now) && !(taken.heldUntil !== undefined && taken.user === user && taken.name === name)) continue
+        // a port held for this very proxy (its record moved to another port meanwhile, or frps listed it open: user "") is its own to take back
+        if (taken !== undefined && live(taken, now) && !(taken.heldUntil !== undefined && taken.name === name && (taken.user === user || taken.user === ''))) continue
         if (taken !== undefined) this.#free(port, taken)
         if (held !== undefined && entry !== undefined) this.#free(held, entry)
         this.#ports.set(port, { user, name, holdMs, heldUntil: until })
@@ -184,6 +184,20 @@ export class MemoryRegistry implements RegistryStore {
       }
     }
     return undefined
+  }
+
+  async holdOpen (listed: ReadonlyMap<number, string>, holdMs: number, since: number): Promise<void> {
+    const until = this.#now() + holdMs
+    for (const [port, name] of listed) {
+      const entry = this.#ports.get(port)
+      if (entry !== undefined && entry.name === name) {
+        if (entry.heldUntil !== undefined && entry.heldUntil < until) entry.heldUntil = until
+        continue
+      }
+      if (entry !== undefined && entry.heldUntil === undefined && (entry.at ?? 0) >= since) continue
+      if (entry !== undefined) this.#free(port, entry)
+      this.#ports.set(port, { user: '', name, holdMs: 0, heldUntil: until })
+    }
   }
 
   async portOwner (port: number): Promise<PortOwner | undefined> {

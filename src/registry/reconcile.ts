@@ -15,16 +15,27 @@ const READ_TIMEOUT_MS = 5000
 // frps answers one list per proxy type; the dashboard's own limit on a body is far above this
 const MAX_BODY_BYTES = 32 * 1024 * 1024
 
+/** The names frps lists online, and the remote port each tcp/udp one has open, as read at `readAt` (ms since the epoch). */
+export class Online extends Set<string> {
+  readonly ports = new Map<number, string>()
+  readonly readAt = Date.now()
+}
+
+const listedPort = (conf: unknown): unknown => conf !== null && typeof conf === 'object'
+  // 0.52 and later name it remotePort, older frps remote_port
+  ? (conf as { remotePort?: unknown }).remotePort ?? (conf as { remote_port?: unknown }).remote_port
+  : undefined
+
 /**
  * The proxies frps lists as online, by the name frps gives them (`alice.p1`), read from its
- * dashboard API: `GET /api/proxy/TYPE` for every type, answering `{"proxies": [{"name", "status"}]}`.
+ * dashboard API: `GET /api/proxy/TYPE` for every type, answering `{"proxies": [{"name", "status", "conf"}]}`.
  * Throws, naming the URL, when frps cannot be read or answers anything else: a registry is never
  * emptied on a failed read.
  */
-export async function onlineProxies (api: FrpsApiConfig, types: readonly string[] = PROXY_TYPES): Promise<Set<string>> {
+export async function onlineProxies (api: FrpsApiConfig, types: readonly string[] = PROXY_TYPES): Promise<Online> {
   const headers: Record<string, string> = {}
   if (api.user !== undefined) headers.authorization = `Basic ${Buffer.from(`${api.user}:${api.password ?? ''}`).toString('base64')}`
-  const online = new Set<string>()
+  const online = new Online()
   await Promise.all(types.map(async type => {
     const url = new URL(`api/proxy/${type}`, api.url.endsWith('/') ? api.url : `${api.url}/`)
     const where = `frps API ${url.href}`
@@ -64,8 +75,11 @@ export async function onlineProxies (api: FrpsApiConfig, types: readonly string[
     if (proxies === null) return
     if (!Array.isArray(proxies)) throw new Error(`${where}: expected {"proxies": [...]}`)
     for (const p of proxies) {
-      const { name, status } = (p ?? {}) as { name?: unknown, status?: unknown }
-      if (typeof name === 'string' && status === 'online') online.add(name)
+      const { name, status, conf } = (p ?? {}) as { name?: unknown, status?: unknown, conf?: unknown }
+      if (typeof name !== 'string' || status !== 'online') continue
+      online.add(name)
+      const port = listedPort(conf)
+      if ((type === 'tcp' || type === 'udp') && Number.isInteger(port) && (port as number) > 0 && (port as number) <= 65535) online.ports.set(port as number, name)
     }
   }))
   return online
@@ -75,11 +89,13 @@ export async function onlineProxies (api: FrpsApiConfig, types: readonly string[
  * Removes the records frps does not list online and that are older than `graceMs` (a proxy
  * registered a moment ago may not be listed yet). Each goes only if it is still the record listed
  * (same run_id and registration time), so a proxy re-registered meanwhile stays. A removal that
- * fails does not stop the others. Answers the records removed and the removals that failed.
+ * fails does not stop the others. The ports frps lists open are held for their proxies until two
+ * periods later (holdOpen). Answers the records removed and the changes that failed.
  */
-export async function reconcile (store: RegistryStore, online: ReadonlySet<string>, graceMs: number, now = Date.now()): Promise<{ removed: number, failed: Error[] }> {
+export async function reconcile (store: RegistryStore, online: ReadonlySet<string> | Online, graceMs: number, now = Date.now()): Promise<{ removed: number, failed: Error[] }> {
   let removed = 0
   const failed: Error[] = []
+  if (online instanceof Online) await store.holdOpen(online.ports, 2 * graceMs, online.readAt).catch((err: unknown) => { failed.push(err as Error) })
   for (const record of await store.list()) {
     if (online.has(record.name) || now - record.registered_at <= graceMs) continue
     try {

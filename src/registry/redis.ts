@@ -192,8 +192,8 @@ local function assign(user, name, holdMs, firstMs, r)
       local port = tostring(p)
       local e = redis.call('HGET', KEYS[1], port)
       local d = e and cjson.decode(e)
-      -- a port held for this very proxy (its record moved to another port meanwhile) is its own to take back
-      if not d or not live(d) or (d.heldUntil ~= nil and owner(d) == key) then
+      -- a port held for this very proxy (its record moved to another port meanwhile, or frps listed it open: user "") is its own to take back
+      if not d or not live(d) or (d.heldUntil ~= nil and (owner(d) == key or (d.user == '' and d.name == name))) then
         if d then free(port, d) end
         if mine then free(held, mine) end
         redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = holdMs, heldUntil = now + firstMs}))
@@ -251,6 +251,26 @@ end
 return out
 `
 
+// The ports frps lists open, each held for the name frps lists (holdOpen). KEYS ports, owners; ARGV holdMs, since, then
+// port and proxy name of each
+const HOLD_OPEN_LUA = `${NOW}${PORTS}
+local untilMs, since = now + tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do
+  local port, name = ARGV[i], ARGV[i + 1]
+  local e = redis.call('HGET', KEYS[1], port)
+  local d = e and cjson.decode(e)
+  if d and d.name == name then
+    if d.heldUntil ~= nil and d.heldUntil < untilMs then
+      d.heldUntil = untilMs
+      redis.call('HSET', KEYS[1], port, cjson.encode(d))
+    end
+  elseif not (d and d.heldUntil == nil and (d.at or 0) >= since) then
+    if d then free(port, d) end
+    redis.call('HSET', KEYS[1], port, cjson.encode({user = '', name = name, holdMs = 0, heldUntil = untilMs}))
+  end
+end
+`
+
 // ARGV port: the entry while in use or held, else nothing
 const OWNER_LUA = `${NOW}
 local e = redis.call('HGET', KEYS[1], ARGV[1])
@@ -271,6 +291,7 @@ interface Commands {
   frpgwPortRelease (ports: string, owners: string, user: string, name: string, port: string, runId: string, registeredAt: string): Promise<number>
   frpgwPortAssign (ports: string, owners: string, ...args: string[]): Promise<number>
   frpgwPortOwner (ports: string, port: string): Promise<string | null>
+  frpgwPortHoldOpen (ports: string, owners: string, ...args: string[]): Promise<unknown>
 }
 
 // JSON.stringify writes a lone surrogate (from a caller, never from frps) as an escape, \ud800, that
@@ -356,6 +377,7 @@ export class RedisRegistry implements RegistryStore {
     define('frpgwPortRelease', 2, RELEASE_PORT_LUA)
     define('frpgwPortAssign', 2, ASSIGN_LUA)
     define('frpgwPortOwner', 1, OWNER_LUA)
+    define('frpgwPortHoldOpen', 2, HOLD_OPEN_LUA)
     if (!client.isCluster) {
       this.#changes = new Batches(async (keys, changes) => await this.#c.frpgwRegOneNode(keys.length, ...keys, wellFormed(JSON.stringify(changes))),
         () => [this.portsKey, this.ownersKey, this.usersKey])
@@ -493,6 +515,15 @@ export class RedisRegistry implements RegistryStore {
         ? await this.#c.frpgwPortAssign(this.portsKey, this.ownersKey, user, name, ...held, ...bounds)
         : await this.#changes.add([], ['a', user, name, ...held, ...bounds]) as number
       return port === -1 ? undefined : port
+    } catch (err) {
+      throw redisError(this.#client, err)
+    }
+  }
+
+  async holdOpen (listed: ReadonlyMap<number, string>, holdMs: number, since: number): Promise<void> {
+    if (listed.size === 0) return
+    try {
+      await this.#c.frpgwPortHoldOpen(this.portsKey, this.ownersKey, String(holdMs), String(since), ...[...listed].flatMap(([port, name]) => [String(port), name]))
     } catch (err) {
       throw redisError(this.#client, err)
     }

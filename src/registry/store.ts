@@ -108,6 +108,13 @@ export interface RegistryStore {
    * registers (in use) and for holdMs after that proxy closes. undefined when no port is free.
    */
   assignPort (request: PortRequest): number | undefined | Promise<number | undefined>
+  /**
+   * The tcp/udp ports frps's dashboard lists open (port -> proxy name), read at `since` (ms since the epoch): each is held
+   * holdMs for that name, unless the table has it for that name already (a hold then lasts at least holdMs) or a record
+   * registered since uses it. So a port open at frps that the registry does not know (it started empty, or lost its
+   * records) is not handed to another proxy, which frps would refuse at every retry.
+   */
+  holdOpen (listed: ReadonlyMap<number, string>, holdMs: number, since: number): Promise<void>
   /** Who has a port: in use (no heldUntil) or held until heldUntil (ms since the epoch); undefined when free. */
   portOwner (port: number): Promise<PortOwner | undefined>
   ping (): Promise<void>

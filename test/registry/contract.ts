@@ -272,6 +272,29 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.equal(await store.assignPort({ user: kim, name: `${kim}.p`, ranges: [[lo, lo]], holdMs: 60_000 }), lo, 'the proxy gets its held port back')
     })
 
+    t.test('ports: holdOpen holds the ports frps lists open that the table does not have for that proxy, so no one is handed them', async t => {
+      const [ann, bob, cid, dot] = [someone(), someone(), someone(), someone()]
+      const [lo] = ports(6)
+      // lo: open at frps, unknown here (the registry started empty); lo+1: bob's record, as frps lists it; lo+2: cid's record,
+      // registered before the read, refused by frps (ann's other proxy has it open); lo+3: dot's, registered after the read
+      t.equal(await store.assignPort({ user: cid, name: `${cid}.p`, ranges: [[lo + 2, lo + 2]], holdMs: 60_000 }), lo + 2)
+      await store.register(proxy(bob, 'p', { remote_port: lo + 1, registered_at: 1000 }))
+      await store.register(proxy(cid, 'p', { remote_port: lo + 2, registered_at: 1000 }))
+      await store.register(proxy(dot, 'p', { remote_port: lo + 3, registered_at: 3000 }))
+      const listed = new Map([[lo, `${ann}.a`], [lo + 1, `${bob}.p`], [lo + 2, `${ann}.b`], [lo + 3, `${ann}.c`]])
+      await store.holdOpen(listed, 60_000, 2000)
+      t.equal((await store.portOwner(lo))?.name, `${ann}.a`, 'a port unknown here is held for the proxy frps lists')
+      t.equal((await store.portOwner(lo))?.heldUntil !== undefined, true)
+      t.same(await store.portOwner(lo + 1), { user: bob, name: `${bob}.p` }, 'a record\'s own port stays in use by it')
+      t.equal((await store.portOwner(lo + 2))?.name, `${ann}.b`, 'a port frps lists for another proxy is that one\'s')
+      t.same(await store.portOwner(lo + 3), { user: dot, name: `${dot}.p` }, 'a record registered after the read keeps its port')
+      t.equal(await store.assignPort({ user: cid, name: `${cid}.p`, ranges: [[lo, lo + 5]], holdMs: 60_000 }), lo + 4, 'the refused proxy gets a port frps does not have open')
+      t.equal(await store.assignPort({ user: someone(), name: 'x.q', ranges: [[lo, lo + 5]], holdMs: 60_000 }), lo + 5)
+      t.equal(await store.assignPort({ user: ann, name: `${ann}.a`, ranges: [[lo, lo + 5]], holdMs: 60_000 }), lo, 'the proxy frps listed on a port gets it when assigned one')
+      await store.register(proxy(ann, 'a', { run_id: 'back', remote_port: lo, registered_at: 4000 }))
+      t.same(await store.portOwner(lo), { user: ann, name: `${ann}.a` }, 'the proxy registering again takes its port')
+    })
+
     t.test('ports: a user name with a newline in it gets no other user\'s port', async t => {
       const tag = someone()
       const [lo, hi] = ports(2)

@@ -38,6 +38,25 @@ t.test('reads every proxy type with basic auth and keeps the names listed online
   t.same(frps.paths.sort(), ['http', 'https', 'stcp', 'sudp', 'tcp', 'tcpmux', 'udp', 'xtcp'].map(type => `/api/proxy/${type}`))
 })
 
+t.test('the remote port of each tcp/udp proxy online, as frps 0.64 (remotePort) and 0.41 (remote_port) list it', async t => {
+  const frps = await fakeFrps(t, (req, res) => json(res, 200, req.url === '/api/proxy/tcp'
+    ? TCP
+    : req.url === '/api/proxy/udp'
+      ? { proxies: [{ name: 'old.u', conf: { name: 'old.u', type: 'udp', metas: null, local_port: 0, remote_port: 16005 }, status: 'online' }] }
+      : { proxies: [{ name: 'alice.web', conf: { name: 'alice.web', type: 'http', customDomains: ['a.example.com'] }, status: 'online' }] }))
+  const online = await onlineProxies({ url: frps.url }, ['tcp', 'udp', 'http'])
+  t.same([...online].sort(), ['alice.p1', 'alice.web', 'old.u'])
+  t.same(new Map([...online.ports].sort()), new Map([[16001, 'alice.p1'], [16005, 'old.u']]), 'tcp and udp only')
+})
+
+t.test('reconcile holds the ports frps lists open that the registry does not know (it started empty): a port step does not hand them out', async t => {
+  const store = new MemoryRegistry()
+  const frps = await fakeFrps(t, (req, res) => json(res, 200, req.url === '/api/proxy/tcp' ? TCP : { proxies: [] }))
+  t.same(await reconcile(store, await onlineProxies({ url: frps.url }), 60_000), { removed: 0, failed: [] })
+  t.equal((await store.portOwner(16001))?.name, 'alice.p1', 'alice.p1\'s port, open at frps')
+  t.equal(await store.assignPort({ user: 'fred', name: 'fred.x', ranges: [[16001, 16002]], holdMs: 60_000 }), 16002)
+})
+
 t.test('a failed read throws naming the URL and why, so nothing is removed on it', async t => {
   const denied = await fakeFrps(t, (_req, res) => json(res, 401, {}))
   await t.rejects(onlineProxies({ url: denied.url }, ['tcp']), { message: `frps API ${denied.url}/api/proxy/tcp: HTTP 401 (registry.frpsApi user and password: frps's webServer.user and webServer.password)` })
