@@ -89,10 +89,13 @@ class RedisProcess implements RedisServer {
     live.add(child)
     child.once('exit', () => live.delete(child))
     await once(child, 'spawn')
-    await waitFor(`redis-server on ${this.port}`, async () => {
-      if (child.exitCode !== null) throw new Error(`redis-server on ${this.port} exited with ${child.exitCode}`)
-      return (await this.cli('PING')).trim() === 'PONG'
-    })
+    const ended = (): boolean => child.exitCode !== null || child.signalCode !== null
+    // its own process_id: another server on the port (which this one then failed to bind) would answer PING too
+    await waitFor(`redis-server on ${this.port}`, async () => ended() || (await this.cli('INFO', 'server')).includes(`process_id:${child.pid}\r`))
+    if (ended()) {
+      this.#child = undefined
+      throw new ExitedEarly(`redis-server on ${this.port} exited with ${child.exitCode ?? child.signalCode} before answering`)
+    }
   }
 
   pause(paused: boolean): void {
@@ -134,16 +137,27 @@ const tlsArgs = (port: number, tls?: TestCerts): string[] => {
     '--tls-ca-cert-file', tls.caFile, '--tls-auth-clients', 'no', '--tls-replication', 'yes']
 }
 
+/** redis-server ended before it answered: most often the port, free a moment before, was taken meanwhile (by another test's outgoing connection) */
+class ExitedEarly extends Error {}
+
 async function launch(t: Teardown | undefined, argv: (port: number, dir: string) => Promise<string[]>, access: ServerAccess = {}): Promise<RedisServer> {
   const dir = await mkdtemp(join(tmpdir(), 'frpgw-redis-'))
-  const port = await freePort()
-  const server = new RedisProcess(port, [...await argv(port, dir), ...tlsArgs(port, access.tls)], access)
+  const tried: RedisProcess[] = []
   t?.teardown(async () => {
-    await server.stop()
+    for (const server of tried) await server.stop()
     await rm(dir, { recursive: true, force: true })
   })
-  await server.start()
-  return server
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort()
+    const server = new RedisProcess(port, [...await argv(port, dir), ...tlsArgs(port, access.tls)], access)
+    tried.push(server)
+    try {
+      await server.start()
+      return server
+    } catch (err) {
+      if (!(err instanceof ExitedEarly) || attempt === 3) throw err
+    }
+  }
 }
 
 const serverArgv = (port: number, dir: string, ...extra: string[]): string[] =>
