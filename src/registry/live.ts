@@ -86,7 +86,8 @@ export const viewOf = (r: ProxyRecord): Record<string, unknown> => ({
   custom_domains: r.custom_domains,
   subdomain: r.subdomain,
   metas: r.metas,
-  registered_at: new Date(r.registered_at).toISOString()
+  registered_at: new Date(r.registered_at).toISOString(),
+  confirmed_at: r.confirmed_at === undefined ? undefined : new Date(r.confirmed_at).toISOString()
 })
 
 /**
@@ -170,9 +171,9 @@ export class LiveRegistry {
   /** One reconciliation: never throws; a failed read removes nothing. */
   async reconcileOnce (api: FrpsApiConfig): Promise<void> {
     try {
-      const { removed, failed } = await reconcile(this.store, await onlineProxies(api), this.options.reconcileEvery)
+      const { removed, refused, failed } = await reconcile(this.store, await onlineProxies(api), this.options.reconcileEvery)
       this.counters.removed(removed)
-      if (removed > 0) this.log.info({ removed }, 'registry reconciled: records frps does not list removed')
+      if (removed > 0) this.log.info({ removed, refused }, 'registry reconciled: records frps does not list removed')
       if (failed.length > 0) throw new Error(`${failed.length} record(s) could not be removed: ${failed[0].message}`, { cause: failed[0] })
       this.counters.reconciled('ok')
     } catch (err) {

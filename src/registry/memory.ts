@@ -1,8 +1,8 @@
-import type { PortOwner, PortRequest, ProxyRecord, QuotaLimits, QuotaRequest, QuotaResult, RegistryStore, Settle } from './store.js'
+import type { PortOwner, PortRequest, ProxyRecord, QuotaLimits, QuotaRequest, QuotaResult, RecordKey, RegistryStore, Settle } from './store.js'
 
 interface Reservation { run_id: string, port: boolean, expiresAt: number }
 /** run_id and `at` (registered_at): the record using it, so a removal releases only the port of the record it removed */
-interface PortEntry { user: string, name: string, holdMs: number, heldUntil?: number, run_id?: string, at?: number }
+interface PortEntry { user: string, name: string, holdMs: number, heldUntil?: number, run_id?: string, at?: number, refused?: true }
 
 /** tcp and udp proxies hold a remote port: they are what maxPorts counts. */
 export const holdsPort = (type: string): boolean => type === 'tcp' || type === 'udp'
@@ -77,7 +77,7 @@ export class MemoryRegistry implements RegistryStore {
     if (this.#logins.size > 10_000) for (const [k] of this.#logins) { if (this.#logins.size <= 9_000) break; this.#logins.delete(k) }
   }
 
-  async unregister (user: string, name: string, runId: string, settle?: Settle, registeredAt?: number): Promise<boolean> {
+  async unregister (user: string, name: string, runId: string, settle?: Settle, registeredAt?: number, refusedMs?: number): Promise<boolean> {
     const records = this.#records.get(user)
     const record = records?.get(name)
     if (records === undefined || record === undefined || record.run_id !== runId) return false
@@ -85,16 +85,29 @@ export class MemoryRegistry implements RegistryStore {
     if (settle !== undefined && settling(record, this.#logins.get(ownerKey(user, runId)), settle)) return false
     records.delete(name)
     if (records.size === 0) this.#records.delete(user)
-    if (record.remote_port !== undefined) this.#release(record.remote_port, user, name, record)
+    if (record.remote_port !== undefined) this.#release(record.remote_port, user, name, record, record.confirmed_at === undefined ? refusedMs : undefined)
     return true
   }
 
-  /** The port the record of (user, name) had in use, that record gone: held for its holdMs, or freed; not one a newer record claimed. */
-  #release (port: number, user: string, name: string, record: ProxyRecord): void {
+  async confirm (listed: readonly RecordKey[], at: number): Promise<void> {
+    for (const { user, name, run_id: runId, registered_at: registeredAt } of listed) {
+      const record = this.#records.get(user)?.get(name)
+      if (record !== undefined && record.run_id === runId && record.registered_at === registeredAt) record.confirmed_at ??= at
+    }
+  }
+
+  /**
+   * The port the record of (user, name) had in use, that record gone: held for its holdMs, or freed; not one a newer record claimed.
+   * With refusedMs, held that long for no one: the proxy no longer owns it.
+   */
+  #release (port: number, user: string, name: string, record: ProxyRecord, refusedMs?: number): void {
     const entry = this.#ports.get(port)
     if (entry === undefined || entry.user !== user || entry.name !== name || entry.heldUntil !== undefined) return
     if (entry.run_id !== record.run_id || entry.at !== record.registered_at) return
-    if (entry.holdMs > 0) entry.heldUntil = this.#now() + entry.holdMs
+    if (refusedMs !== undefined) {
+      this.#free(port, entry)
+      this.#ports.set(port, { user, name, holdMs: 0, heldUntil: this.#now() + refusedMs, refused: true })
+    } else if (entry.holdMs > 0) entry.heldUntil = this.#now() + entry.holdMs
     else this.#free(port, entry)
   }
 
@@ -175,7 +188,7 @@ export class MemoryRegistry implements RegistryStore {
       for (let port = lo; port <= hi; port++) {
         const taken = this.#ports.get(port)
         // a port held for this very proxy (its record moved to another port meanwhile, or frps listed it open: user "") is its own to take back
-        if (taken !== undefined && live(taken, now) && !(taken.heldUntil !== undefined && taken.name === name && (taken.user === user || taken.user === ''))) continue
+        if (taken !== undefined && live(taken, now) && !(taken.heldUntil !== undefined && taken.refused !== true && taken.name === name && (taken.user === user || taken.user === ''))) continue
         if (taken !== undefined) this.#free(port, taken)
         if (held !== undefined && entry !== undefined) this.#free(held, entry)
         this.#ports.set(port, { user, name, holdMs, heldUntil: until })
@@ -190,7 +203,7 @@ export class MemoryRegistry implements RegistryStore {
     const until = this.#now() + holdMs
     for (const [port, name] of listed) {
       const entry = this.#ports.get(port)
-      if (entry !== undefined && entry.name === name) {
+      if (entry !== undefined && entry.name === name && entry.refused !== true) {
         if (entry.heldUntil !== undefined && entry.heldUntil < until) entry.heldUntil = until
         continue
       }
@@ -203,7 +216,8 @@ export class MemoryRegistry implements RegistryStore {
   async portOwner (port: number): Promise<PortOwner | undefined> {
     const entry = this.#ports.get(port)
     if (entry === undefined || !live(entry, this.#now())) return undefined
-    return entry.heldUntil === undefined ? { user: entry.user, name: entry.name } : { user: entry.user, name: entry.name, heldUntil: entry.heldUntil }
+    if (entry.heldUntil === undefined) return { user: entry.user, name: entry.name }
+    return entry.refused === true ? { user: entry.user, name: entry.name, heldUntil: entry.heldUntil, refused: true } : { user: entry.user, name: entry.name, heldUntil: entry.heldUntil }
   }
 
   async ping (): Promise<void> {}

@@ -86,23 +86,42 @@ export async function onlineProxies (api: FrpsApiConfig, types: readonly string[
 }
 
 /**
+ * How long the port of a proxy frps never opened is held for no one: long against a reading period, so a
+ * port another program keeps costs at most one refused proxy an hour, yet short enough that a port let go
+ * (or refused for a passing cause) comes back to its range the same day, not after releaseAfter.
+ */
+export const REFUSED_HOLD_MS = 3_600_000
+
+/**
  * Removes the records frps does not list online and that are older than `graceMs` (a proxy
  * registered a moment ago may not be listed yet). Each goes only if it is still the record listed
  * (same run_id and registration time), so a proxy re-registered meanwhile stays. A removal that
- * fails does not stop the others. The ports frps lists open are held for their proxies until two
- * periods later (holdOpen). Answers the records removed and the changes that failed.
+ * fails does not stop the others. The records listed online are confirmed; the port of one removed
+ * that never was (frps refused it: another program on the port, allowPorts) is held for no one, the
+ * proxy included, for REFUSED_HOLD_MS or two periods. The ports frps lists open are held for their
+ * proxies until two periods later (holdOpen). Answers the records removed, those of them refused, and
+ * the changes that failed.
  */
-export async function reconcile (store: RegistryStore, online: ReadonlySet<string> | Online, graceMs: number, now = Date.now()): Promise<{ removed: number, failed: Error[] }> {
+export async function reconcile (store: RegistryStore, online: ReadonlySet<string> | Online, graceMs: number, now = Date.now()): Promise<{ removed: number, refused: number, failed: Error[] }> {
   let removed = 0
+  let refused = 0
   const failed: Error[] = []
-  if (online instanceof Online) await store.holdOpen(online.ports, 2 * graceMs, online.readAt).catch((err: unknown) => { failed.push(err as Error) })
-  for (const record of await store.list()) {
+  const fail = (err: unknown): void => { failed.push(err as Error) }
+  if (online instanceof Online) await store.holdOpen(online.ports, 2 * graceMs, online.readAt).catch(fail)
+  const records = await store.list()
+  const unconfirmed = records.filter(r => online.has(r.name) && r.confirmed_at === undefined)
+  if (unconfirmed.length > 0) await store.confirm(unconfirmed, online instanceof Online ? online.readAt : now).catch(fail)
+  const refusedMs = Math.max(REFUSED_HOLD_MS, 2 * graceMs)
+  for (const record of records) {
     if (online.has(record.name) || now - record.registered_at <= graceMs) continue
     try {
-      if (await store.unregister(record.user, record.name, record.run_id, undefined, record.registered_at)) removed++
+      if (await store.unregister(record.user, record.name, record.run_id, undefined, record.registered_at, refusedMs)) {
+        removed++
+        if (record.confirmed_at === undefined && record.remote_port !== undefined) refused++
+      }
     } catch (err) {
       failed.push(err as Error)
     }
   }
-  return { removed, failed }
+  return { removed, refused, failed }
 }

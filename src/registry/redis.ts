@@ -1,7 +1,7 @@
 import type { Cluster, Redis } from 'ioredis'
 import { redisError } from '../stores/redis-client.js'
 import { byUserThenName, settling } from './memory.js'
-import type { PortOwner, PortRequest, ProxyRecord, QuotaLimit, QuotaLimits, QuotaRequest, QuotaResult, RegistryStore, Settle } from './store.js'
+import type { PortOwner, PortRequest, ProxyRecord, QuotaLimit, QuotaLimits, QuotaRequest, QuotaResult, RecordKey, RegistryStore, Settle } from './store.js'
 
 // Every script takes its time from Redis, so every gateway sharing it agrees on holds and reservations.
 const NOW = `local t = redis.call('TIME')
@@ -27,6 +27,22 @@ end
 redis.call('HDEL', KEYS[1], ARGV[1])
 if KEYS[3] and redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[6]) end
 return 1
+`
+
+// KEYS the proxies of some users (one on Cluster); ARGV confirmed_at, then a JSON array per key of [name, run_id,
+// registered_at]. The field is appended to the JSON as written: decoding and encoding it again in cjson would not keep it byte for byte.
+const CONFIRM_LUA = `
+for i, key in ipairs(KEYS) do
+  for _, l in ipairs(cjson.decode(ARGV[i + 1])) do
+    local v = redis.call('HGET', key, l[1])
+    if v then
+      local r = cjson.decode(v)
+      if r.run_id == l[2] and r.registered_at == l[3] and r.confirmed_at == nil and string.sub(v, -1) == '}' then
+        redis.call('HSET', key, l[1], string.sub(v, 1, -2) .. ',"confirmed_at":' .. ARGV[1] .. '}')
+      end
+    end
+  end
+end
 `
 
 // KEYS logins; ARGV run_id, at, ttl ms
@@ -105,15 +121,18 @@ end`
 
 // The port (user, name) has in use, its record (run_id, registered_at; nil: whichever) gone: held for
 // holdMs, or freed. A port a newer record of the proxy claimed meanwhile stays in use (entries of
-// older gateways have no `at`).
+// older gateways have no `at`). With refusedMs (frps never opened it), held that long for no one.
 const RELEASE = `
-local function release(user, name, port, runId, at)
+local function release(user, name, port, runId, at, refusedMs)
   local e = redis.call('HGET', KEYS[1], port)
   if not e then return 0 end
   local d = cjson.decode(e)
   if d.user ~= user or d.name ~= name or d.heldUntil ~= nil then return 0 end
   if runId ~= nil and ((d.run_id ~= nil and d.run_id ~= runId) or (d.at ~= nil and d.at ~= at)) then return 0 end
-  if d.holdMs > 0 then
+  if refusedMs ~= nil then
+    free(port, d)
+    redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = 0, heldUntil = now + refusedMs, refused = true}))
+  elseif d.holdMs > 0 then
     d.heldUntil = now + d.holdMs
     redis.call('HSET', KEYS[1], port, cjson.encode(d))
   else
@@ -157,9 +176,9 @@ const CLAIM_LUA = `${NOW}${PORTS}${RELEASE}${CLAIM}
 claim(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 `
 
-// ARGV user, name, port, run_id, registered_at
+// ARGV user, name, port, run_id, registered_at, refusedMs ('' for none)
 const RELEASE_PORT_LUA = `${NOW}${PORTS}${RELEASE}
-return release(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+return release(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
 `
 
 // The port of user and name, holding it firstMs (then holdMs after its proxy closes); r: low and high
@@ -193,7 +212,7 @@ local function assign(user, name, holdMs, firstMs, r)
       local e = redis.call('HGET', KEYS[1], port)
       local d = e and cjson.decode(e)
       -- a port held for this very proxy (its record moved to another port meanwhile, or frps listed it open: user "") is its own to take back
-      if not d or not live(d) or (d.heldUntil ~= nil and (owner(d) == key or (d.user == '' and d.name == name))) then
+      if not d or not live(d) or (d.heldUntil ~= nil and not d.refused and (owner(d) == key or (d.user == '' and d.name == name))) then
         if d then free(port, d) end
         if mine then free(held, mine) end
         redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = holdMs, heldUntil = now + firstMs}))
@@ -259,7 +278,7 @@ for i = 3, #ARGV, 2 do
   local port, name = ARGV[i], ARGV[i + 1]
   local e = redis.call('HGET', KEYS[1], port)
   local d = e and cjson.decode(e)
-  if d and d.name == name then
+  if d and d.name == name and not d.refused then
     if d.heldUntil ~= nil and d.heldUntil < untilMs then
       d.heldUntil = untilMs
       redis.call('HSET', KEYS[1], port, cjson.encode(d))
@@ -288,7 +307,8 @@ interface Commands {
   frpgwRegReserve (proxies: string, reservations: string, ...args: string[]): Promise<number[]>
   frpgwRegRelease (reservations: string, name: string, runId: string): Promise<unknown>
   frpgwPortClaim (ports: string, owners: string, user: string, name: string, port: string, runId: string, registeredAt: string): Promise<unknown>
-  frpgwPortRelease (ports: string, owners: string, user: string, name: string, port: string, runId: string, registeredAt: string): Promise<number>
+  frpgwPortRelease (ports: string, owners: string, user: string, name: string, port: string, runId: string, registeredAt: string, refusedMs: string): Promise<number>
+  frpgwRegConfirm (keys: number, ...keysThenArgs: string[]): Promise<unknown>
   frpgwPortAssign (ports: string, owners: string, ...args: string[]): Promise<number>
   frpgwPortOwner (ports: string, port: string): Promise<string | null>
   frpgwPortHoldOpen (ports: string, owners: string, ...args: string[]): Promise<unknown>
@@ -377,6 +397,7 @@ export class RedisRegistry implements RegistryStore {
     define('frpgwPortRelease', 2, RELEASE_PORT_LUA)
     define('frpgwPortAssign', 2, ASSIGN_LUA)
     define('frpgwPortOwner', 1, OWNER_LUA)
+    client.defineCommand('frpgwRegConfirm', { lua: CONFIRM_LUA })
     define('frpgwPortHoldOpen', 2, HOLD_OPEN_LUA)
     if (!client.isCluster) {
       this.#changes = new Batches(async (keys, changes) => await this.#c.frpgwRegOneNode(keys.length, ...keys, wellFormed(JSON.stringify(changes))),
@@ -418,7 +439,7 @@ export class RedisRegistry implements RegistryStore {
     }
   }
 
-  async unregister (user: string, name: string, runId: string, settle?: Settle, registeredAt?: number): Promise<boolean> {
+  async unregister (user: string, name: string, runId: string, settle?: Settle, registeredAt?: number, refusedMs?: number): Promise<boolean> {
     try {
       const record = await this.get(user, name)
       if (record === undefined || record.run_id !== runId || (registeredAt !== undefined && record.registered_at !== registeredAt)) return false
@@ -427,7 +448,8 @@ export class RedisRegistry implements RegistryStore {
         if (settling(record, at === null ? undefined : Number(at), settle)) return false
       }
       if (record.remote_port !== undefined && record.remote_port > 0) {
-        await this.#c.frpgwPortRelease(this.portsKey, this.ownersKey, user, name, String(record.remote_port), runId, String(record.registered_at))
+        const refused = refusedMs !== undefined && record.confirmed_at === undefined ? String(refusedMs) : ''
+        await this.#c.frpgwPortRelease(this.portsKey, this.ownersKey, user, name, String(record.remote_port), runId, String(record.registered_at), refused)
       }
       // the record read: one registered since (a reconnect) stays, and its port was not released above
       const keys = [this.proxiesKey(user), this.loginsKey(user), ...this.#changes !== undefined ? [this.usersKey] : []]
@@ -451,6 +473,26 @@ export class RedisRegistry implements RegistryStore {
     if (await this.#client.hlen(proxies) > 0) return
     await this.#client.srem(this.usersKey, user)
     if (await this.#client.hlen(proxies) > 0) await this.#client.sadd(this.usersKey, user)
+  }
+
+  async confirm (listed: readonly RecordKey[], at: number): Promise<void> {
+    const byUser = new Map<string, Array<[string, string, number]>>()
+    for (const r of listed) {
+      const own = byUser.get(r.user) ?? []
+      own.push([r.name, r.run_id, r.registered_at])
+      byUser.set(r.user, own)
+    }
+    // Cluster: one script per user's slot; one node: every user in one script, a few hundred at a time
+    const chunk = this.#changes === undefined ? 1 : 500
+    const users = [...byUser]
+    try {
+      for (let i = 0; i < users.length; i += chunk) {
+        const some = users.slice(i, i + chunk)
+        await this.#c.frpgwRegConfirm(some.length, ...some.map(([user]) => this.proxiesKey(user)), String(at), ...some.map(([, l]) => wellFormed(JSON.stringify(l))))
+      }
+    } catch (err) {
+      throw redisError(this.#client, err)
+    }
   }
 
   async get (user: string, name: string): Promise<ProxyRecord | undefined> {
@@ -533,8 +575,9 @@ export class RedisRegistry implements RegistryStore {
     try {
       const json = await this.#c.frpgwPortOwner(this.portsKey, String(port))
       if (json === null) return undefined
-      const { user, name, heldUntil } = JSON.parse(json) as PortOwner
-      return heldUntil === undefined ? { user, name } : { user, name, heldUntil }
+      const { user, name, heldUntil, refused } = JSON.parse(json) as PortOwner
+      if (heldUntil === undefined) return { user, name }
+      return refused === true ? { user, name, heldUntil, refused } : { user, name, heldUntil }
     } catch (err) {
       throw redisError(this.#client, err)
     }

@@ -16,6 +16,8 @@ export interface ProxyRecord {
   metas?: Record<string, string>
   /** ms since the epoch */
   registered_at: number
+  /** when a reconciliation reading first listed the proxy online (ms since the epoch): frps did open it */
+  confirmed_at?: number
 }
 
 /** The record of a call's proxy as read before its chain: null when the registry has none, 'error' when it could not be read. */
@@ -66,7 +68,11 @@ export interface PortRequest {
 /** `now` (ms since the epoch, the gateway's clock, as registered_at) and how long after a reconnect Login a CloseProxy is doubted. */
 export interface Settle { now: number, ms: number }
 
-export interface PortOwner { user: string, name: string, heldUntil?: number }
+/** refused: held for no one, the proxy's included (frps never opened it there: another program may have the port) */
+export interface PortOwner { user: string, name: string, heldUntil?: number, refused?: true }
+
+/** The record a reconciliation reading listed: only that one is changed, not one registered again since. */
+export type RecordKey = Pick<ProxyRecord, 'user' | 'name' | 'run_id' | 'registered_at'>
 
 export interface RegistryStore {
   readonly kind: 'memory' | 'redis'
@@ -80,9 +86,13 @@ export interface RegistryStore {
    * A CloseProxy, or reconciliation finding the proxy gone: removes the record only when its run_id
    * matches; its port is then held for its holdMs. With `settle`, a record registered after a
    * reconnect Login of that run_id less than settle.ms ago stays (see noteLogin). With `registeredAt`
-   * (reconciliation), only the record registered then goes, not one registered again since. True when removed.
+   * (reconciliation), only the record registered then goes, not one registered again since. With `refusedMs`
+   * (reconciliation), a record never confirmed that has a remote port was refused by frps: its port is taken from
+   * the proxy and held for no one for refusedMs, so the proxy's next try gets another. True when removed.
    */
-  unregister (user: string, name: string, runId: string, settle?: Settle, registeredAt?: number): Promise<boolean>
+  unregister (user: string, name: string, runId: string, settle?: Settle, registeredAt?: number, refusedMs?: number): Promise<boolean>
+  /** Sets confirmed_at (at) on each record still as listed and not confirmed yet: frps listed its proxy online. */
+  confirm (records: readonly RecordKey[], at: number): Promise<void>
   /**
    * A Login of a client that has a run_id already: a reconnect. frpc keeps its run_id, and frps sends
    * the old session's CloseProxy calls from a background goroutine, so one can arrive after the new

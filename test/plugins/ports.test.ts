@@ -188,7 +188,7 @@ for (const onStoreError of ['allow', 'reject'] as const) {
   })
 }
 
-t.test('with frpsApi, a proxy frps refused loses its record at reconciliation and its port releaseAfter later', async t => {
+t.test('with frpsApi, a proxy frps refused loses its record at reconciliation, and its next try gets another port: the refused one is held for no one', async t => {
   const { createServer } = await import('node:http')
   // frps lists no proxy online: it refused the one the gateway allowed (its port taken, say), and sent no CloseProxy
   const frps = createServer((_req, res) => {
@@ -198,21 +198,20 @@ t.test('with frpsApi, a proxy frps refused loses its record at reconciliation an
   await new Promise(resolve => frps.once('listening', resolve))
   t.teardown(() => { frps.closeAllConnections(); frps.close() })
   const url = `http://127.0.0.1:${(frps.address() as { port: number }).port}`
-  const gw = await startGateway(t, { registry: { frpsApi: { url }, reconcileEvery: '1s' }, chain: [portsStep({ range: [41800], releaseAfter: '3s' })] })
+  const gw = await startGateway(t, { registry: { frpsApi: { url }, reconcileEvery: '1s' }, chain: [portsStep({ range: ['41800-41801'], releaseAfter: '3s' })] })
   t.same((await gw.call('NewProxy', any())).body, assigned(any(), 41800))
   await recorded(gw, 'alice', 'alice.any', r => r !== undefined)
   t.same(await owner(gw, 41800), { user: 'alice', name: 'alice.any' }, 'in use while recorded')
-  t.same((await gw.call('NewProxy', proxyOf('bob', 'p'))).body, noPort('bob', '41800'))
   // removed at the first reconciliation that finds the record older than one interval (1 to 3 s)
   const until = performance.now() + 6000
   while (await gw.ref.current.registry?.store.get('alice', 'alice.any') !== undefined && performance.now() < until) await sleep(50)
   t.equal(await gw.ref.current.registry?.store.get('alice', 'alice.any'), undefined, 'the record went at reconciliation')
-  const held = await owner(gw, 41800)
-  t.equal(held?.name, 'alice.any', 'its port held for releaseAfter')
-  t.same((await gw.call('NewProxy', proxyOf('bob', 'p'))).body, noPort('bob', '41800'), 'for no one else')
-  await sleep(Math.max(0, (held?.heldUntil ?? 0) - Date.now()) + 300)
-  const bob = proxyOf('bob', 'p')
-  t.same((await gw.call('NewProxy', bob)).body, assigned(bob, 41800), 'then free')
+  const refused = await owner(gw, 41800)
+  t.equal(refused?.refused, true, 'its port, never listed open, is held for no one')
+  t.ok(refused?.heldUntil !== undefined && refused.heldUntil > Date.now() + 3_000_000, 'for an hour, not releaseAfter')
+  t.same((await gw.call('NewProxy', any())).body, assigned(any(), 41801), 'frpc\'s next try gets the next port')
+  await recorded(gw, 'alice', 'alice.any', r => r?.remote_port === 41801)
+  t.same((await gw.call('NewProxy', proxyOf('bob', 'p'))).body, noPort('bob', '41800-41801'), 'and no one else gets the refused one')
 })
 
 t.test('ranges from a users table in Redis: a record that does not validate, then Redis stopped, follow registry onStoreError', async t => {

@@ -295,6 +295,52 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.same(await store.portOwner(lo), { user: ann, name: `${ann}.a` }, 'the proxy registering again takes its port')
     })
 
+    t.test('ports: removed with refusedMs, a record never confirmed (frps never opened it) leaves its port held for no one; a confirmed one, for its proxy', async t => {
+      const [ref, ok, odd, other] = [someone(), someone(), `${someone()}\udc00`, someone()]
+      const [lo, hi] = ports(4)
+      const ranges = [[lo, hi]] as const
+      const ask = (user: string, short: string) => store.assignPort({ user, name: `${user}.${short}`, ranges, holdMs: 60_000 })
+      t.same([await ask(ref, 'p'), await ask(ok, 'p'), await ask(odd, 'p\ud800')], [lo, lo + 1, lo + 2])
+      await store.register(proxy(ref, 'p', { remote_port: lo, registered_at: 1000 }))
+      await store.register(proxy(ok, 'p', { remote_port: lo + 1, registered_at: 1000 }))
+      await store.register(proxy(odd, 'p\ud800', { remote_port: lo + 2, registered_at: 1000 }))
+      const key = (user: string, name: string, at = 1000) => ({ user, name, run_id: 'run-1', registered_at: at })
+      await store.confirm([key(ok, `${ok}.p`), key(ref, `${ref}.p`, 999), key(odd, `${odd}.p\ud800`)], 5000)
+      t.equal((await store.get(ok, `${ok}.p`))?.confirmed_at, 5000, 'the record listed is confirmed')
+      t.equal((await store.get(odd, `${odd}.p\ud800`))?.confirmed_at, 5000, 'in the same call, whatever its names')
+      t.equal((await store.get(ref, `${ref}.p`))?.confirmed_at, undefined, 'not one registered at another time')
+      await store.confirm([key(ok, `${ok}.p`)], 9000)
+      t.same(await store.get(ok, `${ok}.p`), proxy(ok, 'p', { remote_port: lo + 1, registered_at: 1000, confirmed_at: 5000 }), 'confirmed once, the record otherwise as registered')
+
+      t.equal(await store.unregister(ref, `${ref}.p`, 'run-1', undefined, 1000, 60_000), true)
+      t.equal(await store.unregister(ok, `${ok}.p`, 'run-1', undefined, 1000, 60_000), true)
+      const blocked = await store.portOwner(lo)
+      t.equal(blocked?.refused, true, 'the port of the record never confirmed is refused')
+      t.ok(blocked?.heldUntil !== undefined && blocked.heldUntil > Date.now() + 50_000 && blocked.heldUntil <= Date.now() + 60_000, 'for refusedMs')
+      const held = await store.portOwner(lo + 1)
+      t.ok(held?.heldUntil !== undefined && held.refused === undefined, 'the confirmed one\'s is held for its proxy, as at a close')
+      t.equal(await ask(ref, 'p'), hi, 'the refused proxy gets another port at its next try')
+      t.equal(await ask(other, 'x'), undefined, 'and no one gets the refused port')
+      t.equal(await ask(ok, 'p'), lo + 1, 'the confirmed proxy gets its port back')
+      await store.holdOpen(new Map([[lo, 'x.other']]), 60_000, 0)
+      t.same(await store.portOwner(lo), { user: '', name: 'x.other', heldUntil: (await store.portOwner(lo))?.heldUntil }, 'a proxy frps lists open on it gets the port')
+
+      // a refused port comes back after refusedMs; a record refused on a port another proxy has open takes nothing from it
+      const [one] = ports(1)
+      await store.register(proxy(ok, 'q', { remote_port: one, registered_at: 1000 }))
+      await store.register(proxy(ref, 'q', { remote_port: one, registered_at: 1000 }))
+      t.equal(await store.unregister(ref, `${ref}.q`, 'run-1', undefined, 1000, 150), true)
+      t.same(await store.portOwner(one), { user: ok, name: `${ok}.q` }, 'still in use by the proxy that has it')
+      await store.unregister(ok, `${ok}.q`, 'run-1')
+      t.equal(await store.assignPort({ user: ref, name: `${ref}.q`, ranges: [[one, one]], holdMs: 60_000 }), one)
+      await store.register(proxy(ref, 'q', { remote_port: one, registered_at: 2000 }))
+      t.equal(await store.unregister(ref, `${ref}.q`, 'run-1', undefined, 2000, 150), true)
+      t.equal((await store.portOwner(one))?.refused, true)
+      await sleep(250)
+      t.equal(await store.portOwner(one), undefined, 'free after refusedMs')
+      t.equal(await store.assignPort({ user: ref, name: `${ref}.q`, ranges: [[one, one]], holdMs: 60_000 }), one)
+    })
+
     t.test('ports: a user name with a newline in it gets no other user\'s port', async t => {
       const tag = someone()
       const [lo, hi] = ports(2)

@@ -52,9 +52,30 @@ t.test('the remote port of each tcp/udp proxy online, as frps 0.64 (remotePort) 
 t.test('reconcile holds the ports frps lists open that the registry does not know (it started empty): a port step does not hand them out', async t => {
   const store = new MemoryRegistry()
   const frps = await fakeFrps(t, (req, res) => json(res, 200, req.url === '/api/proxy/tcp' ? TCP : { proxies: [] }))
-  t.same(await reconcile(store, await onlineProxies({ url: frps.url }), 60_000), { removed: 0, failed: [] })
+  t.same(await reconcile(store, await onlineProxies({ url: frps.url }), 60_000), { removed: 0, refused: 0, failed: [] })
   t.equal((await store.portOwner(16001))?.name, 'alice.p1', 'alice.p1\'s port, open at frps')
   t.equal(await store.assignPort({ user: 'fred', name: 'fred.x', ranges: [[16001, 16002]], holdMs: 60_000 }), 16002)
+})
+
+t.test('a record frps never listed online has its port refused: the proxy\'s next try gets another; one listed once keeps its port for its name after it vanishes', async t => {
+  const store = new MemoryRegistry()
+  let listed = true
+  const frps = await fakeFrps(t, (req, res) => json(res, 200, req.url === '/api/proxy/tcp' && listed ? TCP : { proxies: [] }))
+  const at = Date.now() - 120_000
+  for (const [user, name, port] of [['alice', 'alice.p1', 16001], ['fred', 'fred.x', 16002]] as const) {
+    t.equal(await store.assignPort({ user, name, ranges: [[port, 16003]], holdMs: 86_400_000 }), port)
+    await store.register({ user, name, type: 'tcp', run_id: user, remote_port: port, registered_at: at })
+  }
+  // fred.x: frps refused it (another program listens on 16002), so it is not listed
+  t.same(await reconcile(store, await onlineProxies({ url: frps.url }), 60_000), { removed: 1, refused: 1, failed: [] })
+  t.equal((await store.portOwner(16002))?.refused, true, 'fred.x\'s port is held for no one')
+  t.equal(await store.assignPort({ user: 'fred', name: 'fred.x', ranges: [[16002, 16003]], holdMs: 86_400_000 }), 16003, 'fred.x retries on the next port')
+  t.ok((await store.get('alice', 'alice.p1'))?.confirmed_at, 'alice.p1, listed online, is confirmed')
+  // frps restarted: alice.p1 is gone without a CloseProxy, and comes back on its port
+  listed = false
+  t.same(await reconcile(store, await onlineProxies({ url: frps.url }), 60_000), { removed: 1, refused: 0, failed: [] })
+  t.equal((await store.portOwner(16001))?.name, 'alice.p1', 'held for alice.p1')
+  t.equal(await store.assignPort({ user: 'alice', name: 'alice.p1', ranges: [[16001, 16003]], holdMs: 86_400_000 }), 16001)
 })
 
 t.test('a failed read throws naming the URL and why, so nothing is removed on it', async t => {
@@ -100,10 +121,10 @@ t.test('reconcile removes records frps does not list online, once older than the
   await store.register({ user: 'alice', name: 'alice.p1', type: 'tcp', run_id: 'a', remote_port: 16001, registered_at: now - 120_000 })
   await store.register({ user: 'bob', name: 'bob.p1', type: 'tcp', run_id: 'b', remote_port: 16002, registered_at: now - 120_000 })
   await store.register({ user: 'bob', name: 'bob.new', type: 'tcp', run_id: 'b', registered_at: now - 10_000 })
-  t.same(await reconcile(store, new Set(['alice.p1']), 60_000, now), { removed: 1, failed: [] })
+  t.same(await reconcile(store, new Set(['alice.p1']), 60_000, now), { removed: 1, refused: 1, failed: [] })
   t.same((await store.list()).map(r => r.name), ['alice.p1', 'bob.new'], 'bob.p1 is gone (offline); bob.new is too young to judge')
-  t.equal(await store.portOwner(16002), undefined, 'and its port is freed')
-  t.same(await reconcile(store, new Set(['alice.p1']), 60_000, now + 60_000), { removed: 1, failed: [] })
+  t.equal((await store.portOwner(16002))?.refused, true, 'and its port, never listed open, is held for no one')
+  t.same(await reconcile(store, new Set(['alice.p1']), 60_000, now + 60_000), { removed: 1, refused: 0, failed: [] })
   t.same((await store.list()).map(r => r.name), ['alice.p1'])
 })
 
@@ -117,7 +138,7 @@ t.test('reconcile leaves a record registered again (a reconnect keeps its run_id
     await store.register({ ...old, registered_at: 200_000 })
     return listed
   }
-  t.same(await reconcile(store, new Set(), 60_000, 100_000), { removed: 0, failed: [] })
+  t.same(await reconcile(store, new Set(), 60_000, 100_000), { removed: 0, refused: 0, failed: [] })
   t.equal((await store.get('alice', 'alice.p1'))?.registered_at, 200_000)
   t.same(await store.portOwner(16001), { user: 'alice', name: 'alice.p1' }, 'its port stays in use')
 })
