@@ -87,7 +87,8 @@ export const viewOf = (r: ProxyRecord): Record<string, unknown> => ({
   subdomain: r.subdomain,
   metas: r.metas,
   registered_at: new Date(r.registered_at).toISOString(),
-  confirmed_at: r.confirmed_at === undefined ? undefined : new Date(r.confirmed_at).toISOString()
+  confirmed_at: r.confirmed_at === undefined ? undefined : new Date(r.confirmed_at).toISOString(),
+  first_at: r.first_at === undefined ? undefined : new Date(r.first_at).toISOString()
 })
 
 /**

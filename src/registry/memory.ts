@@ -44,7 +44,11 @@ export class MemoryRegistry implements RegistryStore {
     const replaced = records.get(name)
     // the proxy's previous port, when this record does not use it (no port, another, or one refused): released as at a close
     if (replaced?.remote_port !== undefined && replaced.remote_port !== port) this.#release(replaced.remote_port, user, name, replaced)
-    records.set(name, copy(record))
+    const stored = copy(record)
+    if (replaced !== undefined && replaced.confirmed_at === undefined && replaced.run_id === record.run_id && replaced.remote_port === record.remote_port) {
+      stored.first_at = replaced.first_at ?? replaced.registered_at
+    }
+    records.set(name, stored)
     this.#endReservation(user, name)
   }
 

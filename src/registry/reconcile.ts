@@ -94,7 +94,8 @@ export const REFUSED_HOLD_MS = 3_600_000
 
 /**
  * Removes the records frps does not list online and that are older than `graceMs` (a proxy
- * registered a moment ago may not be listed yet). Each goes only if it is still the record listed
+ * registered a moment ago may not be listed yet; one never confirmed, from its first_at) and registered before
+ * `readAt`, when frps was read. Each goes only if it is still the record listed
  * (same run_id and registration time), so a proxy re-registered meanwhile stays. A removal that
  * fails does not stop the others. The records listed online are confirmed; the port of one removed
  * that never was (frps refused it: another program on the port, allowPorts) is held for no one, the
@@ -102,7 +103,8 @@ export const REFUSED_HOLD_MS = 3_600_000
  * proxies until two periods later (holdOpen). Answers the records removed, those of them refused, and
  * the changes that failed.
  */
-export async function reconcile (store: RegistryStore, online: ReadonlySet<string> | Online, graceMs: number, now = Date.now()): Promise<{ removed: number, refused: number, failed: Error[] }> {
+export async function reconcile (store: RegistryStore, online: ReadonlySet<string> | Online, graceMs: number, now = Date.now(),
+  readAt = online instanceof Online ? online.readAt : now): Promise<{ removed: number, refused: number, failed: Error[] }> {
   let removed = 0
   let refused = 0
   const failed: Error[] = []
@@ -110,10 +112,12 @@ export async function reconcile (store: RegistryStore, online: ReadonlySet<strin
   if (online instanceof Online) await store.holdOpen(online.ports, 2 * graceMs, online.readAt).catch(fail)
   const records = await store.list()
   const unconfirmed = records.filter(r => online.has(r.name) && r.confirmed_at === undefined)
-  if (unconfirmed.length > 0) await store.confirm(unconfirmed, online instanceof Online ? online.readAt : now).catch(fail)
+  if (unconfirmed.length > 0) await store.confirm(unconfirmed, readAt).catch(fail)
   const refusedMs = Math.max(REFUSED_HOLD_MS, 2 * graceMs)
   for (const record of records) {
-    if (online.has(record.name) || now - record.registered_at <= graceMs) continue
+    // a refused proxy tried again (every 30 s) is judged from its first try, but a try since the reading is not judged by it
+    const since = record.confirmed_at === undefined ? record.first_at ?? record.registered_at : record.registered_at
+    if (online.has(record.name) || now - since <= graceMs || record.registered_at >= readAt) continue
     try {
       if (await store.unregister(record.user, record.name, record.run_id, undefined, record.registered_at, refusedMs)) {
         removed++

@@ -7,9 +7,20 @@ import type { PortOwner, PortRequest, ProxyRecord, QuotaLimit, QuotaLimits, Quot
 const NOW = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
 
-// KEYS proxies, reservations; ARGV name, record JSON
-const REGISTER_LUA = `
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+// The record JSON of (proxies kp, name), with first_at when it replaces one unconfirmed of the same run_id and port
+// ('' for none): appended as written, as CONFIRM does.
+const CARRY = `
+local function carried(kp, name, runId, port, json)
+  local v = redis.call('HGET', kp, name)
+  -- a value no gateway wrote is replaced, as before records carried first_at
+  local ok, o = pcall(cjson.decode, v or '')
+  if not ok or type(o) ~= 'table' or o.confirmed_at ~= nil or o.run_id ~= runId or o.remote_port ~= tonumber(port) or string.sub(json, -1) ~= '}' then return json end
+  return string.sub(json, 1, -2) .. ',"first_at":' .. string.format('%.0f', o.first_at or o.registered_at) .. '}'
+end`
+
+// KEYS proxies, reservations; ARGV name, record JSON, run_id, port ('' for none)
+const REGISTER_LUA = `${CARRY}
+redis.call('HSET', KEYS[1], ARGV[1], carried(KEYS[1], ARGV[1], ARGV[3], ARGV[4], ARGV[2]))
 redis.call('HDEL', KEYS[2], ARGV[1])
 `
 
@@ -35,8 +46,8 @@ const CONFIRM_LUA = `
 for i, key in ipairs(KEYS) do
   for _, l in ipairs(cjson.decode(ARGV[i + 1])) do
     local v = redis.call('HGET', key, l[1])
-    if v then
-      local r = cjson.decode(v)
+    local ok, r = pcall(cjson.decode, v or '')
+    if ok and type(r) == 'table' then
       if r.run_id == l[2] and r.registered_at == l[3] and r.confirmed_at == nil and string.sub(v, -1) == '}' then
         redis.call('HSET', key, l[1], string.sub(v, 1, -2) .. ',"confirmed_at":' .. ARGV[1] .. '}')
       end
@@ -240,11 +251,11 @@ return assign(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), r)
 // ['g', user, name, port ('' for none), run_id, registered_at, record JSON] (a record: KEYS its
 // proxies and reservations). The answer of each change, in order (0 for a record); a change that
 // fails (a value that is not what a gateway wrote) answers its error and leaves the others be.
-const ONE_NODE_LUA = `${NOW}${PORTS}${RELEASE}${CLAIM}${RESERVE}${ASSIGN}
+const ONE_NODE_LUA = `${NOW}${PORTS}${RELEASE}${CLAIM}${RESERVE}${ASSIGN}${CARRY}
 local function register(kp, kr, user, name, port, runId, at, json)
   claim(user, name, port, runId, at)
   redis.call('SADD', KEYS[3], user)
-  redis.call('HSET', kp, name, json)
+  redis.call('HSET', kp, name, carried(kp, name, runId, port, json))
   redis.call('HDEL', kr, name)
   return 0
 end
@@ -300,7 +311,7 @@ return e
 `
 
 interface Commands {
-  frpgwRegRegister (proxies: string, reservations: string, name: string, json: string): Promise<unknown>
+  frpgwRegRegister (proxies: string, reservations: string, name: string, json: string, runId: string, port: string): Promise<unknown>
   frpgwRegOneNode (keys: number, ...keysThenArgs: string[]): Promise<Array<number | number[]>>
   frpgwRegUnregister (keys: number, ...keysThenArgs: string[]): Promise<number>
   frpgwRegLogin (logins: string, runId: string, at: string, ttlMs: string): Promise<unknown>
@@ -422,7 +433,7 @@ export class RedisRegistry implements RegistryStore {
         return
       }
       await this.#c.frpgwPortClaim(this.portsKey, this.ownersKey, user, name, port, runId, at)
-      await this.#c.frpgwRegRegister(proxies, reservations, name, json)
+      await this.#c.frpgwRegRegister(proxies, reservations, name, json, runId, port)
       // after the record: a removal racing this one (#forget) then sees the record, or is undone here
       await this.#client.sadd(this.usersKey, user)
     } catch (err) {

@@ -18,6 +18,11 @@ export interface ProxyRecord {
   registered_at: number
   /** when a reconciliation reading first listed the proxy online (ms since the epoch): frps did open it */
   confirmed_at?: number
+  /**
+   * registered_at of the first of the records this one replaced, unconfirmed, of the same run_id and remote port: frpc
+   * tries a refused proxy again every 30 s, each try a new record, and reconciliation judges the proxy from its first
+   */
+  first_at?: number
 }
 
 /** The record of a call's proxy as read before its chain: null when the registry has none, 'error' when it could not be read. */

@@ -341,6 +341,29 @@ export function runRegistryContract (t: Test, name: string, make: () => Promise<
       t.equal(await store.assignPort({ user: ref, name: `${ref}.q`, ranges: [[one, one]], holdMs: 60_000 }), one)
     })
 
+    t.test('a record replacing one unconfirmed of the same run_id and port (frpc trying a refused proxy again) keeps when it was first registered', async t => {
+      const [amy, odd] = [someone(), `${someone()}\udc00`]
+      const [lo] = ports(2)
+      for (const user of [amy, odd]) {
+        const name = `${user}.p\ud800`
+        const at = (registered: number, extra: Partial<ProxyRecord> = {}) => ({ ...proxy(user, 'p\ud800', { remote_port: lo, registered_at: registered }), ...extra })
+        await store.register(at(1000))
+        t.equal((await store.get(user, name))?.first_at, undefined, 'a first record has none')
+        await Promise.all([store.register(at(31_000)), store.reserve({ user, name: `${user}.q`, run_id: 'r', port: false, ttlMs: 5000 }, {})])
+        // Redis stores a lone surrogate of a name as U+FFFD (above)
+        t.same({ ...await store.get(user, name), user, name }, at(31_000, { first_at: 1000 }), 'a try again: the first one\'s time, the record otherwise as registered')
+        await store.register(at(61_000))
+        t.equal((await store.get(user, name))?.first_at, 1000, 'and again')
+        await store.register(at(91_000, { remote_port: lo + 1 }))
+        t.equal((await store.get(user, name))?.first_at, undefined, 'not on another port')
+        await store.register(at(92_000, { remote_port: lo + 1, run_id: 'other' }))
+        t.equal((await store.get(user, name))?.first_at, undefined, 'nor for another client')
+        await store.confirm([{ user, name, run_id: 'other', registered_at: 92_000 }], 95_000)
+        await store.register(at(121_000, { remote_port: lo + 1, run_id: 'other' }))
+        t.equal((await store.get(user, name))?.first_at, undefined, 'nor after a confirmed one (a reconnect)')
+      }
+    })
+
     t.test('ports: a user name with a newline in it gets no other user\'s port', async t => {
       const tag = someone()
       const [lo, hi] = ports(2)

@@ -78,6 +78,20 @@ t.test('a record frps never listed online has its port refused: the proxy\'s nex
   t.equal(await store.assignPort({ user: 'alice', name: 'alice.p1', ranges: [[16001, 16003]], holdMs: 86_400_000 }), 16001)
 })
 
+t.test('a refused proxy frpc tries again every 30 s, its record never older than an interval of 1m, is judged from its first try', async t => {
+  const store = new MemoryRegistry()
+  const t0 = Date.now() - 200_000
+  const tryAt = async (at: number): Promise<void> => { await store.register({ user: 'fred', name: 'fred.x', type: 'tcp', run_id: 'f', remote_port: 16002, registered_at: at }) }
+  t.equal(await store.assignPort({ user: 'fred', name: 'fred.x', ranges: [[16002, 16003]], holdMs: 86_400_000 }), 16002)
+  await tryAt(t0)
+  await tryAt(t0 + 30_000)
+  t.same(await reconcile(store, new Set(), 60_000, t0 + 50_000), { removed: 0, refused: 0, failed: [] }, 'tried 50 s ago: not yet')
+  await tryAt(t0 + 60_000)
+  t.same(await reconcile(store, new Set(), 60_000, t0 + 61_000, t0 + 60_000), { removed: 0, refused: 0, failed: [] }, 'a try since the reading is not judged by it')
+  t.same(await reconcile(store, new Set(), 60_000, t0 + 80_000), { removed: 1, refused: 1, failed: [] }, 'first tried 80 s ago, never listed: refused')
+  t.equal(await store.assignPort({ user: 'fred', name: 'fred.x', ranges: [[16002, 16003]], holdMs: 86_400_000 }), 16003, 'its next try gets the next port')
+})
+
 t.test('a failed read throws naming the URL and why, so nothing is removed on it', async t => {
   const denied = await fakeFrps(t, (_req, res) => json(res, 401, {}))
   await t.rejects(onlineProxies({ url: denied.url }, ['tcp']), { message: `frps API ${denied.url}/api/proxy/tcp: HTTP 401 (registry.frpsApi user and password: frps's webServer.user and webServer.password)` })

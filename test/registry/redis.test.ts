@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
-import t from 'tap'
+import type { Cluster, Redis } from 'ioredis'
+import t, { type Test } from 'tap'
 import { RedisRegistry } from '../../src/registry/redis.js'
 import type { ProxyRecord } from '../../src/registry/store.js'
 import { createRedisClient } from '../../src/stores/redis-client.js'
@@ -67,14 +68,33 @@ t.test('one node: a change that fails in a shared script fails its own caller, a
   t.same(await store.portOwner(7400), { user: 'bob', name: 'bob.p' }, 'the record landed')
 })
 
+/** A registry on a Redis of its own: one node, or a Cluster. */
+async function storeOn (t: Test, start: 'one' | 'cluster'): Promise<{ client: Redis | Cluster, store: RedisRegistry }> {
+  const client = start === 'one'
+    ? createRedisClient({ url: (await startRedis(t)).url })
+    : createRedisClient({ cluster: (await startRedisCluster(t)).urls })
+  t.teardown(() => client.disconnect())
+  await once(client, 'ready')
+  return { client, store: new RedisRegistry(client, { keyPrefix: `frpgw:${randomUUID()}:` }) }
+}
+
 for (const [kind, start] of [['standalone', 'one'], ['Cluster', 'cluster']] as const) {
+  t.test(`${kind}: a record value no gateway wrote is replaced by the next record of that name, and skipped by confirm`, async t => {
+    const { client, store } = await storeOn(t, start)
+    const record: ProxyRecord = { user: 'ann', name: 'ann.p', type: 'tcp', run_id: 'r', remote_port: 7500, registered_at: 1 }
+    for (const bad of ['{not json', '"text"', '7']) {
+      await client.hset(store.proxiesKey('ann'), 'ann.p', bad)
+      await client.hset(store.proxiesKey('ann'), 'ann.q', bad)
+      await store.confirm([{ user: 'ann', name: 'ann.q', run_id: 'r', registered_at: 1 }, { user: 'bob', name: 'bob.p', run_id: 'r', registered_at: 1 }], 5)
+      t.equal(await client.hget(store.proxiesKey('ann'), 'ann.q'), bad, `${bad}: left as it is`)
+      await store.register(record)
+      t.same(await store.get('ann', 'ann.p'), record, `${bad}: replaced`)
+      await client.hdel(store.proxiesKey('ann'), 'ann.q')
+    }
+  })
+
   t.test(`${kind}: a user leaves the users set with its last record, and is back with its next one, whatever the order`, async t => {
-    const client = start === 'one'
-      ? createRedisClient({ url: (await startRedis(t)).url })
-      : createRedisClient({ cluster: (await startRedisCluster(t)).urls })
-    t.teardown(() => client.disconnect())
-    await once(client, 'ready')
-    const store = new RedisRegistry(client, { keyPrefix: `frpgw:${randomUUID()}:` })
+    const { client, store } = await storeOn(t, start)
     const record = (user: string, name: string, at = 1): ProxyRecord => ({ user, name, type: 'tcp', run_id: 'r', registered_at: at })
     await store.register(record('ann', 'ann.a'))
     await store.register(record('ann', 'ann.b'))
