@@ -517,11 +517,17 @@ const VISITORS: Step = {
  * that frps could not open (its port taken) is recorded when the gateway allows it, then removed by reconciliation;
  * the proxies frps opened stay, as the admin view and the metrics show; visitors of a proxy whose metas allow them
  * get through, others are refused; a stopping frpc's CloseProxy calls remove the rest; a frpc that reconnects keeps
- * its record.
+ * its record; a proxy a sticky ports step put on a port another program holds starts on the next port at its next try.
  */
 export async function registryScenario (ctx: Ctx): Promise<void> {
   const every = 2000
-  const env = await setUp(ctx, { admin: {}, registry: { frpsApi: { url: 'http://127.0.0.1:7500' }, reconcileEvery: `${every / 1000}s` }, chain: [VISITORS] })
+  // erin's proxies only: a sticky ports step whose first port another program listens on
+  const [erinLo, erinHi] = await freeBlock(2)
+  const squatter = net.createServer().listen(erinLo, '127.0.0.1')
+  await once(squatter, 'listening')
+  ctx.scope.defer(() => squatter.close())
+  const erinPorts: Step = { name: 'ports', plugin: 'ports', ops: ['NewProxy'], when: { users: ['erin'] }, options: { mode: 'sticky', range: [`${erinLo}-${erinHi}`] } }
+  const env = await setUp(ctx, { admin: {}, registry: { frpsApi: { url: 'http://127.0.0.1:7500' }, reconcileEvery: `${every / 1000}s` }, chain: [VISITORS, erinPorts] })
   const echo = await startEcho(ctx.scope)
   const web = await startWeb(ctx.scope)
   // something else listens on the port of alice.taken: frps fails to open it after the gateway allowed it
@@ -641,6 +647,20 @@ export async function registryScenario (ctx: Ctx): Promise<void> {
     `closed, frps logs ${quote(dupReason)}`,
   shown.length === 1 && shown[0].run_id !== open?.run_id && shown[0].remote_port === otherPort && JSON.stringify(shown[0].metas) === '{"visitors":"all"}' && /^(closed|error \w+) after 0 /.test(dupVisitor) && dupRejected !== undefined,
   `GET /proxies/dora: ${JSON.stringify(shown)}; a visitor got: ${dupVisitor}; frps: ${dupRejected ?? 'no rejected user conn line'}`, env.procs)
+
+  // the sticky ports step hands erin.p the first port of its range, where another program listens: frps refuses it and
+  // lists it nowhere, so reconciliation takes that port from it, and frpc's next try (30 s later) gets the next one
+  const e = env.client({ user: 'erin', proxies: [{ name: 'p', type: 'tcp', localPort: echo.port, metas: { visitors: 'all' } }] })
+  if (!ctx.check('erin logs in', await e.login() === 'ok', undefined, env.procs)) return
+  const triedAt = Date.now()
+  refused(ctx, env, `erin.p, handed ${erinLo} by the sticky ports step, where another program listens`, await e.proxy('p'), 'port unavailable')
+  const retried = await e.waitLine(/\[erin\.p\] start proxy success/, 45_000)
+  const erins = await recordsOf(env.gateway, 1, 'erin')
+  const erinVisitor = retried !== undefined ? await echoThrough(erinHi, echo) : 'not started'
+  ctx.check(`reconciliation sees frps never opened erin.p on ${erinLo}: frpc's next try starts it on ${erinHi}, recorded there, and it carries bytes`,
+    retried !== undefined && erins[0]?.remote_port === erinHi && erinVisitor === 'intact',
+    `frpc: ${retried ?? `no start in ${inSeconds(Date.now() - triedAt)}: ${e.lines.filter(l => l.includes('erin.p')).slice(-2).join(' | ')}`}; GET /proxies/erin: ${JSON.stringify(erins)}; a visitor got: ${erinVisitor}`, env.procs)
+  if (retried !== undefined) ctx.say(`erin.p started on ${erinHi} ${inSeconds(Date.now() - triedAt)} after it was refused on ${erinLo}`)
 }
 
 /** Consecutive free ports on loopback: a user's range that nothing else on this machine holds now. */
