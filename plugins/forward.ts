@@ -1,9 +1,7 @@
-import { X509Certificate } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import { Pool, type Dispatcher } from 'undici'
 import { z } from 'zod'
-import { BodyTooLarge, checkHeader, FRAMING_HEADERS, intIn, MAX_DEADLINE_MS, parseHttpUrl, readBounded, undiciTimeouts } from '../src/bounds.js'
+import { BodyTooLarge, checkHeader, clientTls, connectTls, FRAMING_HEADERS, intIn, MAX_DEADLINE_MS, parseHttpUrl, readBounded, undiciTimeouts } from '../src/bounds.js'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import { compileAt } from '../src/errors.js'
 import { describeJsonError } from '../src/json-error.js'
@@ -102,17 +100,6 @@ function createBreaker ({ failureThreshold, resetAfterMs }: { failureThreshold: 
   }
 }
 
-function readCa (path: string): Buffer {
-  const pem = readFileSync(path)
-  try {
-    // parsing is the check: a bad file would otherwise only fail at the first connection
-    new X509Certificate(pem)
-  } catch {
-    throw new Error(`${path} holds no PEM certificate`)
-  }
-  return pem
-}
-
 function checkForwardHeader (name: string, value: string, seen: Map<string, string>): void {
   checkHeader(name, value, RESERVED_HEADERS, 'the gateway sets this header as frps does; it cannot be replaced', seen)
   // a compressed answer would be read as JSON, and every call fail
@@ -131,10 +118,7 @@ export default definePlugin({
     merge: z.enum(['replace', 'patch']).default('replace')
       .describe('replace: returned content is the whole new content (as frps); patch: RFC 7396 merge patch onto it'),
     headers: z.record(z.string(), z.string()).default({}).describe('extra request headers (cannot replace the ones frps sends)'),
-    tls: z.strictObject({
-      verify: z.boolean().default(true).describe('check the certificate of an https downstream'),
-      ca: z.string().optional().describe('path of a PEM file of the CA certificates to trust instead of the system ones')
-    }).prefault({}),
+    tls: clientTls('downstream'),
     circuitBreaker: z.strictObject({
       failureThreshold: intIn(1, 1000).describe('consecutive failed calls that open the breaker'),
       resetAfterMs: intIn(1, 3_600_000).describe('how long calls fail fast before one trial call (ms, at most 1 h)')
@@ -142,8 +126,7 @@ export default definePlugin({
   }),
   create (options, deps) {
     const url = compileAt('url', () => parseHttpUrl(options.url))
-    if (url?.protocol === 'http:' && (options.tls.ca !== undefined || !options.tls.verify)) compileAt('tls', () => { throw new Error('tls applies to https:// URLs only') })
-    const ca = options.tls.ca !== undefined ? compileAt('tls.ca', () => readCa(deps.resolvePath(options.tls.ca as string))) : undefined
+    const tls = connectTls(url, options.tls, deps.resolvePath)
     const seen = new Map<string, string>()
     const extra = Object.entries(options.headers).flatMap(([name, value]) => {
       compileAt(`headers.${name}`, () => checkForwardHeader(name, value, seen))
@@ -153,7 +136,7 @@ export default definePlugin({
     // frps encodes the query with Go's url.Values: keys sorted, so op comes first
     const paths = Object.fromEntries(OPS.map(op => [op, `${url.pathname}${query}op=${op}&version=0.1.0`])) as Record<Op, string>
     const envelopes = Object.fromEntries(OPS.map(op => [op, `{"version":"0.1.0","op":"${op}","content":`])) as Record<Op, string>
-    const pool = new Pool(url.origin, { connections: 64, connect: { rejectUnauthorized: options.tls.verify, ca } })
+    const pool = new Pool(url.origin, { connections: 64, connect: tls })
     const counters = Object.fromEntries(FORWARD_RESULTS.map(r => [r, deps.metrics.forwardRequests.labels(deps.name, r)])) as
       Record<ForwardResult, ReturnType<typeof deps.metrics.forwardRequests.labels>>
     const breaker = options.circuitBreaker !== undefined ? createBreaker(options.circuitBreaker, deps.log) : undefined

@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { z } from 'zod'
-import { checkHeader, durationIn, FRAMING_HEADERS, intIn, parseHttpUrl } from '../src/bounds.js'
+import { checkHeader, clientTls, connectTls, durationIn, FRAMING_HEADERS, intIn, oneFormOf, parseHttpUrl } from '../src/bounds.js'
 import { definePlugin } from '../src/chain.js'
 import type { CommitEvent } from '../src/commit.js'
 import { compileAt, OptionError } from '../src/errors.js'
@@ -39,13 +39,14 @@ const webhook = z.strictObject({
   url: z.string().regex(/^https?:\/\//, 'expected an http:// or https:// URL'),
   headers: z.record(z.string(), z.string()).default({}).describe('request headers, e.g. an Authorization'),
   timeoutMs: intIn(1, 60_000).default(5000).describe('an attempt with no answer within this fails (ms)'),
-  retries: intIn(0, 10).default(3).describe('further attempts after a connection error, a timeout, a 429 or a 5xx, from 200 ms, doubling')
+  retries: intIn(0, 10).default(3).describe('further attempts after a connection error, a timeout, a 429 or a 5xx, from 200 ms, doubling'),
+  tls: clientTls('webhook')
 })
-const sink = z.union([
-  z.strictObject({ webhook }),
-  z.strictObject({ redisStream: z.strictObject({ stream: z.string().min(1), maxLen: intIn(1, 100_000_000).default(100_000) }) }),
-  z.strictObject({ file: z.strictObject({ path: z.string().min(1) }) })
-], { error: 'expected exactly one of {"webhook": {...}}, {"redisStream": {...}}, {"file": {...}}' })
+const sink = oneFormOf({
+  webhook: z.strictObject({ webhook }),
+  redisStream: z.strictObject({ redisStream: z.strictObject({ stream: z.string().min(1), maxLen: intIn(1, 100_000_000).default(100_000) }) }),
+  file: z.strictObject({ file: z.strictObject({ path: z.string().min(1) }) })
+}, 'expected exactly one of {"webhook": {...}}, {"redisStream": {...}}, {"file": {...}}')
 
 // the sink posts JSON: a content-type of the config would be a second one
 const WEBHOOK_RESERVED = new Set(['content-type', ...FRAMING_HEADERS])
@@ -117,12 +118,13 @@ export default definePlugin({
     const target: Sink = compileAt('sink', () => {
       const s = options.sink
       if ('webhook' in s) {
-        compileAt('webhook.url', () => parseHttpUrl(s.webhook.url))
+        const url = compileAt('webhook.url', () => parseHttpUrl(s.webhook.url))
+        const tls = compileAt('webhook', () => connectTls(url, s.webhook.tls, deps.resolvePath))
         const seen = new Map<string, string>()
         for (const [name, value] of Object.entries(s.webhook.headers)) {
           compileAt(`webhook.headers.${name}`, () => checkHeader(name, value, WEBHOOK_RESERVED, 'the gateway sets this header (content-type: application/json) or undici frames the request with it: it cannot be given', seen))
         }
-        return new WebhookSink({ ...s.webhook, connections: options.concurrency })
+        return new WebhookSink({ ...s.webhook, connections: options.concurrency, tls })
       }
       if ('redisStream' in s) return new RedisStreamSink(deps.redis(), s.redisStream.stream, s.redisStream.maxLen)
       const path = deps.resolvePath(s.file.path)

@@ -1,4 +1,7 @@
+import { X509Certificate } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { z } from 'zod'
+import { compileAt } from './errors.js'
 
 /**
  * frpc waits 10 s for the answer to its Login (frp client/service.go: SetReadDeadline 10 s before
@@ -45,6 +48,50 @@ export function parseHttpUrl (raw: string): URL {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`expected an http:// or https:// URL, got ${url.protocol}`)
   if (url.username !== '' || url.password !== '') throw new Error('credentials in the URL are not sent: put an Authorization header in headers')
   return url
+}
+
+/**
+ * A value in one of several forms, each an object named by its key (`{"webhook": {...}}`, `{"file":
+ * {...}}`): parsed as the form its one key names, so a bad value inside a form is reported at
+ * its path and why (a union answers it with the forms' names alone). The union stays for the type
+ * and the JSON Schema.
+ */
+export function oneFormOf<const F extends Record<string, z.ZodType>> (forms: F, error: string) {
+  const union = z.union(Object.values(forms) as [F[keyof F], ...Array<F[keyof F]>], { error })
+  return z.preprocess((raw, ctx) => {
+    const keys = typeof raw === 'object' && raw !== null ? Object.keys(forms).filter(k => Object.hasOwn(raw, k)) : []
+    // none, or two forms at once: the union's error names the forms
+    const parsed = keys.length === 1 ? forms[keys[0]].safeParse(raw) : undefined
+    if (parsed?.success === false) for (const issue of parsed.error.issues) ctx.addIssue({ ...issue, input: undefined } as Parameters<typeof ctx.addIssue>[0])
+    return raw
+  }, union)
+}
+
+/** The `tls` option of an https client (forward, a notify webhook): `what` is what the URL names. */
+export const clientTls = (what: string) => z.strictObject({
+  verify: z.boolean().default(true).describe(`check the certificate of an https ${what}`),
+  ca: z.string().optional().describe('path of a PEM file of the CA certificates to trust instead of the system ones')
+}).prefault({})
+
+/** tls.connect's options for `url` from a `tls` option, checked at load: a CA file read and parsed, no tls for http://. */
+export function connectTls (url: URL | undefined, tls: { verify: boolean, ca?: string }, resolvePath: (path: string) => string): { rejectUnauthorized: boolean, ca?: Buffer } {
+  if (url?.protocol === 'http:' && (tls.ca !== undefined || !tls.verify)) compileAt('tls', () => { throw new Error('tls applies to https:// URLs only') })
+  const { ca } = tls
+  if (ca === undefined) return { rejectUnauthorized: tls.verify }
+  return {
+    rejectUnauthorized: tls.verify,
+    ca: compileAt('tls.ca', () => {
+      const path = resolvePath(ca)
+      const pem = readFileSync(path)
+      try {
+        // parsing is the check: a bad file would otherwise only fail at the first connection
+        new X509Certificate(pem)
+      } catch {
+        throw new Error(`${path} holds no PEM certificate`)
+      }
+      return pem
+    })
+  }
 }
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/

@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path'
 import { createSecureContext } from 'node:tls'
 import { z } from 'zod'
 import { plugins } from '../plugins/index.js'
-import { durationIn, intIn, MAX_DEADLINE_MS, MAX_DRAIN_MS } from './bounds.js'
+import { durationIn, intIn, MAX_DEADLINE_MS, MAX_DRAIN_MS, oneFormOf } from './bounds.js'
 import { collectIssues, ConfigError, type ConfigIssue } from './errors.js'
 import { issuesOf } from './issues.js'
 import { duplicateKeyIssues, readJsonText } from './json-file.js'
@@ -70,25 +70,7 @@ const sentinelForm = z.strictObject({
     if (cfg[user] !== undefined && cfg[pass] === undefined) ctx.addIssue({ code: 'custom', path: [user], message: `${user} needs ${pass} (Redis's AUTH takes both)` })
   }
 })
-const redisForms = { url: urlForm, cluster: clusterForm, sentinels: sentinelForm }
-const REDIS_FORMS = 'expected {url}, {cluster: [urls]} or {sentinels: [{host, port}], name}'
-/** The JSON Schema's and the type's; parsing goes through redisByForm. */
-const redis = z.union([urlForm, clusterForm, sentinelForm], { error: REDIS_FORMS })
-/**
- * Parsed as the form its key names: the union answers a value of the wrong type inside a form
- * (a password given as a number) with the forms' names alone, neither its path nor why.
- */
-const redisByForm = z.unknown().transform((raw, ctx): z.output<typeof redis> => {
-  const key = typeof raw === 'object' && raw !== null ? Object.keys(redisForms).find(k => Object.hasOwn(raw, k)) : undefined
-  if (key === undefined) {
-    ctx.addIssue({ code: 'custom', message: REDIS_FORMS })
-    return z.NEVER
-  }
-  const parsed = redisForms[key as keyof typeof redisForms].safeParse(raw)
-  if (parsed.success) return parsed.data
-  for (const issue of parsed.error.issues) ctx.addIssue({ ...issue, input: undefined })
-  return z.NEVER
-})
+const redis = oneFormOf({ url: urlForm, cluster: clusterForm, sentinels: sentinelForm }, 'expected {url}, {cluster: [urls]} or {sentinels: [{host, port}], name}')
 
 const stepBase = {
   name: z.string().regex(/^[a-z0-9_-]+$/, 'expected a name of a-z, 0-9, _ and - (it is a metric label)'),
@@ -135,14 +117,14 @@ export const configSchema = z.strictObject({
     port: port.default(9001)
   }).optional().describe('serve /metrics, /healthz and /readyz on their own listener instead of on listen'),
   redis: redis.optional(),
-  users: z.union([
-    z.strictObject({ file: z.string().min(1).describe('the users file; relative to the config file\'s folder') }),
-    z.strictObject({
+  users: oneFormOf({
+    file: z.strictObject({ file: z.string().min(1).describe('the users file; relative to the config file\'s folder') }),
+    redis: z.strictObject({
       redis: z.strictObject({
         cacheMs: intIn(0, 3_600_000).default(2000).describe('how long a user read from Redis is reused (ms): a change takes effect within this time')
       }).prefault({}).describe('one hash per user under redis.keyPrefix; needs the top-level redis block')
     })
-  ], { error: 'expected {"file": "users.json"} or {"redis": {}}' }).optional().describe('where the user table lives (the users step reads it)'),
+  }, 'expected {"file": "users.json"} or {"redis": {}}').optional().describe('where the user table lives (the users step reads it)'),
   drainMs: intIn(0, MAX_DRAIN_MS).default(5000).describe('on stop and reload, how long work after answers (registry records, events) may still take (ms)'),
   registry: z.strictObject({
     store: z.enum(['auto', 'memory', 'redis']).default('auto').describe('auto: redis when the redis block is configured, else memory'),
@@ -181,7 +163,7 @@ function duplicateNames (chain: readonly unknown[]): ConfigIssue[] {
 }
 
 // The top level without the steps, which are parsed one by one: one bad step hides nothing of the others.
-const topLevel = configSchema.extend({ redis: redisByForm.optional(), chain: z.array(z.unknown()).default([]) })
+const topLevel = configSchema.extend({ chain: z.array(z.unknown()).default([]) })
 const stepBaseSchema = z.object(stepBase)
 
 /**
@@ -203,7 +185,7 @@ function parseParts (raw: unknown): { config: Config, issues: ConfigIssue[] } {
   issues.push(...duplicateNames(steps))
   if (top.success) issues.push(...adminRouteTaken(top.data), ...adminOnListen(top.data), ...forwardToSelf(top.data.listen, chain))
   const base = top.success ? top.data : topLevel.parse({})
-  const redisBlock = top.success ? top.data.redis : redisByForm.optional().safeParse((raw as { redis?: unknown } | null)?.redis).data
+  const redisBlock = top.success ? top.data.redis : configSchema.shape.redis.safeParse((raw as { redis?: unknown } | null)?.redis).data
   const usersBlock = top.success ? top.data.users : (configSchema.shape.users).safeParse((raw as { users?: unknown } | null)?.users).data
   return { config: { ...base, redis: redisBlock, users: usersBlock, chain }, issues }
 }

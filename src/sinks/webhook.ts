@@ -8,6 +8,8 @@ export interface WebhookOptions {
   timeoutMs: number
   /** the step's concurrency (default 4): a send past the pool's connections would wait for one, outside its timeout */
   connections?: number
+  /** an https URL's certificate check: the system's CAs by default */
+  tls?: { rejectUnauthorized: boolean, ca?: Buffer }
 }
 
 // a receiver's answer is read only to free the connection: a chat API answers a few bytes
@@ -34,7 +36,7 @@ export class WebhookSink implements Sink {
     this.label = `webhook ${url.origin}${url.pathname.replace(/\/[^/]{16,}/g, '/***')}`
     // the pool's own timeouts bound an attempt's waits (connect, then headers, then each chunk) and a
     // sweep its whole: an AbortSignal.timeout per event cost more than the request itself
-    this.#pool = new Pool(url.origin, { connections: opts.connections ?? 4, connect: { timeout: opts.timeoutMs } })
+    this.#pool = new Pool(url.origin, { connections: opts.connections ?? 4, connect: { ...opts.tls, timeout: opts.timeoutMs } })
     this.#path = `${url.pathname}${url.search}`
     this.#headers = { ...opts.headers, 'content-type': 'application/json' }
     this.#timeoutMs = opts.timeoutMs

@@ -169,11 +169,15 @@ t.test('redisStream and file sinks; trace shows the event and sends nothing', as
   t.equal(readFileSync(join(dir, 'events.jsonl'), 'utf8'), '{"u":"alice"}\n', 'trace sent nothing')
 })
 
-t.test('config: shadow mode, a sink with two keys, a bad template name, credentials in a webhook URL, webhook headers undici refuses, a file that could never open are errors', async t => {
+t.test('config: shadow mode, a sink with two keys or none, a bad value in a sink, a bad template name, credentials in a webhook URL, webhook headers undici refuses, a file that could never open are errors', async t => {
   const sink = { file: { path: '/tmp/x' } }
   const one = async (step: Record<string, unknown>) => await configIssues(t, { chain: [{ name: 'a', plugin: 'notify', ...step }] })
   t.match(await one({ mode: 'shadow', options: { sink } }), [{ path: 'chain[0].mode', message: /shadow mode has no meaning/ }])
   t.match(await one({ options: { sink: { ...sink, webhook: { url: 'http://x' } } } }), [{ path: 'chain[0].options.sink', message: /exactly one of/ }])
+  // a bad value inside a sink is named at its path, not answered with the three forms
+  t.match(await one({ options: { sink: { webhook: { url: 'http://127.0.0.1/x', retries: 11 } } } }), [{ path: 'chain[0].options.sink.webhook.retries', message: 'expected an integer from 0 to 10' }])
+  t.match(await one({ options: { sink: { file: { path: '' } } } }), [{ path: 'chain[0].options.sink.file.path' }])
+  t.match(await one({ options: { sink: {} } }), [{ path: 'chain[0].options.sink', message: /exactly one of/ }])
   t.match(await one({ options: { sink, template: { text: '{{nope}}' } } }), [{ path: 'chain[0].options.template.text', message: /unknown template name \{\{nope\}\}/ }])
   t.match(await one({ options: { sink: { redisStream: { stream: 's' } } } }), [{ path: 'chain[0].options.sink', message: /needs the top-level "redis" block/ }])
   // undici would drop them from every POST: the receiver would answer 401 to each event

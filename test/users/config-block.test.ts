@@ -15,7 +15,7 @@ const deps = (baseDir: string) => ({ metrics: createMetrics(), log: createLogger
 t.test('the users block: a file or Redis, with cacheMs defaulting to 2000', async t => {
   t.same(parseConfig({ users: { file: 'users.json' } }).users, { file: 'users.json' })
   t.same(parseConfig({ users: { redis: {} }, redis: { url: 'redis://127.0.0.1:1' } }).users, { redis: { cacheMs: 2000 } })
-  t.same(issuesOf(() => parseConfig({ users: { file: '' } })).map(i => i.path), ['users'])
+  t.same(issuesOf(() => parseConfig({ users: { file: '' } })).map(i => i.path), ['users.file'])
   t.same(issuesOf(() => parseConfig({ users: { redis: { cacheMs: -1 } } })).map(i => i.path), ['users.redis.cacheMs'])
   t.match(issuesOf(() => parseConfig({ users: { file: 'a', redis: {} } }))[0].message, 'expected {"file": "users.json"} or {"redis": {}}')
 })
