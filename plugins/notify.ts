@@ -52,6 +52,7 @@ const sink = oneFormOf({
 const WEBHOOK_RESERVED = new Set(['content-type', ...FRAMING_HEADERS])
 const MAX_TEMPLATE_DEPTH = 8
 const BACKOFF_MS = 200
+const MAX_RETRY_AFTER_MS = 60_000
 const MAX_HELD_KEYS = 100_000
 
 type Rendered = string | number | boolean | null | Rendered[] | { [key: string]: Rendered }
@@ -137,6 +138,7 @@ export default definePlugin({
       concurrency: options.concurrency,
       retries: 'webhook' in options.sink ? options.sink.webhook.retries : 3,
       backoffMs: BACKOFF_MS,
+      maxRetryAfterMs: MAX_RETRY_AFTER_MS,
       count: result => counters[result].inc(),
       onFailure: (err, reqid) => warnRepeated(deps.log, `${deps.name}\nnotify`, { reqid, err }, { error: err.message }, 'notify event given up')
     })

@@ -20,6 +20,8 @@ export interface QueueOptions {
   retries: number
   /** the first backoff; doubled at every attempt */
   backoffMs: number
+  /** a receiver's Retry-After is followed up to this (one asking for an hour must not hold a send that long) */
+  maxRetryAfterMs: number
   count: (result: QueueResult) => void
   /** a send given up (failed) or refused for good, with the reqid of its call: logged by the owner, never thrown */
   onFailure: (err: Error, reqid: string) => void
@@ -128,7 +130,8 @@ export class SinkQueue {
         }
         this.opts.count('retried')
         // a sink away spends no retries: the event waits for it, asked again every MAX_WAIT_MS at most
-        const ms = waits ? Math.min(this.opts.backoffMs * 2 ** waited++, MAX_WAIT_MS) : this.opts.backoffMs * 2 ** attempt
+        const asked = err instanceof SinkError ? Math.min(err.retryAfterMs, this.opts.maxRetryAfterMs) : 0
+        const ms = waits ? Math.min(this.opts.backoffMs * 2 ** waited++, MAX_WAIT_MS) : Math.max(this.opts.backoffMs * 2 ** attempt, asked)
         if (waits) attempt--
         // unref: a backoff never holds a stopping process past drainMs
         await new Promise(resolve => setTimeout(resolve, ms).unref())

@@ -16,10 +16,13 @@ export class SinkError extends Error {
   readonly retryable: boolean
   /** the sink is away (Redis down): the event waits, asked again without spending its retries, until the sink is back or the queue drops it */
   readonly waits: boolean
-  constructor (message: string, retryable: boolean, options?: ErrorOptions & { waits?: boolean }) {
+  /** the receiver asked for this long before the next attempt (a 429's or 503's Retry-After) */
+  readonly retryAfterMs: number
+  constructor (message: string, retryable: boolean, options?: ErrorOptions & { waits?: boolean, retryAfterMs?: number }) {
     super(message, options)
     this.name = 'SinkError'
     this.retryable = retryable
     this.waits = options?.waits ?? false
+    this.retryAfterMs = options?.retryAfterMs ?? 0
   }
 }

@@ -19,6 +19,18 @@ const MAX_ANSWER_BYTES = 64 * 1024
 const CUT_AFTER_MS = 500
 const SWEEP_MS = 500
 
+/**
+ * The wait a Retry-After asks for, in ms from `now`: delay-seconds or an HTTP-date (RFC 9110 10.2.3);
+ * 0 for none, a date past, or a value that is neither.
+ */
+export function retryAfter (value: string | undefined, now: number): number {
+  if (value === undefined) return 0
+  const v = value.trim()
+  if (/^\d+$/.test(v)) return Number(v) * 1000
+  const at = /^[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(v) ? Date.parse(v) : NaN
+  return Number.isNaN(at) ? 0 : Math.max(0, at - now)
+}
+
 /** POSTs each event as JSON. A connection error, a timeout or a 5xx may pass on another attempt; any other non-2xx will not. */
 export class WebhookSink implements Sink {
   readonly label: string
@@ -58,6 +70,7 @@ export class WebhookSink implements Sink {
   async send (event: string): Promise<void> {
     await new Promise<void>((resolve, reject) => {
       let status = 0
+      let retryAfterValue: string | undefined
       let bytes = 0
       let cut: 'too long' | 'too slow' | undefined
       const done = (): void => { this.#inFlight.delete(stop) }
@@ -66,7 +79,8 @@ export class WebhookSink implements Sink {
         done()
         if (status >= 200 && status < 300) return resolve()
         if (status === 0) return reject(new SinkError(`${this.label}: no answer within ${this.#timeoutMs} ms`, true))
-        reject(new SinkError(`${this.label}: HTTP ${status}`, status >= 500 || status === 429))
+        const retryAfterMs = status === 429 || status === 503 ? retryAfter(retryAfterValue, Date.now()) : 0
+        reject(new SinkError(`${this.label}: HTTP ${status}${retryAfterMs > 0 ? ` (Retry-After ${retryAfterValue as string})` : ''}`, status >= 500 || status === 429, { retryAfterMs }))
       }
       let abort: ((err: Error) => void) | undefined
       const stop = (): void => {
@@ -82,7 +96,13 @@ export class WebhookSink implements Sink {
       // undici's own handler shape (onConnect ... onError): the newer onRequestStart shape is wrapped into this one per request
       this.#pool.dispatch({ method: 'POST', path: this.#path, headers: this.#headers, body: event, ...undiciTimeouts(this.#timeoutMs) }, {
         onConnect: (stop: (err: Error) => void) => { abort = stop },
-        onHeaders: (statusCode: number) => { status = statusCode; return true },
+        onHeaders: (statusCode: number, headers: Buffer[]) => {
+          status = statusCode
+          if (statusCode === 429 || statusCode === 503) {
+            for (let i = 0; i + 1 < headers.length; i += 2) if (headers[i].length === 11 && headers[i].toString('latin1').toLowerCase() === 'retry-after') retryAfterValue = headers[i + 1].toString('latin1')
+          }
+          return true
+        },
         // the answer is read only to free the connection; past the limit the connection is dropped
         onData: (chunk: Buffer) => {
           bytes += chunk.length

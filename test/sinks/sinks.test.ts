@@ -11,7 +11,7 @@ import { FileSink } from '../../src/sinks/file.js'
 import { SinkQueue, type QueueResult } from '../../src/sinks/queue.js'
 import { RedisStreamSink } from '../../src/sinks/redis-stream.js'
 import type { Sink, SinkError } from '../../src/sinks/sink.js'
-import { WebhookSink } from '../../src/sinks/webhook.js'
+import { retryAfter, WebhookSink } from '../../src/sinks/webhook.js'
 import { timerLateness } from '../helpers/lateness.js'
 import { redisCli, startRedis, waitFor } from '../helpers/redis.js'
 
@@ -37,11 +37,11 @@ async function receiver (t: Test, answer: (n: number, req: IncomingMessage, res:
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`, bodies, inFlight: () => open, most: () => most }
 }
 
-function queueOf (sink: Sink, opts: Partial<{ size: number, concurrency: number, retries: number, backoffMs: number }> = {}) {
+function queueOf (sink: Sink, opts: Partial<{ size: number, concurrency: number, retries: number, backoffMs: number, maxRetryAfterMs: number }> = {}) {
   const counts: Record<string, number> = {}
   const failures: string[] = []
   const queue = new SinkQueue(sink, {
-    size: 100, concurrency: 4, retries: 3, backoffMs: 20, ...opts,
+    size: 100, concurrency: 4, retries: 3, backoffMs: 20, maxRetryAfterMs: 60_000, ...opts,
     count: (r: QueueResult) => { counts[r] = (counts[r] ?? 0) + 1 },
     onFailure: err => failures.push(err.message)
   })
@@ -65,6 +65,46 @@ t.test('webhook: each event is POSTed as JSON; a 5xx is retried with backoff, a 
   t.same(counts, { retried: 2, sent: 1, failed: 1 })
   t.same(rx.bodies, ['{"text":"flaky"}', '{"text":"flaky"}', '{"text":"flaky"}', '{"text":"refused"}'])
   t.same(failures, [`webhook ${new URL(rx.url).origin}/hook: HTTP 422`])
+})
+
+t.test('webhook: a 429 or 503 with Retry-After waits that long before the next attempt (seconds or a date), at most maxRetryAfterMs; other statuses keep the backoff', async t => {
+  const arrivals: number[] = []
+  const rx = await receiver(t, (n, _req, res) => {
+    arrivals.push(performance.now())
+    const body = rx.bodies[n]
+    const first = rx.bodies.indexOf(body) === n
+    if (!first) return res.writeHead(204).end()
+    if (body.includes('seconds')) return res.writeHead(429, { 'retry-after': '1' }).end()
+    if (body.includes('date')) return res.writeHead(503, { 'retry-after': new Date(Date.now() + 2000).toUTCString() }).end()
+    if (body.includes('hour')) return res.writeHead(429, { 'retry-after': '3600' }).end()
+    res.writeHead(500, { 'retry-after': '30' }).end()
+  })
+  const sink = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 2000 })
+  t.teardown(() => sink.close())
+  const gaps: Record<string, number> = {}
+  for (const what of ['seconds', 'date', 'hour', 'error']) {
+    const { queue, counts, failures } = queueOf(sink, { concurrency: 1, maxRetryAfterMs: 1500 })
+    const from = arrivals.length
+    queue.push(`{"text":"${what}"}`)
+    t.equal(await queue.drain(10_000), true, `${what}: delivered within 10 s`)
+    t.same(counts, { retried: 1, sent: 1 }, `${what}: one more attempt, sent`)
+    t.same(failures, [])
+    gaps[what] = arrivals[from + 1] - arrivals[from]
+  }
+  t.ok(gaps.seconds >= 1000 - 5, `Retry-After: 1 on a 429: the next attempt ${Math.round(gaps.seconds)} ms later`)
+  // a date has whole seconds: 2 s from now is 1 to 2 s away
+  t.ok(gaps.date >= 1000 - 5, `Retry-After: a date 2 s ahead on a 503: the next attempt ${Math.round(gaps.date)} ms later`)
+  t.ok(gaps.hour >= 1500 - 5 && gaps.hour < 8000, `Retry-After: 3600 on a 429: the next attempt ${Math.round(gaps.hour)} ms later (maxRetryAfterMs 1500)`)
+  t.ok(gaps.error < 8000, `Retry-After: 30 on a 500 is not followed: the next attempt ${Math.round(gaps.error)} ms later`)
+})
+
+t.test('webhook: Retry-After read as delay-seconds or an HTTP-date, nothing else', async t => {
+  const now = Date.parse('Fri, 27 Nov 2026 17:00:00 GMT')
+  t.equal(retryAfter('5', now), 5000)
+  t.equal(retryAfter(' 120 ', now), 120_000)
+  t.equal(retryAfter('Fri, 27 Nov 2026 17:00:30 GMT', now), 30_000)
+  t.equal(retryAfter('Fri, 27 Nov 2026 16:59:00 GMT', now), 0, 'a date past')
+  for (const bad of [undefined, '', '-1', '1.5', 'soon', '5 s', 'Friday, 27-Nov-26 17:00:30 GMT']) t.equal(retryAfter(bad, now), 0, JSON.stringify(bad))
 })
 
 t.test('webhook: an answer is read up to 64 KiB, its status decides, also when it stalls after the status: a 2xx is sent, not sent again', async t => {
