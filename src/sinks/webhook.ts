@@ -10,6 +10,40 @@ export interface WebhookOptions {
   connections?: number
   /** an https URL's certificate check: the system's CAs by default */
   tls?: { rejectUnauthorized: boolean, ca?: Buffer }
+  /** where a 2xx answer's JSON says the message was refused (default: by the URL's host, see CODE_IN_ANSWER) */
+  codeInAnswer?: CodeInAnswer
+}
+
+/** The field of a JSON answer holding a code (0: taken) and the one saying why not. */
+export interface CodeInAnswer { code: string, why: string }
+const ERRCODE: CodeInAnswer = { code: 'errcode', why: 'errmsg' }
+const FEISHU: CodeInAnswer = { code: 'code', why: 'msg' }
+/**
+ * Chat APIs that answer 200 to a message they refuse (a keyword check, a bad token, too fast) and say so
+ * in the body: without reading it, every refused event would count as sent.
+ */
+const CODE_IN_ANSWER: Record<string, CodeInAnswer> = {
+  'oapi.dingtalk.com': ERRCODE,
+  'qyapi.weixin.qq.com': ERRCODE,
+  'open.feishu.cn': FEISHU,
+  'open.larksuite.com': FEISHU
+}
+
+export const codeInAnswerOf = (url: URL): CodeInAnswer | undefined => Object.hasOwn(CODE_IN_ANSWER, url.hostname) ? CODE_IN_ANSWER[url.hostname] : undefined
+
+/** The refusal a 2xx answer's body states, or undefined: taken, or a body that is not the JSON expected. */
+function refusalIn (body: string, where: CodeInAnswer): string | undefined {
+  let answer: unknown
+  try {
+    answer = JSON.parse(body)
+  } catch {
+    return undefined
+  }
+  if (typeof answer !== 'object' || answer === null) return undefined
+  const code = (answer as Record<string, unknown>)[where.code]
+  if (typeof code !== 'number' || code === 0) return undefined
+  const why = (answer as Record<string, unknown>)[where.why]
+  return `refused: ${where.code} ${code}${typeof why === 'string' ? `: ${why.slice(0, 200)}` : ''}`
 }
 
 // a receiver's answer is read only to free the connection: a chat API answers a few bytes
@@ -31,13 +65,14 @@ export function retryAfter (value: string | undefined, now: number): number {
   return Number.isNaN(at) ? 0 : Math.max(0, at - now)
 }
 
-/** POSTs each event as JSON. A connection error, a timeout or a 5xx may pass on another attempt; any other non-2xx will not. */
+/** POSTs each event as JSON. A connection error, a timeout, a 429 or a 5xx may pass on another attempt; any other non-2xx will not, nor a 2xx whose body says the message was refused (CODE_IN_ANSWER). */
 export class WebhookSink implements Sink {
   readonly label: string
   readonly #pool: Pool
   readonly #path: string
   readonly #headers: Record<string, string>
   readonly #timeoutMs: number
+  readonly #codeInAnswer: CodeInAnswer | undefined
   /** attempts in flight: when each is cut, and how */
   readonly #inFlight = new Map<() => void, number>()
   #sweeper: NodeJS.Timeout | undefined
@@ -52,6 +87,7 @@ export class WebhookSink implements Sink {
     this.#path = `${url.pathname}${url.search}`
     this.#headers = { ...opts.headers, 'content-type': 'application/json' }
     this.#timeoutMs = opts.timeoutMs
+    this.#codeInAnswer = opts.codeInAnswer ?? codeInAnswerOf(url)
   }
 
   #sweep (): void {
@@ -72,12 +108,17 @@ export class WebhookSink implements Sink {
       let status = 0
       let retryAfterValue: string | undefined
       let bytes = 0
+      /** the answer's body, kept only where it may say the message was refused */
+      let read: Buffer[] | undefined
       let cut: 'too long' | 'too slow' | undefined
       const done = (): void => { this.#inFlight.delete(stop) }
       // an answer whose status came is judged by it (a 2xx answered slowly was received: not sent twice)
       const settle = (): void => {
         done()
-        if (status >= 200 && status < 300) return resolve()
+        if (status >= 200 && status < 300) {
+          const refusal = read === undefined || this.#codeInAnswer === undefined || cut !== undefined ? undefined : refusalIn(Buffer.concat(read).toString('utf8'), this.#codeInAnswer)
+          return refusal === undefined ? resolve() : reject(new SinkError(`${this.label}: ${refusal}`, false))
+        }
         if (status === 0) return reject(new SinkError(`${this.label}: no answer within ${this.#timeoutMs} ms`, true))
         const retryAfterMs = status === 429 || status === 503 ? retryAfter(retryAfterValue, Date.now()) : 0
         reject(new SinkError(`${this.label}: HTTP ${status}${retryAfterMs > 0 ? ` (Retry-After ${retryAfterValue as string})` : ''}`, status >= 500 || status === 429, { retryAfterMs }))
@@ -98,6 +139,7 @@ export class WebhookSink implements Sink {
         onConnect: (stop: (err: Error) => void) => { abort = stop },
         onHeaders: (statusCode: number, headers: Buffer[]) => {
           status = statusCode
+          if (this.#codeInAnswer !== undefined && statusCode >= 200 && statusCode < 300) read = []
           if (statusCode === 429 || statusCode === 503) {
             for (let i = 0; i + 1 < headers.length; i += 2) if (headers[i].length === 11 && headers[i].toString('latin1').toLowerCase() === 'retry-after') retryAfterValue = headers[i + 1].toString('latin1')
           }
@@ -106,6 +148,7 @@ export class WebhookSink implements Sink {
         // the answer is read only to free the connection; past the limit the connection is dropped
         onData: (chunk: Buffer) => {
           bytes += chunk.length
+          read?.push(chunk)
           if (bytes > MAX_ANSWER_BYTES && cut === undefined) {
             cut = 'too long'
             abort?.(new Error(`answer over ${MAX_ANSWER_BYTES} bytes`))

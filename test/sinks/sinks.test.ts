@@ -11,7 +11,7 @@ import { FileSink } from '../../src/sinks/file.js'
 import { SinkQueue, type QueueResult } from '../../src/sinks/queue.js'
 import { RedisStreamSink } from '../../src/sinks/redis-stream.js'
 import type { Sink, SinkError } from '../../src/sinks/sink.js'
-import { retryAfter, WebhookSink } from '../../src/sinks/webhook.js'
+import { codeInAnswerOf, retryAfter, WebhookSink } from '../../src/sinks/webhook.js'
 import { timerLateness } from '../helpers/lateness.js'
 import { redisCli, startRedis, waitFor } from '../helpers/redis.js'
 
@@ -105,6 +105,39 @@ t.test('webhook: Retry-After read as delay-seconds or an HTTP-date, nothing else
   t.equal(retryAfter('Fri, 27 Nov 2026 17:00:30 GMT', now), 30_000)
   t.equal(retryAfter('Fri, 27 Nov 2026 16:59:00 GMT', now), 0, 'a date past')
   for (const bad of [undefined, '', '-1', '1.5', 'soon', '5 s', 'Friday, 27-Nov-26 17:00:30 GMT']) t.equal(retryAfter(bad, now), 0, JSON.stringify(bad))
+})
+
+t.test('webhook: a chat API that answers 200 to a message it refuses (DingTalk, WeCom, Feishu, Lark): its code decides, the event is given up with its reason, not tried again', async t => {
+  const rx = await receiver(t, (n, _req, res) => {
+    const body = rx.bodies[n]
+    const answer = body.includes('frp')
+      ? (body.includes('feishu') ? '{"StatusCode":0,"StatusMessage":"success","code":0,"data":{},"msg":"success"}' : '{"errcode":0,"errmsg":"ok"}')
+      : body.includes('feishu') ? '{"code":19024,"data":{},"msg":"Key Words Not Found"}'
+        : body.includes('text') ? 'not json' : '{"errcode":310000,"errmsg":"keywords not in content"}'
+    res.writeHead(200, { 'content-type': 'application/json' }).end(answer)
+  })
+  const dingtalk = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 2000, codeInAnswer: codeInAnswerOf(new URL('https://oapi.dingtalk.com/robot/send?access_token=x')) })
+  const feishu = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 2000, codeInAnswer: codeInAnswerOf(new URL('https://open.feishu.cn/open-apis/bot/v2/hook/x')) })
+  const plain = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 2000 })
+  t.teardown(async () => { await Promise.all([dingtalk.close(), feishu.close(), plain.close()]) })
+  const origin = new URL(rx.url).origin
+  for (const [sink, events, expected, reasons] of [
+    [dingtalk, ['{"msgtype":"text","text":{"content":"frp: alice"}}', '{"msgtype":"markdown"}', '{"text":"answered not json"}'], { sent: 2, failed: 1 }, ['refused: errcode 310000: keywords not in content']],
+    [feishu, ['{"msg_type":"text","content":{"text":"frp feishu"}}', '{"msg_type":"text","content":{"text":"feishu"}}'], { sent: 1, failed: 1 }, ['refused: code 19024: Key Words Not Found']],
+    // any other receiver: a 2xx is sent, whatever its body
+    [plain, ['{"msgtype":"markdown"}'], { sent: 1 }, []]
+  ] as const) {
+    const { queue, counts, failures } = queueOf(sink, { concurrency: 1 })
+    const from = rx.bodies.length
+    for (const e of events) queue.push(e)
+    t.equal(await queue.drain(5000), true)
+    t.same(counts, expected)
+    t.same(failures, reasons.map(r => `webhook ${origin}/hook: ${r}`))
+    t.same(rx.bodies.slice(from), events, 'each posted once')
+  }
+  t.same(['https://oapi.dingtalk.com/robot/send?access_token=x', 'https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=x', 'https://open.feishu.cn/open-apis/bot/v2/hook/x',
+    'https://open.larksuite.com/open-apis/bot/v2/hook/x', 'https://hooks.slack.com/services/T/B/X', 'https://discord.com/api/webhooks/1/x', 'https://dingtalk.com.example/robot/send']
+    .map(u => codeInAnswerOf(new URL(u))?.code), ['errcode', 'errcode', 'code', 'code', undefined, undefined, undefined])
 })
 
 t.test('webhook: an answer is read up to 64 KiB, its status decides, also when it stalls after the status: a 2xx is sent, not sent again', async t => {
