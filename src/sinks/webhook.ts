@@ -31,6 +31,12 @@ const CODE_IN_ANSWER: Record<string, CodeInAnswer> = {
 
 export const codeInAnswerOf = (url: URL): CodeInAnswer | undefined => Object.hasOwn(CODE_IN_ANSWER, url.hostname) ? CODE_IN_ANSWER[url.hostname] : undefined
 
+/** The start of a refused attempt's answer, on one line, as its log line shows it: '' for none. */
+function reasonIn (body: string): string {
+  const line = body.replace(/[\u0000-\u001f\u007f]+/g, ' ').replace(/ {2,}/g, ' ').trim()
+  return line.length > MAX_REASON_CHARS ? `${line.slice(0, MAX_REASON_CHARS)}...` : line
+}
+
 /** The refusal a 2xx answer's body states, or undefined: taken, or a body that is not the JSON expected. */
 function refusalIn (body: string, where: CodeInAnswer): string | undefined {
   let answer: unknown
@@ -48,6 +54,9 @@ function refusalIn (body: string, where: CodeInAnswer): string | undefined {
 
 // a receiver's answer is read only to free the connection: a chat API answers a few bytes
 const MAX_ANSWER_BYTES = 64 * 1024
+/** what of a refused attempt's answer its error keeps */
+const MAX_REASON_BYTES = 1024
+const MAX_REASON_CHARS = 200
 // undici's timers bound the wait for the headers and between chunks, not a whole answer dripped
 // slowly: attempts past timeoutMs + CUT_AFTER_MS are cut at the next sweep (within timeoutMs + 1 s)
 const CUT_AFTER_MS = 500
@@ -121,7 +130,9 @@ export class WebhookSink implements Sink {
         }
         if (status === 0) return reject(new SinkError(`${this.label}: no answer within ${this.#timeoutMs} ms`, true))
         const retryAfterMs = status === 429 || status === 503 ? retryAfter(retryAfterValue, Date.now()) : 0
-        reject(new SinkError(`${this.label}: HTTP ${status}${retryAfterMs > 0 ? ` (Retry-After ${retryAfterValue as string})` : ''}`, status >= 500 || status === 429, { retryAfterMs }))
+        const said = read === undefined ? '' : reasonIn(Buffer.concat(read).subarray(0, MAX_REASON_BYTES).toString('utf8'))
+        reject(new SinkError(`${this.label}: HTTP ${status}${retryAfterMs > 0 ? ` (Retry-After ${retryAfterValue as string})` : ''}${said === '' ? '' : `: ${said}`}`,
+          status >= 500 || status === 429, { retryAfterMs }))
       }
       let abort: ((err: Error) => void) | undefined
       const stop = (): void => {
@@ -139,7 +150,8 @@ export class WebhookSink implements Sink {
         onConnect: (stop: (err: Error) => void) => { abort = stop },
         onHeaders: (statusCode: number, headers: Buffer[]) => {
           status = statusCode
-          if (this.#codeInAnswer !== undefined && statusCode >= 200 && statusCode < 300) read = []
+          // a refusal's body says why (Slack: no_service, Discord: {"message": ...}); a 2xx's only where it may hold a refusal
+          if (statusCode >= 300 || this.#codeInAnswer !== undefined) read = []
           if (statusCode === 429 || statusCode === 503) {
             for (let i = 0; i + 1 < headers.length; i += 2) if (headers[i].length === 11 && headers[i].toString('latin1').toLowerCase() === 'retry-after') retryAfterValue = headers[i + 1].toString('latin1')
           }
@@ -148,7 +160,7 @@ export class WebhookSink implements Sink {
         // the answer is read only to free the connection; past the limit the connection is dropped
         onData: (chunk: Buffer) => {
           bytes += chunk.length
-          read?.push(chunk)
+          if (read !== undefined && (status < 300 ? bytes <= MAX_ANSWER_BYTES : bytes - chunk.length < MAX_REASON_BYTES)) read.push(chunk)
           if (bytes > MAX_ANSWER_BYTES && cut === undefined) {
             cut = 'too long'
             abort?.(new Error(`answer over ${MAX_ANSWER_BYTES} bytes`))
