@@ -120,7 +120,7 @@ t.test('webhook: a chat API that answers 200 to a message it refuses (DingTalk, 
     const answer = body.includes('frp')
       ? (body.includes('feishu') ? '{"StatusCode":0,"StatusMessage":"success","code":0,"data":{},"msg":"success"}' : '{"errcode":0,"errmsg":"ok"}')
       : body.includes('feishu') ? '{"code":19024,"data":{},"msg":"Key Words Not Found"}'
-        : body.includes('text') ? 'not json' : '{"errcode":310000,"errmsg":"keywords not in content"}'
+        : body.includes('text') ? 'not json' : '{"errcode":310000,"errmsg":"keywords not in content\\n\\u001b[31m"}'
     res.writeHead(200, { 'content-type': 'application/json' }).end(answer)
   })
   const dingtalk = new WebhookSink({ url: rx.url, headers: {}, timeoutMs: 2000, codeInAnswer: codeInAnswerOf(new URL('https://oapi.dingtalk.com/robot/send?access_token=x')) })
@@ -129,7 +129,7 @@ t.test('webhook: a chat API that answers 200 to a message it refuses (DingTalk, 
   t.teardown(async () => { await Promise.all([dingtalk.close(), feishu.close(), plain.close()]) })
   const origin = new URL(rx.url).origin
   for (const [sink, events, expected, reasons] of [
-    [dingtalk, ['{"msgtype":"text","text":{"content":"frp: alice"}}', '{"msgtype":"markdown"}', '{"text":"answered not json"}'], { sent: 2, failed: 1 }, ['refused: errcode 310000: keywords not in content']],
+    [dingtalk, ['{"msgtype":"text","text":{"content":"frp: alice"}}', '{"msgtype":"markdown"}', '{"text":"answered not json"}'], { sent: 2, failed: 1 }, ['refused: errcode 310000: keywords not in content [31m']],
     [feishu, ['{"msg_type":"text","content":{"text":"frp feishu"}}', '{"msg_type":"text","content":{"text":"feishu"}}'], { sent: 1, failed: 1 }, ['refused: code 19024: Key Words Not Found']],
     // any other receiver: a 2xx is sent, whatever its body
     [plain, ['{"msgtype":"markdown"}'], { sent: 1 }, []]
