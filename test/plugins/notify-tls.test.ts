@@ -1,6 +1,8 @@
 import { once } from 'node:events'
+import { copyFileSync } from 'node:fs'
 import { createServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
+import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { configIssues, startGateway } from '../helpers/gateway.js'
@@ -69,4 +71,16 @@ t.test('config: tls on an http:// webhook, a CA file that is missing or holds no
   t.match(await issues({ tls: { verify: 'no' } }), [{ path: 'chain[0].options.sink.webhook.tls.verify' }])
   const gw = await startGateway(t, { chain: [{ name: 'a', plugin: 'notify', options: { sink: { webhook: { url: 'https://127.0.0.1/x', tls: { ca: certs.caFile } } } } }] })
   t.equal(gw.logs.filter(l => l.level >= 40).length, 0, 'the same step with a CA file holding one starts, without a warning')
+})
+
+t.test('check: a relative tls.ca is read from the config file\'s folder', async t => {
+  const { configFile, runCli } = await import('../helpers/cli.js')
+  const config = { chain: [{ name: 'a', plugin: 'notify', options: { sink: { webhook: { url: 'https://127.0.0.1/x', tls: { ca: 'hook-ca.pem' } } } } }] }
+  const file = configFile(config)
+  const missing = await runCli(['check', '--config', file])
+  t.equal(missing.code, 1)
+  t.match(missing.stderr, `chain[0].options.sink.webhook.tls.ca: ENOENT: no such file or directory, open '${join(dirname(file), 'hook-ca.pem')}'`)
+  copyFileSync(certs.caFile, join(dirname(file), 'hook-ca.pem'))
+  const found = await runCli(['check', '--config', file])
+  t.equal(found.code, 0, found.stderr)
 })
