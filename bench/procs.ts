@@ -5,12 +5,26 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 
 // Child processes and ports for `npm run bench` and `npm run soak`.
 
+/**
+ * Ports this process was handed already: the kernel may hand out a port just closed again, so two
+ * asked one after another could be one (frps's bind and dashboard ports were, in an e2e run).
+ */
+const handedOut = new Set<number>()
+
+/** A port free on 127.0.0.1 now, and not one this process was handed before. */
 export async function freePort (): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1')
-  await new Promise(resolve => server.once('listening', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise(resolve => server.close(resolve))
-  return port
+  for (let i = 0; i < 1000; i++) {
+    const server = createServer().listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    const { port } = server.address() as { port: number }
+    server.close()
+    await once(server, 'close')
+    if (!handedOut.has(port)) {
+      handedOut.add(port)
+      return port
+    }
+  }
+  throw new Error('no free port this process was not handed before, in 1000 tries')
 }
 
 export async function waitUntil (what: string, ok: () => Promise<boolean>): Promise<void> {
