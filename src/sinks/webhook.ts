@@ -49,7 +49,8 @@ function refusalIn (body: string, where: CodeInAnswer): string | undefined {
   const code = (answer as Record<string, unknown>)[where.code]
   if (typeof code !== 'number' || code === 0) return undefined
   const why = (answer as Record<string, unknown>)[where.why]
-  return `refused: ${where.code} ${code}${typeof why === 'string' && reasonIn(why) !== '' ? `: ${reasonIn(why)}` : ''}`
+  const said = typeof why === 'string' ? reasonIn(why) : ''
+  return `refused: ${where.code} ${code}${said === '' ? '' : `: ${said}`}`
 }
 
 // a receiver's answer is read only to free the connection: a chat API answers a few bytes
