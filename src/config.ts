@@ -170,7 +170,7 @@ const stepBaseSchema = z.object(stepBase)
  * Every schema problem of the file, and the config as far as it parsed: a chain with holes where
  * steps did not parse, so the steps that did can still be compiled for their own problems.
  */
-function parseParts (raw: unknown): { config: Config, issues: ConfigIssue[] } {
+function parseParts (raw: unknown): { config: Config, issues: ConfigIssue[], broken: ReadonlySet<string> } {
   const top = topLevel.safeParse(raw)
   const rawChain = (raw as { chain?: unknown } | null)?.chain
   const steps = Array.isArray(rawChain) ? rawChain : []
@@ -183,12 +183,30 @@ function parseParts (raw: unknown): { config: Config, issues: ConfigIssue[] } {
     else issues.push(...issuesOf(parsed.error, ['chain', i]), ...unknownPluginBase(s, parsed.error, i), ...whenOfUnparsed(s, i))
   })
   issues.push(...duplicateNames(steps))
-  if (top.success) issues.push(...adminRouteTaken(top.data), ...adminOnListen(top.data), ...forwardToSelf(top.data.listen, chain))
-  const base = top.success ? top.data : topLevel.parse({})
-  const redisBlock = top.success ? top.data.redis : configSchema.shape.redis.safeParse((raw as { redis?: unknown } | null)?.redis).data
-  const usersBlock = top.success ? top.data.users : (configSchema.shape.users).safeParse((raw as { users?: unknown } | null)?.users).data
-  return { config: { ...base, redis: redisBlock, users: usersBlock, chain }, issues }
+  const { base, broken } = top.success ? { base: top.data, broken: new Set<string>() } : topLevelParts(raw)
+  if (!broken.has('listen') && !broken.has('admin')) issues.push(...adminRouteTaken(base), ...adminOnListen(base))
+  if (!broken.has('listen')) issues.push(...forwardToSelf(base.listen, chain))
+  return { config: { ...base, chain }, issues, broken }
 }
+
+/**
+ * The top-level keys each parsed on its own, a key that does not parse at its default: one bad key
+ * neither hides the checks of the others (admin against listen) nor makes a step miss a block that is there (registry).
+ */
+function topLevelParts (raw: unknown): { base: z.output<typeof topLevel>, broken: Set<string> } {
+  const given = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? raw as Record<string, unknown> : {}
+  const broken = new Set<string>()
+  const base: Record<string, unknown> = {}
+  for (const [key, schema] of Object.entries(topLevel.shape)) {
+    const one = (schema as z.ZodType).safeParse(given[key])
+    if (one.success) base[key] = one.data
+    else broken.add(key)
+  }
+  return { base: { ...topLevel.parse({}), ...base }, broken }
+}
+
+// a step's "needs the top-level X block" where the block is there but did not parse: its own problems say what is wrong
+const NEEDS_BLOCK = /needs the top-level "(\w+)" block/
 
 const ADMIN_ROUTES = ['/metrics', '/healthz', '/readyz', '/proxies']
 
@@ -266,12 +284,17 @@ export function parseConfig (raw: unknown, source = 'config'): Config {
 /** The file's config; else a ConfigError with every problem: schema, and compile problems of each step that parsed. */
 export async function loadConfig (file: string): Promise<Config> {
   const { text, value } = await readJsonText(file)
-  const { config, issues: found } = parseParts(value)
+  const { config, issues: found, broken } = parseParts(value)
   // a key given twice (a copied block whose name was left) is the first thing to say: JSON kept the last silently
   const issues = [...duplicateKeyIssues(text), ...found]
   if (issues.length === 0) return config
   // compile what did parse, for every problem in one report (createRuntime throws them all); a reload comes here for every bad file
-  await createRuntime(config, compileOnly(file), file, issues)
+  try {
+    await createRuntime(config, compileOnly(file), file, issues)
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    issues.splice(0, issues.length, ...err.issues.filter(i => !broken.has(NEEDS_BLOCK.exec(i.message)?.[1] ?? '')))
+  }
   throw new ConfigError(file, issues)
 }
 

@@ -102,6 +102,41 @@ t.test('run refuses to start with the same complete list', async t => {
   t.match(res.stderr, /chain\[1\]\.when\.remoteCidrs\[0\]: "1\.2\.3\.4\/40" is not/)
 })
 
+t.test('a bad top-level key hides no other key: each block that parses is used for the cross-checks and the steps', async t => {
+  // the registry block is there: a bad log level must not make quota and ports ask for it
+  const registry = await runCli(['check', '--config', configFile({
+    log: { level: 'loud' },
+    registry: {},
+    chain: [{ name: 'q', plugin: 'quota', options: { maxProxies: 1 } }, { name: 'p', plugin: 'ports', options: { range: ['6000-6009'] } }]
+  })])
+  t.equal(registry.code, 1)
+  t.same(registry.stderr.split('\n').map(l => /^ {2}(\S+):/.exec(l)?.[1]).filter(p => p !== undefined), ['log.level'])
+  // a bad registry interval hides neither admin on the RPC port nor a forward to the gateway itself
+  const listen = await runCli(['check', '--config', configFile({
+    registry: { reconcileEvery: '1x' },
+    listen: { port: 9100 },
+    admin: { port: 9100 },
+    chain: [{ name: 'f', plugin: 'forward', options: { url: 'http://127.0.0.1:9100/handler' } }]
+  })])
+  t.equal(listen.code, 1)
+  t.same(listen.stderr.split('\n').map(l => /^ {2}(\S+):/.exec(l)?.[1]).filter(p => p !== undefined),
+    ['registry.reconcileEvery', 'admin.port', 'chain[0].options.url'])
+  // a block that is there but broken is named by its own problem, not as missing by the steps that need it
+  const broken = await runCli(['check', '--config', configFile({
+    redis: { url: 'http://x' },
+    registry: { store: 'bogus' },
+    users: { file: 7 },
+    chain: [{ name: 'u', plugin: 'users' }, { name: 'q', plugin: 'quota', options: { maxProxies: 1 } },
+      { name: 'r', plugin: 'rate-limit', options: { key: '{{user}}', limit: 1, window: '1s', store: 'redis' } }]
+  })])
+  t.equal(broken.code, 1)
+  t.same(broken.stderr.split('\n').map(l => /^ {2}(\S+):/.exec(l)?.[1]).filter(p => p !== undefined), ['redis.url', 'users.file', 'registry.store'])
+  t.notMatch(broken.stderr, /needs the top-level/)
+  // a block that is not there at all is still asked for
+  const missing = await runCli(['check', '--config', configFile({ log: { level: 'loud' }, chain: [{ name: 'q', plugin: 'quota', options: { maxProxies: 1 } }] })])
+  t.match(missing.stderr, /chain\[0\]\.options: plugin quota needs the top-level "registry" block/)
+})
+
 t.test('a step that does not parse still has its when compiled: an unknown plugin or a bad option hides no CIDR or port', async t => {
   const res = await runCli(['check', '--config', configFile({ chain: [
     { name: 'x', plugin: 'nope', when: { clientCidrs: ['10.0.0.0/33'] } },
