@@ -29,6 +29,15 @@ t.test('the unit runs the package\'s command on the config under /etc, reloads w
   t.ok(pkg.files.includes('config'), 'the unit ships in the package')
 })
 
+t.test('a config that does not load stops the restarts: 5 failed starts fit in the start limit\'s interval, as the README says', async t => {
+  const [interval, burst, every] = [unit.Unit.StartLimitIntervalSec, unit.Unit.StartLimitBurst, unit.Service.RestartSec].map(Number)
+  t.equal(unit.Service.Restart, 'on-failure')
+  // a failing start loads the gateway before it exits 1: up to a few seconds on a busy host
+  t.ok(burst * (every + 4) < interval, `${burst} starts ${every} s apart, each up to 4 s, within ${interval} s`)
+  t.match(readme, `\`Restart=on-failure\`, ${every} s apart`)
+  t.match(readme, `gives up after ${burst} starts in ${interval} s`)
+})
+
 t.test('systemd waits longer than the longest stop the config allows, and the README says both figures', async t => {
   const longest = MAX_DEADLINE_MS + MAX_DRAIN_MS + STOP_GRACE_MS
   const timeout = Number(unit.Service.TimeoutStopSec)
