@@ -186,15 +186,15 @@ export class MemoryRegistry implements RegistryStore {
     if (this.#reservations.get(user)?.get(name)?.run_id === runId) this.#endReservation(user, name)
   }
 
-  assignPort ({ user, name, ranges, holdMs, pendingMs = 0 }: PortRequest): number | undefined {
+  assignPort ({ user, name, ranges, holdMs, pendingMs = holdMs }: PortRequest): number | undefined {
     const now = this.#now()
-    const until = now + Math.ceil(Math.max(holdMs, pendingMs))
+    const until = now + Math.ceil(pendingMs)
     const key = ownerKey(user, name)
     const held = this.#owners.get(key)
     const entry = held === undefined ? undefined : this.#ports.get(held)
     if (held !== undefined && entry !== undefined && live(entry, now) && inRanges(held, ranges)) {
       entry.holdMs = holdMs
-      if (entry.heldUntil !== undefined) entry.heldUntil = until
+      if (entry.heldUntil !== undefined) entry.heldUntil = Math.max(entry.heldUntil, until)
       return held
     }
     for (const [lo, hi] of ranges) {
@@ -202,9 +202,11 @@ export class MemoryRegistry implements RegistryStore {
         const taken = this.#ports.get(port)
         // a port held for this very proxy (its record moved to another port meanwhile, or frps listed it open: user "") is its own to take back
         if (taken !== undefined && live(taken, now) && !(taken.heldUntil !== undefined && taken.refused !== true && taken.name === name && (taken.user === user || taken.user === ''))) continue
+        // a hold for this proxy is never shortened by a call frps may not be told of
+        const heldUntil = taken !== undefined && live(taken, now) ? Math.max(taken.heldUntil as number, until) : until
         if (taken !== undefined) this.#free(port, taken)
         if (held !== undefined && entry !== undefined) this.#free(held, entry)
-        this.#ports.set(port, { user, name, holdMs, heldUntil: until })
+        this.#ports.set(port, { user, name, holdMs, heldUntil })
         this.#owners.set(key, port)
         return port
       }

@@ -212,7 +212,7 @@ local function assign(user, name, holdMs, firstMs, r)
     if mine and owner(mine) ~= key then mine = nil end
     if mine and live(mine) and inside(tonumber(held)) then
       mine.holdMs = holdMs
-      if mine.heldUntil ~= nil then mine.heldUntil = now + firstMs end
+      if mine.heldUntil ~= nil then mine.heldUntil = math.max(mine.heldUntil, now + firstMs) end
       redis.call('HSET', KEYS[1], held, cjson.encode(mine))
       return tonumber(held)
     end
@@ -224,9 +224,12 @@ local function assign(user, name, holdMs, firstMs, r)
       local d = e and cjson.decode(e)
       -- a port held for this very proxy (its record moved to another port meanwhile, or frps listed it open: user "") is its own to take back
       if not d or not live(d) or (d.heldUntil ~= nil and not d.refused and (owner(d) == key or (d.user == '' and d.name == name))) then
+        -- a hold for this proxy is never shortened by a call frps may not be told of
+        local untilMs = now + firstMs
+        if d and live(d) then untilMs = math.max(d.heldUntil, untilMs) end
         if d then free(port, d) end
         if mine then free(held, mine) end
-        redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = holdMs, heldUntil = now + firstMs}))
+        redis.call('HSET', KEYS[1], port, cjson.encode({user = user, name = name, holdMs = holdMs, heldUntil = untilMs}))
         redis.call('HSET', KEYS[2], key, port)
         return p
       end
@@ -560,9 +563,9 @@ export class RedisRegistry implements RegistryStore {
     }
   }
 
-  async assignPort ({ user, name, ranges, holdMs, pendingMs = 0 }: PortRequest): Promise<number | undefined> {
+  async assignPort ({ user, name, ranges, holdMs, pendingMs = holdMs }: PortRequest): Promise<number | undefined> {
     try {
-      const held = [String(holdMs), String(Math.ceil(Math.max(holdMs, pendingMs)))]
+      const held = [String(holdMs), String(Math.ceil(pendingMs))]
       const bounds = ranges.flatMap(([lo, hi]) => [String(lo), String(hi)])
       const port = this.#changes === undefined
         ? await this.#c.frpgwPortAssign(this.portsKey, this.ownersKey, user, name, ...held, ...bounds)

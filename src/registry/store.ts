@@ -63,9 +63,10 @@ export interface PortRequest {
   /** how long the port stays held for this user and name after its proxy closes */
   holdMs: number
   /**
-   * How long it is held at least from now, before its proxy registers: the call's time left and
-   * RESERVATION_GRACE_MS (its record is committed after the answer), so a holdMs shorter than that
-   * cannot hand the port to another proxy while the call is in flight. Default 0.
+   * How long a port handed out now is held before its proxy registers: the call's time left and
+   * RESERVATION_GRACE_MS (its record is committed after the answer). A call answered reject or error
+   * commits no record, so the port is free again once that passed. A longer hold the port already had
+   * for this proxy (after its close) is kept. Default holdMs.
    */
   pendingMs?: number
 }
@@ -119,8 +120,8 @@ export interface RegistryStore {
   release (user: string, name: string, runId: string): Promise<void>
   /**
    * The port of (user, name): the one it holds when that is inside the ranges (sticky), else the
-   * first free port of the ranges. It is then held for (user, name) for holdMs (pendingMs when longer), or until its proxy
-   * registers (in use) and for holdMs after that proxy closes. undefined when no port is free.
+   * first free port of the ranges. It is then held for (user, name) for pendingMs (or as long as it was held already),
+   * until its proxy registers (in use), and for holdMs after that proxy closes. undefined when no port is free.
    */
   assignPort (request: PortRequest): number | undefined | Promise<number | undefined>
   /**

@@ -104,18 +104,36 @@ for (const [backend, start] of backends) {
       t.same((await gw.call('NewProxy', sample('alice.ssh'))).body, noPort('alice', '41100'), 'alice lost it')
     })
 
-    t.test('a later step rejects: the port stays held for that user and proxy name, which gets it on retry', async t => {
+    t.test('a later step rejects: the port is held only while the call may still commit; a hold the proxy had before stays as long', async t => {
       const deny = { name: 'deny', plugin: 'reject', ops: ['NewProxy'], when: { fields: { 'metas.deny': 'yes' } }, options: { reason: 'not now' } }
-      const gw = await gateway([portsStep({ range: ['41200-41201'] }), deny])
+      const gw = await gateway([portsStep({ range: ['41200-41201'] }), deny], { deadlineMs: 500 })
       const refused = { ...any(), metas: { deny: 'yes' } }
+      const asked = Date.now()
       t.same((await gw.call('NewProxy', refused)).body, { reject: true, reject_reason: 'not now', unchange: true })
       const held = await owner(gw, 41200)
       t.equal(held?.name, 'alice.any')
-      t.ok(held?.heldUntil !== undefined && held.heldUntil > Date.now() + 6.9 * 86_400_000, 'for releaseAfter (default 7d)')
+      // frps was told no: no record will claim it, so the hold ends with the call's commit window (deadline + 5 s), not releaseAfter
+      t.ok(held?.heldUntil !== undefined && held.heldUntil <= asked + 500 + 5000 + 1000, `held until ${String(held?.heldUntil)}, within the call's window of ${asked}`)
       const other = proxyOf('alice', 'other')
-      t.same((await gw.call('NewProxy', other)).body, assigned(other, 41201), 'another proxy gets another port')
+      t.same((await gw.call('NewProxy', other)).body, assigned(other, 41201), 'another proxy gets another port meanwhile')
       t.same((await gw.call('NewProxy', any())).body, assigned(any(), 41200), 'the retry gets the held one')
       t.same((await gw.call('NewProxy', proxyOf('bob', 'x'))).body, noPort('bob', '41200-41201'))
+      // opened, then closed: held for releaseAfter (7d); a refused call of the same proxy does not shorten that
+      await recorded(gw, 'alice', 'alice.any', r => r?.remote_port === 41200)
+      await gw.call('CloseProxy', closeOf(any()))
+      await recorded(gw, 'alice', 'alice.any', r => r === undefined)
+      t.same((await gw.call('NewProxy', refused)).body, { reject: true, reject_reason: 'not now', unchange: true })
+      const kept = await owner(gw, 41200)
+      t.ok(kept?.heldUntil !== undefined && kept.heldUntil > Date.now() + 6.9 * 86_400_000, 'still held for releaseAfter from the close')
+    })
+
+    t.test('a shadow ports step holds its port only for the call: the answer did not carry it', async t => {
+      const gw = await gateway([{ ...portsStep({ range: ['41250'] }), mode: 'shadow' }], { deadlineMs: 500 })
+      const asked = Date.now()
+      t.same((await gw.call('NewProxy', any())).body, ALLOW, 'shadow: unchanged')
+      await recorded(gw, 'alice', 'alice.any', r => r !== undefined)
+      const held = await owner(gw, 41250)
+      t.ok(held?.heldUntil !== undefined && held.heldUntil <= asked + 500 + 5000 + 1000, 'held within the call\'s window, not in use, not for releaseAfter')
     })
 
     t.test('a port handed out stays held while its call is in flight, however short releaseAfter', async t => {
