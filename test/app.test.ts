@@ -46,6 +46,10 @@ t.test('content with a field of the wrong type: 200 reject naming the field', as
   const port = await gw.call('NewProxy', { proxy_name: 'a', remote_port: '6000' })
   t.match(port.body.reject_reason, /^invalid NewProxy content: content\.remote_port: /)
   t.equal(await gw.metric('frp_gateway_requests_total', { op: 'NewProxy', outcome: 'error' }), 2)
+  // frps ignores a CloseProxy answer: allow, as for every CloseProxy, the bad field counted and logged as an error
+  const close = await gw.call('CloseProxy', { user: { user: 'alice' }, proxy_name: 5 })
+  t.equal(close.raw, '{"reject":false,"unchange":true}')
+  t.equal(await gw.metric('frp_gateway_requests_total', { op: 'CloseProxy', outcome: 'error' }), 1)
 })
 
 t.test('absent, present and null fields are all accepted; unknown fields pass through untouched', async t => {
