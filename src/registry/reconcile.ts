@@ -12,8 +12,21 @@ export interface FrpsApiConfig {
 }
 
 const READ_TIMEOUT_MS = 5000
-// frps answers one list per proxy type; the dashboard's own limit on a body is far above this
-const MAX_BODY_BYTES = 32 * 1024 * 1024
+// frps answers one list per proxy type, each proxy in about 400 bytes (its conf, traffic and status):
+// room for some 40,000 proxies of one type
+const MAX_BODY_BYTES = 16 * 1024 * 1024
+// and 20 to 30 JSON values each; a body of tiny values ({}, 0) would make far more objects than its bytes say
+const MAX_VALUES = 2_000_000
+
+/** An upper bound on the values JSON.parse would make of `text`: every value but the first follows a comma or opens a container. */
+function valuesIn (text: string): number {
+  let n = 1
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 44 || c === 91 || c === 123) n++ // , [ {
+  }
+  return n
+}
 
 /** The names frps lists online, and the remote port each tcp/udp one has open, as read at `readAt` (ms since the epoch). */
 export class Online extends Set<string> {
@@ -36,7 +49,8 @@ export async function onlineProxies (api: FrpsApiConfig, types: readonly string[
   const headers: Record<string, string> = {}
   if (api.user !== undefined) headers.authorization = `Basic ${Buffer.from(`${api.user}:${api.password ?? ''}`).toString('base64')}`
   const online = new Online()
-  await Promise.all(types.map(async type => {
+  // one body at a time: at most one answer of MAX_BODY_BYTES is held
+  for (const type of types) {
     const url = new URL(`api/proxy/${type}`, api.url.endsWith('/') ? api.url : `${api.url}/`)
     const where = `frps API ${url.href}`
     let res
@@ -60,6 +74,8 @@ export async function onlineProxies (api: FrpsApiConfig, types: readonly string[
     } catch (err) {
       throw new Error(`${where}: ${(err as Error).message}`, { cause: err })
     }
+    const values = valuesIn(text)
+    if (values > MAX_VALUES) throw new Error(`${where}: a body of up to ${values} JSON values is more than ${MAX_VALUES}, not frps's answer`)
     let body: unknown
     try {
       body = JSON.parse(text)
@@ -72,16 +88,18 @@ export async function onlineProxies (api: FrpsApiConfig, types: readonly string[
       throw new Error(`${where}: expected {"proxies": [...]}, not frps's answer`)
     }
     const proxies = (body as { proxies: unknown }).proxies
-    if (proxies === null) return
+    if (proxies === null) continue
     if (!Array.isArray(proxies)) throw new Error(`${where}: expected {"proxies": [...]}`)
-    for (const p of proxies) {
-      const { name, status, conf } = (p ?? {}) as { name?: unknown, status?: unknown, conf?: unknown }
-      if (typeof name !== 'string' || status !== 'online') continue
+    for (const [i, p] of proxies.entries()) {
+      const { name, status, conf } = (p !== null && typeof p === 'object' ? p : {}) as { name?: unknown, status?: unknown, conf?: unknown }
+      // frps lists every proxy with its name and status: an item without them would read as "not online", and its record be removed
+      if (typeof name !== 'string' || typeof status !== 'string') throw new Error(`${where}: proxies[${i}]: expected {"name": "...", "status": "..."}, not frps's answer`)
+      if (status !== 'online') continue
       online.add(name)
       const port = listedPort(conf)
       if ((type === 'tcp' || type === 'udp') && Number.isInteger(port) && (port as number) > 0 && (port as number) <= 65535) online.ports.set(port as number, name)
     }
-  }))
+  }
   return online
 }
 

@@ -109,14 +109,14 @@ t.test('a 200 answer that is not frps\'s (no "proxies" key: a wrong URL, a proxy
   }
 })
 
-t.test('a chunked body (no Content-Length) is cut at 32 MiB', async t => {
+t.test('a chunked body (no Content-Length) is cut at 16 MiB', async t => {
   const chunk = Buffer.alloc(1024 * 1024, ' ')
   let written = 0
   const frps = await fakeFrps(t, (_req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' })
     res.write('{"proxies":[')
     const more = (): void => {
-      while (written < 40 * 1024 * 1024) {
+      while (written < 24 * 1024 * 1024) {
         written += chunk.length
         if (!res.write(chunk)) { res.once('drain', more); return }
       }
@@ -125,8 +125,28 @@ t.test('a chunked body (no Content-Length) is cut at 32 MiB', async t => {
     res.on('error', () => {})
     more()
   })
-  await t.rejects(onlineProxies({ url: frps.url }, ['tcp']), { message: `frps API ${frps.url}/api/proxy/tcp: a body of more than ${32 * 1024 * 1024} bytes` })
-  t.ok(written < 40 * 1024 * 1024, `the read stopped before the end (${written} bytes written)`)
+  await t.rejects(onlineProxies({ url: frps.url }, ['tcp']), { message: `frps API ${frps.url}/api/proxy/tcp: a body of more than ${16 * 1024 * 1024} bytes` })
+  t.ok(written < 24 * 1024 * 1024, `the read stopped before the end (${written} bytes written)`)
+})
+
+t.test('an item frps would never list (no string name or status) fails the read: the registry is not emptied by an answer of another shape', async t => {
+  for (const item of [5, null, 'alice.p1', {}, { name: 'alice.p1' }, { name: { x: 1 }, status: 'online' }, { name: 'alice.p1', status: true }]) {
+    const odd = await fakeFrps(t, (_req, res) => json(res, 200, { proxies: [TCP.proxies[0], item] }))
+    await t.rejects(onlineProxies({ url: odd.url }, ['tcp']), { message: `frps API ${odd.url}/api/proxy/tcp: proxies[1]: expected {"name": "...", "status": "..."}, not frps's answer` }, JSON.stringify(item))
+  }
+})
+
+t.test('a body of more values than frps would list is refused before it is parsed', async t => {
+  // 15 MiB of empty objects (under the byte bound): some five million objects, where frps's own answer of that size holds about a million values
+  const tiny = `{"proxies":[${'{},'.repeat(5_000_000)}{}]}`
+  const frps = await fakeFrps(t, (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(tiny))
+  await t.rejects(onlineProxies({ url: frps.url }, ['tcp']), { message: `frps API ${frps.url}/api/proxy/tcp: a body of up to 10000004 JSON values is more than 2000000, not frps's answer` })
+  // a long list of real items is read: 20,000 proxies, about 6 MiB
+  const many = { proxies: Array.from({ length: 20_000 }, (_, i) => ({ ...TCP.proxies[0], name: `u${i}.p`, conf: { ...TCP.proxies[0].conf, name: `u${i}.p`, remotePort: 20_000 + i } })) }
+  const big = await fakeFrps(t, (_req, res) => json(res, 200, many))
+  const online = await onlineProxies({ url: big.url }, ['tcp'])
+  t.equal(online.size, 20_000)
+  t.equal(online.ports.get(39_999), 'u19999.p')
 })
 
 t.test('reconcile removes records frps does not list online, once older than the grace period', async t => {
