@@ -125,7 +125,13 @@ export default definePlugin({
     }).optional()
   }),
   create (options, deps) {
-    const url = compileAt('url', () => parseHttpUrl(options.url))
+    const url = compileAt('url', () => {
+      const parsed = parseHttpUrl(options.url)
+      // the gateway adds op and version as frps does: a second one would be the first a plugin reads (Go's Query().Get, gin)
+      const taken = ['op', 'version'].find(key => parsed.searchParams.has(key))
+      if (taken !== undefined) throw new Error(`${parsed.search} has "${taken}", which the gateway sets on every call as frps does: leave it out of the url`)
+      return parsed
+    })
     const tls = connectTls(url, options.tls, deps.resolvePath)
     const seen = new Map<string, string>()
     const extra = Object.entries(options.headers).flatMap(([name, value]) => {
