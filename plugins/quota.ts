@@ -34,24 +34,26 @@ export default definePlugin({
     maxProxies: intIn(0, MAX_MAX_PROXIES).optional().describe('proxies one user may have open at once (with fromUsers, a user\'s own maxProxies wins)'),
     maxProxiesPerClient: intIn(0, MAX_MAX_PROXIES).optional().describe('proxies one frpc (one run_id) may have open at once'),
     maxPorts: intIn(0, 65535).optional().describe('tcp and udp proxies (remote ports) one user may have open at once'),
-    fromUsers: z.boolean().default(false)
-      .describe('take maxProxies from the user\'s record in the users table (top-level users block): its maxProxies wins over the step\'s'),
+    fromUsers: z.boolean().optional()
+      .describe('take maxProxies from the user\'s record in the users table: its maxProxies wins over the step\'s (default: true when the top-level users block is set)'),
     reason: z.string().default('{{user}} has {{count}} {{counted}}, the limit is {{limit}} ({{which}})')
       .describe('template; may use {{count}}, {{limit}}, {{which}} (maxProxies, maxProxiesPerClient or maxPorts) and {{counted}}')
-  }).refine(o => o.maxProxies !== undefined || o.maxProxiesPerClient !== undefined || o.maxPorts !== undefined || o.fromUsers,
+  }).refine(o => o.maxProxies !== undefined || o.maxProxiesPerClient !== undefined || o.maxPorts !== undefined || o.fromUsers === true,
     'expected at least one limit: maxProxies, maxProxiesPerClient, maxPorts, or fromUsers: true'),
   create (options, deps) {
     const reason = compileAt('reason', () => compileTemplate(options.reason, { step: deps.name, extra: NAMES }))
     const registry = deps.registry()
-    const table = options.fromUsers
-      ? compileAt('fromUsers', () => {
+    // a record's maxProxies is there for this step: read whenever there is a table, unless told not to
+    const table = options.fromUsers === false
+      ? undefined
+      : compileAt('fromUsers', () => {
         try {
           return deps.users()
         } catch {
+          if (options.fromUsers === undefined) return undefined
           throw new Error('fromUsers needs the top-level "users" block: {"file": "users.json"} or {"redis": {}}')
         }
       })
-      : undefined
     const { store } = registry
     const failClosed = registry.options.onStoreError === 'reject'
     const limits: QuotaLimits = { maxProxies: options.maxProxies, maxProxiesPerClient: options.maxProxiesPerClient, maxPorts: options.maxPorts }

@@ -58,6 +58,18 @@ t.test('fromUsers: the user\'s own maxProxies wins over the step\'s; users witho
   t.equal(await answer(gw, as('dave', 'http', 'c')), 'dave has 2 proxies, the limit is 2 (maxProxies)')
 })
 
+t.test('with a users block and fromUsers not given, the records\' maxProxies apply; fromUsers: false leaves them out', async t => {
+  const file = configFile({ users: { alice: { maxProxies: 1 } } }, 'users.json')
+  const byDefault = await startGateway(t, { users: { file }, registry: {}, chain: [quotaStep({ maxProxies: 5 })] })
+  t.equal(await answer(byDefault, newProxy('http', 'alice.a')), 'allow')
+  t.equal(await answer(byDefault, newProxy('http', 'alice.b')), 'alice has 1 proxy, the limit is 1 (maxProxies)', 'the record\'s 1, not the step\'s 5')
+  const left = await startGateway(t, { users: { file }, registry: {}, chain: [quotaStep({ maxProxies: 5, fromUsers: false })] })
+  for (const name of ['a', 'b', 'c']) t.equal(await answer(left, newProxy('http', `alice.${name}`)), 'allow', `fromUsers false: the step's 5 (${name})`)
+  const none = await startGateway(t, { registry: {}, chain: [quotaStep({ maxProxies: 1 })] })
+  t.equal(await answer(none, newProxy('http', 'alice.a')), 'allow', 'no users block: the step\'s limit alone')
+  t.equal(await answer(none, newProxy('http', 'alice.b')), 'alice has 1 proxy, the limit is 1 (maxProxies)')
+})
+
 t.test('fromUsers alone: a user without maxProxies has no limit', async t => {
   const file = configFile({ users: { alice: {} } }, 'users.json')
   const gw = await startGateway(t, { users: { file }, registry: {}, chain: [quotaStep({ fromUsers: true })] })
