@@ -43,11 +43,11 @@ function sends (ctx: Ctx, field: string, what: string): boolean {
 
 const ALL_OPS = ['Login', 'NewProxy', 'CloseProxy', 'Ping', 'NewWorkConn', 'NewUserConn']
 
-/** Every op some enabled step of the chain runs on, and the registry's two: what frps must send the gateway. */
+/** Every op some enabled step of the chain runs on, and the registry's three (Login marks a reconnect): what frps must send the gateway. */
 const opsOf = (config: Record<string, any>): string[] => {
   const chain = (config.chain ?? []) as Step[]
   const used = new Set(chain.filter(s => s.enabled !== false).flatMap(s => (s.ops as string[] | undefined) ?? ALL_OPS))
-  if (config.registry !== undefined) for (const op of ['NewProxy', 'CloseProxy']) used.add(op)
+  if (config.registry !== undefined) for (const op of ['Login', 'NewProxy', 'CloseProxy']) used.add(op)
   return ALL_OPS.filter(op => used.has(op))
 }
 
