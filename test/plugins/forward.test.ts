@@ -287,7 +287,10 @@ t.test('bad options fail at start, naming the path', async t => {
     [{ path: 'chain[0].options.url', message: '?x=1&op=Login has "op", which the gateway sets on every call as frps does: leave it out of the url' }])
   t.same(await issues({ url: 'http://127.0.0.1:9100/h?version=2' }),
     [{ path: 'chain[0].options.url', message: '?version=2 has "version", which the gateway sets on every call as frps does: leave it out of the url' }])
-  t.ok(await startGateway(t, { chain: [{ name: 'fw', plugin: 'forward', options: { url: 'http://127.0.0.1:9100/h?opt=1&versions=2' } }] }), 'other keys go')
+  const kept = await startDownstream(t, () => ({ reject: false, unchange: true }))
+  const keeps = await startGateway(t, { chain: [{ name: 'fw', plugin: 'forward', options: { url: `${kept.origin}/h?opt=1&versions=2` } }] })
+  t.equal((await keeps.call('Ping', {})).status, 200)
+  t.equal(kept.requests[0]?.url, '/h?opt=1&versions=2&op=Ping&version=0.1.0', 'other keys go, op and version after them')
   t.same(await issues({ url: 'http://u:p@127.0.0.1/' }),
     [{ path: 'chain[0].options.url', message: 'credentials in the URL are not sent: put an Authorization header in headers' }])
   t.same(await issues({ url, headers: { 'X-Frp-Reqid': 'x' } }),
@@ -313,7 +316,7 @@ t.test('bad options fail at start, naming the path', async t => {
   // the same port and path on another host, or on loopback while the gateway listens elsewhere, is another gateway
   for (const [host, to] of [['0.0.0.0', 'http://10.0.0.6:9100/handler'], ['10.0.0.5', 'http://127.0.0.1:9100/handler']]) {
     const gw = await startGateway(t, { listen: { host, port: 9100 }, chain: [{ name: 'fw', plugin: 'forward', options: { url: to } }] })
-    t.ok(gw, `${to} from a gateway on ${host}`)
+    t.same(gw.ref.current.chains.Login.map(s => s.name), ['fw'], `${to} from a gateway on ${host}: the step is built`)
   }
   t.same(await issues({ url: 'https://127.0.0.1/', tls: { ca: '/nonexistent/ca.pem' } }),
     [{ path: 'chain[0].options.tls.ca', message: 'ENOENT: no such file or directory, open \'/nonexistent/ca.pem\'' }])

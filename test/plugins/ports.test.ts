@@ -268,7 +268,14 @@ t.test('check refuses the step without the registry block, without a range or us
   t.match((await configIssues(t, { registry: {}, chain: [portsStep({ range: [6000], reason: '{{nope}}' })] }))[0],
     { path: 'chain[0].options.reason', message: /unknown template name \{\{nope\}\}: expected one of .*ports/ })
   t.match((await configIssues(t, { registry: {}, chain: [portsStep({ range: [6000], releaseAfter: '0s' })] }))[0], { path: 'chain[0].options.releaseAfter' })
-  t.ok(await startGateway(t, { registry: {}, chain: [portsStep({ range: [6000], releaseAfter: '365d' })] }), '365d goes')
+  const year = await startGateway(t, { registry: {}, chain: [portsStep({ range: [6000], releaseAfter: '365d' })] })
+  const before = Date.now()
+  await year.call('NewProxy', any())
+  await recorded(year, 'alice', 'alice.any', r => r?.remote_port === 6000)
+  await year.call('CloseProxy', closeOf(any()))
+  await recorded(year, 'alice', 'alice.any', r => r === undefined)
+  const held = await owner(year, 6000)
+  t.ok(held?.heldUntil !== undefined && held.heldUntil >= before + 365 * 86_400_000, '365d goes: held that long after the close')
 
   const res = await runCli(['check', '--config', configFile({ chain: [portsStep({ range: [6000] })] })])
   t.equal(res.code, 1)

@@ -131,11 +131,14 @@ t.test('close clears every bucket', async t => {
 t.test('a burst at one instant is counted exactly up to the largest burst the config accepts', async t => {
   // float drift of tat grows with the burst: with a fixed slack, a burst of 105 at 105/s lost its last token
   const now = 1_764_000_000_123.456
+  const wrong: string[] = []
+  const largest = new Map<string, number>()
   for (const windowMs of [1000, 60_000, 3_600_000]) {
-    for (const limit of [3, 7, 53.846, 105, 1000, 1420]) {
+    for (const limit of [3, 7, 53.846, 105, 1000, 1420, 10_000]) {
       const interval = windowMs / limit
       let most = 1
       while (countsExactly(interval, most + 1) && most < 5000) most++
+      largest.set(`${limit}/${windowMs}`, most)
       for (const burst of [...new Set([1, 99, 100, 105, 137, 1000, most])].filter(b => b <= most)) {
         const store = new MemoryStore({ now: () => now })
         const rule = { limit, windowMs, burst }
@@ -143,12 +146,17 @@ t.test('a burst at one instant is counted exactly up to the largest burst the co
         const allowed = results.filter(r => r.allowed).length
         const remaining = results.slice(0, burst).map(r => r.remaining)
         if (allowed !== burst || remaining.some((r, i) => r !== burst - 1 - i)) {
-          t.fail(`${limit} per ${windowMs} ms, burst ${burst}: ${allowed} allowed, remaining ${remaining.slice(-3).join(',')}`)
+          wrong.push(`${limit} per ${windowMs} ms, burst ${burst}: ${allowed} allowed, remaining ${remaining.slice(-3).join(',')}`)
         }
       }
     }
   }
-  t.pass('every burst counted exactly')
+  t.same(wrong, [], 'every burst counted exactly')
+  // the bursts tried reach the largest the config accepts (README: 2027 at 1000 per second; the default burst up to 1420 per second)
+  t.equal(largest.get('1000/1000'), 2027)
+  t.ok((largest.get('1420/1000') ?? 0) >= 1420, `at 1420 per second up to ${String(largest.get('1420/1000'))}`)
+  // the fastest refill the config allows (a token per 0.1 ms) is counted exactly too: burst 100 is among the bursts tried
+  t.ok((largest.get('10000/1000') ?? 0) >= 100, `at 10000 per second up to ${String(largest.get('10000/1000'))}`)
 })
 
 t.test('a wall clock stepped back (NTP, a resumed VM) closes no bucket: the default clock is monotonic', async t => {

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { loadConfig, parseConfig } from '../../src/config.js'
+import { compileOnly, loadConfig, parseConfig } from '../../src/config.js'
 import { createLogger } from '../../src/log.js'
 import { createMetrics } from '../../src/metrics.js'
 import { createRuntime } from '../../src/runtime.js'
@@ -23,9 +23,15 @@ t.test('the users block: a file or Redis, with cacheMs defaulting to 2000', asyn
 t.test('a relative users file is read from the config file\'s folder, and its problems are config problems', async t => {
   const dir = folder()
   const config = join(dir, 'gateway.json')
-  writeFileSync(config, JSON.stringify({ users: { file: 'users.json' } }))
+  writeFileSync(config, JSON.stringify({ users: { file: 'users.json' }, chain: [{ name: 'u', plugin: 'users', ops: ['Login'] }] }))
   writeFileSync(join(dir, 'users.json'), JSON.stringify({ users: { alice: { token: 's' } } }))
-  const runtime = await createRuntime(await loadConfig(config), deps(dir), config)
+  // the folder comes from the config's path, as check and a reload take it (the process runs elsewhere: the repository)
+  t.not(process.cwd(), dir)
+  const runtime = await createRuntime(await loadConfig(config), compileOnly(config), config)
+  const log = createLogger({ level: 'silent', redact: [] })
+  const login = (user: string) => runtime.call('Login', { user, metas: { token: 's' } }, performance.now(), 'r', log).result
+  t.same(await login('alice'), { outcome: 'allow' }, 'alice, of users.json beside the config')
+  t.match(await login('bob'), { outcome: 'reject' }, 'bob is not in it')
   await runtime.close()
 
   writeFileSync(join(dir, 'users.json'), JSON.stringify({ users: { alice: { ports: ['x'] }, 'bad name': {} } }))
