@@ -175,5 +175,6 @@ t.test('with its Redis away, trace ends with its output, not 2 s later (ioredis 
   const res = await runCli(['trace', '--config', file, '--op', 'Login'], { stdin: '{"user":"a"}' })
   t.equal(res.code, 0, res.stderr)
   t.match(res.stdout, /rl \(rate-limit\): error in .* ECONNREFUSED/)
-  t.ok(res.lingerMs < 1000, `exit ${res.lingerMs} ms after the output`)
+  // an exit on a loaded machine takes up to about a second; the socket waited on was 2 s more
+  t.ok(res.lingerMs < 1500, `exit ${res.lingerMs} ms after the output`)
 })

@@ -212,7 +212,7 @@ t.test('Redis down: exit 1 with one line, promptly', async t => {
   expect(t, stopped, 1, '', `redis ${redis.url} is not reachable: no answer within 3000 ms\n`, 'a Redis that does not answer')
   t.ok(stopped.ms < start + 3000 + 4000, `no answer: ${stopped.ms} ms (a start: ${start} ms)`)
   // not 2 s later, ioredis waiting for the silent Redis to close the socket
-  t.ok(stopped.lingerMs < 1000, `the command ends with its line: ${stopped.lingerMs} ms after it`)
+  t.ok(stopped.lingerMs < 1500, `the command ends with its line: ${stopped.lingerMs} ms after it (an exit on a loaded machine: up to about a second)`)
   expect(t, clustered, 1, '', `redis cluster ${JSON.parse(readFileSync(cluster, 'utf8')).redis.cluster[0]} is not reachable: no node answered (Failed to refresh slots cache)\n`, 'cluster')
   t.ok(clustered.ms < start + 3000 + 4000, `cluster: ${clustered.ms} ms (a start: ${start} ms)`)
 })
