@@ -419,7 +419,7 @@ function checkProxyMetas (ops: readonly Op[], registry: boolean): void {
 /** What `check` prints: per op, the steps that will run, in order. */
 export function describeChains (runtime: Runtime): string {
   const width = Math.max(...OPS.map(op => op.length)) + 2
-  return OPS.map(op => {
+  const lines = OPS.map(op => {
     const steps = runtime.chains[op].map(s => {
       const sc = runtime.config.chain.find(c => c.name === s.name)
       const notes = [sc?.plugin, sc?.when !== undefined ? `when ${Object.keys(sc.when).join(', ')}` : '', s.shadow ? 'shadow' : '']
@@ -432,5 +432,11 @@ export function describeChains (runtime: Runtime): string {
     const after = runtime.commits[op].filter(hook => !runtime.chains[op].some(s => s.name === hook.name)).map(hook => hook.name)
     if (after.length > 0) steps.push(`(after the answer: ${after.join(', ')})`)
     return `${`${op}:`.padEnd(width)}${steps.join(' -> ')}`
-  }).join('\n')
+  })
+  // what frps must send the gateway: every op with a step or work after the answer (the registry's Login, NewProxy, CloseProxy)
+  const ops = OPS.filter(op => runtime.chains[op].length > 0 || runtime.commits[op].length > 0)
+  const send = ops.length === 0
+    ? '(no op needs the gateway)'
+    : `ops = [${ops.map(op => `"${op}"`).join(', ')}]  (INI: ops = ${ops.join(',')})`
+  return [...lines, `${'frps.toml:'.padEnd(width)}${send}`].join('\n')
 }

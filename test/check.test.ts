@@ -102,6 +102,16 @@ t.test('run refuses to start with the same complete list', async t => {
   t.match(res.stderr, /chain\[1\]\.when\.remoteCidrs\[0\]: "1\.2\.3\.4\/40" is not/)
 })
 
+t.test('check ends with the ops frps must send: the ops of the steps, and the registry\'s three', async t => {
+  const last = async (config: unknown): Promise<string | undefined> => (await runCli(['check', '--config', configFile(config)])).stdout.trimEnd().split('\n').at(-1)
+  t.equal(await last({ chain: [] }), 'frps.toml:   (no op needs the gateway)')
+  t.equal(await last({ chain: [{ name: 'v', plugin: 'reject', ops: ['NewUserConn', 'Login'], when: { users: ['eve'] } }] }),
+    'frps.toml:   ops = ["Login", "NewUserConn"]  (INI: ops = Login,NewUserConn)', 'in frps\'s order')
+  t.equal(await last({ registry: {}, chain: [{ name: 'q', plugin: 'quota', options: { maxProxies: 1 } }] }),
+    'frps.toml:   ops = ["Login", "NewProxy", "CloseProxy"]  (INI: ops = Login,NewProxy,CloseProxy)', 'the registry records after NewProxy and CloseProxy, and notes reconnects at Login')
+  t.equal(await last({ chain: [{ name: 'off', plugin: 'reject', ops: ['Ping'], enabled: false }] }), 'frps.toml:   (no op needs the gateway)', 'a step turned off needs nothing')
+})
+
 t.test('a bad top-level key hides no other key: each block that parses is used for the cross-checks and the steps', async t => {
   // the registry block is there: a bad log level must not make quota and ports ask for it
   const registry = await runCli(['check', '--config', configFile({
