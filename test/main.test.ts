@@ -30,6 +30,7 @@ t.test('check on a good config prints, per op, the steps that will run', async t
     'Ping:        tag (metas)',
     'NewWorkConn: tag (metas)',
     'NewUserConn: tag (metas) -> watch (reject; shadow)',
+    'frps.toml:   ops = ["Login", "NewProxy", "CloseProxy", "Ping", "NewWorkConn", "NewUserConn"]  (INI: ops = Login,NewProxy,CloseProxy,Ping,NewWorkConn,NewUserConn)',
     ''
   ].join('\n'))
 })
