@@ -10,7 +10,7 @@ import { describeJsonError } from './json-error.js'
 import { callLogger, escapeUnsafe, loggedReason, quote, reqidOf } from './log.js'
 import { OUTCOMES, type Metrics, type Outcome } from './metrics.js'
 import {
-  ALLOW_UNCHANGED, answerFor, clip, isObject, isOp, OPS, type Content, type Op
+  answerFor, clip, isObject, isOp, OPS, type Content, type Op
 } from './protocol.js'
 import { viewOf } from './registry/live.js'
 import type { Runtime } from './runtime.js'
@@ -349,8 +349,7 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
    * is answered and counted by the error handler instead, so no call is counted twice.
    */
   function respond (reply: FastifyReply, log: Logger, op: Op, content: Content, result: ChainResult, started: number): FastifyReply {
-    // frps ignores a CloseProxy answer: allow, as the chain answers it, whatever the content was (the error is logged and counted)
-    const body = op === 'CloseProxy' ? ALLOW_UNCHANGED : answerFor(result)
+    const body = answerFor(op, result)
     const seconds = (performance.now() - started) / 1000
     // allowed calls (modified or not) are the steady stream: one line each only at debug
     if (result.reason !== undefined) log.info({ op, outcome: result.outcome, step: result.step, reason: loggedReason(result.loggedReason ?? result.reason), ms: seconds * 1000 }, 'call')

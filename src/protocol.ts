@@ -408,11 +408,14 @@ export const answerReject = (reason: string): string =>
 /** frps decodes the content into an empty struct and replaces its own: it must be whole. */
 export const answerModified = (content: Content): string =>
   `{"reject":false,"unchange":false,"content":${JSON.stringify(content)}}`
-/** The body frps gets for a chain's result: the whole content when modified, else reject or allow unchanged. */
-export const answerFor = (result: { outcome: string, reason?: string, content?: Content }): string =>
+/**
+ * The body frps gets for a chain's result: the whole content when modified, else reject or allow unchanged.
+ * frps ignores a CloseProxy answer: allow, whatever the result (content of the wrong type is still logged and counted).
+ */
+export const answerFor = (op: Op, result: { outcome: string, reason?: string, content?: Content }): string =>
   result.outcome === 'modify'
     ? answerModified(result.content as Content)
-    : result.reason !== undefined ? answerReject(result.reason) : ALLOW_UNCHANGED
+    : result.reason !== undefined && op !== 'CloseProxy' ? answerReject(result.reason) : ALLOW_UNCHANGED
 
 const PROTO_NAMES = new Set(['__proto__', 'constructor', 'prototype'])
 

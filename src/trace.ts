@@ -13,7 +13,7 @@ export async function traceCall (runtime: Runtime, wireOp: Op, content: Content,
   const settled = await result
   // a shadow step that went asynchronous ran beside the chain: its line comes when it answers (until a second past the deadline)
   await settled.settling
-  return { op, wireOp, entries, result: settled, answer: answerFor(settled), commits: runtime.describeCommit(op, content, settled, log) }
+  return { op, wireOp, entries, result: settled, answer: answerFor(op, settled), commits: runtime.describeCommit(op, content, settled, log) }
 }
 
 const show = (value: unknown): string => value === undefined ? '(absent)' : JSON.stringify(value)

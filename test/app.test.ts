@@ -5,6 +5,7 @@ import { parseConfig } from '../src/config.js'
 import { createLogger } from '../src/log.js'
 import { createMetrics } from '../src/metrics.js'
 import { createRuntime } from '../src/runtime.js'
+import { traceCall } from '../src/trace.js'
 import { closedPort, startDownstream } from './helpers/downstream.js'
 import { startGateway } from './helpers/gateway.js'
 import { redisCli, startRedis } from './helpers/redis.js'
@@ -50,6 +51,8 @@ t.test('content with a field of the wrong type: 200 reject naming the field', as
   const close = await gw.call('CloseProxy', { user: { user: 'alice' }, proxy_name: 5 })
   t.equal(close.raw, '{"reject":false,"unchange":true}')
   t.equal(await gw.metric('frp_gateway_requests_total', { op: 'CloseProxy', outcome: 'error' }), 1)
+  const traced = await traceCall(gw.ref.current, 'CloseProxy', { user: { user: 'alice' }, proxy_name: 5 }, createLogger({ level: 'silent', redact: [] }))
+  t.same([traced.result.outcome, traced.answer], ['error', close.raw], 'trace shows the same answer')
 })
 
 t.test('absent, present and null fields are all accepted; unknown fields pass through untouched', async t => {
