@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { promisify } from 'node:util'
 
 import { killOnExit } from '../bench/procs.js'
 import type { ProxyRecord } from '../src/registry/store.js'
@@ -120,6 +121,8 @@ export interface Gateway {
   addr: string
   /** the folder of the config file, where its users file is */
   dir: string
+  /** the ops frps must send it, as `check` prints them for the config */
+  ops: string[]
   /** where /metrics and /proxies are served: the admin listener when the config has one */
   adminUrl: string
   /** SIGHUP, then the line the gateway logged for it: `config reloaded` or `config reload failed...` (undefined: none in 15 s) */
@@ -164,6 +167,7 @@ export async function startGateway (scope: Scope, config: Record<string, any>, f
     scope.file(name, text)
   }
   const file = scope.file('gateway.json', JSON.stringify({ ...config, listen, admin }, null, 2))
+  const ops = await checkedOps(file)
   const proc = new Proc(scope, 'gateway', process.execPath, [MAIN, '--config', file])
   await waitPort(port, proc)
   if (admin !== undefined) await waitPort(admin.port, proc)
@@ -179,7 +183,15 @@ export async function startGateway (scope: Scope, config: Record<string, any>, f
   }
   const proxies = async (user?: string): Promise<ProxyView[]> =>
     (await getJson(`${adminUrl}/proxies${user !== undefined ? `/${encodeURIComponent(user)}` : ''}`)).proxies
-  return { proc, port, path: listen.path ?? '/handler', addr: `127.0.0.1:${port}`, dir: scope.dir, adminUrl, reload, metric, proxies }
+  return { proc, port, path: listen.path ?? '/handler', addr: `127.0.0.1:${port}`, dir: scope.dir, ops, adminUrl, reload, metric, proxies }
+}
+
+/** The ops of check's last line (`frps.toml:   ops = [...]`): frps is configured with the gateway's own word for them. */
+async function checkedOps (file: string): Promise<string[]> {
+  const { stdout } = await promisify(execFile)(process.execPath, [MAIN, 'check', '--config', file])
+  const ops = /^frps\.toml: +ops = (\[[^\]]*\])/m.exec(stdout)
+  if (ops === null && !stdout.includes('(no op needs the gateway)')) throw new Error(`check printed no ops line:\n${stdout}`)
+  return ops === null ? [] : JSON.parse(ops[1]) as string[]
 }
 
 // ---- frp ----

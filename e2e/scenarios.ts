@@ -43,14 +43,6 @@ function sends (ctx: Ctx, field: string, what: string): boolean {
 
 const ALL_OPS = ['Login', 'NewProxy', 'CloseProxy', 'Ping', 'NewWorkConn', 'NewUserConn']
 
-/** Every op some enabled step of the chain runs on, and the registry's three (Login marks a reconnect): what frps must send the gateway. */
-const opsOf = (config: Record<string, any>): string[] => {
-  const chain = (config.chain ?? []) as Step[]
-  const used = new Set(chain.filter(s => s.enabled !== false).flatMap(s => (s.ops as string[] | undefined) ?? ALL_OPS))
-  if (config.registry !== undefined) for (const op of ['Login', 'NewProxy', 'CloseProxy']) used.add(op)
-  return ALL_OPS.filter(op => used.has(op))
-}
-
 interface Env { gateway: Gateway, frps: Frps, recorder: Plugin, client: (spec: ClientSpec) => Frpc, procs: Proc[] }
 
 /**
@@ -68,7 +60,7 @@ async function setUp (ctx: Ctx, config: Record<string, any>, files: Record<strin
   const gateway = await startGateway(ctx.scope, config, files)
   const recorder = await startPlugin(ctx.scope)
   const frps = await startFrps(ctx.scope, ctx.frp, [
-    { name: 'gateway', addr: gateway.addr, path: gateway.path, ops: opsOf(config) },
+    { name: 'gateway', addr: gateway.addr, path: gateway.path, ops: gateway.ops },
     { name: 'recorder', addr: recorder.addr, path: '/handler', ops: ['NewProxy'] }
   ], webPort)
   const procs: Proc[] = [gateway.proc, frps.proc]
