@@ -7,6 +7,9 @@ import { packageVersion } from './version.js'
 // each command's module is loaded when it runs: usage, help and --version start in a third of the time
 
 
+/** set by `run`: every other command is done once main settles */
+let serving = false
+
 export async function main (argv: string[]): Promise<number> {
   const { values, positionals } = args(argv)
   if (values.version === true) {
@@ -37,6 +40,7 @@ export async function main (argv: string[]): Promise<number> {
   if (stray !== undefined) throw new UsageError(`--${stray} does not apply to ${command}`)
   switch (command) {
     case 'run': {
+      serving = true
       // heard from before the server loads (a moment): serve reloads for it once started
       const early: EarlyHup = { heard: false, listener: () => { early.heard = true } }
       process.on('SIGHUP', early.listener)
@@ -62,8 +66,13 @@ export async function main (argv: string[]): Promise<number> {
   }
 }
 
+// a one-shot command ends with its output: a Redis client's lost socket or reconnect timer would hold the
+// process up to 2 s more (stdout and stderr are synchronous on Linux for files, pipes and terminals)
+const done = (): void => { if (!serving) process.exit() }
+
 main(process.argv.slice(2)).then(code => {
   if (code !== 0) process.exitCode = code
+  done()
 }, err => {
   if (err instanceof UsageError) {
     process.stderr.write(`${err.message}\n${err.usage}\n`)
@@ -75,4 +84,5 @@ main(process.argv.slice(2)).then(code => {
     process.stderr.write(`failed to start: ${(err as Error).stack ?? String(err)}\n`)
     process.exitCode = 1
   }
+  done()
 })
