@@ -38,6 +38,8 @@ export interface FaultyDownstream {
   fault: DownstreamFault | undefined
   /** requests received */
   requests: number
+  /** requests each fault was applied to */
+  applied: Record<DownstreamFault, number>
   close: () => Promise<void>
 }
 
@@ -49,7 +51,10 @@ export async function startFaultyDownstream (slowMs: number): Promise<FaultyDown
     req.on('end', () => {
       down.requests++
       const fault = down.fault
-      if (fault !== undefined) return misbehave(fault, res, slowMs)
+      if (fault !== undefined) {
+        down.applied[fault]++
+        return misbehave(fault, res, slowMs)
+      }
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': ALLOW.length }).end(ALLOW)
     })
   })
@@ -63,6 +68,7 @@ export async function startFaultyDownstream (slowMs: number): Promise<FaultyDown
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/handler`,
     fault: undefined,
     requests: 0,
+    applied: Object.fromEntries(DOWNSTREAM_FAULTS.map(f => [f, 0])) as Record<DownstreamFault, number>,
     async close () {
       const closed = once(server, 'close')
       server.close()

@@ -175,9 +175,7 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
     spans.auth.push({ from, to, states: [true] })
     spans.auth.push({ from: to, to: to + BREAKER_MS, states: [true, false] })
   })
-  const auditWindows: Array<{ kind: DownstreamFault, from: number, to: number }> = []
   inject(audit, plan.audit, (kind, from, to) => {
-    auditWindows.push({ kind, from, to })
     // answers later than the deadline; the other faults are an error the audit step lets through
     if (kind === 'hang' || kind === 'slow') spans.audit.push({ from, to, states: ['deadline'] })
   })
@@ -292,15 +290,18 @@ t.test('downstream plugins and Redis failing at random moments: every call answe
   t.ok(sum('frp_gateway_forward_requests_total', { step: 'auth', result: 'circuit_open' }) > 0, 'the breaker opened')
   t.equal(decisions('audit'), sum('frp_gateway_forward_requests_total', { step: 'audit' }), 'one forward result per audit decision')
   t.ok(decisions('audit', 'error') >= count(AUDIT_DEADLINE), 'audit failures include every deadline answer')
-  // under a Redis outage calls reach the audit a command timeout late (300 ms), past the end of a short window, or
-  // not at all (rl-closed): a result whose every window fell under one may go unmet (one seed in some hundreds)
-  const underOutage = (w: { from: number, to: number }): boolean => spans.redis.some(r => r.from < w.to && w.from < r.to)
-  const faultsOf = { timeout: ['hang', 'slow'], http_status: ['status500'], connect_error: ['reset', 'close'], invalid_response: ['nonjson'] }
+  // a request the audit downstream failed is counted by its result: met whenever the schedule's windows caught
+  // one (a window may catch none: under a Redis outage or an auth fault, calls stop before the audit step).
+  // A slow answer may still come within the deadline's grace and count ok, so only a hang must time out.
+  const faultsOf = { timeout: ['hang'], http_status: ['status500'], connect_error: ['reset', 'close'], invalid_response: ['nonjson'] } as const
+  let caught = 0
   for (const [result, kinds] of Object.entries(faultsOf)) {
     const met = sum('frp_gateway_forward_requests_total', { step: 'audit', result })
-    const windows = auditWindows.filter(w => kinds.includes(w.kind))
-    t.ok(met > 0 || (windows.length > 0 && windows.every(underOutage)), `audit met ${result}${met > 0 ? '' : ' (not: its windows were all under a Redis outage)'}`)
+    const applied = kinds.reduce((n, kind) => n + audit.applied[kind], 0)
+    if (applied > 0) caught++
+    t.ok(applied === 0 || met > 0, `audit met ${result} (${met} counted, ${applied} requests failed that way by the downstream)`)
   }
+  t.ok(caught >= 3, `the schedule's audit faults caught requests of at least 3 results of 4 (${caught})`)
 
   // and the gateway is healthy after
   t.equal(gw.child.exitCode, null, 'the gateway is still running')
