@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { durationIn } from '../src/bounds.js'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
-import { compileAt } from '../src/errors.js'
+import { BrokenBlock, compileAt } from '../src/errors.js'
 import { portRange, remotePortRange } from '../src/match.js'
 import { copy, own, ownText, type Content } from '../src/protocol.js'
 import { RESERVATION_GRACE_MS } from '../src/registry/live.js'
@@ -56,7 +56,8 @@ export default definePlugin({
       table = compileAt('range', () => {
         try {
           return deps.users()
-        } catch {
+        } catch (err) {
+          if (err instanceof BrokenBlock) throw err
           throw new Error('without range, the step assigns from each user\'s ports in the users table: set range, or add the top-level "users" block')
         }
       })

@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { intIn } from '../src/bounds.js'
 import { definePlugin, type CallContext, type Verdict } from '../src/chain.js'
 import type { CommitEvent } from '../src/commit.js'
-import { compileAt } from '../src/errors.js'
+import { BrokenBlock, compileAt } from '../src/errors.js'
 import { own, ownText, type Content } from '../src/protocol.js'
 import { RESERVATION_GRACE_MS } from '../src/registry/live.js'
 import { holdsPort } from '../src/registry/memory.js'
@@ -49,8 +49,9 @@ export default definePlugin({
       : compileAt('fromUsers', () => {
         try {
           return deps.users()
-        } catch {
+        } catch (err) {
           if (options.fromUsers === undefined) return undefined
+          if (err instanceof BrokenBlock) throw err
           throw new Error('fromUsers needs the top-level "users" block: {"file": "users.json"} or {"redis": {}}')
         }
       })

@@ -205,9 +205,6 @@ function topLevelParts (raw: unknown): { base: z.output<typeof topLevel>, broken
   return { base: { ...topLevel.parse({}), ...base }, broken }
 }
 
-// a step's "needs the top-level X block" where the block is there but did not parse: its own problems say what is wrong
-const NEEDS_BLOCK = /needs the top-level "(\w+)" block/
-
 const ADMIN_ROUTES = ['/metrics', '/healthz', '/readyz', '/proxies']
 
 // Without an admin block the RPC listener serves the admin routes too: the RPC path cannot be one of them.
@@ -290,10 +287,10 @@ export async function loadConfig (file: string): Promise<Config> {
   if (issues.length === 0) return config
   // compile what did parse, for every problem in one report (createRuntime throws them all); a reload comes here for every bad file
   try {
-    await createRuntime(config, compileOnly(file), file, issues)
+    await createRuntime(config, { ...compileOnly(file), broken }, file, issues)
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err
-    issues.splice(0, issues.length, ...err.issues.filter(i => !broken.has(NEEDS_BLOCK.exec(i.message)?.[1] ?? '')))
+    issues.splice(0, issues.length, ...err.issues)
   }
   throw new ConfigError(file, issues)
 }

@@ -64,10 +64,21 @@ export class OptionError extends Error {
   }
 }
 
+/**
+ * A top-level block a step needs is in the file but did not parse: its own problems say what is wrong,
+ * so the step stops compiling without a problem of its own (it would say the block is missing).
+ */
+export class BrokenBlock extends Error {
+  constructor (readonly block: string) {
+    super(`the top-level "${block}" block did not parse`)
+    this.name = 'BrokenBlock'
+  }
+}
+
 const joinPath = (outer: string, path: string): string => outer === '' || path.startsWith('[') ? `${outer}${path}` : `${outer}.${path}`
 
 // The step being compiled under collectIssues: compile errors land here and compiling goes on.
-let collecting: { issues: ConfigIssue[], at: string } | undefined
+let collecting: { issues: ConfigIssue[], at: string, broken: boolean } | undefined
 
 /**
  * Runs a compile step, blaming `path` (relative to the enclosing compileAt) for whatever it throws.
@@ -91,7 +102,8 @@ export function compileAt<T> (path: string, compile: () => T): T {
   try {
     return compile()
   } catch (err) {
-    if (state.issues.length === recorded) state.issues.push({ path: state.at, message: (err as Error).message })
+    if (err instanceof BrokenBlock) state.broken = true
+    else if (state.issues.length === recorded) state.issues.push({ path: state.at, message: (err as Error).message })
     return undefined as T
   } finally {
     state.at = outer
@@ -101,18 +113,20 @@ export function compileAt<T> (path: string, compile: () => T): T {
 /**
  * Compiles one step, gathering every problem its compileAt calls record under `path`. A throw after
  * a recorded problem is that problem's placeholder at work, not news; a throw alone is the step's.
- * The value comes back even with problems, so whatever it holds can be closed.
+ * The value comes back even with problems, so whatever it holds can be closed. `broken`: the step
+ * needs a block that did not parse (BrokenBlock), and is not usable though it may have no problem of its own.
  */
-export function collectIssues<T> (path: string, compile: () => T): { value?: T, issues: readonly ConfigIssue[] } {
+export function collectIssues<T> (path: string, compile: () => T): { value?: T, issues: readonly ConfigIssue[], broken: boolean } {
   const outer = collecting
-  const state = { issues: [] as ConfigIssue[], at: path }
+  const state = { issues: [] as ConfigIssue[], at: path, broken: false }
   collecting = state
   try {
     const value = compile()
-    return { value, issues: state.issues }
+    return { value, issues: state.issues, broken: state.broken }
   } catch (err) {
-    if (state.issues.length === 0) state.issues.push({ path, message: (err as Error).message })
-    return { issues: state.issues }
+    if (err instanceof BrokenBlock) state.broken = true
+    else if (state.issues.length === 0) state.issues.push({ path, message: (err as Error).message })
+    return { issues: state.issues, broken: state.broken }
   } finally {
     collecting = outer
   }

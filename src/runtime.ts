@@ -5,7 +5,7 @@ import { plugins, type PluginName } from '../plugins/index.js'
 import { runChain, type CallContext, type ChainResult, type ChainStep, type PluginDef, type Step } from './chain.js'
 import type { Config, StepConfig } from './config.js'
 import { Committer, type CommitEvent, type CommitHook } from './commit.js'
-import { collectIssues, compileAt, ConfigError, type ConfigIssue } from './errors.js'
+import { BrokenBlock, collectIssues, compileAt, ConfigError, type ConfigIssue } from './errors.js'
 import { warnRepeated } from './log.js'
 import { compileWhen, proxyMetasPath, type Matcher } from './match.js'
 import { DECISIONS, type Metrics } from './metrics.js'
@@ -37,6 +37,8 @@ export interface RuntimeDeps {
   committer?: Committer
   /** the folder relative paths of the config are read from: the config file's (default: the working directory) */
   baseDir?: string
+  /** top-level blocks in the file that did not parse (a bad config's report): a step needing one says nothing of it */
+  broken?: ReadonlySet<string>
 }
 
 const READY_TIMEOUT_MS = 1000
@@ -230,6 +232,15 @@ class Stores {
     this.memory = deps.memoryStore ?? new MemoryStore()
   }
 
+  private isBroken (block: string): boolean {
+    return this.deps.broken?.has(block) === true
+  }
+
+  /** What a part asking for an absent block throws: its problem, or nothing new where the block is there but broken. */
+  private missing (block: string, problem: string): Error {
+    return this.isBroken(block) ? new BrokenBlock(block) : new Error(problem)
+  }
+
   get (kind: 'auto' | 'memory' | 'redis'): RateLimitStore {
     if (kind === 'memory' || (kind === 'auto' && this.config.redis === undefined)) return this.memory
     this.redis ??= new RedisStore(this.redisClient('store "redis"'), { keyPrefix: this.keyPrefix })
@@ -242,7 +253,7 @@ class Stores {
   /** The one Redis client of the runtime, shared by the rate-limit store, the registry, notify and the user table. */
   redisClient (who: string, { readOnly = false } = {}): Redis | Cluster {
     const cfg = this.config.redis
-    if (cfg === undefined) throw new Error(`${who} needs the top-level "redis" block`)
+    if (cfg === undefined) throw this.missing('redis', `${who} needs the top-level "redis" block`)
     if (!readOnly) this.writesRedis = true
     if (this.client === undefined) {
       const { redisUp } = this.deps.metrics
@@ -265,7 +276,7 @@ class Stores {
   /** The user table of the `users` block; throws when there is none (a config error of the step asking). */
   userTable (): UserTable {
     const cfg = this.config.users
-    if (cfg === undefined) throw new Error('the users step needs the top-level "users" block: {"file": "users.json"} or {"redis": {}}')
+    if (cfg === undefined) throw this.missing('users', 'the users step needs the top-level "users" block: {"file": "users.json"} or {"redis": {}}')
     if (this.users === undefined && 'redis' in cfg) {
       this.users = new RedisUserSource(this.redisClient('users.redis', { readOnly: true }), { keyPrefix: this.keyPrefix, parse: parseUserRecord, cacheMs: cfg.redis.cacheMs })
     }
@@ -287,7 +298,7 @@ class Stores {
         return err.issues.map(i => ({ path: i.path === '(file)' ? 'users.file' : `users.file ${cfg.file}: ${i.path}`, message: i.path === '(file)' ? `${cfg.file}: ${i.message}` : i.message }))
       }
     }
-    return this.config.redis === undefined ? [{ path: 'users.redis', message: 'a user table in Redis needs the top-level "redis" block' }] : []
+    return this.config.redis === undefined && !this.isBroken('redis') ? [{ path: 'users.redis', message: 'a user table in Redis needs the top-level "redis" block' }] : []
   }
 
   /** Waits (bounded) for Redis, so a new runtime serves its first calls with the store in reach. */
@@ -306,7 +317,7 @@ class Stores {
 
   /** The registry of the `registry` block; throws when there is none (a config error of the step asking). */
   liveRegistry (who: string): LiveRegistry {
-    if (this.registry === undefined) throw new Error(`${who} needs the top-level "registry" block: {"store": "auto"}`)
+    if (this.registry === undefined) throw this.missing('registry', `${who} needs the top-level "registry" block: {"store": "auto"}`)
     return this.registry
   }
 
@@ -314,7 +325,7 @@ class Stores {
     const cfg = this.config.registry
     if (cfg === undefined) return []
     const kind = cfg.store === 'auto' ? (this.config.redis !== undefined ? 'redis' : 'memory') : cfg.store
-    if (kind === 'redis' && this.config.redis === undefined) return [{ path: 'registry.store', message: 'a registry in Redis needs the top-level "redis" block' }]
+    if (kind === 'redis' && this.config.redis === undefined) return this.isBroken('redis') ? [] : [{ path: 'registry.store', message: 'a registry in Redis needs the top-level "redis" block' }]
     const store = kind === 'redis'
       ? new RedisRegistry(this.redisClient('registry'), { keyPrefix: this.keyPrefix })
       : this.deps.memoryRegistry ?? new MemoryRegistry()
@@ -363,9 +374,9 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     const ops = (sc.ops ?? def.ops) as Op[]
     const metasAt = proxyMetasPath(sc.when)
     const templates = proxyMetaReads()
-    const { value, issues: found } = collectIssues(`chain[${i}]`, () => ({
+    const { value, issues: found, broken } = collectIssues(`chain[${i}]`, () => ({
       when: compileAt('when', () => compileWhen(sc.when, ops)),
-      metas: metasAt === undefined ? undefined : compileAt(`when.${metasAt}`, () => checkProxyMetas(ops, stores.registry !== undefined)),
+      metas: metasAt === undefined ? undefined : compileAt(`when.${metasAt}`, () => checkProxyMetas(ops, stores.registry !== undefined || deps.broken?.has('registry') === true)),
       run: compileAt('options', () => def.create(sc.options, {
         name: sc.name, ops, log: deps.log.child({ step: sc.name }), metrics: deps.metrics, store: kind => stores.get(kind), users: () => stores.userTable(),
         registry: () => stores.liveRegistry(`plugin ${sc.plugin}`), redis: () => stores.redisClient(`plugin ${sc.plugin}`),
@@ -374,7 +385,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
       mode: def.observer === true && sc.mode === 'shadow' ? compileAt('mode', () => { throw new Error(`a ${sc.plugin} step takes no part in the decision: shadow mode has no meaning for it`) }) : undefined
     }))
     if (value?.run !== undefined) built.push(value.run)
-    if (found.length > 0 || value === undefined) {
+    if (found.length > 0 || value === undefined || broken) {
       issues.push(...found)
       return
     }

@@ -136,12 +136,18 @@ t.test('a bad top-level key hides no other key: each block that parses is used f
     redis: { url: 'http://x' },
     registry: { store: 'bogus' },
     users: { file: 7 },
-    chain: [{ name: 'u', plugin: 'users' }, { name: 'q', plugin: 'quota', options: { maxProxies: 1 } },
-      { name: 'r', plugin: 'rate-limit', options: { key: '{{user}}', limit: 1, window: '1s', store: 'redis' } }]
+    chain: [{ name: 'u', plugin: 'users' }, { name: 'q', plugin: 'quota', options: { fromUsers: true } },
+      { name: 'r', plugin: 'rate-limit', options: { key: '{{user}}', limit: 1, window: '1s', store: 'redis' } },
+      { name: 'p', plugin: 'ports', options: { mode: 'sticky' } },
+      { name: 'v', plugin: 'reject', ops: ['NewUserConn'], when: { proxyMetas: { team: 'x' } }, options: { reason: 'no' } },
+      { name: 'n', plugin: 'notify', options: { sink: { redisStream: { stream: 'audit' } } } }]
   })])
   t.equal(broken.code, 1)
   t.same(broken.stderr.split('\n').map(l => /^ {2}(\S+):/.exec(l)?.[1]).filter(p => p !== undefined), ['redis.url', 'users.file', 'registry.store'])
-  t.notMatch(broken.stderr, /needs the top-level/)
+  t.notMatch(broken.stderr, /needs the top-level|assigns from each user/)
+  // the blocks that parsed but need a broken one say nothing of it either
+  const needsRedis = await runCli(['check', '--config', configFile({ redis: { url: 'http://x' }, registry: { store: 'redis' }, users: { redis: {} }, chain: [] })])
+  t.same(needsRedis.stderr.split('\n').map(l => /^ {2}(\S+):/.exec(l)?.[1]).filter(p => p !== undefined), ['redis.url'])
   // a block that is not there at all is still asked for
   const missing = await runCli(['check', '--config', configFile({ log: { level: 'loud' }, chain: [{ name: 'q', plugin: 'quota', options: { maxProxies: 1 } }] })])
   t.match(missing.stderr, /chain\[0\]\.options: plugin quota needs the top-level "registry" block/)
