@@ -29,8 +29,8 @@ export interface RuntimeDeps {
   log: Logger
   /** process-wide, so buckets survive a reload; a runtime without one makes and closes its own */
   memoryStore?: MemoryStore
-  /** false for `check`: compile only, do not wait for Redis */
-  open?: boolean
+  /** false for `check`: compile only, do not wait for Redis; 'first-try' for `trace`: wait for Redis's first connection only, whether it succeeds or fails */
+  open?: boolean | 'first-try'
   /** process-wide, so the memory registry survives a reload; a runtime without one makes its own */
   memoryRegistry?: MemoryRegistry
   /** process-wide, so a stop waits for the commits of every runtime; a runtime without one makes its own */
@@ -302,15 +302,18 @@ class Stores {
   }
 
   /** Waits (bounded) for Redis, so a new runtime serves its first calls with the store in reach. */
-  async open (timeoutMs: number): Promise<void> {
+  async open (timeoutMs: number, firstTry: boolean): Promise<void> {
     const client = this.client
     if (client === undefined || client.status === 'ready') return
     let timer: NodeJS.Timeout | undefined
-    const ready = new Promise<void>(resolve => {
-      client.once('ready', resolve)
-      timer = setTimeout(resolve, timeoutMs)
+    let done = (): void => {}
+    await new Promise<void>(resolve => {
+      done = resolve
+      client.once('ready', done)
+      if (firstTry) client.once('error', done)
+      timer = setTimeout(done, timeoutMs)
     })
-    await ready
+    client.off('ready', done).off('error', done)
     clearTimeout(timer)
     if ((client.status as string) !== 'ready') this.deps.log.warn({ timeoutMs, error: whyNotReady(client) }, 'redis not reachable yet: the steps that use it follow their failure policy until it is')
   }
@@ -403,7 +406,7 @@ export async function createRuntime (config: Config, deps: RuntimeDeps, source =
     throw new ConfigError(source, issues)
   }
   if (deps.open !== false) {
-    await stores.open(STORE_OPEN_TIMEOUT_MS)
+    await stores.open(STORE_OPEN_TIMEOUT_MS, deps.open === 'first-try')
     stores.registry?.start()
   }
   const registry = stores.registry

@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import { readFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { loadConfig } from '../config.js'
@@ -50,7 +49,7 @@ export async function trace (file: string, opName: string | undefined, contentFi
   }
   if (op === undefined) throw new UsageError('trace needs --op OP, unless its content is a whole frps body {"version", "op", "content"}')
   if (!isObject(content)) throw new StartError(`content ${source} must be a JSON object`)
-  const runtime = await createRuntime(config, { metrics: createMetrics(), log, baseDir: dirname(file) }, file)
+  const runtime = await createRuntime(config, { metrics: createMetrics(), log, baseDir: dirname(file), open: 'first-try' }, file)
   try {
     let result
     try {
@@ -63,7 +62,6 @@ export async function trace (file: string, opName: string | undefined, contentFi
     process.stdout.write(formatTrace(result, new Map(config.chain.map(s => [s.name, s.plugin]))))
     return TRACE_EXIT[result.result.outcome]
   } finally {
-    // trace commits nothing: a client closing on a Redis that is away (up to 2 s) need not hold the output's exit
-    await Promise.race([runtime.close(), sleep(200)])
+    await runtime.close()
   }
 }
