@@ -353,7 +353,7 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
     const seconds = (performance.now() - started) / 1000
     // allowed calls (modified or not) are the steady stream: one line each only at debug
     if (result.reason !== undefined) log.info({ op, outcome: result.outcome, step: result.step, reason: loggedReason(result.loggedReason ?? result.reason), ms: seconds * 1000 }, 'call')
-    else if (opts.logger.isLevelEnabled('debug')) log.debug({ op, outcome: result.outcome, ms: seconds * 1000, content }, 'call')
+    else if (opts.logger.isLevelEnabled('debug')) log.debug({ op, outcome: result.outcome, failed: result.failed, ms: seconds * 1000, content }, 'call')
     requests[op][result.outcome].inc()
     durations[op].observe(seconds)
     if (ref.stopping === true) reply.header('connection', 'close')

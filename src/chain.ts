@@ -115,13 +115,15 @@ export interface ChainResult {
   content?: Content
   /** the step that rejected or failed */
   step?: string
+  /** the steps that failed and let the call go on (an allow policy), for the call's log line */
+  failed?: string[]
   /** the registry's record of the call's proxy, read before the chain (NewUserConn, CloseProxy), for the commit */
   proxy?: ProxyLookup
   /** shadow steps still running beside the chain that the commit (a step's own hook) or trace waits for, until the deadline */
   settling?: Promise<void>
 }
 
-interface State { content: Content, modified: number, i: number, failure?: ChainResult, detached?: Array<Promise<void>> }
+interface State { content: Content, modified: number, i: number, failure?: ChainResult, detached?: Array<Promise<void>>, failed?: string[] }
 
 const isPromise = (v: unknown): v is Promise<unknown> => typeof (v as Promise<unknown> | undefined)?.then === 'function'
 
@@ -295,6 +297,7 @@ function settle (step: ChainStep, state: State, verdict: Verdict | undefined, ct
     }
   }
   step.record(failed ? 'error' : decision, seconds)
+  if (failed && !ends && !step.shadow) (state.failed ??= []).push(step.name)
   // what shadow mode is for: the reject it would have made, on live traffic
   if (decision === 'shadow_reject') ctx.log.info({ step: step.name, decision, reason: loggedReason(verdict?.loggedReason ?? verdict?.reject as string) }, 'shadow decision')
   else if (decision === 'shadow_modify' && ctx.log.isLevelEnabled('debug')) ctx.log.debug({ step: step.name, decision }, 'shadow decision')
@@ -313,6 +316,9 @@ function logFailure (step: ChainStep, err: unknown, ctx: CallContext): void {
 function finish (original: Content, state: State, ctx: CallContext): ChainResult {
   // frps ignores the CloseProxy answer. A step returns content only when a value differs, so only
   // two or more modifications can have brought it back to what frps sent, which is no change.
-  if (ctx.op === 'CloseProxy' || state.modified === 0 || (state.modified > 1 && sameJson(state.content, original))) return { outcome: 'allow' }
-  return { outcome: 'modify', content: state.content }
+  const result: ChainResult = ctx.op === 'CloseProxy' || state.modified === 0 || (state.modified > 1 && sameJson(state.content, original))
+    ? { outcome: 'allow' }
+    : { outcome: 'modify', content: state.content }
+  if (state.failed !== undefined) result.failed = state.failed
+  return result
 }

@@ -198,6 +198,31 @@ t.test('a call that fails after its chain decided (here: its log line) is answer
   t.same(lines.map(l => JSON.parse(l).msg), ['request failed', 'request failed'])
 })
 
+t.test('the debug line of an allowed call names the steps that failed and let it on (an allow policy), not a shadow step that failed', async t => {
+  const dead = `http://127.0.0.1:${await closedPort()}/handler`
+  const config = parseConfig({
+    chain: [
+      { name: 'audit', plugin: 'forward', options: { url: dead, onError: 'allow' } },
+      { name: 'watch', plugin: 'forward', mode: 'shadow', options: { url: dead } },
+      { name: 'tag', plugin: 'metas', ops: ['Login'], options: { set: { a: 'b' } } },
+      { name: 'no-udp', plugin: 'reject', ops: ['NewProxy'], when: { proxyTypes: ['udp'] }, options: { reason: 'no udp' } }
+    ]
+  })
+  const metrics = createMetrics()
+  const lines: Array<Record<string, unknown>> = []
+  const logger = createLogger({ level: 'debug', redact: [] }, { write (line: string) { lines.push(JSON.parse(line)) } })
+  const ref = { current: await createRuntime(config, { metrics, log: logger }) }
+  const app = buildApp(ref, { metrics, logger, path: '/handler', bodyLimitBytes: 4096, adminRoutes: true })
+  t.teardown(async () => { await app.close(); await ref.current.close() })
+  const calls = [['Login', { user: 'alice' }], ['NewProxy', { user: { user: 'alice' }, proxy_name: 'p', proxy_type: 'tcp' }], ['NewProxy', { user: { user: 'alice' }, proxy_name: 'u', proxy_type: 'udp' }]] as const
+  for (const [op, content] of calls) {
+    const res = await app.inject(post(JSON.stringify({ op, content }), undefined, `/handler?op=${op}`))
+    t.equal(res.statusCode, 200, op)
+  }
+  const seen = lines.filter(l => l.msg === 'call').map(l => [l.op, l.outcome, l.failed ?? null, l.step ?? null])
+  t.same(seen, [['Login', 'modify', ['audit'], null], ['NewProxy', 'allow', ['audit'], null], ['NewProxy', 'reject', null, 'no-udp']])
+})
+
 t.test('/readyz: a Redis that answers PING but refuses writes (a replica) is not ready for steps that write; a users table, which only reads, is', async t => {
   const redis = await startRedis(t)
   const writer = await startGateway(t, { redis: { url: redis.url }, chain: [{ name: 'rl', plugin: 'rate-limit', options: { limit: 10, window: '1s', store: 'redis' } }] })

@@ -271,7 +271,7 @@ t.test('a step that throws is an error reject naming the step; later steps never
 
 t.test('on CloseProxy a throwing step neither stops the chain nor changes the answer', async t => {
   const h = harness('CloseProxy', [['boom', () => { throw new Error('x') }], ['no', () => ({ reject: 'no' })], ['after', setK('1')]])
-  t.same(runChain(h.steps, {}, h.ctx), { outcome: 'allow' })
+  t.same(runChain(h.steps, {}, h.ctx), { outcome: 'allow', failed: ['boom'] }, 'the call goes on: the step is named as failed')
   t.same(h.recorded, [['boom', 'error'], ['no', 'reject'], ['after', 'modify']])
 })
 
