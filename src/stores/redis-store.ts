@@ -12,8 +12,9 @@ local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local interval = tonumber(ARGV[1]) / tonumber(ARGV[2])
 local tolerance = interval * tonumber(ARGV[3])
 local slack = ${GCRA_SLACK_MS} + tonumber(ARGV[3]) * ${GCRA_ROUNDING_MS}
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
+local tat = tonumber(redis.call('GET', KEYS[1]))
+-- a value no script wrote (not a number, inf, further ahead than a full bucket) would lock the key out: start afresh
+if tat == nil or tat ~= tat or tat < now or tat > now + tolerance + interval + slack then tat = now end
 local newTat = tat + interval
 local ahead = newTat - now
 if ahead > tolerance + slack then

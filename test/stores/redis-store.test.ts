@@ -56,6 +56,21 @@ t.test('bucket key carries the prefix and a hash tag, and expires', async t => {
   t.ok(pttl2 > 9000 && pttl2 <= 10_000, `PTTL ${pttl2} grows with the bucket's debt`)
 })
 
+t.test('a bucket holding a value no script wrote (inf, 1e400, a date far ahead, text) starts afresh: the key is not locked out', async t => {
+  const keyPrefix = prefix()
+  const store = new RedisStore(await gatewayClient(t, server), { keyPrefix })
+  const inspector = plainClient(t, server)
+  const rule = { limit: 2, windowMs: 10_000, burst: 2 }
+  for (const value of ['inf', '-inf', 'nan', '1e400', '99999999999999999999', String(Date.now() + 60_000), 'text']) {
+    const key = `k-${value}`
+    await inspector.set(`${keyPrefix}rl:{${key}}`, value)
+    const result = await store.take(key, rule)
+    t.same(result, { allowed: true, remaining: 1, retryAfterMs: 0 }, `${value}: a full bucket`)
+    const pttl = await inspector.pttl(`${keyPrefix}rl:{${key}}`)
+    t.ok(pttl > 4000 && pttl <= 5000, `${value}: written again with its expiry (PTTL ${pttl})`)
+  }
+})
+
 t.test('close leaves the client to its owner', async t => {
   const client = await gatewayClient(t, server)
   await new RedisStore(client, { keyPrefix: prefix() }).close()
