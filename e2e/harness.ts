@@ -499,6 +499,7 @@ export async function getThrough (port: number, host: string, timeoutMs = 5000):
   return await new Promise(resolve => {
     const req = http.get({ host: '127.0.0.1', port, path: '/', headers: { host }, timeout: timeoutMs, agent: false }, res => {
       let body = ''
+      res.setEncoding('utf8')
       res.on('data', d => { body += String(d) })
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
       res.on('error', err => resolve({ status: -1, body: err.message }))
@@ -520,6 +521,7 @@ export async function startPlugin (scope: Scope, path = '/handler', tls?: { cert
   const calls: Call[] = []
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     let text = ''
+    req.setEncoding('utf8')
     req.on('data', d => { text += String(d) })
     req.on('end', () => {
       let call: Call
@@ -554,6 +556,7 @@ export async function startReceiver (scope: Scope, path = '/'): Promise<Receiver
   const posts: Array<Record<string, any>> = []
   const server = http.createServer((req, res) => {
     let text = ''
+    req.setEncoding('utf8')
     req.on('data', d => { text += String(d) })
     req.on('end', () => {
       try {

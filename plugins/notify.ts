@@ -5,6 +5,7 @@ import { checkHeader, clientTls, connectTls, durationIn, FRAMING_HEADERS, intIn,
 import { definePlugin } from '../src/chain.js'
 import type { CommitEvent } from '../src/commit.js'
 import { compileAt, OptionError } from '../src/errors.js'
+import { notRegular } from '../src/json-file.js'
 import { warnRepeated } from '../src/log.js'
 import { OUTCOMES } from '../src/metrics.js'
 import { OPS } from '../src/protocol.js'
@@ -60,7 +61,10 @@ type Render = (event: CommitEvent, values: TemplateContext['values']) => Rendere
 
 /** The sink opens the file at its first event and creates no folder: a path that could never open would fail every event. */
 function checkFilePath (path: string): void {
-  if (statSync(path, { throwIfNoEntry: false })?.isDirectory() === true) throw new Error(`${path} is a folder: give a file in it`)
+  const stats = statSync(path, { throwIfNoEntry: false })
+  if (stats?.isDirectory() === true) throw new Error(`${path} is a folder: give a file in it`)
+  const problem = stats === undefined ? undefined : notRegular(stats)
+  if (problem !== undefined) throw new Error(`${path} ${problem}: the sink appends to a regular file (it would block on a FIFO)`)
   if (statSync(dirname(path), { throwIfNoEntry: false })?.isDirectory() !== true) throw new Error(`${dirname(path)} is not a folder: the file's folder must exist`)
 }
 

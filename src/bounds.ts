@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import { z } from 'zod'
 import { compileAt } from './errors.js'
+import { readFileBytesSync } from './json-file.js'
 
 /**
  * frpc waits 10 s for the answer to its Login (frp client/service.go: SetReadDeadline 10 s before
@@ -82,7 +82,7 @@ export function connectTls (url: URL | undefined, tls: { verify: boolean, ca?: s
     rejectUnauthorized: tls.verify,
     ca: compileAt('tls.ca', () => {
       const path = resolvePath(ca)
-      const pem = readFileSync(path)
+      const pem = readFileBytesSync(path)
       try {
         // parsing is the check: a bad file would otherwise only fail at the first connection
         new X509Certificate(pem)

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { createSecureContext } from 'node:tls'
 import { z } from 'zod'
@@ -6,7 +5,7 @@ import { plugins } from '../plugins/index.js'
 import { durationIn, intIn, MAX_DEADLINE_MS, MAX_DRAIN_MS, oneFormOf } from './bounds.js'
 import { collectIssues, ConfigError, type ConfigIssue } from './errors.js'
 import { issuesOf } from './issues.js'
-import { duplicateKeyIssues, readJsonText } from './json-file.js'
+import { duplicateKeyIssues, readFileBytesSync, readJsonText } from './json-file.js'
 import { createLogger, redactPathProblem } from './log.js'
 import { compileWhen, whenSchema, type When } from './match.js'
 import { createMetrics } from './metrics.js'
@@ -311,7 +310,7 @@ export function configJsonSchema (): unknown {
 export function readTls (file: string, tls: { cert: string, key: string }): { cert: Buffer, key: Buffer } {
   const read = (key: 'cert' | 'key'): Buffer => {
     try {
-      return readFileSync(resolve(dirname(file), tls[key]))
+      return readFileBytesSync(resolve(dirname(file), tls[key]))
     } catch (err) {
       throw new ConfigError(file, [{ path: `listen.tls.${key}`, message: `cannot read ${tls[key]}: ${(err as Error).message}` }])
     }

@@ -1,22 +1,59 @@
-import { readFile } from 'node:fs/promises'
+import { closeSync, constants, fstatSync, openSync, readFileSync, type Stats } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { ConfigError, type ConfigIssue } from './errors.js'
 import { describeJsonError, duplicateKeys } from './json-error.js'
-
-/** A JSON file's value; a ConfigError at `(file)` when it cannot be read or is not JSON. */
-export async function readJsonFile (file: string): Promise<unknown> {
-  return (await readJsonText(file)).value
-}
 
 /** Every key an object of the file's text holds twice, as config issues: JSON.parse would keep the last one without a word. */
 export function duplicateKeyIssues (text: string): ConfigIssue[] {
   return duplicateKeys(text).map(d => ({ path: d.path, message: `given again on line ${d.line} (first on line ${d.first}): JSON would keep only the last` }))
 }
 
-/** readJsonFile, with the text the value was parsed from. */
+/** What the gateway reads whole (a config, a users file, trace's content): far more than any real one, far less than would exhaust the heap. */
+export const MAX_FILE_BYTES = 256 * 1024 * 1024
+
+/** A file's kind, as a problem: anything but a regular file (a FIFO would block the read for ever, a device never end). */
+export function notRegular (stats: Stats): string | undefined {
+  if (stats.isFile()) return undefined
+  const kind = stats.isDirectory() ? 'a folder' : stats.isFIFO() ? 'a FIFO' : stats.isSocket() ? 'a socket' : stats.isCharacterDevice() || stats.isBlockDevice() ? 'a device' : 'not a file'
+  return `is ${kind}, not a regular file`
+}
+
+/**
+ * A regular file's text (UTF-8), at most `maxBytes`; else an Error saying why. Opened without blocking
+ * (a FIFO with no writer), then checked on the open file, so a symlink swapped meanwhile changes nothing.
+ */
+export async function readTextFile (file: string, maxBytes = MAX_FILE_BYTES): Promise<string> {
+  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK)
+  try {
+    const stats = await handle.stat()
+    const problem = notRegular(stats)
+    if (problem !== undefined) throw new Error(problem)
+    if (stats.size > maxBytes) throw new Error(`is ${stats.size} bytes, more than the ${maxBytes} read`)
+    return await handle.readFile('utf8')
+  } finally {
+    await handle.close()
+  }
+}
+
+/** readTextFile's bytes, read at once (certificates and keys, read while the config is checked). */
+export function readFileBytesSync (file: string, maxBytes = MAX_FILE_BYTES): Buffer {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK)
+  try {
+    const stats = fstatSync(fd)
+    const problem = notRegular(stats)
+    if (problem !== undefined) throw new Error(problem)
+    if (stats.size > maxBytes) throw new Error(`is ${stats.size} bytes, more than the ${maxBytes} read`)
+    return readFileSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** A JSON file's value and the text it was parsed from; a ConfigError at `(file)` when it cannot be read or is not JSON. */
 export async function readJsonText (file: string): Promise<{ text: string, value: unknown }> {
   let text: string
   try {
-    text = await readFile(file, 'utf8')
+    text = await readTextFile(file)
   } catch (err) {
     throw new ConfigError(file, [{ path: '(file)', message: `cannot read: ${(err as Error).message}` }])
   }

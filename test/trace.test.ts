@@ -170,6 +170,18 @@ t.test('content that begins with a byte order mark (a Windows editor saved it) i
   t.match(fromFile.stdout, /^trace Login\n/)
 })
 
+t.test('content read whole and as UTF-8: a character across two chunks of stdin stays one; a device is refused, not read', async t => {
+  const file = configFile({ chain: [{ name: 'tag', plugin: 'metas', ops: ['Login'], options: { set: { region: 'eu' } } }] })
+  const long = 'é'.repeat(50_000)
+  const res = await runCli(['trace', '--config', file, '--op', 'Login'], { stdin: JSON.stringify({ user: 'a', metas: { x: long } }) })
+  t.equal(res.code, 0, res.stderr)
+  t.ok(res.stdout.includes(long), 'the 100 KB value comes out as it went in')
+  t.notOk(res.stdout.includes('\uFFFD'), 'no character was split')
+  const zero = await runCli(['trace', '--config', file, '--op', 'Login', '--content', '/dev/zero'])
+  t.equal(zero.code, 1)
+  t.equal(zero.stderr.trim(), 'cannot read --content /dev/zero: is a device, not a regular file')
+})
+
 t.test('with its Redis away, trace shows what a call meets at once, and ends with its output', async t => {
   const chain = [{ name: 'rl', plugin: 'rate-limit', options: { limit: 5, window: '1m' } }]
   const timed = async (config: unknown): Promise<Awaited<ReturnType<typeof runCli>> & { ms: number }> => {

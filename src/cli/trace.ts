@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { loadConfig } from '../config.js'
 import { GatewayError } from '../errors.js'
 import { describeJsonError } from '../json-error.js'
+import { MAX_FILE_BYTES, readTextFile } from '../json-file.js'
 import { createLogger } from '../log.js'
 import { createMetrics, type Outcome } from '../metrics.js'
 import { isObject, isOp, OPS, type Op } from '../protocol.js'
@@ -12,9 +12,15 @@ import { StartError, UsageError } from './usage.js'
 
 async function readStdin (): Promise<string> {
   if (process.stdin.isTTY) process.stderr.write('reading the content from stdin (end it with Ctrl-D), or give --content FILE\n')
-  let text = ''
-  for await (const chunk of process.stdin) text += String(chunk)
-  return text
+  // decoded whole: a character split between two chunks would become two U+FFFD
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    size += chunk.length
+    if (size > MAX_FILE_BYTES) throw new Error(`more than the ${MAX_FILE_BYTES} bytes read`)
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks).toString('utf8')
 }
 
 // trace's exit code says the outcome (1 and 2 keep their meaning: bad config or content, bad usage)
@@ -27,7 +33,7 @@ export async function trace (file: string, opName: string | undefined, contentFi
   const source = contentFile ?? '(stdin)'
   let text
   try {
-    text = contentFile !== undefined ? readFileSync(contentFile, 'utf8') : await readStdin()
+    text = contentFile !== undefined ? await readTextFile(contentFile) : await readStdin()
   } catch (err) {
     throw new StartError(`cannot read --content ${source}: ${(err as Error).message}`)
   }

@@ -1,10 +1,9 @@
-import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import type { Cluster, Redis } from 'ioredis'
 import { loadConfig, type Config } from '../config.js'
 import { ConfigError, type ConfigIssue } from '../errors.js'
 import { describeJsonError, duplicateKeys } from '../json-error.js'
-import { readJsonFile } from '../json-file.js'
+import { readFileBytesSync } from '../json-file.js'
 import { connectionError, connectionFailure, createRedisClient, redisName, type RedisConfig } from '../stores/redis-client.js'
 import { FileUserSource } from '../users/file-source.js'
 import { fromFpMultiuser, fromFrpsPanel } from '../users/import.js'
@@ -21,7 +20,7 @@ const CONNECT_WAIT_MS = 3000
 const COMMAND_TIMEOUT_MS = 2000
 
 type Table =
-  | { kind: 'file', source: FileUserSource }
+  | { kind: 'file', source: FileUserSource, value: unknown }
   | { kind: 'redis', source: RedisUserSource<CompiledUser>, client: Redis | Cluster, where: string }
 
 const print = (lines: readonly string[]): void => { process.stdout.write(lines.map(line => `${line}\n`).join('')) }
@@ -58,7 +57,7 @@ async function openTable (file: string, config: Config): Promise<Table> {
   if (users === undefined) throw new StartError(`${file} has no "users" block: add "users": {"file": "users.json"}, or "users": {"redis": {}} with a "redis" block`)
   if ('file' in users) {
     try {
-      return { kind: 'file', source: await FileUserSource.open(users.file, dirname(file)) }
+      return { kind: 'file', ...await FileUserSource.read(users.file, dirname(file)) }
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err
       throw new StartError(issueLines(`invalid users file ${resolve(dirname(file), users.file)} (users.file of ${file})`, err.issues))
@@ -110,8 +109,8 @@ async function list (table: Table): Promise<number> {
 async function get (table: Table, name: string): Promise<number> {
   let raw: unknown
   if (table.kind === 'file') {
-    // read again for the record as written: the file may have been replaced since the table read it
-    raw = table.source.get(name) === undefined ? undefined : own(own(await readJsonFile(table.source.path), 'users'), name)
+    // the record as written, from the read the table came from
+    raw = table.source.get(name) === undefined ? undefined : own(own(table.value, 'users'), name)
     if (raw === undefined) throw unknownUser(table, name)
   } else {
     raw = await table.source.read(name)
@@ -162,7 +161,7 @@ async function importUsers (file: string, values: Values): Promise<number> {
   if (values.config !== undefined && values['to-redis'] !== true) throw new UsageError('--config applies to users import with --to-redis only', usage)
   let text
   try {
-    text = readFileSync(file, 'utf8')
+    text = readFileBytesSync(file).toString('utf8')
   } catch (err) {
     throw new StartError(`cannot read ${file}: ${(err as Error).message}`)
   }

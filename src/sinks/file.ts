@@ -1,4 +1,6 @@
+import { constants } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
+import { notRegular } from '../json-file.js'
 import { SinkError, type Sink } from './sink.js'
 
 /**
@@ -27,7 +29,7 @@ export class FileSink implements Sink {
       await this.#next(async () => {
         if (this.#closed) throw new Error('closed')
         // a failed open is tried again at the next event
-        this.#handle ??= await open(this.path, 'a')
+        this.#handle ??= await openAppend(this.path)
         await this.#handle.appendFile(`${event}\n`)
       })
     } catch (err) {
@@ -47,4 +49,13 @@ export class FileSink implements Sink {
     this.#closed = true
     await this.reopen()
   }
+}
+
+/** The file, opened to append: a FIFO (or a path swapped for one) would block the open, then every write, for ever. */
+async function openAppend (path: string): Promise<FileHandle> {
+  const handle = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK, 0o666)
+  const problem = notRegular(await handle.stat())
+  if (problem === undefined) return handle
+  await handle.close()
+  throw new Error(problem)
 }

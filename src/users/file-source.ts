@@ -13,8 +13,13 @@ const lookups = (users: ReadonlyMap<string, CompiledUser>): ReadonlyMap<string, 
  * a user or field given twice too (a copied line whose name was left: JSON.parse would keep the last one silently).
  */
 export async function loadUsersFile (file: string): Promise<ReadonlyMap<string, CompiledUser>> {
+  return (await readUsersFile(file)).users
+}
+
+/** loadUsersFile, with the file's value as written (`users get` prints a record from the read the table came from). */
+async function readUsersFile (file: string): Promise<{ users: ReadonlyMap<string, CompiledUser>, value: unknown }> {
   const { text, value } = await readJsonText(file)
-  return compileUsers(parseUsersFile(value, file, duplicateKeyIssues(text)))
+  return { users: compileUsers(parseUsersFile(value, file, duplicateKeyIssues(text))), value }
 }
 
 /**
@@ -40,8 +45,14 @@ export class FileUserSource {
 
   /** `file` relative to `baseDir` (the config file's folder) unless absolute. */
   static async open (file: string, baseDir: string): Promise<FileUserSource> {
+    return (await FileUserSource.read(file, baseDir)).source
+  }
+
+  /** open, with the file's value as written. */
+  static async read (file: string, baseDir: string): Promise<{ source: FileUserSource, value: unknown }> {
     const path = resolve(baseDir, file)
-    return new FileUserSource(path, await loadUsersFile(path))
+    const { users, value } = await readUsersFile(path)
+    return { source: new FileUserSource(path, users), value }
   }
 
   /** The compiled user, or undefined for a name the table does not hold. */

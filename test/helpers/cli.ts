@@ -25,6 +25,9 @@ export async function runCli (args: string[], opts: { stdin?: string, env?: Node
   let stdout = ''
   let stderr = ''
   let lastOutput = Date.now()
+  // decoded as streams: a character split between two chunks stays one
+  child.stdout.setEncoding('utf8')
+  child.stderr.setEncoding('utf8')
   child.stdout.on('data', d => { stdout += String(d); lastOutput = Date.now() })
   child.stderr.on('data', d => { stderr += String(d); lastOutput = Date.now() })
   child.stdin.end(opts.stdin ?? '')
@@ -61,6 +64,8 @@ export async function serveCli (args: string[], t: { teardown: (fn: () => unknow
   const lines: Array<Record<string, any>> = []
   let buffer = ''
   let stderr = ''
+  child.stdout.setEncoding('utf8')
+  child.stderr.setEncoding('utf8')
   child.stderr.on('data', d => { stderr += String(d) })
   const urls: string[] = []
   await new Promise<void>((resolve, reject) => {

@@ -1,3 +1,4 @@
+import { execFileSync, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync } from 'node:fs'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
@@ -362,6 +363,22 @@ t.test('redisStream: XADD with one field `event`, trimmed to about maxLen; event
   const len = Number(await redisCli(redis.port, 'XLEN', 'audit'))
   t.ok(len >= 100 && len < 300, `trimmed to about maxLen: ${len}`)
   t.equal(counts.sent, 1)
+})
+
+t.test('file: a FIFO in place of the file fails its sends at once (no reader) or is refused (a reader): never a send, a reopen or a close held for ever', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'frpgw-fifo-'))
+  const path = join(dir, 'events.log')
+  execFileSync('mkfifo', [path])
+  const sink = new FileSink(path)
+  t.teardown(async () => { await sink.close() })
+  const lonely = await sink.send('{"a":1}').then(() => 'sent', (err: SinkError) => err.message)
+  t.match(lonely, /ENXIO/, 'no reader: the open fails at once')
+  // a reader on the FIFO: the open would succeed, the kind check refuses it
+  const reader = spawn('cat', [path], { stdio: ['ignore', 'ignore', 'ignore'] })
+  t.teardown(() => { reader.kill() })
+  await sleep(200)
+  t.equal(await sink.send('{"a":2}').then(() => 'sent', (err: SinkError) => err.message), `file ${path}: is a FIFO, not a regular file`)
+  await sink.reopen()
 })
 
 t.test('file: one event per line, appended; reopen follows a rotated file', async t => {

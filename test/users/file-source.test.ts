@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -51,6 +52,14 @@ t.test('a missing, non-JSON or invalid file is a ConfigError naming the file and
   writeFileSync(join(dir, 'invalid.json'), JSON.stringify({ users: { alice: { ports: ['x', 6000, 'y'] }, bob: { enabled: 'no' } } }))
   t.same((await rejection(FileUserSource.open('invalid.json', dir))).issues.map(i => i.path),
     ['users.alice.ports[0]', 'users.alice.ports[2]', 'users.bob.enabled'])
+})
+
+t.test('a FIFO, a device or a folder is refused at once, never read: a FIFO with no writer held the read (reloads, a stop) for ever', async t => {
+  const dir = folder()
+  execFileSync('mkfifo', [join(dir, 'fifo.json')])
+  symlinkSync('/dev/zero', join(dir, 'zero.json'))
+  const problems = await Promise.all(['fifo.json', 'zero.json', '.'].map(async file => (await rejection(FileUserSource.open(file, dir))).issues.map(i => [i.path, i.message.replace(/.*: /, '')])))
+  t.same(problems, [[['(file)', 'is a FIFO, not a regular file']], [['(file)', 'is a device, not a regular file']], [['(file)', 'is a folder, not a regular file']]])
 })
 
 t.test('a user or a field given twice (a line copied, its name left unchanged) is an error, not the last one silently', async t => {
