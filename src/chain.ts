@@ -142,6 +142,8 @@ export function runChain (steps: readonly ChainStep[], original: Content, ctx: C
       if (detached(step, state, ctx, verdict, started)) continue
       return finishAsync(steps, original, state, ctx, verdict, started)
     }
+    // a step that never waits cannot be cut off by the deadline's timer: past it, it is abandoned all the same
+    if (performance.now() > ctx.deadline) return withDetached(state, ctx, pastDeadline(step, state, ctx, started))
     if (settle(step, state, verdict, ctx, started)) return withDetached(state, ctx, state.failure as ChainResult)
   }
   return withDetached(state, ctx, finish(original, state, ctx))
@@ -192,17 +194,13 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
         timer = arm()
         return
       }
-      const step = steps[state.i]
-      const seconds = (performance.now() - started) / 1000
+      let result
       try {
-        step.record('error', seconds)
-        ctx.trace?.({ step: step.name, decision: 'error', seconds, before: state.content, after: state.content, reason: 'deadline exceeded' })
-        warnRepeated(ctx.log, `${step.name}\ndeadline`, { step: step.name }, { step: step.name }, 'deadline exceeded')
+        result = pastDeadline(steps[state.i], state, ctx, started)
       } catch (err) {
         return abort(err)
       }
-      const reason = `frp-plugin-gateway: deadline exceeded in step ${step.name}`
-      end(ctx.op === 'CloseProxy' ? { outcome: 'allow' } : { outcome: 'error', reason, step: step.name })
+      end(result)
     }
     let timer = arm()
 
@@ -224,6 +222,7 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
             if (detached(step, state, ctx, next, started)) continue
             return follow(step, next)
           }
+          if (performance.now() > ctx.deadline) return end(pastDeadline(step, state, ctx, started))
           if (settle(step, state, next, ctx, started)) return end(state.failure as ChainResult)
         }
       } catch (err) {
@@ -232,6 +231,15 @@ function finishAsync (steps: readonly ChainStep[], original: Content, state: Sta
     }
     follow(steps[state.i], first)
   })
+}
+
+/** The answer of a call whose step ran past the deadline: what the step says, if it ever does, is ignored. */
+function pastDeadline (step: ChainStep, state: State, ctx: CallContext, started: number): ChainResult {
+  const seconds = (performance.now() - started) / 1000
+  step.record('error', seconds)
+  ctx.trace?.({ step: step.name, decision: 'error', seconds, before: state.content, after: state.content, reason: 'deadline exceeded' })
+  warnRepeated(ctx.log, `${step.name}\ndeadline`, { step: step.name }, { step: step.name }, 'deadline exceeded')
+  return ctx.op === 'CloseProxy' ? { outcome: 'allow' } : { outcome: 'error', reason: `frp-plugin-gateway: deadline exceeded in step ${step.name}`, step: step.name }
 }
 
 /**

@@ -281,6 +281,21 @@ t.test('a shadow step that throws counts an error but does not reject', async t 
   t.same(h.recorded, [['boom', 'error'], ['after', 'modify']])
 })
 
+t.test('a step that never waits and ends past the deadline is abandoned as an async one would be: the deadline answers, no later step runs', async t => {
+  const busy = (ms: number): Step => c => { const until = performance.now() + ms; while (performance.now() < until); return { content: { ...c, k: 'late' } } }
+  for (const first of ['sync', 'async']) {
+    const h = harness('Login', [['quick', c => first === 'sync' ? { content: { ...c, k: '1' } } : later(1, { content: { ...c, k: '1' } })], ['hog', busy(80)], ['after', setK('2')]], 50)
+    const result = await runChain(h.steps, {}, h.ctx)
+    t.same(result, { outcome: 'error', reason: 'frp-plugin-gateway: deadline exceeded in step hog', step: 'hog' }, `after a ${first} step`)
+    t.same(h.ran, ['quick', 'hog'])
+    t.same(h.recorded, [['quick', 'modify'], ['hog', 'error']])
+    t.same(h.warnings.map(w => [w.msg, w.step]), [['deadline exceeded', 'hog']])
+  }
+  const close = harness('CloseProxy', [['hog', busy(80)], ['after', setK('2')]], 50)
+  t.same(runChain(close.steps, {}, close.ctx), { outcome: 'allow' }, 'CloseProxy: allowed, as at the deadline')
+  t.same(close.ran, ['hog'])
+})
+
 t.test('an async step slower than the deadline is a reject saying so, on time', async t => {
   const deadlineMs = 50
   const h = harness('Login', [['quick', c => later(1, { content: { ...c, k: '1' } })], ['slow', () => later(2000, {})], ['after', setK('2')]], deadlineMs)

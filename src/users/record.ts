@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { intIn } from '../bounds.js'
 import { ConfigError, type ConfigIssue } from '../errors.js'
 import { issuesOf } from '../issues.js'
-import { cidrList, compileGlob, portRanges, remotePortRange } from '../match.js'
+import { anyGlob, cidrList, portRanges, remotePortRange } from '../match.js'
 import { proxyTypeSchema, stringRecord } from '../protocol.js'
 
 /**
@@ -114,8 +114,7 @@ const sha256 = (text: string): Buffer => hash('sha256', text, 'buffer')
 const always = (): boolean => true
 const anyOf = (list: readonly string[] | undefined): (value: string) => boolean => {
   if (list === undefined) return always
-  const matchers = list.map(compileGlob)
-  return value => matchers.some(match => match(value))
+  return anyGlob(list)
 }
 
 // frps routes a host name in any case (a proxy of WEB.Example.COM serves web.example.com): so do the globs

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import t from 'tap'
-import { compileWhen, type When } from '../../src/match.js'
+import { anyGlob, compileWhen, type When } from '../../src/match.js'
 import { OPS, type Op } from '../../src/protocol.js'
 import { deepFreeze, holds, key, object, opContent, POOL, str } from '../helpers/arbitraries.js'
 
@@ -78,4 +78,17 @@ t.test('a condition on a field the op does not carry is false, whatever unknown 
       t.equal(compileWhen({ [cond]: value })(op, { [field]: fieldValue }), cond, `${cond} on ${op} with ${field}`)
     }
   }
+})
+
+t.test('a list of globs matches a name exactly when a regular expression of one of them does (* any run, ? one character)', async t => {
+  const regex = (g: string): RegExp => new RegExp(`^${[...g].map(c => c === '*' ? '[\\s\\S]*' : c === '?' ? '[\\s\\S]' : c.replace(/[\\^$.|+(){}[\]]/g, '\\$&')).join('')}$`, 'u')
+  const name = fc.array(fc.constantFrom('a', 'b', '.', 'web', 'alice', '\u{1F600}', 'x.example.com'), { maxLength: 5 }).map(parts => parts.join(''))
+  const pattern = fc.array(fc.constantFrom('*', '?', 'a', 'b', '.', 'web', '\u{1F600}', '.example.com'), { minLength: 1, maxLength: 4 }).map(parts => parts.join(''))
+  fc.assert(fc.property(fc.array(pattern, { maxLength: 6 }), fc.array(name, { minLength: 1, maxLength: 6 }), (globs, names) => {
+    const matches = anyGlob(globs)
+    for (const n of names) {
+      if (matches(n) !== globs.some(g => regex(g).test(n))) throw new Error(`${JSON.stringify(globs)} on ${JSON.stringify(n)}`)
+    }
+  }), { numRuns: 2000 })
+  t.pass('2000 lists of globs agree with their regular expressions')
 })
