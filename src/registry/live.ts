@@ -172,19 +172,25 @@ export class LiveRegistry {
   /** One reconciliation: never throws; a failed read removes nothing. */
   async reconcileOnce (api: FrpsApiConfig): Promise<void> {
     try {
-      const { removed, refused, failed } = await reconcile(this.store, await onlineProxies(api), this.options.reconcileEvery)
+      const online = await onlineProxies(api, undefined, this.#stop.signal)
+      const { removed, refused, failed } = await reconcile(this.store, online, this.options.reconcileEvery)
       this.counters.removed(removed)
       if (removed > 0) this.log.info({ removed, refused }, 'registry reconciled: records frps does not list removed')
       if (failed.length > 0) throw new Error(`${failed.length} record(s) could not be removed: ${failed[0].message}`, { cause: failed[0] })
       this.counters.reconciled('ok')
     } catch (err) {
+      if (this.#stop.signal.aborted) return
       this.counters.reconciled('error')
       warnRepeated(this.log, 'registry\nreconcile', { err }, { error: (err as Error).message }, 'registry reconciliation failed')
     }
   }
 
+  /** a stop (or a reload's retiring runtime) cuts a read of frps's API short: it is bounded by 5 s, not by drainMs */
+  readonly #stop = new AbortController()
+
   async close (): Promise<void> {
     clearInterval(this.#timer)
+    this.#stop.abort()
     await this.#reconciling
     await this.store.close()
   }

@@ -45,7 +45,7 @@ const listedPort = (conf: unknown): unknown => conf !== null && typeof conf === 
  * Throws, naming the URL, when frps cannot be read or answers anything else: a registry is never
  * emptied on a failed read.
  */
-export async function onlineProxies (api: FrpsApiConfig, types: readonly string[] = PROXY_TYPES): Promise<Online> {
+export async function onlineProxies (api: FrpsApiConfig, types: readonly string[] = PROXY_TYPES, stop?: AbortSignal): Promise<Online> {
   const headers: Record<string, string> = {}
   if (api.user !== undefined) headers.authorization = `Basic ${Buffer.from(`${api.user}:${api.password ?? ''}`).toString('base64')}`
   const online = new Online()
@@ -55,7 +55,8 @@ export async function onlineProxies (api: FrpsApiConfig, types: readonly string[
     const where = `frps API ${url.href}`
     let res
     try {
-      res = await request(url, { headers, ...undiciTimeouts(READ_TIMEOUT_MS), signal: AbortSignal.timeout(READ_TIMEOUT_MS) })
+      const timeout = AbortSignal.timeout(READ_TIMEOUT_MS)
+      res = await request(url, { headers, ...undiciTimeouts(READ_TIMEOUT_MS), signal: stop === undefined ? timeout : AbortSignal.any([stop, timeout]) })
     } catch (err) {
       throw new Error(`${where}: ${(err as Error).message}`, { cause: err })
     }

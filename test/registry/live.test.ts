@@ -250,3 +250,20 @@ t.test('a remote_port frps could not open (over 65535) is recorded without a por
   t.same(body.proxies.map((p: { name: string, remote_port?: number }) => [p.name, p.remote_port]), [['alice.odd0', undefined], ['alice.odd1', undefined]])
   t.equal(await gw.ref.current.registry?.store.portOwner(70_000), undefined)
 })
+
+t.test('a stop cuts a read of frps\'s API that hangs: the runtime closes at once, no failed reconciliation counted', async t => {
+  const { createServer } = await import('node:http')
+  let asked = 0
+  const frps = createServer(() => { asked++ }).listen(0, '127.0.0.1')
+  await new Promise(resolve => frps.once('listening', resolve))
+  t.teardown(() => { frps.closeAllConnections(); frps.close() })
+  const url = `http://127.0.0.1:${(frps.address() as { port: number }).port}`
+  const gw = await startGateway(t, { registry: { frpsApi: { url }, reconcileEvery: '1s' } })
+  for (const until = performance.now() + 5000; asked === 0 && performance.now() < until;) await sleep(20)
+  t.equal(asked, 1, 'a reconciliation is reading')
+  const started = performance.now()
+  await gw.ref.current.close()
+  const took = performance.now() - started
+  t.ok(took < 1000, `closed in ${Math.round(took)} ms (the read's own bound is 5 s)`)
+  t.equal(await gw.metric('frp_gateway_registry_reconcile_total', { result: 'error' }) ?? 0, 0, 'a read cut by the stop is no failure')
+})
