@@ -22,7 +22,7 @@ import type { UserTable } from './users/table.js'
 import { proxyMetaReads } from './template.js'
 import { DeadlineExceeded, LiveRegistry } from './registry/live.js'
 import { MemoryRegistry } from './registry/memory.js'
-import { RedisRegistry } from './registry/redis.js'
+import { RedisRegistry, type UnreadableRecord } from './registry/redis.js'
 
 export interface RuntimeDeps {
   metrics: Metrics
@@ -329,14 +329,18 @@ class Stores {
     if (cfg === undefined) return []
     const kind = cfg.store === 'auto' ? (this.config.redis !== undefined ? 'redis' : 'memory') : cfg.store
     if (kind === 'redis' && this.config.redis === undefined) return this.isBroken('redis') ? [] : [{ path: 'registry.store', message: 'a registry in Redis needs the top-level "redis" block' }]
+    const log = this.deps.log.child({ part: 'registry' })
+    const unreadable = (err: UnreadableRecord): void => {
+      warnRepeated(log, 'registry\nunreadable', { where: err.where, err }, { where: err.where, error: err.message }, 'registry record unreadable: skipped')
+    }
     const store = kind === 'redis'
-      ? new RedisRegistry(this.redisClient('registry'), { keyPrefix: this.keyPrefix })
+      ? new RedisRegistry(this.redisClient('registry'), { keyPrefix: this.keyPrefix, unreadable })
       : this.deps.memoryRegistry ?? new MemoryRegistry()
     const { registryReconciles, registryReconcileRemoved } = this.deps.metrics
     this.registry = new LiveRegistry(store, cfg, {
       reconciled: result => registryReconciles.labels(result).inc(),
       removed: n => registryReconcileRemoved.labels().inc(n)
-    }, this.deps.log.child({ part: 'registry' }))
+    }, log)
     return []
   }
 

@@ -3,6 +3,38 @@ import { redisError } from '../stores/redis-client.js'
 import { byUserThenName, settling } from './memory.js'
 import type { PortOwner, PortRequest, ProxyRecord, QuotaLimit, QuotaLimits, QuotaRequest, QuotaResult, RecordKey, RegistryStore, Settle } from './store.js'
 
+/** A record some other writer left (by hand, another program): not what the gateway wrote, so not read as a record. */
+export class UnreadableRecord extends Error {
+  constructor (readonly where: string, why: string) {
+    super(`${where}: ${why}, not a record the gateway wrote`)
+    this.name = 'UnreadableRecord'
+  }
+}
+
+const isTime = (v: unknown): boolean => Number.isSafeInteger(v) && Math.abs(v as number) <= 8.64e15
+const isText = (v: unknown): boolean => typeof v === 'string'
+
+/** A record's JSON as the gateway wrote it, checked field by field (a view or a reconciliation reads every one). */
+function readRecord (json: string, where: string): ProxyRecord {
+  let value: unknown
+  try {
+    value = JSON.parse(json)
+  } catch {
+    throw new UnreadableRecord(where, 'not JSON')
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new UnreadableRecord(where, 'not a JSON object')
+  const r = value as Record<string, unknown>
+  const bad = ['user', 'name', 'type', 'run_id'].find(k => !isText(r[k])) ??
+    ['registered_at'].find(k => !isTime(r[k])) ??
+    ['confirmed_at', 'first_at'].find(k => r[k] !== undefined && !isTime(r[k])) ??
+    (r.remote_port !== undefined && !Number.isSafeInteger(r.remote_port) ? 'remote_port' : undefined) ??
+    (r.subdomain !== undefined && !isText(r.subdomain) ? 'subdomain' : undefined) ??
+    (r.custom_domains !== undefined && !(Array.isArray(r.custom_domains) && r.custom_domains.every(isText)) ? 'custom_domains' : undefined) ??
+    (r.metas !== undefined && !(r.metas !== null && typeof r.metas === 'object' && !Array.isArray(r.metas) && Object.values(r.metas).every(isText)) ? 'metas' : undefined)
+  if (bad !== undefined) throw new UnreadableRecord(where, `its ${bad} is ${JSON.stringify(r[bad]) ?? 'absent'}`)
+  return value as ProxyRecord
+}
+
 // Every script takes its time from Redis, so every gateway sharing it agrees on holds and reservations.
 const NOW = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
@@ -396,7 +428,10 @@ export class RedisRegistry implements RegistryStore {
   readonly #changes: Batches<number | number[]> | undefined
 
   /** The client belongs to whoever created it (src/stores/redis-client.ts). */
-  constructor (client: Redis | Cluster, opts: { keyPrefix: string }) {
+  readonly #unreadable: (err: UnreadableRecord) => void
+
+  constructor (client: Redis | Cluster, opts: { keyPrefix: string, unreadable?: (err: UnreadableRecord) => void }) {
+    this.#unreadable = opts.unreadable ?? (() => {})
     this.#client = client
     this.#prefix = opts.keyPrefix
     this.#c = client as unknown as Commands
@@ -511,9 +546,11 @@ export class RedisRegistry implements RegistryStore {
 
   async get (user: string, name: string): Promise<ProxyRecord | undefined> {
     try {
-      const json = await this.#client.hget(this.proxiesKey(user), name)
-      return json === null ? undefined : JSON.parse(json) as ProxyRecord
+      const key = this.proxiesKey(user)
+      const json = await this.#client.hget(key, name)
+      return json === null ? undefined : readRecord(json, `${key} field ${JSON.stringify(name)}`)
     } catch (err) {
+      if (err instanceof UnreadableRecord) throw err
       throw redisError(this.#client, err)
     }
   }
@@ -521,10 +558,21 @@ export class RedisRegistry implements RegistryStore {
   async list (user?: string): Promise<ProxyRecord[]> {
     try {
       const users = user === undefined ? await this.#client.smembers(this.usersKey) : [user]
-      const all = await Promise.all(users.map(async u => await this.#client.hvals(this.proxiesKey(u))))
+      const all = await Promise.all(users.map(async u => await this.#client.hgetall(this.proxiesKey(u))))
       // users a gateway before this one left in the set when their last record went
-      if (user === undefined) await Promise.all(users.filter((_, i) => all[i].length === 0).map(async u => { await this.#forget(u) }))
-      return all.flat().map(json => JSON.parse(json) as ProxyRecord).sort(byUserThenName)
+      if (user === undefined) await Promise.all(users.filter((_, i) => Object.keys(all[i]).length === 0).map(async u => { await this.#forget(u) }))
+      const records: ProxyRecord[] = []
+      all.forEach((fields, i) => {
+        for (const [name, json] of Object.entries(fields)) {
+          // one record written by another hand must not hide the others (a view, a reconciliation): it is skipped, and said
+          try {
+            records.push(readRecord(json, `${this.proxiesKey(users[i])} field ${JSON.stringify(name)}`))
+          } catch (err) {
+            this.#unreadable(err as UnreadableRecord)
+          }
+        }
+      })
+      return records.sort(byUserThenName)
     } catch (err) {
       throw redisError(this.#client, err)
     }

@@ -3,7 +3,7 @@ import t from 'tap'
 import { loadSamples } from '../helpers/fixtures.js'
 import { startGateway, configIssues, type TestGateway } from '../helpers/gateway.js'
 import { timerLateness } from '../helpers/lateness.js'
-import { startRedis } from '../helpers/redis.js'
+import { redisCli, startRedis } from '../helpers/redis.js'
 
 const samples = loadSamples('frps-0.64.0-requests.jsonl')
 const sample = (op: string, name: string): Record<string, any> =>
@@ -266,4 +266,17 @@ t.test('a stop cuts a read of frps\'s API that hangs: the runtime closes at once
   const took = performance.now() - started
   t.ok(took < 1000, `closed in ${Math.round(took)} ms (the read's own bound is 5 s)`)
   t.equal(await gw.metric('frp_gateway_registry_reconcile_total', { result: 'error' }) ?? 0, 0, 'a read cut by the stop is no failure')
+})
+
+t.test('a record in Redis that no gateway wrote hides no other: /proxies lists the rest, the record is named once in a warning', async t => {
+  const redis = await startRedis(t)
+  const gw = await startGateway(t, { redis: { url: redis.url, keyPrefix: 'gw:' }, registry: { store: 'redis' }, chain: [] })
+  t.equal((await gw.call('NewProxy', ssh())).status, 200)
+  await gw.ref.current.drain()
+  await redisCli(redis.port, 'HSET', 'gw:reg:{bob}:proxies', 'bob.x', 'null')
+  await redisCli(redis.port, 'SADD', 'gw:reg:users', 'bob')
+  const res = await view(gw)
+  t.equal(res.status, 200)
+  t.same(res.body.proxies.map((p: { name: string }) => p.name), ['alice.ssh'])
+  t.same(gw.logs.filter(l => l.msg === 'registry record unreadable: skipped').map(l => l.where), ['gw:reg:{bob}:proxies field "bob.x"'])
 })

@@ -119,3 +119,26 @@ for (const [kind, start] of [['standalone', 'one'], ['Cluster', 'cluster']] as c
     t.same(await client.smembers(store.usersKey), ['dan'], 'listing every user drops the ones without records')
   })
 }
+
+t.test('a record another hand wrote (not JSON, null, a number, a field of the wrong type, a date past Date\'s range) is skipped by list and said, named by key and field; get refuses it by name', async t => {
+  const redis = await startRedis(t)
+  const client = createRedisClient({ url: redis.url })
+  t.teardown(() => client.disconnect())
+  await once(client, 'ready')
+  const unreadable: string[] = []
+  const store = new RedisRegistry(client, { keyPrefix: 'p:', unreadable: err => unreadable.push(err.message) })
+  await store.register({ user: 'alice', name: 'alice.ssh', type: 'tcp', run_id: 'r', remote_port: 7000, registered_at: 1 })
+  await store.register({ user: 'bob', name: 'bob.web', type: 'http', run_id: 'r', custom_domains: ['b.example.com'], registered_at: 2 })
+  const key = store.proxiesKey('bob')
+  const bad: Array<[string, string, string]> = [
+    ['bob.a', 'notjson', 'not JSON'], ['bob.b', 'null', 'not a JSON object'], ['bob.c', '5', 'not a JSON object'],
+    ['bob.d', '{}', 'its user is absent'], ['bob.e', JSON.stringify({ user: 'bob', name: 'bob.e', type: 'tcp', run_id: 'r', registered_at: 1e300 }), 'its registered_at is 1e+300'],
+    ['bob.f', JSON.stringify({ user: 'bob', name: 'bob.f', type: 'tcp', run_id: 'r', registered_at: 1, metas: { a: 1 } }), 'its metas is {"a":1}']
+  ]
+  for (const [field, value] of bad) await client.hset(key, field, value)
+  t.same((await store.list()).map(r => r.name), ['alice.ssh', 'bob.web'], 'the good records, every user')
+  t.same((await store.list('bob')).map(r => r.name), ['bob.web'], 'the good records, one user')
+  t.same(unreadable.slice(0, bad.length).sort(), bad.map(([field, , why]) => `${key} field "${field}": ${why}, not a record the gateway wrote`).sort())
+  await t.rejects(store.get('bob', 'bob.e'), { name: 'UnreadableRecord', message: `${key} field "bob.e": its registered_at is 1e+300, not a record the gateway wrote` })
+  t.same(await store.get('bob', 'bob.web'), { user: 'bob', name: 'bob.web', type: 'http', run_id: 'r', custom_domains: ['b.example.com'], registered_at: 2 })
+})
