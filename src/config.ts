@@ -270,8 +270,28 @@ function whenParts (raw: unknown, path: string): ConfigIssue[] {
   })
 }
 
+// far past any config (a `when` of 20 nested `not`s is 42 levels); the schema's recursion would overflow the stack long before 10,000
+const MAX_CONFIG_DEPTH = 100
+
+/** The path of the first object or array nested past `room` levels below `path`, else undefined. */
+function tooDeepAt (value: unknown, room: number, path: string): string | undefined {
+  if (value === null || typeof value !== 'object') return undefined
+  if (room === 0) return path === '' ? '(file)' : path
+  for (const [key, item] of Object.entries(value)) {
+    const at = tooDeepAt(item, room - 1, Array.isArray(value) ? `${path}[${key}]` : path === '' ? key : `${path}.${key}`)
+    if (at !== undefined) return at
+  }
+  return undefined
+}
+
+function checkDepth (raw: unknown, source: string): void {
+  const at = tooDeepAt(raw, MAX_CONFIG_DEPTH, '')
+  if (at !== undefined) throw new ConfigError(source, [{ path: at, message: `nested deeper than ${MAX_CONFIG_DEPTH} levels of objects and arrays` }])
+}
+
 /** Validates a parsed config; every schema problem is reported with its JSON path. */
 export function parseConfig (raw: unknown, source = 'config'): Config {
+  checkDepth(raw, source)
   const { config, issues } = parseParts(raw)
   if (issues.length > 0) throw new ConfigError(source, issues)
   return config
@@ -280,6 +300,7 @@ export function parseConfig (raw: unknown, source = 'config'): Config {
 /** The file's config; else a ConfigError with every problem: schema, and compile problems of each step that parsed. */
 export async function loadConfig (file: string): Promise<Config> {
   const { text, value } = await readJsonText(file)
+  checkDepth(value, file)
   const { config, issues: found, broken } = parseParts(value)
   // a key given twice (a copied block whose name was left) is the first thing to say: JSON kept the last silently
   const issues = [...duplicateKeyIssues(text), ...found]

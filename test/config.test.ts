@@ -203,12 +203,17 @@ t.test('a proxy type frps does not know (misspelt, in another case) is a config 
   // quoting one nested 100,000 deep overflowed the stack: check ended in a stack trace
   const deep = (open: string, inner: string, close: string) => JSON.parse(open.repeat(100_000) + inner + close.repeat(100_000))
   t.same(issuesOf(() => parseConfig({
-    chain: [{ name: 'a', plugin: 'reject', ops: ['NewProxy'], when: { proxyTypes: [deep('[', '', ']'), 7, deep('{"a":', '1', '}')] } }]
+    chain: [{ name: 'a', plugin: 'reject', ops: ['NewProxy'], when: { proxyTypes: [['a'], 7, { a: 1 }] } }]
   })), [
     { path: 'chain[0].when.proxyTypes[0]', message: `an array is not a proxy type frps knows: ${known}` },
     { path: 'chain[0].when.proxyTypes[1]', message: `7 is not a proxy type frps knows: ${known}` },
     { path: 'chain[0].when.proxyTypes[2]', message: `an object is not a proxy type frps knows: ${known}` }
   ])
+  for (const value of [deep('[', '', ']'), deep('{"a":', '1', '}')]) {
+    const issues = issuesOf(() => parseConfig({ chain: [{ name: 'a', plugin: 'reject', ops: ['NewProxy'], when: { proxyTypes: [value] } }] }))
+    t.same(issues.map(i => i.message), ['nested deeper than 100 levels of objects and arrays'])
+    t.match(issues[0].path, /^chain\[0\]\.when\.proxyTypes\[0\](\[0\]|\.a)+$/)
+  }
 })
 
 t.test('when.fields: a proxy_type frps does not know is a config error too', async t => {
@@ -337,4 +342,20 @@ t.test('admin on the host and port of listen is a config error, not an "already 
   }])
   t.ok(parseConfig({ listen: { port: 0 }, admin: { port: 0 } }).admin, 'port 0 picks a free port for each')
   t.ok(parseConfig({ listen: { host: '127.0.0.1', port: 9100 }, admin: { host: '::1', port: 9100 } }).admin, 'another host')
+})
+
+t.test('a config nested past 100 levels is one problem at the path where it goes too deep, not a stack overflow', async t => {
+  const nested = (levels: number): unknown => {
+    let when: unknown = { users: ['x'] }
+    for (let i = 0; i < levels; i++) when = { not: when }
+    return { chain: [{ name: 'r', plugin: 'reject', when, options: { reason: 'x' } }] }
+  }
+  t.equal(parseConfig(nested(40)).chain.length, 1, '40 nested nots are a config')
+  for (const levels of [200, 5000]) {
+    const issues = issuesOf(() => parseConfig(nested(levels)))
+    t.same(issues.map(i => i.message), ['nested deeper than 100 levels of objects and arrays'], `${levels} levels`)
+    t.equal(issues[0].path, `chain[0].when${'.not'.repeat(97)}`)
+  }
+  const file = configFile(`{"chain":[{"name":"r","plugin":"reject","when":${'{"not":'.repeat(5000)}{"users":["x"]}${'}'.repeat(5000)},"options":{"reason":"x"}}]}`)
+  t.same((await issuesOfAsync(async () => await loadConfig(file))).map(i => i.path), [`chain[0].when${'.not'.repeat(97)}`], 'loadConfig (check, a reload) too')
 })
