@@ -5,11 +5,10 @@ import { checkHeader, clientTls, connectTls, durationIn, FRAMING_HEADERS, intIn,
 import { definePlugin } from '../src/chain.js'
 import type { CommitEvent } from '../src/commit.js'
 import { compileAt, OptionError } from '../src/errors.js'
-import { notRegular } from '../src/json-file.js'
 import { warnRepeated } from '../src/log.js'
 import { OUTCOMES } from '../src/metrics.js'
 import { OPS } from '../src/protocol.js'
-import { FileSink } from '../src/sinks/file.js'
+import { FileSink, notAppendable } from '../src/sinks/file.js'
 import { QUEUE_RESULTS, SinkQueue, type QueueResult } from '../src/sinks/queue.js'
 import { RedisStreamSink } from '../src/sinks/redis-stream.js'
 import type { Sink } from '../src/sinks/sink.js'
@@ -63,8 +62,8 @@ type Render = (event: CommitEvent, values: TemplateContext['values']) => Rendere
 function checkFilePath (path: string): void {
   const stats = statSync(path, { throwIfNoEntry: false })
   if (stats?.isDirectory() === true) throw new Error(`${path} is a folder: give a file in it`)
-  const problem = stats === undefined ? undefined : notRegular(stats)
-  if (problem !== undefined) throw new Error(`${path} ${problem}: the sink appends to a regular file (it would block on a FIFO)`)
+  const problem = stats === undefined ? undefined : notAppendable(stats)
+  if (problem !== undefined) throw new Error(`${path} ${problem}: the sink appends to a regular file or a device (it would block on a FIFO)`)
   if (statSync(dirname(path), { throwIfNoEntry: false })?.isDirectory() !== true) throw new Error(`${dirname(path)} is not a folder: the file's folder must exist`)
 }
 

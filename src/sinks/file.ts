@@ -1,4 +1,4 @@
-import { constants } from 'node:fs'
+import { constants, type Stats } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { notRegular } from '../json-file.js'
 import { SinkError, type Sink } from './sink.js'
@@ -51,10 +51,15 @@ export class FileSink implements Sink {
   }
 }
 
+/** What the sink may append to: a regular file, or a character device (/dev/null, a terminal); a FIFO would block. */
+export function notAppendable (stats: Stats): string | undefined {
+  return stats.isCharacterDevice() ? undefined : notRegular(stats)
+}
+
 /** The file, opened to append: a FIFO (or a path swapped for one) would block the open, then every write, for ever. */
 async function openAppend (path: string): Promise<FileHandle> {
   const handle = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK, 0o666)
-  const problem = notRegular(await handle.stat())
+  const problem = notAppendable(await handle.stat())
   if (problem === undefined) return handle
   await handle.close()
   throw new Error(problem)
