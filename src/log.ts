@@ -97,12 +97,29 @@ export function redactPathProblem (path: string): string | undefined {
   }
 }
 
+/**
+ * pino's err serializer, whose message appends every cause's: the gateway's errors already quote their
+ * cause (`reading K failed: ETIMEDOUT`), which it wrote twice or three times. A cause is appended only when not said.
+ */
+function serializeErr (err: Error): ReturnType<typeof pino.stdSerializers.err> {
+  const out = pino.stdSerializers.err(err)
+  if (!(err instanceof Error)) return out
+  let message = err.message
+  const seen = new Set<unknown>([err])
+  for (let cause = err.cause; cause instanceof Error && !seen.has(cause); cause = cause.cause) {
+    seen.add(cause)
+    if (!message.includes(cause.message)) message += `: ${cause.message}`
+  }
+  out.message = message
+  return out
+}
+
 /** pino JSON logs; content is always logged under `content`, through redactContent. */
 export function createLogger (options: LogOptions, destination?: DestinationStream): Logger {
   const logger = pino({
     level: options.level,
     redact: { paths: options.redact, censor: REDACTED },
-    serializers: { content: redactContent, err: pino.stdSerializers.err },
+    serializers: { content: redactContent, err: serializeErr },
     hooks: { streamWrite: escapeUnsafe }
     // stdout written synchronously: pino's default buffer is flushed at exit by a loop that retries a
     // broken pipe (a log reader gone) for ever, so a stop never ended

@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import t from 'tap'
 import { describeJsonError, findJsonError } from '../src/json-error.js'
-import { escapeUnsafe, isSecretName, quote, redactContent, reqidOf } from '../src/log.js'
+import { createLogger, escapeUnsafe, isSecretName, quote, redactContent, reqidOf } from '../src/log.js'
 import { startDownstream, until } from './helpers/downstream.js'
 import { startGateway } from './helpers/gateway.js'
 import { freePort, startRedis } from './helpers/redis.js'
@@ -279,4 +279,15 @@ t.test('a downstream past the deadline: one line, then the repeats counted', asy
   const timedOut = failureLines(gw)
   t.ok(timedOut.full <= 1, 'those are a second kind, logged once')
   t.equal(deadline.full + deadline.suppressed + timedOut.full + timedOut.suppressed, 30)
+})
+
+t.test('an error is logged with each cause it does not already quote, once: no "X: X: X"', async t => {
+  const lines: Array<Record<string, any>> = []
+  const log = createLogger({ level: 'info', redact: [] }, { write (line: string) { lines.push(JSON.parse(line)) } })
+  const root = Object.assign(new Error('Command timed out'), { code: 'ETIMEDOUT' })
+  const quoting = new Error(`users in Redis: reading frpgw:user:{a} failed: ${root.message}`, { cause: root })
+  log.warn({ err: new Error(quoting.message, { cause: quoting }) }, 'step failed')
+  log.warn({ err: new Error('registry read failed', { cause: new Error('socket closed', { cause: root }) }) }, 'step failed')
+  t.same(lines.map(l => l.err.message), ['users in Redis: reading frpgw:user:{a} failed: Command timed out', 'registry read failed: socket closed: Command timed out'])
+  t.match(lines[0].err.stack, /caused by: .*caused by: Error: Command timed out/s, 'the stacks keep every cause')
 })
