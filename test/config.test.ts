@@ -359,3 +359,10 @@ t.test('a config nested past 100 levels is one problem at the path where it goes
   const file = configFile(`{"chain":[{"name":"r","plugin":"reject","when":${'{"not":'.repeat(5000)}{"users":["x"]}${'}'.repeat(5000)},"options":{"reason":"x"}}]}`)
   t.same((await issuesOfAsync(async () => await loadConfig(file))).map(i => i.path), [`chain[0].when${'.not'.repeat(97)}`], 'loadConfig (check, a reload) too')
 })
+
+t.test('a number past 2^53 is one problem, not one per check that fails it', async t => {
+  t.same(issuesOf(() => parseConfig({ deadlineMs: 1e20, listen: { port: 1e20 }, chain: [] })), [
+    { path: 'listen.port', message: 'expected an integer from 0 to 65535' },
+    { path: 'deadlineMs', message: 'expected an integer from 1 to 10000' }
+  ])
+})
