@@ -10,7 +10,7 @@ import { describeJsonError } from './json-error.js'
 import { callLogger, escapeUnsafe, loggedReason, quote, reqidOf } from './log.js'
 import { OUTCOMES, type Metrics, type Outcome } from './metrics.js'
 import {
-  answerFor, clip, isObject, isOp, OPS, type Content, type Op
+  answerFor, clip, isObject, isOp, OPS, parseCall, type Content, type Op
 } from './protocol.js'
 import { viewOf } from './registry/live.js'
 import type { Runtime } from './runtime.js'
@@ -337,7 +337,7 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
       return
     }
     try {
-      done(null, JSON.parse(body as string))
+      done(null, parseCall(body as string))
     } catch {
       // JSON.parse's message quotes the body, which may hold a secret: say only what and where
       done(new GatewayError('FRPGW_ERR_INVALID_JSON', describeJsonError(body as string)), undefined)

@@ -104,6 +104,33 @@ function object (fields: Record<string, Field>, path: string, level: number): Fi
   }, { fields })
 }
 /** A caller's string as an error message quotes it: at most `max` characters. */
+/**
+ * JSON.parse of a call's text, with every lone surrogate (a \ud800 escape without its pair) read as
+ * U+FFFD, in values and keys, as Go's encoding/json reads it: frps, a Go plugin downstream and Redis all
+ * see U+FFFD, so a user "a\ud800" is the same user everywhere (before, the memory registry told it from
+ * "a\ufffd" and Redis did not). The walk runs only on a text holding such an escape, and stops at the
+ * depth past which checkContent refuses the call anyway.
+ */
+export function parseCall (text: string): unknown {
+  const value: unknown = JSON.parse(text)
+  return SURROGATE_ESCAPE.test(text) ? wellFormed(value, MAX_CONTENT_DEPTH + 1) : value
+}
+
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/
+
+// ES2024, in Node.js 20 (V8 11.3); the project compiles against ES2023 (Node.js 20 lacks other ES2024 parts)
+declare global {
+  interface String { toWellFormed: () => string }
+}
+
+function wellFormed (value: unknown, room: number): unknown {
+  if (typeof value === 'string') return value.toWellFormed()
+  if (value === null || typeof value !== 'object' || room === 0) return value
+  if (Array.isArray(value)) return value.map(item => wellFormed(item, room - 1))
+  // fromEntries defines each key as an own property: "__proto__" stays a plain key, as JSON.parse made it
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k.toWellFormed(), wellFormed(v, room - 1)]))
+}
+
 export const clip = (text: string, max = 64): string => text.length > max ? `${text.slice(0, max)}...` : text
 
 /**

@@ -240,3 +240,30 @@ t.test('/readyz: a Redis that answers PING but refuses writes (a replica) is not
   await redisCli(redis.port, 'REPLICAOF', 'NO', 'ONE')
   t.same(await readyz(writer), { status: 'ready' })
 })
+
+t.test('a lone surrogate in a call is read as U+FFFD, as frps (Go) reads it: one user in every store; a pair stays its character', async t => {
+  const redis = await startRedis(t)
+  const downstream = await startDownstream(t, () => ({ reject: false, unchange: true }))
+  for (const store of ['memory', 'redis']) {
+    const gw = await startGateway(t, {
+      redis: { url: redis.url, keyPrefix: `${store}:` },
+      registry: { store },
+      chain: [
+        { name: 'tag', plugin: 'metas', ops: ['Login'], options: { set: { seen: '{{user}}' } } },
+        { name: 'ask', plugin: 'forward', ops: ['NewProxy'], options: { url: downstream.url } }
+      ]
+    })
+    // the body as text: JSON.stringify would write the lone surrogate as the same escape, the pair as the character
+    const login = await gw.app.inject(post('{"op":"Login","content":{"user":"a\\ud800","metas":{"k\\udfff":"\\ud83d\\ude00","__proto__":"x"}}}'))
+    t.same(login.json().content, { user: 'a\ufffd', metas: { 'k\ufffd': '\u{1F600}', ['__proto__']: 'x', seen: 'a\ufffd' } }, `${store}: Login, keys and values`)
+    t.ok(Object.hasOwn(login.json().content.metas, '__proto__'), '__proto__ stays a plain key')
+    const opened = await gw.app.inject(post('{"op":"NewProxy","content":{"user":{"user":"a\\uD800","run_id":"r"},"proxy_name":"a\\uD800.ssh","proxy_type":"tcp","remote_port":7000}}', undefined, '/handler?version=0.1.0&op=NewProxy'))
+    t.equal(opened.statusCode, 200)
+    await gw.ref.current.drain()
+    t.equal(JSON.parse(downstream.requests.at(-1)?.body ?? '{}').content.proxy_name, 'a\ufffd.ssh', `${store}: the downstream is sent U+FFFD`)
+    // frps would send the name it read: U+FFFD; the record it closes is the one registered
+    t.equal((await gw.call('CloseProxy', { user: { user: 'a\ufffd', run_id: 'r' }, proxy_name: 'a\ufffd.ssh' })).status, 200)
+    await gw.ref.current.drain()
+    t.same((await gw.app.inject({ method: 'GET', url: '/proxies' })).json(), { proxies: [] }, `${store}: closed by its U+FFFD name`)
+  }
+})

@@ -183,20 +183,23 @@ t.test('caller strings in error messages are bounded and escaped', async t => {
 t.test('U+2028, U+2029, U+0085 and other line breakers never reach a log line raw', async t => {
   const breakers = '\u2028\u2029\u0085\u007f\u009b\u202e\u2066\ufeff\ud800'
   const raw = /[\u2028\u2029\u0085\u007f-\u009f\u202e\u2066\ufeff]|[\ud800-\udfff]/
+  // a call's lone surrogate is read as U+FFFD, as frps reads it (protocol.ts parseCall)
+  const read = breakers.replace('\ud800', '\ufffd')
   const gw = await startGateway(t, {
-    chain: [{ name: 'no-eve', plugin: 'reject', ops: ['Login'], when: { users: [`eve${breakers}`] }, options: { reason: 'no {{user}}' } }]
+    chain: [{ name: 'no-eve', plugin: 'reject', ops: ['Login'], when: { users: [`eve${read}`] }, options: { reason: 'no {{user}}' } }]
   })
   await gw.call('Login', { user: `alice${breakers}`, metas: { note: `n${breakers}` } })
   await gw.call('Login', { user: `eve${breakers}` })
   await gw.app.inject(post(JSON.stringify({ op: `Log${breakers}`, content: {} }), {}, '/handler'))
   const calls = gw.logs.filter(l => l.msg === 'call')
-  t.equal(calls[0].content.user, `alice${breakers}`, 'the content reads back the same')
-  t.equal(calls[0].content.metas.note, `n${breakers}`)
-  t.equal(calls[1].reason, `no eve${breakers}`, 'so does the reason')
+  t.equal(calls[0].content.user, `alice${read}`, 'the content reads back the same')
+  t.equal(calls[0].content.metas.note, `n${read}`)
+  t.equal(calls[1].reason, `no eve${read}`, 'so does the reason')
   t.match(gw.logs.find(l => l.msg === 'bad request')?.message, /Log\\u2028\\u2029\\u0085/, 'the message says which op it got, escaped')
   t.same(gw.lines.filter(line => raw.test(line)), [], 'no line holds one raw')
   t.equal(escapeUnsafe('"a\u2028b"'), '"a\\u2028b"')
   t.equal(escapeUnsafe('"\ud83d\ude00"'), '"\ud83d\ude00"', 'a surrogate pair is a character, kept')
+  t.equal(escapeUnsafe('"a\ud800"'), '"a\\ud800"', 'a lone surrogate (from a step, a downstream) is escaped')
 })
 
 /** The `step failed` lines: one in full, then per interval one that counts the rest. */

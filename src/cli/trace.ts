@@ -5,7 +5,7 @@ import { describeJsonError } from '../json-error.js'
 import { MAX_FILE_BYTES, readTextFile } from '../json-file.js'
 import { createLogger } from '../log.js'
 import { createMetrics, type Outcome } from '../metrics.js'
-import { isObject, isOp, OPS, type Op } from '../protocol.js'
+import { isObject, isOp, OPS, parseCall, type Op } from '../protocol.js'
 import { createRuntime } from '../runtime.js'
 import { formatTrace, traceCall } from '../trace.js'
 import { StartError, UsageError } from './usage.js'
@@ -41,7 +41,7 @@ export async function trace (file: string, opName: string | undefined, contentFi
   if (text.startsWith('\uFEFF')) text = text.slice(1)
   let content: unknown
   try {
-    content = JSON.parse(text)
+    content = parseCall(text)
   } catch {
     throw new StartError(`content ${source} is not valid JSON: ${describeJsonError(text, { lines: true })}`)
   }
