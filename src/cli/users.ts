@@ -172,6 +172,8 @@ async function importUsers (file: string, values: Values): Promise<number> {
     if (!(err instanceof ConfigError)) throw err
     throw new StartError(issueLines(`${file} is not a valid ${format} tokens file`, err.issues))
   }
+  // the plugins imported from let every client in while their table was empty; the users step lets none in
+  if (Object.keys(imported.users).length === 0) process.stderr.write(`note: ${file} holds no users: the table lets nobody log in (${format} let every client in while it had none)\n`)
   if (values['to-redis'] !== true) {
     print([JSON.stringify({ $schema: './users.schema.json', users: imported.users }, null, 2)])
     return 0

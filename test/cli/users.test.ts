@@ -73,6 +73,14 @@ t.test('import prints a users file, from either format', async t => {
   }), '', 'fp-multiuser')
 })
 
+t.test('import of a tokens file with no users says the table lets nobody in (the plugins let everyone in while theirs was empty)', async t => {
+  const empty = { 'frps-panel': configFile('[tokens]\n', 'frps-tokens.toml'), 'fp-multiuser': configFile('', 'tokens') }
+  for (const [format, file] of Object.entries(empty)) {
+    expect(t, await runCli(['users', 'import', '--from', format, file]), 0, json({ $schema: './users.schema.json', users: {} }),
+      `note: ${file} holds no users: the table lets nobody log in (${format} let every client in while it had none)\n`, format)
+  }
+})
+
 t.test('import: every problem of the source file, by line or TOML path; exit 1', async t => {
   const multi = configFile('alice=1\njust a word\nbad name=2\nalice=3\n', 'tokens')
   const panel = configFile('[tokens.a]\ntoken = ""\nports = [70000]\ncolour = "red"\n[tokens.b]\ntoken = "t"\nenable = "yes"\n', 'frps-tokens.toml')
