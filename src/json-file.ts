@@ -2,11 +2,15 @@ import { closeSync, constants, fstatSync, openSync, readFileSync, type Stats } f
 import { open } from 'node:fs/promises'
 import { ConfigError, type ConfigIssue } from './errors.js'
 import { describeJsonError, duplicateKeys } from './json-error.js'
+import { parseWellFormed } from './protocol.js'
 
 /** Every key an object of the file's text holds twice, as config issues: JSON.parse would keep the last one without a word. */
 export function duplicateKeyIssues (text: string): ConfigIssue[] {
   return duplicateKeys(text).map(d => ({ path: d.path, message: `given again on line ${d.line} (first on line ${d.first}): JSON would keep only the last` }))
 }
+
+// past the config's bound (100 levels, config.ts): what lies deeper is refused there
+const MAX_JSON_FILE_DEPTH = 101
 
 /** What the gateway reads whole (a config, a users file, trace's content): far more than any real one, far less than would exhaust the heap. */
 export const MAX_FILE_BYTES = 256 * 1024 * 1024
@@ -60,7 +64,8 @@ export async function readJsonText (file: string): Promise<{ text: string, value
   // editors on Windows save UTF-8 with a byte order mark, which JSON.parse refuses as an unexpected character
   if (text.startsWith('\uFEFF')) text = text.slice(1)
   try {
-    return { text, value: JSON.parse(text) }
+    // read as the calls are: a name written with a lone surrogate is the U+FFFD one a call carries
+    return { text, value: parseWellFormed(text, MAX_JSON_FILE_DEPTH) }
   } catch {
     // JSON.parse's message quotes the file around the error, which may hold a password
     throw new ConfigError(file, [{ path: '(file)', message: `not valid JSON: ${describeJsonError(text, { lines: true })}` }])

@@ -112,8 +112,13 @@ function object (fields: Record<string, Field>, path: string, level: number): Fi
  * depth past which checkContent refuses the call anyway.
  */
 export function parseCall (text: string): unknown {
+  return parseWellFormed(text, MAX_CONTENT_DEPTH + 1)
+}
+
+/** JSON.parse, lone surrogates read as U+FFFD down to `levels` deep (the config and users files too: their names meet the calls'). */
+export function parseWellFormed (text: string, levels: number): unknown {
   const value: unknown = JSON.parse(text)
-  return SURROGATE_ESCAPE.test(text) ? wellFormed(value, MAX_CONTENT_DEPTH + 1) : value
+  return SURROGATE_ESCAPE.test(text) ? wellFormed(value, levels) : value
 }
 
 const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/

@@ -366,3 +366,9 @@ t.test('a number past 2^53 is one problem, not one per check that fails it', asy
     { path: 'deadlineMs', message: 'expected an integer from 1 to 10000' }
   ])
 })
+
+t.test('a config file\'s lone surrogate escapes are read as U+FFFD, as a call\'s are: a rule on such a name meets the calls', async t => {
+  const file = configFile('{"chain":[{"name":"r","plugin":"reject","ops":["Login"],"when":{"users":["eve\\ud800", "\\ud83d\\ude00"]},"options":{"reason":"no"}}]}')
+  const config = await loadConfig(file)
+  t.same((config.chain[0].when as { users: string[] }).users, ['eve\ufffd', '\u{1F600}'], 'a pair stays its character')
+})
