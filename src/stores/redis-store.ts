@@ -1,6 +1,6 @@
 import type { Cluster, Redis } from 'ioredis'
 import { redisError } from './redis-client.js'
-import { GCRA_ROUNDING_MS, GCRA_SLACK_MS, type RateLimitStore, type RateRule, type TakeResult } from './store.js'
+import { GCRA_ROUNDING_MS, GCRA_SLACK_MS, MAX_BUCKET_MS, type RateLimitStore, type RateRule, type TakeResult } from './store.js'
 
 // KEYS[1] bucket; ARGV windowMs, limit, burst. Time comes from Redis so every gateway agrees.
 // The arithmetic is the memory store's, to the slack (see store.ts).
@@ -13,8 +13,9 @@ local interval = tonumber(ARGV[1]) / tonumber(ARGV[2])
 local tolerance = interval * tonumber(ARGV[3])
 local slack = ${GCRA_SLACK_MS} + tonumber(ARGV[3]) * ${GCRA_ROUNDING_MS}
 local tat = tonumber(redis.call('GET', KEYS[1]))
--- a value no script wrote (not a number, inf, further ahead than a full bucket) would lock the key out: start afresh
-if tat == nil or tat ~= tat or tat < now or tat > now + tolerance + interval + slack then tat = now end
+-- a value no script wrote (not a number, inf, further ahead than any rule's full bucket) would lock the key out: start
+-- afresh; a debt a looser rule left (a burst lowered by a reload) is kept, as the memory store keeps it
+if tat == nil or tat ~= tat or tat < now or tat > now + ${2 * MAX_BUCKET_MS} then tat = now end
 local newTat = tat + interval
 local ahead = newTat - now
 if ahead > tolerance + slack then
