@@ -63,7 +63,7 @@ function checkFilePath (path: string): void {
   const stats = statSync(path, { throwIfNoEntry: false })
   if (stats?.isDirectory() === true) throw new Error(`${path} is a folder: give a file in it`)
   const problem = stats === undefined ? undefined : notAppendable(stats)
-  if (problem !== undefined) throw new Error(`${path} ${problem}: the sink appends to a regular file or a device (it would block on a FIFO)`)
+  if (problem !== undefined) throw new Error(`${path} ${problem}: the sink appends to a regular file, a device or a FIFO`)
   if (statSync(dirname(path), { throwIfNoEntry: false })?.isDirectory() !== true) throw new Error(`${dirname(path)} is not a folder: the file's folder must exist`)
 }
 

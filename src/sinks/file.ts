@@ -51,16 +51,26 @@ export class FileSink implements Sink {
   }
 }
 
-/** What the sink may append to: a regular file, or a character device (/dev/null, a terminal); a FIFO would block. */
+/** What the sink may append to: a regular file, a character device (/dev/null, a terminal) or a FIFO (/dev/stdout under a container runtime). */
 export function notAppendable (stats: Stats): string | undefined {
-  return stats.isCharacterDevice() ? undefined : notRegular(stats)
+  return stats.isCharacterDevice() || stats.isFIFO() ? undefined : notRegular(stats)
 }
 
-/** The file, opened to append: a FIFO (or a path swapped for one) would block the open, then every write, for ever. */
+/**
+ * The file, opened to append. A FIFO with no reader fails the open at once (ENXIO) where it would block it, and
+ * every send after it, for ever; one with a reader is opened again to be written as a log to stdout is, blocking
+ * (a write that cannot go on at once would otherwise fail half written, its retry writing the line again).
+ */
 async function openAppend (path: string): Promise<FileHandle> {
   const handle = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK, 0o666)
-  const problem = notAppendable(await handle.stat())
-  if (problem === undefined) return handle
-  await handle.close()
-  throw new Error(problem)
+  const stats = await handle.stat()
+  const problem = notAppendable(stats)
+  if (problem === undefined && !stats.isFIFO()) return handle
+  try {
+    if (problem !== undefined) throw new Error(problem)
+    // opened while the first is: closing it first would leave the FIFO without a writer, and a reader such as cat ends there
+    return await open(path, 'a')
+  } finally {
+    await handle.close()
+  }
 }
