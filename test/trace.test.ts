@@ -1,3 +1,6 @@
+import { execFileSync } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import t from 'tap'
 import { configFile, runCli } from './helpers/cli.js'
 import { closedPort, startDownstream } from './helpers/downstream.js'
@@ -177,6 +180,12 @@ t.test('content read whole and as UTF-8: a character across two chunks of stdin 
   t.equal(res.code, 0, res.stderr)
   t.ok(res.stdout.includes(long), 'the 100 KB value comes out as it went in')
   t.notOk(res.stdout.includes('\uFFFD'), 'no character was split')
+  // a FIFO, as a shell's <(...) or /dev/stdin of a pipeline gives: the command's own input, waited for
+  const fifo = join(dirname(file), 'content.fifo')
+  execFileSync('mkfifo', [fifo])
+  const [piped] = await Promise.all([runCli(['trace', '--config', file, '--op', 'Login', '--content', fifo]), writeFile(fifo, '{"user":"a"}')])
+  t.equal(piped.code, 0, `a FIFO given as --content is read (${piped.stderr})`)
+  t.match(piped.stdout, /^trace Login\n/)
   const zero = await runCli(['trace', '--config', file, '--op', 'Login', '--content', '/dev/zero'])
   t.equal(zero.code, 1)
   t.equal(zero.stderr.trim(), 'cannot read --content /dev/zero: is a device, not a regular file')

@@ -33,7 +33,7 @@ export async function trace (file: string, opName: string | undefined, contentFi
   const source = contentFile ?? '(stdin)'
   let text
   try {
-    text = contentFile !== undefined ? await readTextFile(contentFile) : await readStdin()
+    text = contentFile !== undefined ? await readTextFile(contentFile, MAX_FILE_BYTES, { pipes: true }) : await readStdin()
   } catch (err) {
     throw new StartError(`cannot read --content ${source}: ${(err as Error).message}`)
   }
