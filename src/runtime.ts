@@ -320,7 +320,11 @@ class Stores {
 
   /** The registry of the `registry` block; throws when there is none (a config error of the step asking). */
   liveRegistry (who: string): LiveRegistry {
-    if (this.registry === undefined) throw this.missing('registry', `${who} needs the top-level "registry" block: {"store": "auto"}`)
+    if (this.registry === undefined) {
+      // a registry block whose store is a broken redis block: that block's problem says it all
+      if (this.config.registry !== undefined && this.isBroken('redis')) throw new BrokenBlock('redis')
+      throw this.missing('registry', `${who} needs the top-level "registry" block: {"store": "auto"}`)
+    }
     return this.registry
   }
 

@@ -146,7 +146,9 @@ t.test('a bad top-level key hides no other key: each block that parses is used f
   t.same(broken.stderr.split('\n').map(l => /^ {2}(\S+):/.exec(l)?.[1]).filter(p => p !== undefined), ['redis.url', 'users.file', 'registry.store'])
   t.notMatch(broken.stderr, /needs the top-level|assigns from each user/)
   // the blocks that parsed but need a broken one say nothing of it either
-  const needsRedis = await runCli(['check', '--config', configFile({ redis: { url: 'http://x' }, registry: { store: 'redis' }, users: { redis: {} }, chain: [] })])
+  const needsRedis = await runCli(['check', '--config', configFile({
+    redis: { url: 'http://x' }, registry: { store: 'redis' }, users: { redis: {} }, chain: [{ name: 'q', plugin: 'quota', options: { maxProxies: 1 } }, { name: 'p', plugin: 'ports', options: { range: ['6000-6009'] } }]
+  })])
   t.same(needsRedis.stderr.split('\n').map(l => /^ {2}(\S+):/.exec(l)?.[1]).filter(p => p !== undefined), ['redis.url'])
   // a block that is not there at all is still asked for
   const missing = await runCli(['check', '--config', configFile({ log: { level: 'loud' }, chain: [{ name: 'q', plugin: 'quota', options: { maxProxies: 1 } }] })])
