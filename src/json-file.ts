@@ -1,5 +1,5 @@
 import { closeSync, constants, fstatSync, openSync, readFileSync, type Stats } from 'node:fs'
-import { open, type FileHandle } from 'node:fs/promises'
+import { open } from 'node:fs/promises'
 import { ConfigError, type ConfigIssue } from './errors.js'
 import { describeJsonError, duplicateKeys } from './json-error.js'
 import { parseWellFormed } from './protocol.js'
@@ -26,12 +26,10 @@ export function notRegular (stats: Stats): string | undefined {
  * A regular file's text (UTF-8), at most `maxBytes`; else an Error saying why. Opened without blocking
  * (a FIFO with no writer), then checked on the open file, so a symlink swapped meanwhile changes nothing.
  */
-export async function readTextFile (file: string, maxBytes = MAX_FILE_BYTES, { pipes = false } = {}): Promise<string> {
-  // `pipes`: a one-shot command's own input (`--content /dev/stdin`, `<(...)`), which it waits for as asked
-  const handle = await open(file, pipes ? constants.O_RDONLY : constants.O_RDONLY | constants.O_NONBLOCK)
+export async function readTextFile (file: string, maxBytes = MAX_FILE_BYTES): Promise<string> {
+  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK)
   try {
     const stats = await handle.stat()
-    if (pipes && stats.isFIFO()) return await readBounded(handle, maxBytes)
     const problem = notRegular(stats)
     if (problem !== undefined) throw new Error(problem)
     if (stats.size > maxBytes) throw new Error(`is ${stats.size} bytes, more than the ${maxBytes} read`)
@@ -41,18 +39,6 @@ export async function readTextFile (file: string, maxBytes = MAX_FILE_BYTES, { p
   }
 }
 
-/** A pipe's text to its end, at most maxBytes. */
-async function readBounded (handle: FileHandle, maxBytes: number): Promise<string> {
-  const chunks: Buffer[] = []
-  let size = 0
-  for (;;) {
-    const { bytesRead, buffer } = await handle.read(Buffer.alloc(65536), 0, 65536, null)
-    if (bytesRead === 0) return Buffer.concat(chunks).toString('utf8')
-    size += bytesRead
-    if (size > maxBytes) throw new Error(`more than the ${maxBytes} bytes read`)
-    chunks.push(buffer.subarray(0, bytesRead))
-  }
-}
 
 /** readTextFile's bytes, read at once (certificates and keys, read while the config is checked). */
 export function readFileBytesSync (file: string, maxBytes = MAX_FILE_BYTES): Buffer {

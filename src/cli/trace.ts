@@ -1,4 +1,7 @@
+import { createReadStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { readBounded } from '../bounds.js'
 import { loadConfig } from '../config.js'
 import { GatewayError } from '../errors.js'
 import { describeJsonError } from '../json-error.js'
@@ -13,14 +16,13 @@ import { StartError, UsageError } from './usage.js'
 async function readStdin (): Promise<string> {
   if (process.stdin.isTTY) process.stderr.write('reading the content from stdin (end it with Ctrl-D), or give --content FILE\n')
   // decoded whole: a character split between two chunks would become two U+FFFD
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
-    size += chunk.length
-    if (size > MAX_FILE_BYTES) throw new Error(`more than the ${MAX_FILE_BYTES} bytes read`)
-    chunks.push(chunk)
-  }
-  return Buffer.concat(chunks).toString('utf8')
+  return await readBounded(process.stdin as AsyncIterable<Buffer>, MAX_FILE_BYTES)
+}
+
+/** --content FILE: a regular file, or a FIFO (a shell's `<(...)`), the command's own input, read to its end as asked. */
+async function readContent (file: string): Promise<string> {
+  if ((await stat(file)).isFIFO()) return await readBounded(createReadStream(file), MAX_FILE_BYTES)
+  return await readTextFile(file)
 }
 
 // trace's exit code says the outcome (1 and 2 keep their meaning: bad config or content, bad usage)
@@ -33,7 +35,7 @@ export async function trace (file: string, opName: string | undefined, contentFi
   const source = contentFile ?? '(stdin)'
   let text
   try {
-    text = contentFile !== undefined ? await readTextFile(contentFile, MAX_FILE_BYTES, { pipes: true }) : await readStdin()
+    text = contentFile !== undefined ? await readContent(contentFile) : await readStdin()
   } catch (err) {
     throw new StartError(`cannot read --content ${source}: ${(err as Error).message}`)
   }
