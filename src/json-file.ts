@@ -29,29 +29,28 @@ export function notRegular (stats: Stats): string | undefined {
 export async function readTextFile (file: string, maxBytes = MAX_FILE_BYTES): Promise<string> {
   const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK)
   try {
-    const stats = await handle.stat()
-    const problem = notRegular(stats)
-    if (problem !== undefined) throw new Error(problem)
-    if (stats.size > maxBytes) throw new Error(`is ${stats.size} bytes, more than the ${maxBytes} read`)
+    checkReadable(await handle.stat(), maxBytes)
     return await handle.readFile('utf8')
   } finally {
     await handle.close()
   }
 }
 
-
 /** readTextFile's bytes, read at once (certificates and keys, read while the config is checked). */
 export function readFileBytesSync (file: string, maxBytes = MAX_FILE_BYTES): Buffer {
   const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK)
   try {
-    const stats = fstatSync(fd)
-    const problem = notRegular(stats)
-    if (problem !== undefined) throw new Error(problem)
-    if (stats.size > maxBytes) throw new Error(`is ${stats.size} bytes, more than the ${maxBytes} read`)
+    checkReadable(fstatSync(fd), maxBytes)
     return readFileSync(fd)
   } finally {
     closeSync(fd)
   }
+}
+
+function checkReadable (stats: Stats, maxBytes: number): void {
+  const problem = notRegular(stats)
+  if (problem !== undefined) throw new Error(problem)
+  if (stats.size > maxBytes) throw new Error(`is ${stats.size} bytes, more than the ${maxBytes} read`)
 }
 
 /** A JSON file's value and the text it was parsed from; a ConfigError at `(file)` when it cannot be read or is not JSON. */
