@@ -6,6 +6,9 @@ const SECRET_FIELDS = new Set(['privilege_key', 'http_pwd', 'sk', 'group_key'])
 const SECRET_PART = /token|secret|passw|pwd|passphrase|credential|cookie|session|signature|private_?key|api_?key|authori[sz]ation|bearer|jwt/i
 // only as a whole word of a name (split at non-alphanumerics and camelCase): auth, x-auth-user, access_key, sig; not monkey, author
 const SECRET_WORD = /(?:^|[^a-z0-9])(?:auth|oauth|key|keys|pass|sig|csrf|xsrf)(?:$|[^a-z0-9])/
+// a word starts at a capital after a lower-case letter or digit (accessKey), or at the last capital of a run
+// before a lower-case letter: an acronym's end (SSHKey, XAuthUser)
+const CAMEL_WORD = /([a-z0-9])([A-Z])|([A-Z])([A-Z][a-z])/g
 const REDACTED = '[redacted]'
 // content deeper than this is not walked for a log line (frp's nests 3 levels)
 const MAX_LOG_DEPTH = 32
@@ -13,7 +16,7 @@ const MAX_LOG_DEPTH = 32
 /** True for a field, meta, annotation or header name that may hold a secret. */
 export function isSecretName (name: string): boolean {
   return SECRET_FIELDS.has(name) || SECRET_PART.test(name) ||
-    SECRET_WORD.test(name.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase())
+    SECRET_WORD.test(name.replace(CAMEL_WORD, '$1$3_$2$4').toLowerCase())
 }
 
 /**

@@ -13,10 +13,13 @@ t.test('secret names: credentials in any spelling, not ordinary words', async t 
   const secret = ['token', 'meta_token', 'api_key', 'apikey', 'apiKey', 'API_KEY', 'X-Api-Key', 'auth', 'Authorization',
     'Proxy-Authorization', 'x-auth-user', 'oauth', 'credential', 'credentials', 'Cookie', 'Set-Cookie', 'session', 'sessionId',
     'private_key', 'privateKey', 'ssh-key', 'access_key', 'signature', 'sig', 'password', 'passwd', 'db_pass', 'pwd',
-    'secret', 'client_secret', 'passphrase', 'bearer', 'jwt', 'privilege_key', 'http_pwd', 'sk', 'group_key', 'csrf']
+    'secret', 'client_secret', 'passphrase', 'bearer', 'jwt', 'privilege_key', 'http_pwd', 'sk', 'group_key', 'csrf',
+    // an acronym before the word
+    'SSHKey', 'userSSHKey', 'AWSKey', 'RSAKeys', 'PGPPass', 'XAuthUser', 'KEYS']
   const plain = ['region', 'team', 'monkey', 'keyboard', 'hotkey', 'author', 'authority', 'user', 'proxy_name', 'proxy_type',
     'remote_port', 'use_encryption', 'custom_domains', 'subdomain', 'http_user', 'host_header_rewrite', 'run_id', 'client_id',
-    'Host', 'X-Forwarded-For', 'Content-Type', 'bypass', 'compass', 'passenger', 'skip', 'desk', 'signal', 'design', 'locations']
+    'Host', 'X-Forwarded-For', 'Content-Type', 'bypass', 'compass', 'passenger', 'skip', 'desk', 'signal', 'design', 'locations',
+    'Monkey', 'XMLHttp', 'HTTPAuthority', 'APIVersion', 'DNSKeyboard']
   t.same(secret.filter(n => !isSecretName(n)), [], 'every secret name is one')
   t.same(plain.filter(isSecretName), [], 'no ordinary name is one')
 })
