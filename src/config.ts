@@ -163,7 +163,8 @@ function duplicateNames (chain: readonly unknown[]): ConfigIssue[] {
 
 // The top level without the steps, which are parsed one by one: one bad step hides nothing of the others.
 const topLevel = configSchema.extend({ chain: z.array(z.unknown()).default([]) })
-const stepBaseSchema = z.object(stepBase)
+// what a step of any plugin may hold: an unknown plugin's step still has its other keys checked
+const stepBaseSchema = z.strictObject({ ...stepBase, plugin: z.unknown(), ops: z.unknown(), options: z.unknown() })
 
 /**
  * Every schema problem of the file, and the config as far as it parsed: a chain with holes where
@@ -298,13 +299,15 @@ export function parseConfig (raw: unknown, source = 'config'): Config {
 }
 
 /** The file's config; else a ConfigError with every problem: schema, and compile problems of each step that parsed. */
-export async function loadConfig (file: string): Promise<Config> {
+export async function loadConfig (file: string, opts: { tls?: boolean } = {}): Promise<Config> {
   const { text, value } = await readJsonText(file)
   checkDepth(value, file)
   const { config, issues: found, broken } = parseParts(value)
   // a key given twice (a copied block whose name was left) is the first thing to say: JSON kept the last silently
   const issues = [...duplicateKeyIssues(text), ...found]
   if (issues.length === 0) return config
+  // check reads listen.tls as run does: its problems join the others' (a valid file has them read after)
+  if (opts.tls === true && !broken.has('listen') && config.listen.tls !== undefined) issues.push(...tryTls(file, config.listen.tls).issues)
   // compile what did parse, for every problem in one report (createRuntime throws them all); a reload comes here for every bad file
   try {
     await createRuntime(config, { ...compileOnly(file), broken }, file, issues)
@@ -329,18 +332,27 @@ export function configJsonSchema (): unknown {
  * error naming its key. Relative paths are from the config file's folder, as the users file's.
  */
 export function readTls (file: string, tls: { cert: string, key: string }): { cert: Buffer, key: Buffer } {
-  const read = (key: 'cert' | 'key'): Buffer => {
+  const { pair, issues } = tryTls(file, tls)
+  if (pair === undefined) throw new ConfigError(file, issues)
+  return pair
+}
+
+/** listen.tls read: the pair, or every problem of it (a cert and a key both missing are two). */
+function tryTls (file: string, tls: { cert: string, key: string }): { pair?: { cert: Buffer, key: Buffer }, issues: ConfigIssue[] } {
+  const issues: ConfigIssue[] = []
+  const read = (key: 'cert' | 'key'): Buffer | undefined => {
     try {
       return readFileBytesSync(resolve(dirname(file), tls[key]))
     } catch (err) {
-      throw new ConfigError(file, [{ path: `listen.tls.${key}`, message: `cannot read ${tls[key]}: ${(err as Error).message}` }])
+      issues.push({ path: `listen.tls.${key}`, message: `cannot read ${tls[key]}: ${(err as Error).message}` })
     }
   }
-  const pair = { cert: read('cert'), key: read('key') }
+  const [cert, key] = [read('cert'), read('key')]
+  if (cert === undefined || key === undefined) return { issues }
   try {
-    createSecureContext(pair)
+    createSecureContext({ cert, key })
   } catch (err) {
-    throw new ConfigError(file, [{ path: 'listen.tls', message: `${tls.cert} and ${tls.key} are not a usable certificate and key: ${(err as Error).message}` }])
+    return { issues: [{ path: 'listen.tls', message: `${tls.cert} and ${tls.key} are not a usable certificate and key: ${(err as Error).message}` }] }
   }
-  return pair
+  return { pair: { cert, key }, issues }
 }

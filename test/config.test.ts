@@ -35,13 +35,14 @@ t.test('every error is reported with its JSON path', async t => {
     deadlineMs: -1,
     surprise: true,
     chain: [
-      { name: 'a', plugin: 'nope' },
+      { name: 'a', plugin: 'nope', extra: 1, ops: ['Login'], options: {} },
       { name: 'a', plugin: 'reject', options: { reason: 1 } },
       { name: 'Bad Name', plugin: 'metas', ops: ['Logout'], options: { x: 1 }, when: { users: [], not: { clientCidrs: [3] } } }
     ]
   }))
   t.same(issues.map(i => i.path).sort(), [
     '(top level)',
+    'chain[0].extra',
     'chain[0].plugin',
     'chain[1].name',
     'chain[1].options.reason',
@@ -59,6 +60,7 @@ t.test('every error is reported with its JSON path', async t => {
   t.match(byPath['chain[0].plugin'], /unknown plugin: expected one of .*reject.*metas.*rewrite/)
   t.equal(byPath['chain[1].name'], 'duplicate step name "a"')
   t.equal(byPath.surprise, 'unknown key')
+  t.equal(byPath['chain[0].extra'], 'unknown key', 'a step of an unknown plugin has its keys checked too')
   t.equal(byPath['chain[2].options.x'], 'unknown key')
 })
 

@@ -59,13 +59,19 @@ t.test('listen.tls that cannot be used fails to start with exit 1 and names the 
   const [unread, unusable] = await Promise.all([runCli(['--config', missing]), runCli(['--config', notPem])])
   t.equal(unread.code, 1)
   t.equal(unread.stdout, '')
-  t.equal(unread.stderr, `invalid config ${missing}:\n  listen.tls.cert: cannot read /nonexistent/cert.pem: ENOENT: no such file or directory, open '/nonexistent/cert.pem'\n`)
+  t.equal(unread.stderr, `invalid config ${missing}:\n  listen.tls.cert: cannot read /nonexistent/cert.pem: ENOENT: no such file or directory, open '/nonexistent/cert.pem'\n` +
+    "  listen.tls.key: cannot read /nonexistent/key.pem: ENOENT: no such file or directory, open '/nonexistent/key.pem'\n", 'both files named')
   t.equal(unusable.code, 1)
   t.equal(unusable.stdout, '')
   t.equal(unusable.stderr.split('\n')[0], `invalid config ${notPem}:`)
   t.ok(unusable.stderr.split('\n')[1].startsWith(`  listen.tls: ${cert} and ${cert} are not a usable certificate and key: `), unusable.stderr)
   const checked = await runCli(['check', '--config', missing])
   t.same({ code: checked.code, stderr: checked.stderr }, { code: 1, stderr: unread.stderr }, 'check refuses what run refuses')
+  // check says every error at once: the TLS files too when another key is wrong
+  const alsoBad = configFile({ listen: { port: 0, tls: { cert: '/nonexistent/cert.pem', key: '/nonexistent/key.pem' } }, deadlineMs: 0, chain })
+  const both = await runCli(['check', '--config', alsoBad])
+  t.equal(both.code, 1)
+  t.same(both.stderr.split('\n').slice(1, -1).map(line => line.split(':')[0].trim()), ['deadlineMs', 'listen.tls.cert', 'listen.tls.key'], both.stderr)
 })
 
 t.test('listen.tls paths are from the config file\'s folder, wherever the gateway is started', async t => {

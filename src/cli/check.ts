@@ -3,7 +3,7 @@ import { ConfigError } from '../errors.js'
 import { createRuntime, describeChains } from '../runtime.js'
 
 export async function check (file: string): Promise<number> {
-  const config = await loadConfig(file)
+  const config = await loadConfig(file, { tls: true })
   // as run reads them, so check passes only what run starts with
   if (config.listen.tls !== undefined) readTls(file, config.listen.tls)
   const runtime = await createRuntime(config, compileOnly(file), file)
