@@ -98,9 +98,9 @@ function serverOptions (deadlineMs: number, https: AppOptions['https']): object 
 }
 
 /** An error answer written straight to a socket the HTTP parser gave up on; the connection is closed after it. */
-function answerRaw (socket: Socket, err: GatewayError): void {
+function answerRaw (socket: Socket, err: GatewayError, extraHeaders = ''): void {
   const body = JSON.stringify(err.toJSON())
-  socket.end(`HTTP/1.1 ${err.statusCode} ${STATUS_CODES[err.statusCode] ?? ''}\r\nContent-Type: ${JSON_TYPE}\r\n` +
+  socket.end(`HTTP/1.1 ${err.statusCode} ${STATUS_CODES[err.statusCode] ?? ''}\r\nContent-Type: ${JSON_TYPE}\r\n${extraHeaders}` +
     `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
   socket.destroySoon()
 }
@@ -252,7 +252,7 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
   app.server.on('connect', (req: IncomingMessage, socket: Socket) => {
     const err = new GatewayError('FRPGW_ERR_METHOD_NOT_ALLOWED', 'CONNECT', quote(req.url ?? ''))
     refused(err, callLogger(opts.logger, reqidOf(req.headers['x-frp-reqid'])))
-    answerRaw(socket, err)
+    answerRaw(socket, err, isRpcPath((req.url ?? '').split('?')[0]) ? 'Allow: POST\r\n' : '')
   })
   // Node answers an Expect other than 100-continue by itself (a bare 417): answered as other refusals are
   app.server.on('checkExpectation', (req: IncomingMessage) => {

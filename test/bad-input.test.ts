@@ -257,6 +257,8 @@ interface RawCase {
   send: (socket: Socket) => void
   status: number
   code: string
+  /** the Allow header of a 405 on the RPC path */
+  allow?: string
 }
 const write = (data: string | Buffer) => (socket: Socket) => { socket.write(data) }
 const head = (lines: string): string => `POST /handler?op=Login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n${lines}\r\n`
@@ -276,14 +278,15 @@ const RAW_CASES: RawCase[] = [
   { name: 'an HTTP/2 preface', send: write('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), status: 400, code: 'FRPGW_ERR_BAD_REQUEST' },
   { name: 'a bad chunk size', send: write(head('Transfer-Encoding: chunked\r\n') + 'zz\r\n{}\r\n0\r\n\r\n'), status: 400, code: 'FRPGW_ERR_BAD_REQUEST' },
   { name: 'CONNECT', send: write('CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n'), status: 405, code: 'FRPGW_ERR_METHOD_NOT_ALLOWED' },
+  { name: 'CONNECT on the RPC path', send: write('CONNECT /handler HTTP/1.1\r\nHost: x\r\n\r\n'), status: 405, code: 'FRPGW_ERR_METHOD_NOT_ALLOWED', allow: 'POST' },
   { name: 'a Content-Length of 10 MiB', send: write(head(`Content-Length: ${10 * 1024 * 1024}\r\n`) + '{"op":'), status: 413, code: 'FRPGW_ERR_BODY_TOO_LARGE' },
   { name: 'a body shorter than Content-Length, then the end', send: s => { s.end(head('Content-Length: 50\r\n') + '{}') }, status: 400, code: 'FRPGW_ERR_BAD_REQUEST' },
   { name: 'a body that comes one byte at a time', send: s => { s.write(head('Content-Length: 100\r\n')); const drip = setInterval(() => { if (s.destroyed) clearInterval(drip); else s.write(' ') }, 100) }, status: 408, code: 'FRPGW_ERR_REQUEST_TIMEOUT' },
   { name: 'headers and then nothing', send: write(head('Content-Length: 2\r\n')), status: 408, code: 'FRPGW_ERR_REQUEST_TIMEOUT' },
   { name: 'half the headers', send: write('POST /handler?op=Login HTTP/1.1\r\nHost: 127.0.0.1\r\n'), status: 408, code: 'FRPGW_ERR_REQUEST_TIMEOUT' },
   { name: 'an Expect other than 100-continue (Node would answer a bare 417)', send: write(head('Expect: foo\r\nContent-Length: 2\r\n') + '{}'), status: 400, code: 'FRPGW_ERR_BAD_REQUEST' },
-  { name: 'TRACE on the RPC path with a %-escape', send: write('TRACE /h%61ndler HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), status: 405, code: 'FRPGW_ERR_METHOD_NOT_ALLOWED' },
-  { name: 'QUERY without a Content-Type', send: write('QUERY /handler HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), status: 405, code: 'FRPGW_ERR_METHOD_NOT_ALLOWED' },
+  { name: 'TRACE on the RPC path with a %-escape', send: write('TRACE /h%61ndler HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), status: 405, code: 'FRPGW_ERR_METHOD_NOT_ALLOWED', allow: 'POST' },
+  { name: 'QUERY without a Content-Type', send: write('QUERY /handler HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), status: 405, code: 'FRPGW_ERR_METHOD_NOT_ALLOWED', allow: 'POST' },
   { name: 'no Host header (frps always sends it; it is no reason to refuse a call)', send: write('POST /handler?op=Login HTTP/1.1\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}'), status: 400, code: 'FRPGW_ERR_BAD_ENVELOPE' }
 ]
 
@@ -295,6 +298,7 @@ t.test('malformed HTTP on a listening gateway: the error shape, a code, a metric
     const res = await rawExchange(gw.port, c.send)
     t.equal(res.status, c.status, `${c.name}: status`)
     t.equal(res.headers['content-type'], 'application/json; charset=utf-8', `${c.name}: JSON`)
+    t.equal(res.headers.allow, c.allow, `${c.name}: Allow`)
     t.same(JSON.parse(res.body).error.code, c.code, `${c.name}: code`)
     t.type(JSON.parse(res.body).error.message, 'string', `${c.name}: message`)
     t.equal(await gw.metric('frp_gateway_requests_total', INVALID), before + 1, `${c.name}: counted once as op="invalid"`)
