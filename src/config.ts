@@ -164,7 +164,7 @@ function duplicateNames (chain: readonly unknown[]): ConfigIssue[] {
 // The top level without the steps, which are parsed one by one: one bad step hides nothing of the others.
 const topLevel = configSchema.extend({ chain: z.array(z.unknown()).default([]) })
 // what a step of any plugin may hold: an unknown plugin's step still has its other keys checked
-const stepBaseSchema = z.strictObject({ ...stepBase, plugin: z.unknown(), ops: z.unknown(), options: z.unknown() })
+const stepBaseSchema = z.strictObject({ ...stepBase, plugin: z.unknown().optional(), ops: z.unknown().optional(), options: z.unknown().optional() })
 
 /**
  * Every schema problem of the file, and the config as far as it parsed: a chain with holes where

@@ -47,15 +47,18 @@ export const STOP_GRACE_MS = 5000
  */
 function watchFiles (file: string, ref: RuntimeRef, reload: (why: string) => void, logger: Logger): () => void {
   let timer: NodeJS.Timeout | undefined
-  const later = (why: string): void => {
-    clearTimeout(timer)
-    timer = setTimeout(() => reload(why), 100)
-  }
-  const watchers = new Map<string, FSWatcher>()
   const usersFile = (): string | undefined => {
     const users = ref.current.config.users
     return users !== undefined && 'file' in users ? resolve(dirname(file), users.file) : undefined
   }
+  // a folder being removed first deletes its files, each an event: no reload of a file on its way out (it would
+  // fail, and be counted so): the folder's return reloads
+  const folderGone = (): boolean => [resolve(file), usersFile()].some(path => path !== undefined && !existsSync(dirname(path)))
+  const later = (why: string): void => {
+    clearTimeout(timer)
+    timer = setTimeout(() => { if (!folderGone()) reload(why) }, 100)
+  }
+  const watchers = new Map<string, FSWatcher>()
   // a file swapped through a link elsewhere in its folder (a Kubernetes ConfigMap moves its ..data link)
   // raises events under other names: what the path leads to is compared, not only the name
   const seen = new Map<string, string>()
