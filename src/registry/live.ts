@@ -60,6 +60,9 @@ export class DeadlineExceeded extends Error {
  */
 export const RECONNECT_SETTLE_MS = 5000
 
+const proxyKey = (user: string, name: string): string => `p\n${user}\n${name}`
+const loginKey = (user: string): string => `l\n${user}`
+
 /** The record of a NewProxy as frps was told to open it (the final content). */
 export function recordOf (content: Content, time: number): ProxyRecord {
   const user = own(content, 'user')
@@ -113,17 +116,35 @@ export class LiveRegistry {
     if (event.op === 'NewProxy') {
       if (event.outcome !== 'allow' && event.outcome !== 'modify') return
       const record = recordOf(event.content, event.time)
-      await retrying(async () => { await this.store.register(record) })
+      await this.#inTurn(proxyKey(record.user, record.name), [], async () => { await this.store.register(record) })
     } else if (event.op === 'CloseProxy') {
       const user = own(event.content, 'user')
       const [name, proxy, runId] = [ownText(user, 'user'), ownText(event.content, 'proxy_name'), ownText(user, 'run_id')]
       const settle = { now: event.time, ms: RECONNECT_SETTLE_MS }
-      await retrying(async () => { await this.store.unregister(name, proxy, runId, settle) })
+      await this.#inTurn(proxyKey(name, proxy), [loginKey(name)], async () => { await this.store.unregister(name, proxy, runId, settle) })
     } else if (event.op === 'Login') {
       const runId = ownText(event.content, 'run_id')
       if (runId === '' || (event.outcome !== 'allow' && event.outcome !== 'modify')) return
-      await retrying(async () => { await this.store.noteLogin(ownText(event.content, 'user'), runId, event.time) })
+      const user = ownText(event.content, 'user')
+      await this.#inTurn(loginKey(user), [], async () => { await this.store.noteLogin(user, runId, event.time) })
     }
+  }
+
+  /** the last change asked for each proxy (and each user's last Login), while one is in progress */
+  readonly #pending = new Map<string, Promise<void>>()
+
+  /**
+   * A change, retried, once the changes asked before it for the same key (and the `after` keys) are
+   * done or given up: a record still being retried through a Redis outage when its CloseProxy comes
+   * would otherwise be written after the removal, and stay for ever.
+   */
+  async #inTurn (key: string, after: readonly string[], change: () => Promise<void>): Promise<void> {
+    const before = [key, ...after].map(k => this.#pending.get(k)).filter(p => p !== undefined)
+    const done = before.length === 0 ? retrying(change) : Promise.all(before).then(async () => { await retrying(change) })
+    const settled = done.then(() => {}, () => {})
+    this.#pending.set(key, settled)
+    void settled.then(() => { if (this.#pending.get(key) === settled) this.#pending.delete(key) })
+    await done
   }
 
   #describe (event: CommitEvent): string | undefined {

@@ -280,3 +280,22 @@ t.test('a record in Redis that no gateway wrote hides no other: /proxies lists t
   t.same(res.body.proxies.map((p: { name: string }) => p.name), ['alice.ssh'])
   t.same(gw.logs.filter(l => l.msg === 'registry record unreadable: skipped').map(l => l.where), ['gw:reg:{bob}:proxies field "bob.x"'])
 })
+
+t.test('the commits of one proxy keep their order: a record still retried through a Redis outage is not written after its CloseProxy', async t => {
+  const redis = await startRedis(t)
+  const gw = await startGateway(t, { redis: { url: redis.url, keyPrefix: `frpgw:order-${Date.now()}:` }, registry: {} })
+  await redis.stop()
+  const opened = performance.now()
+  const at = async (ms: number): Promise<void> => { await sleep(Math.max(0, ms - (performance.now() - opened))) }
+  // the record is tried at 0, 0.1, 0.3, 0.7, 1.5 and 3.1 s; the close comes after its fifth try, and Redis
+  // back before the close's fourth (0.75 s later): without an order, the removal found nothing, then the record came
+  await gw.call('NewProxy', ssh())
+  await at(1550)
+  await gw.call('CloseProxy', close('alice.ssh', '9a961f8f3302e589'))
+  await redis.start()
+  await at(4500)
+  t.same((await view(gw)).body.proxies, [], 'the proxy opened and closed is not listed')
+  t.equal(await gw.metric('frp_gateway_registry_proxies'), 0)
+  await sleep(1000)
+  t.same((await view(gw)).body.proxies, [], 'nor later')
+})
