@@ -63,8 +63,14 @@ export default definePlugin({
     const failed = (err: unknown, why = 'registry unavailable'): Verdict =>
       failClosed ? { error: err, reject: `frp-plugin-gateway: step ${deps.name} failed: ${why}`, rule: 'store_error' } : { error: err, rule: 'store_error' }
 
+    // the calls this step holds a reservation for: only those have one to release when frps is told no
+    const reserved = new WeakSet<object>()
+
     const decide = (result: QuotaResult, content: Content, ctx: CallContext): Verdict | undefined => {
-      if (result.allowed) return
+      if (result.allowed) {
+        reserved.add(ctx)
+        return
+      }
       const at = { op: ctx.op, reqid: ctx.reqid, values: { count: result.count, limit: result.max, which: result.limit, counted: COUNTED[result.limit][result.count === 1 ? 0 : 1] } }
       return { reject: reason(content, at), loggedReason: reason.masked?.(content, at), rule: result.limit }
     }
@@ -86,9 +92,12 @@ export default definePlugin({
       return failed(lookup.error, lookup.status === 'invalid' ? `the record of ${proxyOf(content).user} is not valid` : 'user table unavailable')
     }
 
-    /** The reservation this call may hold when frps was told no: not when this step refused (it reserved nothing) or before any step ran. */
+    /**
+     * The reservation this call holds when frps was told no: none when this step refused, did not run (a step
+     * before it refused, its when did not match) or could not reserve (the store away).
+     */
     const toRelease = (e: CommitEvent): ReturnType<typeof proxyOf> | undefined =>
-      e.op === 'NewProxy' && (e.outcome === 'reject' || e.outcome === 'error') && e.decidedBy !== undefined && e.decidedBy !== deps.name
+      e.op === 'NewProxy' && (e.outcome === 'reject' || e.outcome === 'error') && reserved.has(e.call)
         ? proxyOf(e.content)
         : undefined
 
@@ -105,7 +114,7 @@ export default definePlugin({
         },
         describe: (e: CommitEvent) => {
           const proxy = toRelease(e)
-          return proxy === undefined ? undefined : `would release the reservation of ${proxy.name} (run_id ${proxy.runId}), if this call holds one`
+          return proxy === undefined ? undefined : `would release the reservation of ${proxy.name} (run_id ${proxy.runId}) this call holds`
         }
       }
     })

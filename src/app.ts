@@ -375,16 +375,16 @@ export function buildApp (ref: RuntimeRef, opts: AppOptions): FastifyInstance {
     const log = callLogger(opts.logger, req.id)
     // the runtime that ran the call commits it, even when a reload swapped in another meanwhile
     const runtime = ref.current
-    const { op, result } = runtime.call(wireOp, content, started, req.id, log)
+    const { op, result, ctx } = runtime.call(wireOp, content, started, req.id, log)
     if (result instanceof Promise) {
       return result.then(r => {
         const answered = respond(reply, log, op, content, r, started)
-        runtime.commit(op, content, r, req.id, log)
+        runtime.commit(op, content, r, ctx)
         return answered
       })
     }
     const answered = respond(reply, log, op, content, result, started)
-    runtime.commit(op, content, result, req.id, log)
+    runtime.commit(op, content, result, ctx)
     return answered
   })
 

@@ -6,6 +6,8 @@ import type { ProxyLookup } from './registry/store.js'
 
 /** What frps was told, as the commit phase tells it to the steps that ask. */
 export interface CommitEvent {
+  /** the call, the object its steps were given as ctx: a step notes in a WeakSet what it did in that call */
+  call: object
   op: Op
   outcome: Outcome
   /** the content frps acts on: the modified content for modify, else what frps sent */

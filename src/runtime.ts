@@ -72,15 +72,15 @@ export class Runtime {
   }
 
   /** The commit phase of one call, after its answer: every hook of the op is told what frps was told. */
-  commit (op: Op, sent: Content, result: ChainResult, reqid: string, log: Logger): void {
+  commit (op: Op, sent: Content, result: ChainResult, ctx: CallContext): void {
     const hooks = this.commits[op]
     if (hooks.length === 0) return
-    this.committer.run(hooks, commitEvent(op, sent, result, reqid, log), result.settling)
+    this.committer.run(hooks, commitEvent(op, sent, result, ctx), result.settling)
   }
 
   /** What the commit hooks of the op would do with this result, doing nothing: one line per hook that would act. */
-  describeCommit (op: Op, sent: Content, result: ChainResult, log: Logger): string[] {
-    const event = commitEvent(op, sent, result, 'trace', log)
+  describeCommit (op: Op, sent: Content, result: ChainResult, ctx: CallContext): string[] {
+    const event = commitEvent(op, sent, result, ctx)
     return this.commits[op].flatMap(hook => {
       const what = hook.describe(event)
       return what === undefined ? [] : [`${hook.name}: ${what}`]
@@ -93,14 +93,14 @@ export class Runtime {
    * then the chain. The result is synchronous while the steps are.
    */
   call (wireOp: Op, content: Content, started: number, reqid: string, log: Logger, trace?: CallContext['trace']):
-  { op: Op, result: ChainResult | Promise<ChainResult> } {
+  { op: Op, result: ChainResult | Promise<ChainResult>, ctx: CallContext } {
     const op = effectiveOp(wireOp, content)
-    const invalid = checkCall(op, content)
-    if (invalid !== null) return { op, result: { outcome: 'error', reason: invalid } }
     const ctx: CallContext = { op, wireOp, reqid, deadline: started + this.config.deadlineMs, log, trace }
+    const invalid = checkCall(op, content)
+    if (invalid !== null) return { op, result: { outcome: 'error', reason: invalid }, ctx }
     // undefined unless some chain reads a proxy's metas: the other configs pay one comparison
-    if (this.readsProxy.has(op)) return { op, result: withProxy(this.stores.registry as LiveRegistry, this.chains[op], content, ctx) }
-    return { op, result: runChain(this.chains[op], content, ctx) }
+    if (this.readsProxy.has(op)) return { op, result: withProxy(this.stores.registry as LiveRegistry, this.chains[op], content, ctx), ctx }
+    return { op, result: runChain(this.chains[op], content, ctx), ctx }
   }
 
   /** true once a step uses the Redis of the config */
@@ -198,9 +198,11 @@ export function createCommitter (metrics: Metrics): Committer {
   return new Committer({ failed: step => metrics.commitFailures.labels(step).inc() })
 }
 
-function commitEvent (op: Op, sent: Content, result: ChainResult, reqid: string, log: Logger): CommitEvent {
+function commitEvent (op: Op, sent: Content, result: ChainResult, ctx: CallContext): CommitEvent {
   const failed = result.outcome === 'reject' || result.outcome === 'error'
+  const { reqid, log } = ctx
   return {
+    call: ctx,
     op,
     outcome: result.outcome,
     content: result.outcome === 'modify' && result.content !== undefined ? result.content : sent,

@@ -9,11 +9,11 @@ export interface Trace { op: Op, wireOp: Op, entries: TraceEntry[], result: Chai
 /** Runs one call through the chain exactly as the RPC route does, recording every step. */
 export async function traceCall (runtime: Runtime, wireOp: Op, content: Content, log: Logger): Promise<Trace> {
   const entries: TraceEntry[] = []
-  const { op, result } = runtime.call(wireOp, content, performance.now(), 'trace', log, e => entries.push(e))
+  const { op, result, ctx } = runtime.call(wireOp, content, performance.now(), 'trace', log, e => entries.push(e))
   const settled = await result
   // a shadow step that went asynchronous ran beside the chain: its line comes when it answers (until a second past the deadline)
   await settled.settling
-  return { op, wireOp, entries, result: settled, answer: answerFor(op, settled), commits: runtime.describeCommit(op, content, settled, log) }
+  return { op, wireOp, entries, result: settled, answer: answerFor(op, settled), commits: runtime.describeCommit(op, content, settled, ctx) }
 }
 
 const show = (value: unknown): string => value === undefined ? '(absent)' : JSON.stringify(value)

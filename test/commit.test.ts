@@ -5,7 +5,7 @@ import { Committer, type CommitEvent, type CommitHook } from '../src/commit.js'
 
 const lines: Array<Record<string, unknown>> = []
 const log = pino({ level: 'warn' }, { write: (line: string) => { lines.push(JSON.parse(line)) } })
-const event = (outcome: CommitEvent['outcome']): CommitEvent => ({ op: 'NewProxy', outcome, content: { proxy_name: 'a.p' }, reqid: 'r1', time: 0, log })
+const event = (outcome: CommitEvent['outcome']): CommitEvent => ({ call: {}, op: 'NewProxy', outcome, content: { proxy_name: 'a.p' }, reqid: 'r1', time: 0, log })
 const hook = (name: string, commit: CommitHook['commit']): CommitHook => ({ name, commit, describe: () => undefined })
 
 t.test('hooks run after the current tick, each told the event, and drain waits for them', async t => {

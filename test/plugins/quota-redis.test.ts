@@ -127,3 +127,23 @@ t.test('a shadow quota waiting on a users table in Redis: a later reject release
   t.equal(await answer(gw, newProxy('tcp')), 'allow')
   t.equal(await gw.metric('frp_gateway_step_decisions_total', { op: 'NewProxy', step: 'trial', decision: 'allow' }), 2)
 })
+
+t.test('a reject by another step releases only a reservation this call holds: none when quota did not run or could not reserve', async t => {
+  const redis = await startRedis(t)
+  const keyPrefix = prefix()
+  const refuse = (name: string, proxyNames: string[]) => ({ name, plugin: 'reject', ops: ['NewProxy'], when: { proxyNames }, options: { reason: `refused (${name})` } })
+  const gw = await startGateway(t, {
+    redis: { url: redis.url, keyPrefix },
+    registry: { onStoreError: 'allow' },
+    chain: [refuse('before', ['alice.p2']), quotaStep({ maxProxies: 5 }), refuse('after', ['alice.p1', 'alice.p3'])]
+  })
+  t.equal(await answer(gw, newProxy('tcp', 'alice.p1')), 'refused (after)', 'Redis up: quota reserved, the later step refused')
+  await gw.ref.current.drain()
+  t.equal((await redis.cli('HLEN', `${keyPrefix}reg:{alice}:reservations`)).trim(), '0', 'and the reservation released at once')
+  await redis.stop()
+  t.equal(await answer(gw, newProxy('tcp', 'alice.p2')), 'refused (before)', 'a step before quota refused: quota never ran')
+  t.equal(await answer(gw, newProxy('tcp', 'alice.p3')), 'refused (after)', 'quota could not reserve (allowed by onStoreError), a later step refused')
+  await gw.ref.current.drain()
+  t.equal(await gw.metric('frp_gateway_commit_failures_total', { step: 'quota' }), undefined, 'no release tried for either, so none failed')
+  t.equal(gw.logs.filter(l => l.msg === 'commit failed' && l.step === 'quota').length, 0)
+})

@@ -88,7 +88,7 @@ t.test('trace shows the release a rejected call would do, and the step\'s decisi
   // trace runs the steps as a call does: its reservation is real, and ends at the deadline since trace commits nothing
   const rejected = await traceCall(gw.ref.current, 'NewProxy', newProxy('http'), log)
   t.same(rejected.commits, [
-    'quota: would release the reservation of alice.web (run_id 9a961f8f3302e589), if this call holds one',
+    'quota: would release the reservation of alice.web (run_id 9a961f8f3302e589) this call holds',
     'registry: records nothing (the answer is reject)'
   ])
   const refused = await traceCall(gw.ref.current, 'NewProxy', newProxy('udp'), log)
