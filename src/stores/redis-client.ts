@@ -50,6 +50,19 @@ function sentinelOptions (cfg: SentinelConfig): RedisOptions {
   return { sentinels, name, username, password, sentinelUsername, sentinelPassword, ...tls }
 }
 
+/**
+ * A Redis that connects again after an end it was not asked for. ioredis ends a Sentinel client for
+ * good when a failover's +switch-master reaches it while it reconnects (the master had died, so its
+ * detector was never cleaned up): "Connection is closed.", every command refused until a restart.
+ */
+class LastingRedis extends Redis {
+  closing = false
+  override disconnect (reconnect = false): void {
+    if (!reconnect) this.closing = true
+    super.disconnect(reconnect)
+  }
+}
+
 /** The Redis of the config as a message names it, without its password. */
 export function redisName (cfg: RedisConfig): string {
   // the password runs to the last @ before the path (ioredis reads the URL so), or is a query parameter
@@ -68,6 +81,7 @@ export const connectionFailure = (err: Error): string => err.name === 'ParserErr
   : err.message
 
 const OFFLINE = /enableOfflineQueue options is false/
+const CLOSED = 'the connection closed'
 
 function unreachable (client: Redis | Cluster, state: ClientState, where: string): Error & { code?: unknown } {
   const last = state.lastError
@@ -96,6 +110,12 @@ export function redisError (client: Redis | Cluster, err: unknown, node?: string
   let out: Error & { code?: unknown }
   if (OFFLINE.test(message)) {
     out = unreachable(client, state, where)
+  } else if (err.name === 'MaxRetriesPerRequestError') {
+    // ioredis's word for a command in flight when its connection closed (it retries none: maxRetriesPerRequest 0)
+    const last = state.lastError
+    const why = last === undefined || last.message === CLOSED ? '' : ` (${connectionFailure(last)})`
+    out = new Error(`redis ${where}: the connection closed before the answer${why}`)
+    out.code = (last as { code?: unknown } | undefined)?.code ?? 'ECONNRESET'
   } else if (message === 'Command timed out') {
     out = timedOut(`redis ${where} did not answer within ${state.commandTimeoutMs} ms`)
   } else {
@@ -241,9 +261,10 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
   } else if ('sentinels' in cfg) {
     // failoverDetector: a master that hangs (paused, cut off) keeps its connection open, so without the
     // Sentinels' +switch-master the client would stay on it for as long as it hangs
-    client = new Redis({ ...common, ...sentinelOptions(cfg), sentinelRetryStrategy: retry, failoverDetector: true })
+    // sentinelCommandTimeout: a Sentinel that hangs (paused, cut off) held the resolve of the master for ever, never asking the next one
+    client = new LastingRedis({ ...common, ...sentinelOptions(cfg), sentinelRetryStrategy: retry, sentinelCommandTimeout: perConnection.commandTimeout, failoverDetector: true })
   } else {
-    client = new Redis(cfg.url, common)
+    client = new LastingRedis(cfg.url, common)
   }
 
   let up: boolean | undefined
@@ -262,10 +283,15 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
     report(true)
   })
   client.on('close', () => {
-    state.lastError ??= new Error('the connection closed')
+    state.lastError ??= new Error(CLOSED)
     report(false)
   })
-  client.on('end', () => report(false))
+  client.on('end', () => {
+    report(false)
+    if (client instanceof LastingRedis && !client.closing) {
+      setTimeout(() => { if (client.status === 'end' && !client.closing) client.connect().catch(() => {}) }, retry(1)).unref()
+    }
+  })
   // a listener must exist: an unhandled 'error' event would crash the process
   client.on('error', (err: Error) => {
     // the offline-queue error of a command sent while down says nothing of why, and would hide the error that does;

@@ -3,7 +3,7 @@ import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Cluster, Redis } from 'ioredis'
 import t from 'tap'
-import { createRedisClient, type RedisConfig } from '../../src/stores/redis-client.js'
+import { createRedisClient, redisError, type RedisConfig } from '../../src/stores/redis-client.js'
 import { until } from '../helpers/downstream.js'
 import { freePort, redisCli, startRedis, startSentinel, waitFor } from '../helpers/redis.js'
 
@@ -39,6 +39,16 @@ t.test('onUp follows the server going away and coming back, on the same client',
   t.same(ups, [true, false, true], 'one report per transition')
 })
 
+t.test('a command whose connection closes before its answer says so, with a code', async t => {
+  const server = await startRedis(t)
+  const { client } = track({ url: server.url })
+  await once(client, 'ready')
+  const pending = client.get('k')
+  ;(client as Redis).stream.destroy()
+  const err = await pending.then(() => undefined, (e: unknown) => redisError(client, e))
+  t.match(err, { message: /^redis redis:\/\/127\.0\.0\.1:\d+: the connection closed before the answer$/, code: 'ECONNRESET' })
+})
+
 t.test('an unreachable Redis is reported down once and commands fail fast', async t => {
   const port = await freePort()
   for (const cfg of [
@@ -65,6 +75,33 @@ t.test('sentinel config finds the master', async t => {
   t.teardown(() => direct.disconnect())
   await once(direct, 'ready')
   t.equal(await direct.get('via-sentinel'), '1', 'the write reached the monitored master')
+})
+
+t.test('a Sentinel client that ioredis ends unasked connects again; one the gateway closes stays closed', async t => {
+  const master = await startRedis(t)
+  const sentinel = await startSentinel(t, master, 'gw')
+  const { client, ups } = track({ sentinels: [{ host: '127.0.0.1', port: sentinel.port }], name: 'gw' })
+  // what ioredis's failover detector does on +switch-master, here while the client resolves the master: ioredis then
+  // ends the client ("Connection is closed.") and schedules no reconnect
+  const ended = new Promise(resolve => client.once('end', resolve))
+  ;(client as unknown as { connector: { disconnect: () => void } }).connector.disconnect()
+  await ended
+  t.ok(await until(() => ups.at(-1) === true, 10_000), 'up again')
+  t.equal(await client.ping(), 'PONG')
+  client.disconnect()
+  await sleep(500)
+  t.equal(client.status, 'end', 'the gateway\'s own disconnect is final')
+})
+
+t.test('a Sentinel that hangs is passed over for the next one', async t => {
+  const master = await startRedis(t)
+  const hung = await startSentinel(t, master, 'gw')
+  const next = await startSentinel(t, master, 'gw')
+  hung.pause(true)
+  t.teardown(() => { hung.pause(false) })
+  const { client, ups } = track({ sentinels: [{ host: '127.0.0.1', port: hung.port }, { host: '127.0.0.1', port: next.port }], name: 'gw' })
+  t.ok(await until(() => ups.at(-1) === true, 5000), 'the master found through the second Sentinel')
+  t.equal(await client.ping(), 'PONG')
 })
 
 t.test('a Sentinel failover away from a master that hangs: the client follows the new master', async t => {
