@@ -278,7 +278,9 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
   const dropped = (why: Error): void => { state.lastError = why }
   if (client instanceof Cluster) client.on('+node', (node: Redis) => watchdog(node, perConnection.commandTimeout, dropped))
   else watchdog(client, perConnection.commandTimeout, dropped)
+  let revivals = 0
   client.on('ready', () => {
+    revivals = 0
     state.lastError = undefined
     report(true)
   })
@@ -289,7 +291,7 @@ export function createRedisClient(cfg: RedisConfig, opts: RedisClientOptions = {
   client.on('end', () => {
     report(false)
     if (client instanceof LastingRedis && !client.closing) {
-      setTimeout(() => { if (client.status === 'end' && !client.closing) client.connect().catch(() => {}) }, retry(1)).unref()
+      setTimeout(() => { if (client.status === 'end' && !client.closing) client.connect().catch(() => {}) }, retry(++revivals)).unref()
     }
   })
   // a listener must exist: an unhandled 'error' event would crash the process
