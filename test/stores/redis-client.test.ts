@@ -128,6 +128,24 @@ t.test('a Sentinel failover away from a master that hangs: the client follows th
   t.equal(await redisCli(replica.port, 'GET', 'k'), 'after\n')
 })
 
+t.test('a Sentinel failover after the master died: the client follows the new master', async t => {
+  const master = await startRedis(t)
+  const replica = await startRedis(t)
+  await redisCli(replica.port, 'REPLICAOF', '127.0.0.1', String(master.port))
+  await waitFor('the replica in sync', async () => (await redisCli(replica.port, 'INFO', 'replication')).includes('master_link_status:up'))
+  const sentinels = [await startSentinel(t, master, 'gw', { downAfterMs: 500 }), await startSentinel(t, master, 'gw', { downAfterMs: 500 })]
+  await waitFor('the sentinels to know the replica', async () =>
+    (await Promise.all(sentinels.map(async s => await redisCli(s.port, 'SENTINEL', 'REPLICAS', 'gw')))).every(r => r.includes(String(replica.port))))
+  const { client, ups } = track({ sentinels: sentinels.map(s => ({ host: '127.0.0.1', port: s.port })), name: 'gw' })
+  await once(client, 'ready')
+  await master.stop()
+  await waitFor('a sentinel to promote the replica', async () =>
+    (await redisCli(sentinels[0].port, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'gw')).includes(String(replica.port)), 30_000)
+  t.ok(await until(() => ups.at(-1) === true, 10_000), 'up again')
+  t.equal(await client.set('k', 'after'), 'OK')
+  t.equal(await redisCli(replica.port, 'GET', 'k'), 'after\n', 'on the promoted replica')
+})
+
 t.test('a connection ended while its peer hangs (ready, not writable, no close ever) is dropped and made again', async t => {
   const server = await startRedis(t)
   // a hop that never passes the client's FIN on and never closes: the peer of a hung master, as a Sentinel failover's disconnect meets it
