@@ -268,11 +268,15 @@ function baseApp (opts: AppOptions, listener: Listener, extra: object = {}): Fas
       return false
     }
   }
+  // frps posts every call: a POST elsewhere is most likely an frps whose httpPlugins path or port is wrong
+  const rpcHint = listener.rpc !== undefined
+    ? `: the plugin RPC is at ${quote(listener.rpc.path)} (listen.path); check the path in frps's httpPlugins`
+    : `: this is the admin listener; the plugin RPC is on the listen port, at ${quote(opts.path)}`
   const noRoute = (req: FastifyRequest, reply: FastifyReply): FastifyReply => {
     const path = req.url.split('?')[0]
     const err = isRpcPath(path) && req.method !== 'POST'
       ? new GatewayError('FRPGW_ERR_METHOD_NOT_ALLOWED', req.method, quote(path))
-      : new GatewayError('FRPGW_ERR_NOT_FOUND', `${req.method} ${quote(path)}`)
+      : new GatewayError('FRPGW_ERR_NOT_FOUND', `${req.method} ${quote(path)}`, req.method === 'POST' ? rpcHint : '')
     refused(err, callLogger(opts.logger, req.id))
     if (err.statusCode === 405) reply.header('allow', 'POST')
     return reply.code(err.statusCode).type(JSON_TYPE).send(JSON.stringify(err.toJSON()))

@@ -132,6 +132,7 @@ t.test('/healthz, /readyz and unknown routes', async t => {
   const missing = await gw.app.inject({ method: 'GET', url: '/nope' })
   t.equal(missing.statusCode, 404)
   t.equal(missing.json().error.code, 'FRPGW_ERR_NOT_FOUND')
+  t.equal(missing.json().error.message, 'no route GET "/nope"', 'a GET is not an frps call: no hint')
 })
 
 t.test('an unknown route on either listener is a 404 before its body is read', async t => {
@@ -146,6 +147,11 @@ t.test('an unknown route on either listener is a 404 before its body is read', a
       t.equal(res.json().error.code, 'FRPGW_ERR_NOT_FOUND')
     }
   }
+  const hints = await Promise.all([gw.app, admin].map(async app => (await app.inject(post('{}', { 'content-type': 'application/json' }, '/handle'))).json().error.message))
+  t.same(hints, [
+    'no route POST "/handle": the plugin RPC is at "/handler" (listen.path); check the path in frps\'s httpPlugins',
+    'no route POST "/handle": this is the admin listener; the plugin RPC is on the listen port, at "/handler"'
+  ], 'a POST elsewhere, most likely an frps with a wrong path or port, is told where the RPC is')
 })
 
 t.test('logs: one line per call with reqid, allowed calls at debug, secrets redacted', async t => {
