@@ -95,7 +95,9 @@ const steps = Object.entries(plugins).map(([name, def]) => z.strictObject({
   options: (def.options as z.ZodType).prefault({})
 }))
 const step = z.discriminatedUnion('plugin', steps as unknown as [typeof steps[number]], {
-  error: iss => iss.code === 'invalid_union' ? `unknown plugin: expected one of ${pluginNames.join(', ')}` : undefined
+  error: iss => iss.code === 'invalid_union'
+    ? `${(iss.input as { plugin?: unknown } | undefined)?.plugin === undefined ? 'missing' : 'unknown plugin'}: expected one of ${pluginNames.join(', ')}`
+    : undefined
 })
 
 export const configSchema = z.strictObject({

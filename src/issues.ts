@@ -14,6 +14,10 @@ export const issuesOf = (error: z.ZodError, at: readonly PropertyKey[] = []): Co
     const path = [...at, ...issue.path]
     if (issue.code === 'unrecognized_keys') return issue.keys.map(key => ({ path: issuePath([...path, key]), message: 'unknown key' }))
     if (issue.code === 'invalid_key') return [{ path: issuePath(path), message: issue.issues[0]?.message ?? issue.message }]
+    // zod says "Invalid input: expected string, received undefined" of a key left out
+    if (issue.code === 'invalid_type' && typeof path.at(-1) === 'string' && issue.message.endsWith(', received undefined')) {
+      return [{ path: issuePath(path), message: `missing: expected ${issue.expected}` }]
+    }
     return [{ path: issuePath(path), message: issue.message }]
   })
   const seen = new Set<string>()

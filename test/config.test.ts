@@ -64,6 +64,15 @@ t.test('every error is reported with its JSON path', async t => {
   t.equal(byPath['chain[2].options.x'], 'unknown key')
 })
 
+t.test('a key left out is said to be missing, with what it takes', async t => {
+  const problems = issuesOf(() => parseConfig({ chain: [{ plugin: 'reject' }, { name: 'x' }, { name: 'f', plugin: 'forward' }] })).map(i => [i.path, i.message])
+  t.same(problems, [
+    ['chain[0].name', 'missing: expected string'],
+    ['chain[1].plugin', 'missing: expected one of reject, metas, rewrite, rate-limit, forward, users, ports, quota, notify'],
+    ['chain[2].options.url', 'missing: expected string']
+  ])
+})
+
 t.test('the Sentinel form of redis takes credentials and tls for each side; a wrong value names its path, never the password', async t => {
   const sentinels = [{ host: '127.0.0.1', port: 26379 }]
   const full = { sentinels, name: 'gw', username: 'app', password: 'pw1', sentinelUsername: 'watch', sentinelPassword: 'pw2', tls: true }

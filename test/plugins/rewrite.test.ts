@@ -344,7 +344,7 @@ t.test('bad options fail at start, naming the path', async t => {
   t.same(await issues({ replace: [{ path: 'a', pattern: 'ok', replacement: '' }, { path: 'a', pattern: '(', replacement: 'b' }] }),
     [{ path: 'chain[0].options.replace[1].pattern', message: 'Invalid regular expression: /(/g: Unterminated group' }])
   t.same(await issues({ replace: [{ path: 'a', pattern: 'x' }] }),
-    [{ path: 'chain[0].options.replace[0].replacement', message: 'Invalid input: expected string, received undefined' }])
+    [{ path: 'chain[0].options.replace[0].replacement', message: 'missing: expected string' }])
   t.same(await issues({ rename: {} }), [{ path: 'chain[0].options.rename', message: 'unknown key' }])
 })
 
