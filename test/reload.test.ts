@@ -110,6 +110,20 @@ t.test('--watch reloads when the file changes', async t => {
   await waitForLog(gw, 'config reloaded')
   const res = await fetch(`${gw.url}/handler?op=Login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"op":"Login","content":{}}' })
   t.same(await res.json(), { reject: false, unchange: false, content: { metas: { config: 'w' } } })
+  t.equal(gw.lines.filter(l => l.level === 40).length, 0, 'no warning: listen, admin and log are as they were')
+  gw.child.kill('SIGTERM')
+  t.equal(await gw.exited, 0)
+})
+
+t.test('a reload that changes listen, admin or log says those changes wait for a restart', async t => {
+  const file = configFile(chainTagging('a'))
+  const gw = await serveCli(['--config', file], t)
+  writeFileSync(file, JSON.stringify({ ...chainTagging('b'), log: { level: 'debug' }, admin: { port: 0 } }))
+  gw.child.kill('SIGHUP')
+  await waitForLog(gw, 'config reloaded')
+  await pause(100)
+  t.same(gw.lines.filter(l => l.level === 40).map(l => [l.msg, l.keys]),
+    [['the changes of admin, log take effect at a restart: the gateway goes on as it started', ['admin', 'log']]])
   gw.child.kill('SIGTERM')
   t.equal(await gw.exited, 0)
 })

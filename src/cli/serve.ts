@@ -16,6 +16,9 @@ import { StartError } from './usage.js'
 const chainNames = (runtime: Runtime): Record<Op, string[]> =>
   Object.fromEntries(OPS.map(op => [op, runtime.chains[op].map(s => s.name)])) as Record<Op, string[]>
 
+/** what a reload does not change: the listeners and the logger are made once, at start */
+const RESTART_ONLY = ['listen', 'admin', 'log'] as const
+
 /** A listener that cannot start, in one line: which address, and which listener of the config. */
 function listenFailed (err: unknown, listener: 'RPC' | 'admin', { host, port }: { host: string, port: number }): StartError {
   const { code, message } = err as { code?: string, message: string }
@@ -143,6 +146,8 @@ export async function serve (file: string, watch: boolean, early: EarlyHup): Pro
         onSwap()
         metrics.configReloads.inc({ result: 'success' })
         logger.info({ why, file, chains: chainNames(runtime) }, 'config reloaded')
+        const kept = RESTART_ONLY.filter(key => JSON.stringify(next[key]) !== JSON.stringify(config[key]))
+        if (kept.length > 0) logger.warn({ keys: kept }, `the changes of ${kept.join(', ')} take effect at a restart: the gateway goes on as it started`)
         // calls in flight keep the old runtime and are bounded by its deadline: close it after that (or at a stop, with the live one)
         retiring.add(old)
         setTimeout(() => { void old.close().finally(() => retiring.delete(old)) }, old.config.deadlineMs + 100).unref()
