@@ -1,17 +1,27 @@
-import { constants, type Stats } from 'node:fs'
+import { constants, open as openFd, type Stats } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
+import { Socket } from 'node:net'
+import { promisify } from 'node:util'
 import { notRegular } from '../json-file.js'
 import { SinkError, type Sink } from './sink.js'
 
+/** Where events go: a file handle, or a FIFO written as a stream (libuv's, never a threadpool thread). */
+interface Appender {
+  append: (text: string) => Promise<void>
+  /** ends it at once: a FIFO write waiting for a reader that stopped reading fails */
+  close: () => Promise<void>
+}
+
 /**
- * Appends one event per line, one append at a time: appendFile writes in pieces of 512 KiB, and two
- * at once would interleave a large event's. Reopened on reload (SIGHUP), so logrotate can move the file away.
+ * The appends of every sink of one path in one order: a reload's new runtime writes beside the old one's
+ * while that drains, and appendFile writes in pieces of 512 KiB, so two at once would interleave a large event's.
  */
+const orders = new Map<string, Promise<unknown>>()
+
+/** Appends one event per line, one append at a time. Reopened on reload (SIGHUP), so logrotate can move the file away. */
 export class FileSink implements Sink {
   readonly label: string
-  #handle: FileHandle | undefined
-  /** the appends, reopens and the close, in the order asked */
-  #last: Promise<unknown> = Promise.resolve()
+  #out: Appender | undefined
   #closed = false
 
   constructor (private readonly path: string) {
@@ -19,8 +29,10 @@ export class FileSink implements Sink {
   }
 
   #next<T> (work: () => Promise<T>): Promise<T> {
-    const done = this.#last.then(work)
-    this.#last = done.catch(() => {})
+    const done = (orders.get(this.path) ?? Promise.resolve()).then(work)
+    const settled = done.catch(() => {})
+    orders.set(this.path, settled)
+    void settled.then(() => { if (orders.get(this.path) === settled) orders.delete(this.path) })
     return done
   }
 
@@ -29,8 +41,13 @@ export class FileSink implements Sink {
       await this.#next(async () => {
         if (this.#closed) throw new Error('closed')
         // a failed open is tried again at the next event
-        this.#handle ??= await openAppend(this.path)
-        await this.#handle.appendFile(`${event}\n`)
+        const out = this.#out ??= await openAppend(this.path)
+        await out.append(`${event}\n`).catch(async (err: unknown) => {
+          // a FIFO whose reader left (EPIPE) is opened again at the next event, to a reader come back
+          if (this.#out === out) this.#out = undefined
+          await out.close()
+          throw err
+        })
       })
     } catch (err) {
       throw new SinkError(`${this.label}: ${(err as Error).message}`, !this.#closed, { cause: err })
@@ -39,14 +56,18 @@ export class FileSink implements Sink {
 
   async reopen (): Promise<void> {
     await this.#next(async () => {
-      const old = this.#handle
-      this.#handle = undefined
+      const old = this.#out
+      this.#out = undefined
       await old?.close()
     })
   }
 
   async close (): Promise<void> {
     this.#closed = true
+    // before its turn: an append to a FIFO that no one reads would hold every turn after it, this close's too
+    const out = this.#out
+    this.#out = undefined
+    await out?.close()
     await this.reopen()
   }
 }
@@ -58,19 +79,35 @@ export function notAppendable (stats: Stats): string | undefined {
 
 /**
  * The file, opened to append. A FIFO with no reader fails the open at once (ENXIO) where it would block it, and
- * every send after it, for ever; one with a reader is opened again to be written as a log to stdout is, blocking
- * (a write that cannot go on at once would otherwise fail half written, its retry writing the line again).
+ * every send after it, for ever; one with a reader is written as a stream, as Node writes a stdout that is a pipe:
+ * a write the reader is not ready for waits in libuv, not in a threadpool thread, which a stop could not end
+ * (process.exit joins those threads) and four of which would stall every gzip body and file read.
  */
-async function openAppend (path: string): Promise<FileHandle> {
+async function openAppend (path: string): Promise<Appender> {
   const handle = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK, 0o666)
   const stats = await handle.stat()
   const problem = notAppendable(stats)
-  if (problem === undefined && !stats.isFIFO()) return handle
+  if (problem === undefined && !stats.isFIFO()) return { append: async text => { await handle.appendFile(text) }, close: async () => { await handle.close() } }
   try {
     if (problem !== undefined) throw new Error(problem)
     // opened while the first is: closing it first would leave the FIFO without a writer, and a reader such as cat ends there
-    return await open(path, 'a')
+    return pipeAppender(await promisify(openFd)(path, constants.O_WRONLY | constants.O_APPEND | constants.O_NONBLOCK))
   } finally {
     await handle.close()
+  }
+}
+
+function pipeAppender (fd: number): Appender {
+  const stream = new Socket({ fd, readable: false, writable: true })
+  let failed: Error | undefined
+  stream.on('error', (err: Error) => { failed ??= err })
+  return {
+    append: async text => {
+      await new Promise<void>((resolve, reject) => {
+        if (failed !== undefined || stream.destroyed) { reject(failed ?? new Error('closed')); return }
+        stream.write(text, err => { if (err == null) resolve(); else reject(failed ?? err) })
+      })
+    },
+    close: async () => { stream.destroy() }
   }
 }

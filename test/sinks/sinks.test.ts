@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync } from 'node:fs'
+import { closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync } from 'node:fs'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -384,6 +384,24 @@ t.test('file: a FIFO (/dev/stdout in a container) with no reader fails its sends
   t.equal(read, '{"a":2}\n', 'the reader got the event, one line')
 })
 
+t.test('file: a FIFO whose reader stops reading holds its sends, and a close ends them at once (a stop would wait for ever)', async t => {
+  const path = join(mkdtempSync(join(tmpdir(), 'frpgw-fifo-')), 'events.log')
+  execFileSync('mkfifo', [path])
+  // a reader that never reads: the pipe's buffer (64 KiB) fills, then writes wait
+  const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
+  t.teardown(() => { closeSync(reader) })
+  const sink = new FileSink(path)
+  const event = JSON.stringify({ user: 'x'.repeat(16 * 1024) })
+  const sends = Array.from({ length: 12 }, async () => await sink.send(event).then(() => 'sent', (err: SinkError) => err.message))
+  await sleep(300)
+  const started = Date.now()
+  await sink.close()
+  t.ok(Date.now() - started < 1000, `closed in ${Date.now() - started} ms`)
+  const results = await Promise.all(sends)
+  t.ok(results.filter(r => r === 'sent').length >= 3, 'what the pipe took was sent')
+  t.ok(results.some(r => r !== 'sent'), 'what waited for the reader failed at the close')
+})
+
 t.test('file: one event per line, appended; reopen follows a rotated file', async t => {
   const dir = mkdtempSync(join(tmpdir(), 'frpgw-sink-'))
   const path = join(dir, 'events.jsonl')
@@ -401,16 +419,16 @@ t.test('file: one event per line, appended; reopen follows a rotated file', asyn
   t.equal(readFileSync(path, 'utf8'), '{"n":3}\n')
 })
 
-t.test('file: large events written at once stay whole lines (appendFile writes 512 KiB pieces)', async t => {
+t.test('file: large events written at once stay whole lines (appendFile writes 512 KiB pieces), also from two sinks of one path (a reload\'s old and new)', async t => {
   const path = join(mkdtempSync(join(tmpdir(), 'frpgw-sink-')), 'events.jsonl')
-  const sink = new FileSink(path)
-  t.teardown(() => sink.close())
-  const { queue, counts } = queueOf(sink, { concurrency: 4 })
-  for (const c of 'abcdefgh') queue.push(JSON.stringify({ user: c.repeat(900 * 1024) }))
-  t.equal(await queue.drain(10_000), true)
-  t.equal(counts.sent, 8)
+  const sinks = [new FileSink(path), new FileSink(path)]
+  t.teardown(async () => { await Promise.all(sinks.map(async sink => { await sink.close() })) })
+  const queues = sinks.map(sink => queueOf(sink, { concurrency: 4 }))
+  for (const c of 'abcdefgh') queues['abcd'.includes(c) ? 0 : 1].queue.push(JSON.stringify({ user: c.repeat(900 * 1024) }))
+  t.same(await Promise.all(queues.map(async ({ queue }) => await queue.drain(10_000))), [true, true])
+  t.same(queues.map(({ counts }) => counts.sent), [4, 4])
   const users = readFileSync(path, 'utf8').split('\n').filter(l => l !== '').map(l => (JSON.parse(l) as { user: string }).user)
-  t.same(users.map(u => [u[0], u.length]), [...'abcdefgh'].map(c => [c, 900 * 1024]))
+  t.same(users.map(u => [u[0], u.length]).sort(), [...'abcdefgh'].map(c => [c, 900 * 1024]))
 })
 
 t.test('file: an event waiting to be tried again when the queue is drained is dropped, and the closed sink opens nothing', async t => {
