@@ -99,11 +99,23 @@ export default definePlugin({
       return failed(lookup.error, lookup.status === 'invalid' ? `the record of ${user} is not valid` : 'user table unavailable')
     }
 
+    /**
+     * A port frpc asked for (assign mode) passes, unless frps refused it to this very proxy (reconciliation found it
+     * never open): frpc tries again every 30 s, each try allowed and recorded, counted by quota, refused by frps again.
+     */
+    const explicit = (user: string, name: string, asked: number): Promise<Verdict> => registry.store.portOwner(asked).then(owner => {
+      if (owner?.refused !== true || owner.user !== user || owner.name !== name) return EXPLICIT
+      const until = new Date(owner.heldUntil as number).toISOString()
+      return { reject: `frps refused remote port ${asked} to ${name} (another program listens there, or allowPorts): ask for another port, or this one after ${until}`, rule: 'refused' }
+    }, (err: unknown) => failed(err, 'registry unavailable'))
+
     return function ports (content, ctx) {
       if (!holdsPort(own(content, 'proxy_type'))) return
       const asked = own(content, 'remote_port')
-      if (mode === 'assign' && asked !== undefined && asked !== null && asked !== 0) return EXPLICIT
       const name = own(content, 'proxy_name')
+      if (mode === 'assign' && asked !== undefined && asked !== null && asked !== 0) {
+        return Number.isInteger(asked) && typeof name === 'string' ? explicit(ownText(own(content, 'user'), 'user'), name, asked as number) : EXPLICIT
+      }
       if (typeof name !== 'string' || name === '') return
       const user = ownText(own(content, 'user'), 'user')
       if (fixed !== undefined) return assign(content, ctx, user, name, fixed.ranges, fixed.text)

@@ -1,4 +1,7 @@
 import { randomUUID } from 'node:crypto'
+import { once } from 'node:events'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
@@ -206,16 +209,20 @@ for (const onStoreError of ['allow', 'reject'] as const) {
   })
 }
 
-t.test('with frpsApi, a proxy frps refused loses its record at reconciliation, and its next try gets another port: the refused one is held for no one', async t => {
-  const { createServer } = await import('node:http')
-  // frps lists no proxy online: it refused the one the gateway allowed (its port taken, say), and sent no CloseProxy
+/** A stand-in for frps's dashboard API that lists no proxy online; its URL. */
+async function frpsListingNone (t: Test): Promise<string> {
   const frps = createServer((_req, res) => {
     res.setHeader('content-type', 'application/json')
     res.end(JSON.stringify({ proxies: [] }))
   }).listen(0, '127.0.0.1')
-  await new Promise(resolve => frps.once('listening', resolve))
+  await once(frps, 'listening')
   t.teardown(() => { frps.closeAllConnections(); frps.close() })
-  const url = `http://127.0.0.1:${(frps.address() as { port: number }).port}`
+  return `http://127.0.0.1:${(frps.address() as AddressInfo).port}`
+}
+
+t.test('with frpsApi, a proxy frps refused loses its record at reconciliation, and its next try gets another port: the refused one is held for no one', async t => {
+  // frps lists no proxy online: it refused the one the gateway allowed (its port taken, say), and sent no CloseProxy
+  const url = await frpsListingNone(t)
   const gw = await startGateway(t, { registry: { frpsApi: { url }, reconcileEvery: '1s' }, chain: [portsStep({ range: ['41800-41801'], releaseAfter: '3s' })] })
   t.same((await gw.call('NewProxy', any())).body, assigned(any(), 41800))
   await recorded(gw, 'alice', 'alice.any', r => r !== undefined)
@@ -230,6 +237,26 @@ t.test('with frpsApi, a proxy frps refused loses its record at reconciliation, a
   t.same((await gw.call('NewProxy', any())).body, assigned(any(), 41801), 'frpc\'s next try gets the next port')
   await recorded(gw, 'alice', 'alice.any', r => r?.remote_port === 41801)
   t.same((await gw.call('NewProxy', proxyOf('bob', 'p'))).body, noPort('bob', '41800-41801'), 'and no one else gets the refused one')
+})
+
+t.test('assign mode: a port frpc asked for that frps refused to this very proxy is refused by the step, so no record counts it', async t => {
+  const url = await frpsListingNone(t)
+  const gw = await startGateway(t, { registry: { frpsApi: { url }, reconcileEvery: '1s' }, chain: [portsStep({ range: ['41810-41811'] })] })
+  const own = proxyOf('alice', 'own', 41900)
+  t.same((await gw.call('NewProxy', own)).body, ALLOW, 'a port of its own choice passes')
+  await recorded(gw, 'alice', 'alice.own', r => r !== undefined)
+  const until = performance.now() + 6000
+  while ((await owner(gw, 41900))?.refused !== true && performance.now() < until) await sleep(50)
+  const held = await owner(gw, 41900)
+  t.equal(held?.refused, true, 'reconciliation found it never open')
+  t.same((await gw.call('NewProxy', own)).body, {
+    reject: true, unchange: true,
+    reject_reason: `frps refused remote port 41900 to alice.own (another program listens there, or allowPorts): ask for another port, or this one after ${new Date(held?.heldUntil as number).toISOString()}`
+  }, 'its next try is refused here, not recorded for frps to refuse again')
+  await gw.ref.current.drain()
+  t.equal(await gw.ref.current.registry?.store.get('alice', 'alice.own'), undefined, 'no record counts it')
+  t.same((await gw.call('NewProxy', proxyOf('bob', 'other', 41900))).body, ALLOW, 'another proxy asking for that port is frps\'s to judge')
+  t.same((await gw.call('NewProxy', proxyOf('alice', 'own', 41901))).body, ALLOW, 'and another port for the proxy passes')
 })
 
 t.test('ranges from a users table in Redis: a record that does not validate, then Redis stopped, follow registry onStoreError', async t => {
